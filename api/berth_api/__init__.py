@@ -1,0 +1,1 @@
+"""berth.dev API types (pydantic), versioned."""

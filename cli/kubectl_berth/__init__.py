@@ -1,0 +1,1 @@
+"""kubectl-berth: the kubectl plugin that moves repositories and follows the moves."""

@@ -1,0 +1,1 @@
+"""Pieces every berth component shares: processes, structured logs, certificates."""

@@ -1,0 +1,1 @@
+"""berth-agent: the host agent that runs repositories and moves their images."""

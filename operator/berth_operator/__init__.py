@@ -1,0 +1,1 @@
+"""berth-operator: reconciles RepositoryPlacement and Machine resources."""
