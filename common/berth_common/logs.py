@@ -33,7 +33,8 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         fields = " ".join(
-            f"{k}={v}" for k, v in vars(record).items()
+            f"{k}={v}"
+            for k, v in vars(record).items()
             if k not in _STANDARD and not k.startswith("_")
         )
         line = f"{record.levelname.lower():7} {record.getMessage()}"

@@ -50,8 +50,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "up":
-        plan = plan_lab(args.name, hosts=args.hosts, bandwidth=args.bandwidth,
-                        datastore_size=args.datastore_size)
+        plan = plan_lab(
+            args.name,
+            hosts=args.hosts,
+            bandwidth=args.bandwidth,
+            datastore_size=args.datastore_size,
+        )
         lab = Lab(plan).up()
         _print_status(lab.status())
         return 0
@@ -80,8 +84,10 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _print_status(status: dict[str, object]) -> None:
-    print(f"lab {status['name']}  network {status['network']}  "
-          f"bandwidth {status['bandwidth'] or 'unlimited'}")
+    print(
+        f"lab {status['name']}  network {status['network']}  "
+        f"bandwidth {status['bandwidth'] or 'unlimited'}"
+    )
     hosts = status["hosts"]
     assert isinstance(hosts, list)
     print(f"{'HOST':8} {'ADDRESS':14} {'UP':4} {'DATASTORE':18} {'FREE':>10}")
@@ -89,8 +95,10 @@ def _print_status(status: dict[str, object]) -> None:
         store = host["datastore"]
         free = store.get("freeBytes")
         free_text = f"{free / 2**30:.1f}GiB" if isinstance(free, int) else "-"
-        print(f"{host['name']:8} {host['address']:14} {'yes' if host['up'] else 'NO':4} "
-              f"{store['path']:18} {free_text:>10}")
+        print(
+            f"{host['name']:8} {host['address']:14} {'yes' if host['up'] else 'NO':4} "
+            f"{store['path']:18} {free_text:>10}"
+        )
 
 
 if __name__ == "__main__":

@@ -54,7 +54,11 @@ class LabHost:
         return ["nsenter", "-t", str(self.holder_pid), "-m", "-n", "--"]
 
     def run(
-        self, argv: Sequence[str], *, check: bool = True, input: bytes | None = None,
+        self,
+        argv: Sequence[str],
+        *,
+        check: bool = True,
+        input: bytes | None = None,
         timeout: float | None = 120,
     ) -> subprocess.CompletedProcess[bytes]:
         return run([*self.nsenter(), *argv], check=check, input=input, timeout=timeout)
@@ -63,8 +67,11 @@ class LabHost:
         """Start a long-running process inside the host, detached from the caller's session."""
         log_file = log_path.open("ab")
         return subprocess.Popen(
-            [*self.nsenter(), *argv], stdout=log_file, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
+            [*self.nsenter(), *argv],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
 
 
@@ -83,8 +90,14 @@ class Lab:
         if not state_file.exists():
             raise LabError(f"lab {name!r} is not up (no {state_file}); run: berth-lab up")
         state = json.loads(state_file.read_text())
-        lab = cls(plan_lab(name, hosts=len(state["hosts"]), bandwidth=state.get("bandwidth"),
-                           datastore_size=state["datastore_size"]))
+        lab = cls(
+            plan_lab(
+                name,
+                hosts=len(state["hosts"]),
+                bandwidth=state.get("bandwidth"),
+                datastore_size=state["datastore_size"],
+            )
+        )
         for host_name, host_state in state["hosts"].items():
             lab.hosts[host_name] = LabHost(lab.plan.host(host_name), host_state["holder_pid"])
         return lab
@@ -103,8 +116,10 @@ class Lab:
     def up(self) -> Lab:
         """Create everything; on any failure tear down what was made and re-raise."""
         if self.state_file.exists() or _netns_with_prefix(self._netns_prefix()):
-            raise LabError(f"lab {self.plan.name!r} is already up; run: berth-lab down"
-                           + ("" if self.plan.name == "lab" else f" --name {self.plan.name}"))
+            raise LabError(
+                f"lab {self.plan.name!r} is already up; run: berth-lab down"
+                + ("" if self.plan.name == "lab" else f" --name {self.plan.name}")
+            )
         _ensure_no_route_clash(self.plan)
         try:
             self.plan.state_dir.mkdir(parents=True, exist_ok=True)
@@ -131,8 +146,21 @@ class Lab:
     def _create_host(self, host: HostPlan) -> LabHost:
         p = self.plan
         run(["ip", "netns", "add", host.netns])
-        run(["ip", "link", "add", host.veth_root, "type", "veth", "peer", "name", "eth0",
-             "netns", host.netns])
+        run(
+            [
+                "ip",
+                "link",
+                "add",
+                host.veth_root,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                host.netns,
+            ]
+        )
         run(["ip", "link", "set", host.veth_root, "master", p.bridge, "up"])
         ns = ["ip", "-n", host.netns]
         run([*ns, "addr", "add", f"{host.address}/{p.network.prefixlen}", "dev", "eth0"])
@@ -161,9 +189,20 @@ class Lab:
             canonical.mkdir(parents=True, exist_ok=True)
         script = " && ".join(f"mount --bind {src} {dst}" for src, dst in binds)
         holder = subprocess.Popen(
-            ["nsenter", f"--net=/var/run/netns/{host.netns}", "unshare", "--mount",
-             "--propagation", "private", "sh", "-c", f"{script} && exec sleep infinity"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            [
+                "nsenter",
+                f"--net=/var/run/netns/{host.netns}",
+                "unshare",
+                "--mount",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                f"{script} && exec sleep infinity",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
             start_new_session=True,
         )
         deadline = time.monotonic() + 10
@@ -228,7 +267,7 @@ class Lab:
         procs.terminate_trees(pids)
         for ns in namespaces:
             run(["ip", "netns", "del", ns], check=False)
-        for link in _links_with_prefix(f"bl-{self.plan.name}-") + [self.plan.bridge]:
+        for link in [*_links_with_prefix(f"bl-{self.plan.name}-"), self.plan.bridge]:
             run(["ip", "link", "del", link], check=False)
         state_dir = self.plan.state_dir
         for mount in sorted(_mounts_under(state_dir), reverse=True):
@@ -255,8 +294,9 @@ def _ensure_no_route_clash(plan: LabPlan) -> None:
     for route in routes:
         dst = route.get("dst", "")
         if dst == str(plan.network) or dst == str(plan.network.network_address):
-            raise LabError(f"{plan.network} is already routed via {route.get('dev')}; "
-                           f"pick another lab name")
+            raise LabError(
+                f"{plan.network} is already routed via {route.get('dev')}; pick another lab name"
+            )
 
 
 def _mounts_under(root: Path) -> list[str]:
@@ -285,8 +325,7 @@ def _loops_backed_by(root: Path) -> list[str]:
     if not result.stdout.strip():
         return []
     devices = json.loads(result.stdout).get("loopdevices", [])
-    return [d["name"] for d in devices
-            if str(d.get("back-file", "")).startswith(str(root) + "/")]
+    return [d["name"] for d in devices if str(d.get("back-file", "")).startswith(str(root) + "/")]
 
 
 def _df(host: LabHost, path: Path) -> dict[str, int]:
@@ -296,4 +335,3 @@ def _df(host: LabHost, path: Path) -> dict[str, int]:
         return {}
     size, avail = (int(x) for x in lines[1].split())
     return {"sizeBytes": size, "freeBytes": avail}
-

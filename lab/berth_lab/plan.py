@@ -58,8 +58,10 @@ class LabPlan:
         for host in self.hosts:
             if name in (host.name, host.name.removeprefix("host-")):
                 return host
-        raise PlanError(f"no host {name!r} in lab {self.name!r}; hosts: "
-                        + ", ".join(h.name for h in self.hosts))
+        raise PlanError(
+            f"no host {name!r} in lab {self.name!r}; hosts: "
+            + ", ".join(h.name for h in self.hosts)
+        )
 
 
 def lab_network(name: str) -> ipaddress.IPv4Network:

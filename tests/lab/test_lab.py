@@ -1,0 +1,148 @@
+"""The lab on real namespaces, veths, loop devices and btrfs."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from berth_common.process import output, run
+from berth_lab import Lab, plan_lab
+from berth_lab.lab import LabError
+
+pytestmark = pytest.mark.lab
+BERTH_LAB = [sys.executable, "-m", "berth_lab.cli"]
+
+
+def leftovers(name: str) -> dict[str, list[str]]:
+    state_dir = str(plan_lab(name).state_dir)
+    mounts = [
+        line
+        for line in Path("/proc/mounts").read_text().splitlines()
+        if state_dir in line or f"berth-{name}-" in line
+    ]
+    loops = [line for line in output(["losetup", "-a"]).splitlines() if state_dir in line]
+    netns = [
+        line
+        for line in output(["ip", "netns", "list"]).splitlines()
+        if line.startswith(f"berth-{name}-")
+    ]
+    links = [
+        link["ifname"]
+        for link in json.loads(output(["ip", "-j", "link"]))
+        if link["ifname"].startswith((f"bl-{name}-", f"blbr-{name}"))
+    ]
+    return {
+        "mounts": mounts,
+        "loops": loops,
+        "netns": netns,
+        "links": links,
+        "state": [state_dir] if Path(state_dir).exists() else [],
+    }
+
+
+def test_hosts_have_own_address_and_reach_each_other(lab: Lab) -> None:
+    a, b = lab.host("a"), lab.host("b")
+    assert a.address != b.address
+    eth0 = json.loads(a.run(["ip", "-j", "addr", "show", "eth0"]).stdout)
+    assert eth0[0]["addr_info"][0]["local"] == a.address
+    listener = subprocess.Popen(
+        [*b.nsenter(), "busybox", "nc", "-l", "-p", "9100"], stdout=subprocess.PIPE
+    )
+    try:
+        for _ in range(50):
+            if (
+                a.run(
+                    ["busybox", "nc", "-w", "1", b.address, "9100"], check=False, input=b"beat\n"
+                ).returncode
+                == 0
+            ):
+                break
+            time.sleep(0.1)
+        out, _ = listener.communicate(timeout=5)
+    finally:
+        listener.kill()
+    assert out == b"beat\n"
+
+
+def test_each_host_sees_its_own_datastore_at_the_same_path(lab: Lab) -> None:
+    a, b = lab.host("a"), lab.host("b")
+    a.run(["sh", "-c", "echo from-a > /var/lib/berth/marker"])
+    assert a.run(["cat", "/var/lib/berth/marker"]).stdout == b"from-a\n"
+    assert b.run(["cat", "/var/lib/berth/marker"], check=False).returncode != 0
+    fstype = a.run(["stat", "-f", "-c", "%T", "/var/lib/berth"]).stdout.decode().strip()
+    assert fstype == "btrfs"
+    a.run(["rm", "/var/lib/berth/marker"])
+    # The host's private mounts are not visible outside it.
+    assert "/var/lib/berth " not in Path("/proc/self/mounts").read_text()
+
+
+def test_status_reports_hosts_addresses_and_datastores(lab: Lab) -> None:
+    status = lab.status()
+    assert [h["name"] for h in status["hosts"]] == ["host-a", "host-b"]
+    assert all(h["up"] for h in status["hosts"])
+    assert all(h["datastore"]["freeBytes"] > 20 * 2**30 for h in status["hosts"])
+
+
+def test_second_up_of_the_same_lab_is_refused(lab: Lab) -> None:
+    with pytest.raises(LabError, match="already up"):
+        Lab(plan_lab("t", hosts=2)).up()
+
+
+def test_cli_up_status_exec_down_leaves_nothing() -> None:
+    name = "tcli"
+    base = [*BERTH_LAB, "--name", name]
+    try:
+        run(
+            [*base, "up", "--hosts", "3", "--bandwidth", "500mbit", "--datastore-size", "1G"],
+            timeout=120,
+        )
+        status = json.loads(output([*base, "status", "-o", "json"]))
+        assert len(status["hosts"]) == 3
+        assert len({h["address"] for h in status["hosts"]}) == 3
+        qdisc = output(["tc", "qdisc", "show", "dev", f"bl-{name}-a"])
+        assert "tbf" in qdisc and "500Mbit" in qdisc
+        hostname = output([*base, "exec", "host-c", "--", "ip", "-o", "-4", "addr", "show", "eth0"])
+        assert status["hosts"][2]["address"] in hostname
+        bad = run([*base, "exec", "host-q", "--", "true"], check=False)
+        assert bad.returncode == 1 and b"no host 'host-q'" in bad.stderr
+    finally:
+        run([*base, "down"], timeout=120)
+    assert leftovers(name) == {"mounts": [], "loops": [], "netns": [], "links": [], "state": []}
+
+
+def test_down_cleans_up_after_a_run_killed_midway() -> None:
+    name = "tcrash"
+    base = [*BERTH_LAB, "--name", name]
+    proc = subprocess.Popen(
+        [*base, "up", "--hosts", "3", "--datastore-size", "1G"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        # Kill it as soon as the second host exists: host a is complete, b is half made.
+        deadline = time.monotonic() + 60
+        while f"berth-{name}-b" not in output(["ip", "netns", "list"]):
+            assert time.monotonic() < deadline, "lab up never reached host b"
+            assert proc.poll() is None, "lab up ended before it could be killed"
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert leftovers(name)["netns"], "the killed run should have left something to clean"
+    finally:
+        run([*base, "down"], timeout=120)
+    assert leftovers(name) == {"mounts": [], "loops": [], "netns": [], "links": [], "state": []}
+
+
+def test_bad_input_changes_nothing() -> None:
+    for args in (["up", "--hosts", "0"], ["up", "--bandwidth", "fast"]):
+        proc = run([*BERTH_LAB, "--name", "tbad", *args], check=False)
+        assert proc.returncode == 1 and proc.stderr
+    assert leftovers("tbad") == {"mounts": [], "loops": [], "netns": [], "links": [], "state": []}
+    missing = run([*BERTH_LAB, "--name", "tbad", "status"], check=False)
+    assert missing.returncode == 1 and b"is not up" in missing.stderr
