@@ -81,7 +81,9 @@ if [ -z "${BERTH_CRIU_FORCE:-}" ] && [ -n "$current" ] && criu_ok "$current"; th
     log "criu $(criu_version "$current") at $current is >= $MIN_VERSION and 'criu check' passes: nothing to do"
     exit 0
 fi
-if [ -n "$current" ]; then
+if [ -n "${BERTH_CRIU_FORCE:-}" ]; then
+    log "BERTH_CRIU_FORCE is set: (re)installing regardless of '${current:-no criu}' on PATH"
+elif [ -n "$current" ]; then
     log "criu on PATH: $current, version '$(criu_version "$current")' — not usable (need >= $MIN_VERSION and a passing 'criu check')"
 else
     log "no criu on PATH"
@@ -90,8 +92,8 @@ fi
 # ------------------------------------------------------------- architecture
 arch=$(dpkg --print-architecture)
 case "$arch" in
-    amd64) triplet=x86_64-linux-gnu; ldso=ld-linux-x86-64.so.2 ;;
-    arm64) triplet=aarch64-linux-gnu; ldso=ld-linux-aarch64.so.1 ;;
+    amd64) triplet=x86_64-linux-gnu; ldso="ld-linux-x86-64.so.2" ;;
+    arm64) triplet=aarch64-linux-gnu; ldso="ld-linux-aarch64.so.1" ;;
     *) die "architecture '$arch' is not handled (only amd64, arm64)" ;;
 esac
 
@@ -179,13 +181,30 @@ download_debs() {
         -o "Acquire::IndexTargets::deb::Contents-deb::DefaultEnabled=false"
         -o "Acquire::IndexTargets::deb::CNF::DefaultEnabled=false"
     )
+    # apt fetches as the unprivileged _apt user: let it into $work.
+    chmod 0755 "$work"
+    if id _apt >/dev/null 2>&1; then
+        chown _apt "$work/lists/partial" "$work/cache/archives/partial" "$work/debs"
+    fi
+    apt_update() { # apt-get update exits 0 on some errors: also look for E: lines
+        apt-get "${O[@]}" -qq update >"$work/update.log" 2>&1 && ! grep -q '^E:' "$work/update.log"
+    }
     log "fetching the $SUITE package index from $MIRROR (keyring $KEYRING)"
-    apt-get "${O[@]}" -qq update >"$work/update.log" 2>&1 ||
-        { cat "$work/update.log" >&2; die "apt-get update of '$SUITE' from $MIRROR failed"; }
+    if ! apt_update && grep -q 'is expired' "$work/update.log"; then
+        # Frozen/snapshot mirrors serve a Release whose Valid-Until has
+        # passed; its signature is still checked.
+        log "WARNING: $MIRROR serves an expired $SUITE Release file; retrying with Acquire::Check-Valid-Until=false"
+        O+=(-o "Acquire::Check-Valid-Until=false")
+        apt_update || true
+    fi
+    if grep -q '^E:' "$work/update.log" || ! ls "$work"/lists/*Packages* >/dev/null 2>&1; then
+        cat "$work/update.log" >&2
+        die "apt-get update of '$SUITE' from $MIRROR failed"
+    fi
 
     local cand
     cand=$(apt-cache "${O[@]}" policy criu | awk '/Candidate:/ {print $2}')
-    [ -n "$cand" ] && [ "$cand" != "(none)" ] || die "no 'criu' package in $MIRROR $SUITE"
+    if [ -z "$cand" ] || [ "$cand" = "(none)" ]; then die "no 'criu' package in $MIRROR $SUITE"; fi
     dpkg --compare-versions "$cand" ge "$MIN_VERSION" ||
         die "$SUITE at $MIRROR only has criu $cand (< $MIN_VERSION)"
 
@@ -197,8 +216,6 @@ download_debs() {
     [ "${#pkgs[@]}" -gt 1 ] || die "could not resolve the dependencies of criu in $SUITE"
     log "downloading ${#pkgs[@]} packages: ${pkgs[*]}"
 
-    # apt drops privileges to _apt for downloads; let it write there.
-    if id _apt >/dev/null 2>&1; then chown _apt "$work/debs"; fi
     (cd "$work/debs" && apt-get "${O[@]}" -qq download "${pkgs[@]/%//$SUITE}") >"$work/dl.log" 2>&1 ||
         { cat "$work/dl.log" >&2; die "apt-get download from $MIRROR $SUITE failed"; }
 
@@ -236,8 +253,14 @@ find_ldso() { # $1 = root
     done
 }
 
+prefix_runs() { # $1 = root; true if its criu starts with its own loader
+    local l; l=$(find_ldso "$1")
+    [ -n "$l" ] && [ -x "$1/usr/sbin/criu" ] &&
+        "$l" --library-path "$(libpath "$1")" "$1/usr/sbin/criu" --version >/dev/null 2>&1
+}
+
 if [ -f "$PREFIX/.berth-manifest" ] && cmp -s "$PREFIX/.berth-manifest" "$manifest" &&
-   [ -x "$PREFIX/usr/sbin/criu" ] && [ -n "$(find_ldso "$PREFIX")" ]; then
+   prefix_runs "$PREFIX"; then
     log "$PREFIX already holds exactly these packages"
 else
     stage=$PREFIX.new.$$
@@ -290,7 +313,7 @@ v=$(criu_version "$WRAPPER")
 [ -n "$v" ] || die "$WRAPPER --version gives no version: $("$WRAPPER" --version 2>&1 | head -n3)"
 dpkg --compare-versions "$v" ge "$MIN_VERSION" || die "$WRAPPER is criu $v, need >= $MIN_VERSION"
 if ! chk=$("$WRAPPER" check 2>&1); then
-    die "'criu check' fails with criu $v — the kernel lacks something CRIU needs (CONFIG_CHECKPOINT_RESTORE etc.):
+    die "'criu check' fails with criu $v — the kernel (CONFIG_CHECKPOINT_RESTORE and friends) or this environment (e.g. a chroot that is not the root of its own mount namespace) lacks something CRIU needs:
 $chk"
 fi
 

@@ -1,0 +1,1 @@
+"""Applications berth can deploy without a registry (built from the host's busybox)."""

@@ -1,0 +1,42 @@
+"""pulse: the demo application. Its counter lives only in RAM, so it survives a move
+only if the process's memory does (CRIU), and restarts at 1 if it does not."""
+
+from __future__ import annotations
+
+from berth_agent.runtime.spec import PortSpec, RepositoryServices, ServiceSpec
+
+IMAGE = "berth/pulse:1"
+PORT = 8080
+
+SCRIPT = """#!/bin/sh
+# pulse: keeps a counter in memory only and logs a beat every PULSE_INTERVAL seconds.
+interval="${PULSE_INTERVAL:-1}"
+port="${PULSE_PORT:-8080}"
+# Answer TCP probes so a mover can tell when the service is back.
+nc -ll -p "$port" -e /usr/bin/pulse-answer &
+n=0
+while :; do
+  n=$((n + 1))
+  echo "memory counter=$n time=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  sleep "$interval"
+done
+"""
+
+ANSWER = """#!/bin/sh
+echo "pulse $(hostname)"
+"""
+
+
+def services(interval: float = 1.0) -> RepositoryServices:
+    return RepositoryServices(
+        services=[
+            ServiceSpec(
+                name="pulse",
+                image=IMAGE,
+                command=["/usr/bin/pulse"],
+                environment={"PULSE_INTERVAL": f"{interval:g}", "PULSE_PORT": str(PORT)},
+                checkpoint=True,
+                ports=[PortSpec(container=PORT, host=PORT)],
+            )
+        ]
+    )

@@ -1,0 +1,1 @@
+"""Freezing a repository's processes with CRIU (through its dockerd) and reviving them."""

@@ -1,0 +1,122 @@
+"""Checkpoint a repository's labelled containers and stop the rest; restore them later.
+
+What was frozen is recorded inside the repository (.berth/checkpoint.json), so the
+record travels with the image and any host that mounts it knows what to restore.
+Both operations are keyed by the migration id and safe to repeat.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import docker
+from pydantic import BaseModel, Field
+
+from berth_agent.checkpoint import docker_api
+from berth_agent.errors import AgentError
+from berth_agent.runtime.services import service_containers
+from berth_agent.runtime.spec import CHECKPOINT_LABEL
+
+log = logging.getLogger("berth.agent.checkpoint")
+RECORD = "checkpoint.json"
+RESTORE_ATTEMPTS = 4
+
+
+class FreezeRecord(BaseModel):
+    migration_id: str
+    checkpoint: str
+    checkpointed: list[str] = Field(default_factory=list)  # restore from the checkpoint
+    stopped: list[str] = Field(default_factory=list)  # start fresh
+    durations: dict[str, float] = Field(default_factory=dict)
+
+
+def checkpoint_name(migration_id: str) -> str:
+    return f"berth-{migration_id}"
+
+
+def _record_path(meta_dir: Path) -> Path:
+    return meta_dir / RECORD
+
+
+def read_record(meta_dir: Path) -> FreezeRecord | None:
+    path = _record_path(meta_dir)
+    return FreezeRecord.model_validate_json(path.read_text()) if path.exists() else None
+
+
+def freeze(client: docker.DockerClient, meta_dir: Path, migration_id: str) -> FreezeRecord:
+    """Checkpoint every running container labelled for it; stop every other one."""
+    existing = read_record(meta_dir)
+    if existing is not None:
+        if existing.migration_id == migration_id:
+            return existing  # already frozen for this migration: a replay
+        raise AgentError(f"repository is frozen by migration {existing.migration_id}; "
+                         "restore it before freezing it again")
+    record = FreezeRecord(migration_id=migration_id, checkpoint=checkpoint_name(migration_id))
+    for container in service_containers(client):
+        if container.status != "running":
+            continue
+        started = time.monotonic()
+        if (container.labels or {}).get(CHECKPOINT_LABEL) == "true":
+            docker_api.create(client, container.id, record.checkpoint)
+            record.checkpointed.append(container.name)
+            record.durations[f"checkpoint:{container.name}"] = time.monotonic() - started
+        else:
+            container.stop(timeout=10)
+            record.stopped.append(container.name)
+            record.durations[f"stop:{container.name}"] = time.monotonic() - started
+    tmp = _record_path(meta_dir).with_suffix(".tmp")
+    tmp.write_text(record.model_dump_json(indent=2))
+    tmp.replace(_record_path(meta_dir))
+    log.info("repository frozen", extra={"migration": migration_id,
+                                         "checkpointed": record.checkpointed,
+                                         "stopped": record.stopped})
+    return record
+
+
+def thaw(client: docker.DockerClient, meta_dir: Path) -> dict[str, float]:
+    """Restore what freeze() checkpointed and start what it stopped; then forget the record.
+
+    docker 20.10 sometimes refuses the first restore with "content sha256:... already
+    exists" (containerd's content store keeps the upload of the failed attempt); the same
+    request then succeeds, so such a failure is retried.
+    """
+    record = read_record(meta_dir)
+    if record is None:
+        return {}
+    durations: dict[str, float] = {}
+    for name in record.checkpointed:
+        container = client.containers.get(name)
+        started = time.monotonic()
+        if container.status != "running":
+            _restore_with_retry(client, container.id, record.checkpoint)
+        durations[f"restore:{name}"] = time.monotonic() - started
+    for name in record.stopped:
+        container = client.containers.get(name)
+        started = time.monotonic()
+        if container.status != "running":
+            container.start()
+        durations[f"start:{name}"] = time.monotonic() - started
+    for name in record.checkpointed:
+        container = client.containers.get(name)
+        if record.checkpoint in docker_api.names(client, container.id):
+            docker_api.delete(client, container.id, record.checkpoint)
+    _record_path(meta_dir).unlink()
+    log.info("repository restored", extra={"migration": record.migration_id,
+                                           "restored": record.checkpointed,
+                                           "started": record.stopped})
+    return durations
+
+
+def _restore_with_retry(client: docker.DockerClient, container_id: str, checkpoint: str) -> None:
+    for attempt in range(1, RESTORE_ATTEMPTS + 1):
+        try:
+            docker_api.start_from(client, container_id, checkpoint)
+            return
+        except docker.errors.APIError as err:
+            if "already exists" not in str(err) or attempt == RESTORE_ATTEMPTS:
+                raise AgentError(f"restore of {container_id[:12]} failed: {err}") from err
+            log.warning("restore retried", extra={"container": container_id[:12],
+                                                  "attempt": attempt, "error": str(err)})
+            time.sleep(0.05)

@@ -1,0 +1,157 @@
+"""`berth-agent`: the host agent's daemon (`serve`) and admin commands (`repo ...`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from berth_agent.config import AgentConfig, load_config
+from berth_agent.errors import AgentError
+from berth_agent.repositories import TEMPLATES, Repositories
+from berth_agent.runtime.spec import RepositoryServices
+from berth_common.logs import setup_logging
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="berth-agent", description=__doc__)
+    parser.add_argument("--config", type=Path, help="YAML config file (flags override it)")
+    parser.add_argument("--data-dir", type=Path, help="datastore directory (/var/lib/berth)")
+    parser.add_argument("--run-dir", type=Path, help="runtime directory (/run/berth)")
+    parser.add_argument("--log-format", choices=["json", "text"], default=None)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the agent's mTLS HTTPS API")
+    serve.add_argument("--name", help="machine name")
+    serve.add_argument("--listen")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--tls-cert", type=Path)
+    serve.add_argument("--tls-key", type=Path)
+    serve.add_argument("--client-ca", type=Path)
+
+    repo = sub.add_parser("repo", help="manage repositories on this host").add_subparsers(
+        dest="repo_command", required=True)
+    create = repo.add_parser("create", help="create a repository image")
+    create.add_argument("name")
+    create.add_argument("--size", required=True, help="e.g. 2G")
+    create.add_argument("--template", choices=sorted(TEMPLATES))
+    create.add_argument("--services", type=Path, help="JSON file with the services")
+    create.add_argument("--key-file", type=Path, help="LUKS key (needs dm-crypt)")
+    up = repo.add_parser("up", help="mount, start its dockerd and its services")
+    up.add_argument("name")
+    up.add_argument("--key-file", type=Path)
+    repo.add_parser("down", help="stop its dockerd and unmount").add_argument("name")
+    freeze = repo.add_parser("freeze", help="checkpoint labelled containers, stop the rest")
+    freeze.add_argument("name")
+    freeze.add_argument("--migration-id", required=True)
+    for verb in ("list", "status"):
+        p = repo.add_parser(verb, help=f"{verb} repositories")
+        if verb == "status":
+            p.add_argument("name")
+        p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    delete = repo.add_parser("delete", help="delete a repository image for good")
+    delete.add_argument("name")
+    delete.add_argument("--confirm", required=True, help="the repository's name, again")
+    return parser
+
+
+def _config(args: argparse.Namespace) -> AgentConfig:
+    config = load_config(args.config)
+    updates: dict[str, Any] = {}
+    for flag in ("data_dir", "run_dir"):
+        if getattr(args, flag, None) is not None:
+            updates[flag] = getattr(args, flag)
+    if args.command == "serve":
+        for flag in ("name", "listen", "port"):
+            if getattr(args, flag) is not None:
+                updates[flag] = getattr(args, flag)
+        tls = config.tls.model_copy(update={
+            k: v for k, v in (("cert", args.tls_cert), ("key", args.tls_key),
+                              ("client_ca", args.client_ca)) if v is not None})
+        updates["tls"] = tls
+    return config.model_copy(update=updates)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    config = _config(args)
+    json_logs = args.log_format == "json" or (args.log_format is None and args.command == "serve")
+    setup_logging(config.log_level, json_format=json_logs)
+    if args.command == "serve":
+        from berth_agent.server.serve import serve
+
+        serve(config)
+        return 0
+    try:
+        return _repo_command(Repositories(config), args)
+    except AgentError as err:
+        print(f"berth-agent: {err.message}", file=sys.stderr)
+        return 1
+
+
+def _read_key(path: Path | None) -> bytes | None:
+    return path.read_bytes() if path else None
+
+
+def _repo_command(repos: Repositories, args: argparse.Namespace) -> int:
+    cmd = args.repo_command
+    if cmd == "create":
+        services = (RepositoryServices.model_validate_json(args.services.read_text())
+                    if args.services else None)
+        record = repos.create(args.name, args.size, template=args.template, services=services,
+                              key=_read_key(args.key_file))
+        print(f"repository {record.name} created ({record.guid}, {args.size})")
+    elif cmd == "up":
+        durations = repos.up(args.name, key=_read_key(args.key_file))
+        print(f"repository {args.name} up ({_fmt(durations)})")
+    elif cmd == "down":
+        print(f"repository {args.name} down ({_fmt(repos.down(args.name))})")
+    elif cmd == "freeze":
+        frozen = repos.freeze(args.name, args.migration_id)
+        print(f"repository {args.name} frozen: checkpointed {frozen.checkpointed or '-'}, "
+              f"stopped {frozen.stopped or '-'} ({_fmt(frozen.durations)})")
+    elif cmd == "delete":
+        repos.delete(args.name, args.confirm)
+        print(f"repository {args.name} deleted")
+    elif cmd == "status":
+        status = repos.status(args.name)
+        print(json.dumps(status, indent=2) if args.output == "json" else _status_text(status))
+    elif cmd == "list":
+        items = repos.list()
+        if args.output == "json":
+            print(json.dumps(items, indent=2))
+        else:
+            print(f"{'NAME':20} {'GUID':36} {'SIZE':>8} {'USED':>8} {'MOUNTED':7} DOCKER")
+            for s in items:
+                print(f"{s['name']:20} {s['guid']:36} {_gib(s['sizeBytes']):>8} "
+                      f"{_gib(s['allocatedBytes']):>8} {'yes' if s['mounted'] else 'no':7} "
+                      f"{'running' if s['docker']['running'] else '-'}")
+    return 0
+
+
+def _fmt(durations: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.2f}s" for k, v in durations.items()) or "nothing to do"
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.2f}G" if n >= 2**30 else f"{n / 2**20:.0f}M"
+
+
+def _status_text(s: dict[str, Any]) -> str:
+    lines = [f"{s['name']} ({s['guid']})",
+             f"  size {_gib(s['sizeBytes'])}, allocated {_gib(s['allocatedBytes'])}",
+             f"  mounted: {s['mountPath'] or 'no'}",
+             f"  dockerd: {'running pid ' + str(s['docker']['pid']) if s['docker']['running'] else 'stopped'}"]  # noqa: E501
+    for c in s["containers"]:
+        lines.append(f"  container {c['name']}: {c['state']}"
+                     + (" (checkpointable)" if c["checkpoint"] else ""))
+    if s["frozenBy"]:
+        lines.append(f"  frozen by migration {s['frozenBy']}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,34 @@
+"""The agent's configuration: a YAML file, overridden by flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class TLSConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    cert: Path = Path("/etc/berth/tls/agent.crt")
+    key: Path = Path("/etc/berth/tls/agent.key")
+    client_ca: Path = Field(Path("/etc/berth/tls/ca.crt"),
+                            description="CA that signs the operator's and peers' certificates")
+
+
+class AgentConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field("", description="machine name reported to the operator")
+    data_dir: Path = Path("/var/lib/berth")
+    run_dir: Path = Path("/run/berth")
+    listen: str = "0.0.0.0"
+    port: int = Field(7443, ge=1, le=65535)
+    tls: TLSConfig = Field(default_factory=TLSConfig)
+    dockerd: str = "/usr/sbin/dockerd"
+    log_level: str = "info"
+
+
+def load_config(path: Path | None) -> AgentConfig:
+    if path is None:
+        return AgentConfig()
+    return AgentConfig.model_validate(yaml.safe_load(path.read_text()) or {})

@@ -1,0 +1,154 @@
+"""What the agent does with repositories, composed from the store, the per-repository
+dockerd, the services and the checkpoint code. The HTTP API and the CLI both call this."""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from berth_agent.apps import pulse
+from berth_agent.checkpoint import freeze as freezing
+from berth_agent.config import AgentConfig
+from berth_agent.errors import Conflict, InvalidRequest
+from berth_agent.runtime.dockerd import DaemonPaths, RepositoryDaemon
+from berth_agent.runtime.services import describe, service_containers, start_services
+from berth_agent.runtime.spec import RepositoryServices
+from berth_agent.store.store import META_DIR, RepositoryRecord, RepositoryStore
+
+log = logging.getLogger("berth.agent.repositories")
+TEMPLATES = {"pulse": pulse.services, "empty": lambda: RepositoryServices()}
+
+
+class Repositories:
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        self.store = RepositoryStore(config.data_dir)
+
+    @contextmanager
+    def _locked(self, guid: str) -> Iterator[None]:
+        """One operation at a time per repository, across threads and processes (the
+        server and an admin command on the same host)."""
+        self.config.run_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.config.run_dir / f"{guid}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+    def daemon(self, guid: str) -> RepositoryDaemon:
+        paths = DaemonPaths(self.config.run_dir / guid, self.store.docker_root(guid))
+        return RepositoryDaemon(paths, self.config.dockerd)
+
+    # --- lifecycle -------------------------------------------------------------------
+    def create(self, name: str, size: str, *, template: str | None = None,
+               services: RepositoryServices | None = None, guid: str | None = None,
+               key: bytes | None = None) -> RepositoryRecord:
+        if template is not None and services is not None:
+            raise InvalidRequest("give either a template or services, not both")
+        if template is not None:
+            if template not in TEMPLATES:
+                raise InvalidRequest(f"unknown template {template!r}; known: "
+                                     + ", ".join(sorted(TEMPLATES)))
+            services = TEMPLATES[template]()
+        return self.store.create(name, size, services or RepositoryServices(), guid=guid,
+                                 key=key)
+
+    def up(self, ref: str, *, key: bytes | None = None) -> dict[str, float]:
+        """Mount, start the dockerd, restore what a freeze left, start the rest."""
+        record = self.store.find(ref)
+        durations: dict[str, float] = {}
+        with self._locked(record.guid):
+            t = time.monotonic()
+            self.store.mount(record.guid, key=key)
+            durations["mount"] = time.monotonic() - t
+            t = time.monotonic()
+            daemon = self.daemon(record.guid)
+            daemon.start()
+            durations["dockerd"] = time.monotonic() - t
+            client = daemon.client()
+            try:
+                meta = self.store.mount_path(record.guid) / META_DIR
+                frozen = freezing.read_record(meta)
+                durations.update(freezing.thaw(client, meta))
+                t = time.monotonic()
+                start_services(client, record.guid, self.store.services(record.guid),
+                               skip=set(frozen.checkpointed) if frozen else None)
+                durations["services"] = time.monotonic() - t
+            finally:
+                client.close()
+        log.info("repository up", extra={"repository": record.name, "durations": durations})
+        return durations
+
+    def freeze(self, ref: str, migration_id: str) -> freezing.FreezeRecord:
+        """Checkpoint labelled containers, stop the others. The dockerd keeps running."""
+        record = self.store.find(ref)
+        with self._locked(record.guid):
+            daemon = self.daemon(record.guid)
+            if not daemon.running():
+                meta = self.store.mount_path(record.guid) / META_DIR
+                existing = freezing.read_record(meta) if self.store.is_mounted(
+                    record.guid) else None
+                if existing and existing.migration_id == migration_id:
+                    return existing
+                raise Conflict(f"repository {record.name!r} is not running")
+            client = daemon.client()
+            try:
+                return freezing.freeze(client, self.store.mount_path(record.guid) / META_DIR,
+                                       migration_id)
+            finally:
+                client.close()
+
+    def down(self, ref: str) -> dict[str, float]:
+        """Stop the dockerd (its containers stop with it) and unmount. Idempotent."""
+        record = self.store.find(ref)
+        durations: dict[str, float] = {}
+        with self._locked(record.guid):
+            t = time.monotonic()
+            self.daemon(record.guid).stop()
+            durations["dockerd"] = time.monotonic() - t
+            t = time.monotonic()
+            self.store.unmount(record.guid)
+            durations["unmount"] = time.monotonic() - t
+        log.info("repository down", extra={"repository": record.name, "durations": durations})
+        return durations
+
+    def delete(self, ref: str, confirm: str) -> RepositoryRecord:
+        record = self.store.find(ref)
+        if confirm != record.name:
+            raise InvalidRequest(f"deleting {record.name!r} needs confirm={record.name!r}")
+        with self._locked(record.guid):
+            if self.daemon(record.guid).running():
+                raise Conflict(f"repository {record.name!r} is running; take it down first")
+            return self.store.delete(record.guid)
+
+    # --- inspection ------------------------------------------------------------------
+    def status(self, ref: str) -> dict[str, Any]:
+        record = self.store.find(ref)
+        mounted = self.store.is_mounted(record.guid)
+        daemon = self.daemon(record.guid)
+        pid = daemon.pid()
+        containers: list[dict[str, Any]] = []
+        frozen = None
+        if pid is not None:
+            client = daemon.client(timeout=10)
+            try:
+                containers = [describe(c) for c in service_containers(client)]
+            finally:
+                client.close()
+        if mounted:
+            frozen = freezing.read_record(self.store.mount_path(record.guid) / META_DIR)
+        return {
+            **record.model_dump(mode="json"),
+            **self.store.usage(record.guid),
+            "mounted": mounted,
+            "mountPath": str(self.store.mount_path(record.guid)) if mounted else None,
+            "docker": {"running": pid is not None, "pid": pid,
+                       "socket": str(daemon.paths.socket)},
+            "containers": containers,
+            "frozenBy": frozen.migration_id if frozen else None,
+        }
+
+    def list(self) -> list[dict[str, Any]]:
+        return [self.status(r.guid) for r in self.store.list()]

@@ -1,0 +1,1 @@
+"""The repository's own Docker daemon, its images and its service containers."""

@@ -1,0 +1,155 @@
+"""One dockerd per repository, isolated from the host's Docker and from each other.
+
+Each daemon has its own socket, exec-root and pidfile under <run-dir>/<guid>, and its
+data-root inside the repository, so its containers, images, volumes and checkpoints all
+travel with the image. An agent that restarts adopts daemons that are already running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import docker
+
+from berth_agent.errors import AgentError
+
+log = logging.getLogger("berth.agent.dockerd")
+
+DOCKERD = "/usr/sbin/dockerd"
+
+
+@dataclass(frozen=True)
+class DaemonPaths:
+    run_dir: Path  # <run-dir>/<guid>
+    data_root: Path
+
+    @property
+    def socket(self) -> Path:
+        return self.run_dir / "docker.sock"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.run_dir / "dockerd.pid"
+
+    @property
+    def exec_root(self) -> Path:
+        return self.run_dir / "exec"
+
+    @property
+    def log_file(self) -> Path:
+        return self.run_dir / "dockerd.log"
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self.socket}"
+
+
+def _pid_is_dockerd_for(pid: int, paths: DaemonPaths) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z" and str(paths.socket).encode() in b" ".join(cmdline)
+
+
+class RepositoryDaemon:
+    def __init__(self, paths: DaemonPaths, dockerd: str = DOCKERD) -> None:
+        self.paths = paths
+        self.dockerd = dockerd
+
+    def pid(self) -> int | None:
+        """The pid of this repository's running dockerd, from its pidfile."""
+        try:
+            pid = int(self.paths.pidfile.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return pid if _pid_is_dockerd_for(pid, self.paths) else None
+
+    def running(self) -> bool:
+        return self.pid() is not None
+
+    def client(self, timeout: int = 60) -> docker.DockerClient:
+        return docker.DockerClient(base_url=self.paths.url, version="auto", timeout=timeout)
+
+    def start(self, timeout: float = 30) -> int:
+        """Start (or adopt) the daemon and wait until it answers."""
+        existing = self.pid()
+        if existing is not None:
+            log.info("dockerd adopted", extra={"pid": existing, "socket": str(self.paths.socket)})
+            self._wait_ready(existing, timeout)
+            return existing
+        self.paths.run_dir.mkdir(parents=True, exist_ok=True)
+        self.paths.data_root.mkdir(parents=True, exist_ok=True)
+        argv = [
+            self.dockerd,
+            "--data-root", str(self.paths.data_root),
+            "--exec-root", str(self.paths.exec_root),
+            "--pidfile", str(self.paths.pidfile),
+            "-H", self.paths.url,
+            # No default bridge and no firewall rules: repositories get a network of
+            # their own (see services), and two repositories never collide on docker0.
+            "--bridge=none", "--iptables=false", "--ip-masq=false",
+            "--experimental",  # docker 20.10 needs it for checkpoint/restore
+            "--log-driver", "json-file",
+        ]
+        log_file = self.paths.log_file.open("ab")
+        proc = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True,
+                                env={**os.environ, "PATH": _path_with_criu()})
+        log_file.close()
+        # Reap it when it exits while we run; after an agent restart init reaps it.
+        threading.Thread(target=proc.wait, daemon=True).start()
+        self._wait_ready(proc.pid, timeout)
+        log.info("dockerd started", extra={"pid": proc.pid, "socket": str(self.paths.socket)})
+        return proc.pid
+
+    def _wait_ready(self, pid: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not Path(f"/proc/{pid}").exists():
+                raise AgentError(f"dockerd exited: {self._log_tail()}")
+            if self.paths.socket.exists():
+                with contextlib.suppress(Exception):
+                    client = self.client(timeout=2)
+                    try:
+                        client.ping()
+                        return
+                    finally:
+                        client.close()
+            time.sleep(0.05)
+        raise AgentError(f"dockerd did not answer within {timeout:.0f}s: {self._log_tail()}")
+
+    def _log_tail(self, lines: int = 5) -> str:
+        try:
+            return " | ".join(self.paths.log_file.read_text().splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self, timeout: float = 30) -> None:
+        """SIGTERM, wait for it to go, then SIGKILL; containers stop with it."""
+        pid = self.pid()
+        if pid is None:
+            return
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while _pid_is_dockerd_for(pid, self.paths):
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                break
+            time.sleep(0.02)
+        log.info("dockerd stopped", extra={"pid": pid, "socket": str(self.paths.socket)})
+
+
+def _path_with_criu() -> str:
+    # runc finds criu on PATH; berth's installer puts a CRIU >= 4.2 in /usr/local/sbin.
+    path = os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+    return "/usr/local/sbin:" + path if "/usr/local/sbin" not in path.split(":") else path

@@ -1,0 +1,96 @@
+"""Creating, starting, stopping and describing a repository's service containers."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import docker
+from docker.models.containers import Container
+
+from berth_agent.runtime.images import ensure_image
+from berth_agent.runtime.spec import (
+    CHECKPOINT_LABEL,
+    SERVICE_LABEL,
+    RepositoryServices,
+    ServiceSpec,
+    repository_subnet,
+)
+
+log = logging.getLogger("berth.agent.services")
+NETWORK = "berth"
+
+
+def ensure_network(client: docker.DockerClient, guid: str) -> None:
+    """The repository's bridge network; its subnet is fixed by the GUID (see spec)."""
+    if client.networks.list(names=[NETWORK]):
+        return
+    subnet = repository_subnet(guid)
+    ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=str(subnet))])
+    client.networks.create(
+        NETWORK, driver="bridge", ipam=ipam,
+        options={"com.docker.network.bridge.name": f"bb{guid.replace('-', '')[:12]}"},
+    )
+
+
+def _create(client: docker.DockerClient, service: ServiceSpec) -> Container:
+    ensure_image(client, service.image)
+    return client.containers.create(
+        service.image,
+        command=service.command,
+        name=service.name,
+        environment=service.environment,
+        labels=service.container_labels(),
+        ports={f"{p.container}/{p.protocol}": p.host for p in service.ports},
+        volumes={v.name: {"bind": v.path, "mode": "rw"} for v in service.volumes},
+        network=NETWORK,
+        hostname=service.name,
+        restart_policy={"Name": "no"},  # the agent starts services; a daemon start must not
+        detach=True,
+    )
+
+
+def service_containers(client: docker.DockerClient) -> list[Container]:
+    return list(client.containers.list(all=True, filters={"label": SERVICE_LABEL}))
+
+
+def start_services(
+    client: docker.DockerClient, guid: str, services: RepositoryServices,
+    skip: set[str] | None = None,
+) -> list[str]:
+    """Create missing containers and start the stopped ones (except `skip`). Idempotent."""
+    ensure_network(client, guid)
+    existing = {c.name: c for c in service_containers(client)}
+    started = []
+    for service in services.services:
+        if skip and service.name in skip:
+            continue
+        container = existing.get(service.name) or _create(client, service)
+        container.reload()
+        if container.status != "running":
+            container.start()
+            started.append(service.name)
+    if started:
+        log.info("services started", extra={"guid": guid, "services": started})
+    return started
+
+
+def stop_services(client: docker.DockerClient, timeout: int = 5) -> list[str]:
+    stopped = []
+    for container in service_containers(client):
+        if container.status == "running":
+            container.stop(timeout=timeout)
+            stopped.append(container.name)
+    return stopped
+
+
+def describe(container: Container) -> dict[str, Any]:
+    labels = container.labels or {}
+    return {
+        "name": container.name,
+        "id": container.short_id,
+        "image": container.attrs.get("Config", {}).get("Image"),
+        "state": container.status,
+        "checkpoint": labels.get(CHECKPOINT_LABEL) == "true",
+        "startedAt": container.attrs.get("State", {}).get("StartedAt"),
+    }

@@ -1,0 +1,115 @@
+"""The agent's HTTP routes. Handlers are thin: they call Repositories and map errors."""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import generate_latest
+from pydantic import BaseModel, Field
+
+from berth_agent import __version__
+from berth_agent.errors import AgentError, InvalidRequest
+from berth_agent.repositories import Repositories
+from berth_agent.runtime.spec import RepositoryServices
+from berth_agent.server.metrics import OPERATION_SECONDS, OPERATIONS, REGISTRY, REPOSITORIES
+
+T = TypeVar("T")
+
+
+class CreateRequest(BaseModel):
+    name: str
+    size: str = Field(examples=["2G"])
+    guid: str | None = None
+    template: str | None = Field(None, examples=["pulse"])
+    services: RepositoryServices | None = None
+    key: str | None = Field(None, description="base64 LUKS key; never stored or logged")
+
+
+class KeyRequest(BaseModel):
+    key: str | None = Field(None, description="base64 LUKS key for encrypted repositories")
+
+
+class FreezeRequest(BaseModel):
+    migration_id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+def _key(encoded: str | None) -> bytes | None:
+    if encoded is None:
+        return None
+    try:
+        return base64.b64decode(encoded, validate=True)
+    except ValueError:
+        raise InvalidRequest("key is not valid base64") from None
+
+
+def _measured(operation: str, call: Callable[[], T]) -> T:
+    started = time.monotonic()
+    try:
+        result = call()
+    except Exception:
+        OPERATIONS.labels(operation, "error").inc()
+        raise
+    OPERATIONS.labels(operation, "ok").inc()
+    OPERATION_SECONDS.labels(operation).observe(time.monotonic() - started)
+    return result
+
+
+def build_app(repos: Repositories, machine: str) -> FastAPI:
+    app = FastAPI(title="berth-agent", version=__version__,
+                  description="Runs repositories on this host and moves their images.")
+
+    @app.exception_handler(AgentError)
+    async def agent_error(_: Request, err: AgentError) -> JSONResponse:
+        return JSONResponse({"code": err.code, "message": err.message}, status_code=err.status)
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, Any]:
+        return {"status": "ok", "machine": machine, "version": __version__}
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    def metrics() -> bytes:
+        records = repos.store.list()
+        mounted = sum(repos.store.is_mounted(r.guid) for r in records)
+        REPOSITORIES.labels("mounted").set(mounted)
+        REPOSITORIES.labels("unmounted").set(len(records) - mounted)
+        return generate_latest(REGISTRY)
+
+    @app.get("/v1/repositories")
+    def list_repositories() -> list[dict[str, Any]]:
+        return repos.list()
+
+    @app.post("/v1/repositories", status_code=201)
+    def create(req: CreateRequest) -> dict[str, Any]:
+        record = _measured("create", lambda: repos.create(
+            req.name, req.size, template=req.template, services=req.services, guid=req.guid,
+            key=_key(req.key)))
+        return record.model_dump(mode="json")
+
+    @app.get("/v1/repositories/{ref}")
+    def status(ref: str) -> dict[str, Any]:
+        return repos.status(ref)
+
+    @app.post("/v1/repositories/{ref}/up")
+    def up(ref: str, req: KeyRequest | None = None) -> dict[str, Any]:
+        durations = _measured("up", lambda: repos.up(ref, key=_key(req.key if req else None)))
+        return {"durations": durations}
+
+    @app.post("/v1/repositories/{ref}/freeze")
+    def freeze(ref: str, req: FreezeRequest) -> dict[str, Any]:
+        record = _measured("freeze", lambda: repos.freeze(ref, req.migration_id))
+        return record.model_dump(mode="json")
+
+    @app.post("/v1/repositories/{ref}/down")
+    def down(ref: str) -> dict[str, Any]:
+        return {"durations": _measured("down", lambda: repos.down(ref))}
+
+    @app.delete("/v1/repositories/{ref}")
+    def delete(ref: str, confirm: str = "") -> dict[str, Any]:
+        return _measured("delete", lambda: repos.delete(ref, confirm)).model_dump(mode="json")
+
+    return app

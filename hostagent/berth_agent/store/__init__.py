@@ -1,0 +1,1 @@
+"""The repository store: image files on the datastore, their mounts and metadata."""
