@@ -40,6 +40,14 @@ fi
 # --- CRIU >= 4.2 -------------------------------------------------------------------
 bash "$repo_root/hack/install-criu.sh"
 
+# runc reads /etc/criu/runc.conf: without tcp-established CRIU refuses to checkpoint a
+# container holding an established TCP connection (docker 20.10 has no flag for it).
+mkdir -p /etc/criu
+if ! grep -qx 'tcp-established' /etc/criu/runc.conf 2>/dev/null; then
+  echo 'tcp-established' >> /etc/criu/runc.conf
+  say "enabled tcp-established in /etc/criu/runc.conf"
+fi
+
 # --- Python environment ------------------------------------------------------------
 python=""
 for candidate in python3.11 python3.12 python3.13 python3; do

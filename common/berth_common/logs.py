@@ -47,3 +47,6 @@ def setup_logging(level: str = "info", json_format: bool = True) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # A line per HTTP request from the clients' libraries is noise, not an event.
+    for noisy in ("httpx", "httpcore", "kubernetes", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

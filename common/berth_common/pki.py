@@ -33,9 +33,13 @@ def _name(cn: str, org: str | None = None) -> x509.Name:
 def _write(files: CertFiles, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> None:
     files.cert.parent.mkdir(parents=True, exist_ok=True)
     files.key.touch(mode=0o600)
-    files.key.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                            serialization.PrivateFormat.PKCS8,
-                                            serialization.NoEncryption()))
+    files.key.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
 
@@ -44,15 +48,27 @@ def create_ca(files: CertFiles, cn: str = "berth CA", days: int = 3650) -> CertF
     now = dt.datetime.now(dt.UTC)
     cert = (
         x509.CertificateBuilder()
-        .subject_name(_name(cn)).issuer_name(_name(cn))
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .subject_name(_name(cn))
+        .issuer_name(_name(cn))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                     content_commitment=False, key_encipherment=False,
-                                     data_encipherment=False, key_agreement=False,
-                                     encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
         .sign(key, hashes.SHA256())
     )
     _write(files, cert, key)
@@ -60,8 +76,14 @@ def create_ca(files: CertFiles, cn: str = "berth CA", days: int = 3650) -> CertF
 
 
 def issue(
-    ca: CertFiles, files: CertFiles, cn: str, *, org: str | None = None,
-    dns: tuple[str, ...] = (), ips: tuple[str, ...] = (), days: int = 365,
+    ca: CertFiles,
+    files: CertFiles,
+    cn: str,
+    *,
+    org: str | None = None,
+    dns: tuple[str, ...] = (),
+    ips: tuple[str, ...] = (),
+    days: int = 365,
 ) -> CertFiles:
     """A leaf certificate usable as both TLS server and client (agents are both)."""
     ca_key = serialization.load_pem_private_key(ca.key.read_bytes(), password=None)
@@ -73,13 +95,19 @@ def issue(
     sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
     builder = (
         x509.CertificateBuilder()
-        .subject_name(_name(cn, org)).issuer_name(ca_cert.subject)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .subject_name(_name(cn, org))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
-                                              ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
+            critical=False,
+        )
     )
     if sans:
         builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)

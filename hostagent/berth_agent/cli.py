@@ -33,7 +33,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--client-ca", type=Path)
 
     repo = sub.add_parser("repo", help="manage repositories on this host").add_subparsers(
-        dest="repo_command", required=True)
+        dest="repo_command", required=True
+    )
     create = repo.add_parser("create", help="create a repository image")
     create.add_argument("name")
     create.add_argument("--size", required=True, help="e.g. 2G")
@@ -68,9 +69,17 @@ def _config(args: argparse.Namespace) -> AgentConfig:
         for flag in ("name", "listen", "port"):
             if getattr(args, flag) is not None:
                 updates[flag] = getattr(args, flag)
-        tls = config.tls.model_copy(update={
-            k: v for k, v in (("cert", args.tls_cert), ("key", args.tls_key),
-                              ("client_ca", args.client_ca)) if v is not None})
+        tls = config.tls.model_copy(
+            update={
+                k: v
+                for k, v in (
+                    ("cert", args.tls_cert),
+                    ("key", args.tls_key),
+                    ("client_ca", args.client_ca),
+                )
+                if v is not None
+            }
+        )
         updates["tls"] = tls
     return config.model_copy(update=updates)
 
@@ -99,10 +108,18 @@ def _read_key(path: Path | None) -> bytes | None:
 def _repo_command(repos: Repositories, args: argparse.Namespace) -> int:
     cmd = args.repo_command
     if cmd == "create":
-        services = (RepositoryServices.model_validate_json(args.services.read_text())
-                    if args.services else None)
-        record = repos.create(args.name, args.size, template=args.template, services=services,
-                              key=_read_key(args.key_file))
+        services = (
+            RepositoryServices.model_validate_json(args.services.read_text())
+            if args.services
+            else None
+        )
+        record = repos.create(
+            args.name,
+            args.size,
+            template=args.template,
+            services=services,
+            key=_read_key(args.key_file),
+        )
         print(f"repository {record.name} created ({record.guid}, {args.size})")
     elif cmd == "up":
         durations = repos.up(args.name, key=_read_key(args.key_file))
@@ -111,8 +128,10 @@ def _repo_command(repos: Repositories, args: argparse.Namespace) -> int:
         print(f"repository {args.name} down ({_fmt(repos.down(args.name))})")
     elif cmd == "freeze":
         frozen = repos.freeze(args.name, args.migration_id)
-        print(f"repository {args.name} frozen: checkpointed {frozen.checkpointed or '-'}, "
-              f"stopped {frozen.stopped or '-'} ({_fmt(frozen.durations)})")
+        print(
+            f"repository {args.name} frozen: checkpointed {frozen.checkpointed or '-'}, "
+            f"stopped {frozen.stopped or '-'} ({_fmt(frozen.durations)})"
+        )
     elif cmd == "delete":
         repos.delete(args.name, args.confirm)
         print(f"repository {args.name} deleted")
@@ -126,9 +145,11 @@ def _repo_command(repos: Repositories, args: argparse.Namespace) -> int:
         else:
             print(f"{'NAME':20} {'GUID':36} {'SIZE':>8} {'USED':>8} {'MOUNTED':7} DOCKER")
             for s in items:
-                print(f"{s['name']:20} {s['guid']:36} {_gib(s['sizeBytes']):>8} "
-                      f"{_gib(s['allocatedBytes']):>8} {'yes' if s['mounted'] else 'no':7} "
-                      f"{'running' if s['docker']['running'] else '-'}")
+                print(
+                    f"{s['name']:20} {s['guid']:36} {_gib(s['sizeBytes']):>8} "
+                    f"{_gib(s['allocatedBytes']):>8} {'yes' if s['mounted'] else 'no':7} "
+                    f"{'running' if s['docker']['running'] else '-'}"
+                )
     return 0
 
 
@@ -141,13 +162,17 @@ def _gib(n: int) -> str:
 
 
 def _status_text(s: dict[str, Any]) -> str:
-    lines = [f"{s['name']} ({s['guid']})",
-             f"  size {_gib(s['sizeBytes'])}, allocated {_gib(s['allocatedBytes'])}",
-             f"  mounted: {s['mountPath'] or 'no'}",
-             f"  dockerd: {'running pid ' + str(s['docker']['pid']) if s['docker']['running'] else 'stopped'}"]  # noqa: E501
+    lines = [
+        f"{s['name']} ({s['guid']})",
+        f"  size {_gib(s['sizeBytes'])}, allocated {_gib(s['allocatedBytes'])}",
+        f"  mounted: {s['mountPath'] or 'no'}",
+        f"  dockerd: {'running pid ' + str(s['docker']['pid']) if s['docker']['running'] else 'stopped'}",
+    ]  # noqa: E501
     for c in s["containers"]:
-        lines.append(f"  container {c['name']}: {c['state']}"
-                     + (" (checkpointable)" if c["checkpoint"] else ""))
+        lines.append(
+            f"  container {c['name']}: {c['state']}"
+            + (" (checkpointable)" if c["checkpoint"] else "")
+        )
     if s["frozenBy"]:
         lines.append(f"  frozen by migration {s['frozenBy']}")
     return "\n".join(lines)

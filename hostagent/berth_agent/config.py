@@ -12,8 +12,10 @@ class TLSConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     cert: Path = Path("/etc/berth/tls/agent.crt")
     key: Path = Path("/etc/berth/tls/agent.key")
-    client_ca: Path = Field(Path("/etc/berth/tls/ca.crt"),
-                            description="CA that signs the operator's and peers' certificates")
+    client_ca: Path = Field(
+        Path("/etc/berth/tls/ca.crt"),
+        description="CA that signs the operator's and peers' certificates",
+    )
 
 
 class AgentConfig(BaseModel):

@@ -10,10 +10,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import docker
+
 from berth_agent.apps import pulse
 from berth_agent.checkpoint import freeze as freezing
 from berth_agent.config import AgentConfig
-from berth_agent.errors import Conflict, InvalidRequest
+from berth_agent.errors import Conflict, InvalidRequest, NotFound
 from berth_agent.runtime.dockerd import DaemonPaths, RepositoryDaemon
 from berth_agent.runtime.services import describe, service_containers, start_services
 from berth_agent.runtime.spec import RepositoryServices
@@ -42,18 +44,25 @@ class Repositories:
         return RepositoryDaemon(paths, self.config.dockerd)
 
     # --- lifecycle -------------------------------------------------------------------
-    def create(self, name: str, size: str, *, template: str | None = None,
-               services: RepositoryServices | None = None, guid: str | None = None,
-               key: bytes | None = None) -> RepositoryRecord:
+    def create(
+        self,
+        name: str,
+        size: str,
+        *,
+        template: str | None = None,
+        services: RepositoryServices | None = None,
+        guid: str | None = None,
+        key: bytes | None = None,
+    ) -> RepositoryRecord:
         if template is not None and services is not None:
             raise InvalidRequest("give either a template or services, not both")
         if template is not None:
             if template not in TEMPLATES:
-                raise InvalidRequest(f"unknown template {template!r}; known: "
-                                     + ", ".join(sorted(TEMPLATES)))
+                raise InvalidRequest(
+                    f"unknown template {template!r}; known: " + ", ".join(sorted(TEMPLATES))
+                )
             services = TEMPLATES[template]()
-        return self.store.create(name, size, services or RepositoryServices(), guid=guid,
-                                 key=key)
+        return self.store.create(name, size, services or RepositoryServices(), guid=guid, key=key)
 
     def up(self, ref: str, *, key: bytes | None = None) -> dict[str, float]:
         """Mount, start the dockerd, restore what a freeze left, start the rest."""
@@ -73,8 +82,12 @@ class Repositories:
                 frozen = freezing.read_record(meta)
                 durations.update(freezing.thaw(client, meta))
                 t = time.monotonic()
-                start_services(client, record.guid, self.store.services(record.guid),
-                               skip=set(frozen.checkpointed) if frozen else None)
+                start_services(
+                    client,
+                    record.guid,
+                    self.store.services(record.guid),
+                    skip=set(frozen.checkpointed) if frozen else None,
+                )
                 durations["services"] = time.monotonic() - t
             finally:
                 client.close()
@@ -88,15 +101,17 @@ class Repositories:
             daemon = self.daemon(record.guid)
             if not daemon.running():
                 meta = self.store.mount_path(record.guid) / META_DIR
-                existing = freezing.read_record(meta) if self.store.is_mounted(
-                    record.guid) else None
+                existing = (
+                    freezing.read_record(meta) if self.store.is_mounted(record.guid) else None
+                )
                 if existing and existing.migration_id == migration_id:
                     return existing
                 raise Conflict(f"repository {record.name!r} is not running")
             client = daemon.client()
             try:
-                return freezing.freeze(client, self.store.mount_path(record.guid) / META_DIR,
-                                       migration_id)
+                return freezing.freeze(
+                    client, self.store.mount_path(record.guid) / META_DIR, migration_id
+                )
             finally:
                 client.close()
 
@@ -144,11 +159,27 @@ class Repositories:
             **self.store.usage(record.guid),
             "mounted": mounted,
             "mountPath": str(self.store.mount_path(record.guid)) if mounted else None,
-            "docker": {"running": pid is not None, "pid": pid,
-                       "socket": str(daemon.paths.socket)},
+            "docker": {"running": pid is not None, "pid": pid, "socket": str(daemon.paths.socket)},
             "containers": containers,
             "frozenBy": frozen.migration_id if frozen else None,
         }
+
+    def logs(self, ref: str, service: str, tail: int = 100) -> list[str]:
+        """The service's last log lines, each prefixed by Docker's RFC 3339 timestamp."""
+        record = self.store.find(ref)
+        daemon = self.daemon(record.guid)
+        if not daemon.running():
+            raise Conflict(f"repository {record.name!r} is not running here")
+        client = daemon.client(timeout=10)
+        try:
+            try:
+                container = client.containers.get(service)
+            except docker.errors.NotFound:
+                raise NotFound(f"repository {record.name!r} has no service {service!r}") from None
+            raw: bytes = container.logs(tail=tail, timestamps=True)
+        finally:
+            client.close()
+        return raw.decode(errors="replace").splitlines()
 
     def list(self) -> list[dict[str, Any]]:
         return [self.status(r.guid) for r in self.store.list()]

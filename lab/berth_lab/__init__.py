@@ -4,7 +4,8 @@ Each host is a network namespace plus a private mount namespace (so repository p
 are identical on every host), a veth to the lab bridge, and its own btrfs datastore.
 """
 
-from berth_lab.lab import Lab, LabHost
+from berth_lab.host import LabError, LabHost
+from berth_lab.lab import Lab
 from berth_lab.plan import LabPlan, plan_lab
 
-__all__ = ["Lab", "LabHost", "LabPlan", "plan_lab"]
+__all__ = ["Lab", "LabError", "LabHost", "LabPlan", "plan_lab"]

@@ -9,7 +9,8 @@ import sys
 from collections.abc import Sequence
 
 from berth_common.logs import setup_logging
-from berth_lab.lab import Lab, LabError
+from berth_lab.host import LabError
+from berth_lab.lab import Lab
 from berth_lab.plan import PlanError, plan_lab
 
 

@@ -10,16 +10,20 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
+import signal
 import subprocess
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from berth_agent.client import AgentClient
 from berth_common.process import CommandError, output, run
 from berth_lab import procs
+from berth_lab.agents import LabPKI, agent_client, start_agent
+from berth_lab.host import LabError, LabHost
 from berth_lab.plan import (
+    AGENT_PORT,
     CANONICAL_DATA_DIR,
     CANONICAL_RUN_DIRS,
     HostPlan,
@@ -30,56 +34,12 @@ from berth_lab.plan import (
 log = logging.getLogger("berth.lab")
 
 
-class LabError(RuntimeError):
-    """The lab could not be brought up, or is not up."""
-
-
-@dataclass
-class LabHost:
-    """A running host of the lab: where it is and how to run commands inside it."""
-
-    plan: HostPlan
-    holder_pid: int
-
-    @property
-    def name(self) -> str:
-        return self.plan.name
-
-    @property
-    def address(self) -> str:
-        return str(self.plan.address)
-
-    def nsenter(self) -> list[str]:
-        """The argv prefix that runs a command inside this host's namespaces."""
-        return ["nsenter", "-t", str(self.holder_pid), "-m", "-n", "--"]
-
-    def run(
-        self,
-        argv: Sequence[str],
-        *,
-        check: bool = True,
-        input: bytes | None = None,
-        timeout: float | None = 120,
-    ) -> subprocess.CompletedProcess[bytes]:
-        return run([*self.nsenter(), *argv], check=check, input=input, timeout=timeout)
-
-    def spawn(self, argv: Sequence[str], log_path: Path) -> subprocess.Popen[bytes]:
-        """Start a long-running process inside the host, detached from the caller's session."""
-        log_file = log_path.open("ab")
-        return subprocess.Popen(
-            [*self.nsenter(), *argv],
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-
-
 class Lab:
     """A lab of `plan.hosts` simulated hosts. Use `up()`, `down()`, `status()`."""
 
-    def __init__(self, plan: LabPlan) -> None:
+    def __init__(self, plan: LabPlan, agents: bool = True) -> None:
         self.plan = plan
+        self.agents = agents
         self.hosts: dict[str, LabHost] = {}
 
     # --- construction ------------------------------------------------------------
@@ -98,8 +58,11 @@ class Lab:
                 datastore_size=state["datastore_size"],
             )
         )
+        lab.agents = state.get("agents", True)
         for host_name, host_state in state["hosts"].items():
-            lab.hosts[host_name] = LabHost(lab.plan.host(host_name), host_state["holder_pid"])
+            lab.hosts[host_name] = LabHost(
+                lab.plan.host(host_name), host_state["holder_pid"], host_state.get("agent_pid")
+            )
         return lab
 
     @property
@@ -127,6 +90,10 @@ class Lab:
             for host in self.plan.hosts:
                 self.hosts[host.name] = self._create_host(host)
                 self._save_state()
+            if self.agents:
+                self.pki.ensure(list(self.hosts.values()))
+                for running in self.hosts.values():
+                    self.start_agent(running)
             log.info("lab up", extra={"lab": self.plan.name, "hosts": len(self.hosts)})
             return self
         except BaseException:
@@ -215,12 +182,36 @@ class Lab:
             time.sleep(0.01)
         return LabHost(host, holder.pid)
 
+    @property
+    def pki(self) -> LabPKI:
+        return LabPKI(self.plan.state_dir)
+
+    def start_agent(self, host: LabHost) -> None:
+        host.agent_pid = start_agent(host, self.pki)
+        self._save_state()
+
+    def stop_agent(self, host: LabHost) -> None:
+        """Kill the agent only (its dockerds keep running, as after an agent crash)."""
+        if host.agent_pid is not None and procs.alive(host.agent_pid):
+            os.kill(host.agent_pid, signal.SIGKILL)
+            while procs.alive(host.agent_pid):
+                time.sleep(0.01)
+        host.agent_pid = None
+        self._save_state()
+
+    def agent(self, name: str) -> AgentClient:
+        return agent_client(self.host(name), self.pki)
+
     def _save_state(self) -> None:
         state: dict[str, Any] = {
             "name": self.plan.name,
             "bandwidth": self.plan.bandwidth,
             "datastore_size": self.plan.datastore_size,
-            "hosts": {h.name: {"holder_pid": h.holder_pid} for h in self.hosts.values()},
+            "agents": self.agents,
+            "hosts": {
+                h.name: {"holder_pid": h.holder_pid, "agent_pid": h.agent_pid}
+                for h in self.hosts.values()
+            },
         }
         tmp = self.state_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(state, indent=2))
@@ -237,6 +228,13 @@ class Lab:
                 "address": str(host.address),
                 "netns": host.netns,
                 "up": alive,
+                "agent": {
+                    "endpoint": f"https://{host.address}:{AGENT_PORT}",
+                    "pid": running.agent_pid if running else None,
+                    "running": bool(
+                        running and running.agent_pid and procs.alive(running.agent_pid)
+                    ),
+                },
                 "datastore": {
                     "image": str(host.datastore_image),
                     "path": str(CANONICAL_DATA_DIR),
@@ -251,6 +249,11 @@ class Lab:
             "network": str(self.plan.network),
             "bridge": {"name": self.plan.bridge, "address": str(self.plan.bridge_address)},
             "bandwidth": self.plan.bandwidth,
+            "pki": {
+                "ca": str(self.pki.ca.cert),
+                "clientCert": str(self.pki.client.cert),
+                "clientKey": str(self.pki.client.key),
+            },
             "hosts": hosts,
         }
 
@@ -261,6 +264,7 @@ class Lab:
         namespaces = set(_netns_with_prefix(prefix)) | {h.netns for h in self.plan.hosts}
         namespaces = {ns for ns in namespaces if Path(f"/var/run/netns/{ns}").exists()}
         pids: set[int] = {h.holder_pid for h in self.hosts.values()}
+        pids |= {h.agent_pid for h in self.hosts.values() if h.agent_pid}
         for ns in namespaces:
             pids |= procs.netns_pids(ns)
         pids = {p for p in pids if procs.alive(p)}

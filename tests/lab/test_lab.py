@@ -13,7 +13,7 @@ import pytest
 
 from berth_common.process import output, run
 from berth_lab import Lab, plan_lab
-from berth_lab.lab import LabError
+from berth_lab.host import LabError
 
 pytestmark = pytest.mark.lab
 BERTH_LAB = [sys.executable, "-m", "berth_lab.cli"]

@@ -15,9 +15,10 @@ def create(client: docker.DockerClient, container_id: str, name: str) -> None:
 
 def names(client: docker.DockerClient, container_id: str) -> list[str]:
     api = client.api
-    listed: list[dict[str, Any]] = api._result(
-        api._get(api._url("/containers/{0}/checkpoints", container_id)), json=True
-    ) or []
+    listed: list[dict[str, Any]] = (
+        api._result(api._get(api._url("/containers/{0}/checkpoints", container_id)), json=True)
+        or []
+    )
     return [c["Name"] for c in listed]
 
 

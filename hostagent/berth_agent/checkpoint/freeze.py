@@ -21,7 +21,7 @@ from berth_agent.runtime.spec import CHECKPOINT_LABEL
 
 log = logging.getLogger("berth.agent.checkpoint")
 RECORD = "checkpoint.json"
-RESTORE_ATTEMPTS = 4
+RESTORE_ATTEMPTS = 6
 
 
 class FreezeRecord(BaseModel):
@@ -51,8 +51,10 @@ def freeze(client: docker.DockerClient, meta_dir: Path, migration_id: str) -> Fr
     if existing is not None:
         if existing.migration_id == migration_id:
             return existing  # already frozen for this migration: a replay
-        raise AgentError(f"repository is frozen by migration {existing.migration_id}; "
-                         "restore it before freezing it again")
+        raise AgentError(
+            f"repository is frozen by migration {existing.migration_id}; "
+            "restore it before freezing it again"
+        )
     record = FreezeRecord(migration_id=migration_id, checkpoint=checkpoint_name(migration_id))
     for container in service_containers(client):
         if container.status != "running":
@@ -69,9 +71,14 @@ def freeze(client: docker.DockerClient, meta_dir: Path, migration_id: str) -> Fr
     tmp = _record_path(meta_dir).with_suffix(".tmp")
     tmp.write_text(record.model_dump_json(indent=2))
     tmp.replace(_record_path(meta_dir))
-    log.info("repository frozen", extra={"migration": migration_id,
-                                         "checkpointed": record.checkpointed,
-                                         "stopped": record.stopped})
+    log.info(
+        "repository frozen",
+        extra={
+            "migration": migration_id,
+            "checkpointed": record.checkpointed,
+            "stopped": record.stopped,
+        },
+    )
     return record
 
 
@@ -103,9 +110,14 @@ def thaw(client: docker.DockerClient, meta_dir: Path) -> dict[str, float]:
         if record.checkpoint in docker_api.names(client, container.id):
             docker_api.delete(client, container.id, record.checkpoint)
     _record_path(meta_dir).unlink()
-    log.info("repository restored", extra={"migration": record.migration_id,
-                                           "restored": record.checkpointed,
-                                           "started": record.stopped})
+    log.info(
+        "repository restored",
+        extra={
+            "migration": record.migration_id,
+            "restored": record.checkpointed,
+            "started": record.stopped,
+        },
+    )
     return durations
 
 
@@ -117,6 +129,8 @@ def _restore_with_retry(client: docker.DockerClient, container_id: str, checkpoi
         except docker.errors.APIError as err:
             if "already exists" not in str(err) or attempt == RESTORE_ATTEMPTS:
                 raise AgentError(f"restore of {container_id[:12]} failed: {err}") from err
-            log.warning("restore retried", extra={"container": container_id[:12],
-                                                  "attempt": attempt, "error": str(err)})
-            time.sleep(0.05)
+            log.warning(
+                "restore retried",
+                extra={"container": container_id[:12], "attempt": attempt, "error": str(err)},
+            )
+            time.sleep(0.1 * attempt)

@@ -91,20 +91,32 @@ class RepositoryDaemon:
         self.paths.data_root.mkdir(parents=True, exist_ok=True)
         argv = [
             self.dockerd,
-            "--data-root", str(self.paths.data_root),
-            "--exec-root", str(self.paths.exec_root),
-            "--pidfile", str(self.paths.pidfile),
-            "-H", self.paths.url,
+            "--data-root",
+            str(self.paths.data_root),
+            "--exec-root",
+            str(self.paths.exec_root),
+            "--pidfile",
+            str(self.paths.pidfile),
+            "-H",
+            self.paths.url,
             # No default bridge and no firewall rules: repositories get a network of
             # their own (see services), and two repositories never collide on docker0.
-            "--bridge=none", "--iptables=false", "--ip-masq=false",
+            "--bridge=none",
+            "--iptables=false",
+            "--ip-masq=false",
             "--experimental",  # docker 20.10 needs it for checkpoint/restore
-            "--log-driver", "json-file",
+            "--log-driver",
+            "json-file",
         ]
         log_file = self.paths.log_file.open("ab")
-        proc = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True,
-                                env={**os.environ, "PATH": _path_with_criu()})
+        proc = subprocess.Popen(
+            argv,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env={**os.environ, "PATH": _path_with_criu()},
+        )
         log_file.close()
         # Reap it when it exits while we run; after an agent restart init reaps it.
         threading.Thread(target=proc.wait, daemon=True).start()

@@ -33,12 +33,25 @@ def _add_dir(tar: tarfile.TarFile, path: str, mode: int = 0o755) -> None:
 
 def busybox_rootfs(extra_files: dict[str, bytes] | None = None) -> bytes:
     """A tar of a minimal root filesystem: busybox, its applet links, and extra files."""
-    applets = subprocess.run([BUSYBOX, "--list-full"], capture_output=True, text=True,
-                             check=True).stdout.split()
+    applets = subprocess.run(
+        [BUSYBOX, "--list-full"], capture_output=True, text=True, check=True
+    ).stdout.split()
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
-        for directory in ("bin", "sbin", "usr", "usr/bin", "usr/sbin", "etc", "proc", "sys",
-                          "dev", "run", "var", "root"):
+        for directory in (
+            "bin",
+            "sbin",
+            "usr",
+            "usr/bin",
+            "usr/sbin",
+            "etc",
+            "proc",
+            "sys",
+            "dev",
+            "run",
+            "var",
+            "root",
+        ):
             _add_dir(tar, directory)
         _add_dir(tar, "tmp", 0o1777)
         with open(BUSYBOX, "rb") as f:
@@ -64,9 +77,11 @@ def _import(client: docker.DockerClient, image: str, rootfs: bytes) -> None:
 BUILDERS: dict[str, Callable[[docker.DockerClient], None]] = {
     BUSYBOX_IMAGE: lambda c: _import(c, BUSYBOX_IMAGE, busybox_rootfs()),
     pulse.IMAGE: lambda c: _import(
-        c, pulse.IMAGE,
-        busybox_rootfs({"usr/bin/pulse": pulse.SCRIPT.encode(),
-                        "usr/bin/pulse-answer": pulse.ANSWER.encode()}),
+        c,
+        pulse.IMAGE,
+        busybox_rootfs(
+            {"usr/bin/pulse": pulse.SCRIPT.encode(), "usr/bin/pulse-answer": pulse.ANSWER.encode()}
+        ),
     ),
 }
 

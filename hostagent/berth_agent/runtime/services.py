@@ -28,7 +28,9 @@ def ensure_network(client: docker.DockerClient, guid: str) -> None:
     subnet = repository_subnet(guid)
     ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=str(subnet))])
     client.networks.create(
-        NETWORK, driver="bridge", ipam=ipam,
+        NETWORK,
+        driver="bridge",
+        ipam=ipam,
         options={"com.docker.network.bridge.name": f"bb{guid.replace('-', '')[:12]}"},
     )
 
@@ -55,7 +57,9 @@ def service_containers(client: docker.DockerClient) -> list[Container]:
 
 
 def start_services(
-    client: docker.DockerClient, guid: str, services: RepositoryServices,
+    client: docker.DockerClient,
+    guid: str,
+    services: RepositoryServices,
     skip: set[str] | None = None,
 ) -> list[str]:
     """Create missing containers and start the stopped ones (except `skip`). Idempotent."""

@@ -60,8 +60,11 @@ def _measured(operation: str, call: Callable[[], T]) -> T:
 
 
 def build_app(repos: Repositories, machine: str) -> FastAPI:
-    app = FastAPI(title="berth-agent", version=__version__,
-                  description="Runs repositories on this host and moves their images.")
+    app = FastAPI(
+        title="berth-agent",
+        version=__version__,
+        description="Runs repositories on this host and moves their images.",
+    )
 
     @app.exception_handler(AgentError)
     async def agent_error(_: Request, err: AgentError) -> JSONResponse:
@@ -85,9 +88,17 @@ def build_app(repos: Repositories, machine: str) -> FastAPI:
 
     @app.post("/v1/repositories", status_code=201)
     def create(req: CreateRequest) -> dict[str, Any]:
-        record = _measured("create", lambda: repos.create(
-            req.name, req.size, template=req.template, services=req.services, guid=req.guid,
-            key=_key(req.key)))
+        record = _measured(
+            "create",
+            lambda: repos.create(
+                req.name,
+                req.size,
+                template=req.template,
+                services=req.services,
+                guid=req.guid,
+                key=_key(req.key),
+            ),
+        )
         return record.model_dump(mode="json")
 
     @app.get("/v1/repositories/{ref}")
@@ -103,6 +114,12 @@ def build_app(repos: Repositories, machine: str) -> FastAPI:
     def freeze(ref: str, req: FreezeRequest) -> dict[str, Any]:
         record = _measured("freeze", lambda: repos.freeze(ref, req.migration_id))
         return record.model_dump(mode="json")
+
+    @app.get("/v1/repositories/{ref}/services/{service}/logs")
+    def logs(ref: str, service: str, tail: int = 100) -> dict[str, Any]:
+        if not 1 <= tail <= 10000:
+            raise InvalidRequest("tail must be between 1 and 10000")
+        return {"lines": repos.logs(ref, service, tail)}
 
     @app.post("/v1/repositories/{ref}/down")
     def down(ref: str) -> dict[str, Any]:

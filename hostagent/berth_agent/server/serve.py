@@ -24,8 +24,10 @@ def serve(config: AgentConfig) -> None:
             raise SystemExit(f"berth-agent: TLS file {path} is missing (see --tls-* flags)")
     repos = Repositories(config)
     app = build_app(repos, config.name)
-    log.info("agent serving", extra={"listen": config.listen, "port": config.port,
-                                     "machine": config.name})
+    log.info(
+        "agent serving",
+        extra={"listen": config.listen, "port": config.port, "machine": config.name},
+    )
     uvicorn.run(
         app,
         host=config.listen,

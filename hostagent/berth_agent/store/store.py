@@ -54,8 +54,10 @@ class RepositoryStore:
     def list(self) -> list[RepositoryRecord]:
         if not self.images_dir.exists():
             return []
-        records = [RepositoryRecord.model_validate_json(p.read_text())
-                   for p in sorted(self.images_dir.glob("*.json"))]
+        records = [
+            RepositoryRecord.model_validate_json(p.read_text())
+            for p in sorted(self.images_dir.glob("*.json"))
+        ]
         return sorted(records, key=lambda r: r.name)
 
     def find(self, ref: str) -> RepositoryRecord:
@@ -94,11 +96,13 @@ class RepositoryStore:
         self.images_dir.mkdir(parents=True, exist_ok=True)
         total = shutil.disk_usage(self.images_dir).total
         if size_bytes > total:
-            raise InsufficientSpace(
-                f"size {size} exceeds the datastore ({total / 2**30:.1f} GiB)")
+            raise InsufficientSpace(f"size {size} exceeds the datastore ({total / 2**30:.1f} GiB)")
         image = self.image_path(guid)
         record = RepositoryRecord(
-            guid=guid, name=name, size_bytes=size_bytes, encrypted=key is not None,
+            guid=guid,
+            name=name,
+            size_bytes=size_bytes,
+            encrypted=key is not None,
             created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         )
         try:
@@ -122,8 +126,7 @@ class RepositoryStore:
         except BaseException:
             self._discard(guid)
             raise
-        log.info("repository created", extra={"repository": name, "guid": guid,
-                                              "size": size_bytes})
+        log.info("repository created", extra={"repository": name, "guid": guid, "size": size_bytes})
         return record
 
     def _write_record(self, record: RepositoryRecord) -> None:

@@ -1,0 +1,110 @@
+"""A client for the agent's mTLS API, used by the operator, peers, the lab and tests."""
+
+from __future__ import annotations
+
+import base64
+import ssl
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+
+class AgentAPIError(RuntimeError):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{code} ({status}): {message}")
+        self.status, self.code, self.message = status, code, message
+
+
+class AgentClient:
+    def __init__(
+        self, endpoint: str, ca: Path, cert: Path, key: Path, timeout: float = 120
+    ) -> None:
+        context = ssl.create_default_context(cafile=str(ca))
+        context.load_cert_chain(str(cert), str(key))
+        self.endpoint = endpoint
+        self._http = httpx.Client(base_url=endpoint, verify=context, timeout=timeout)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> AgentClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._http.request(method, path, **kwargs)
+        if response.status_code >= 400:
+            try:
+                body = response.json()
+                raise AgentAPIError(
+                    response.status_code,
+                    body.get("code", "Error"),
+                    body.get("message") or str(body.get("detail")),
+                )
+            except ValueError:
+                raise AgentAPIError(response.status_code, "Error", response.text) from None
+        return response.json()
+
+    def healthz(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", "/healthz")
+        return result
+
+    def repositories(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._call("GET", "/v1/repositories")
+        return result
+
+    def status(self, ref: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", f"/v1/repositories/{ref}")
+        return result
+
+    def create(
+        self,
+        name: str,
+        size: str,
+        *,
+        template: str | None = None,
+        services: dict[str, Any] | None = None,
+        guid: str | None = None,
+        key: bytes | None = None,
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "name": name,
+            "size": size,
+            "template": template,
+            "services": services,
+            "guid": guid,
+        }
+        if key is not None:
+            body["key"] = base64.b64encode(key).decode()
+        result: dict[str, Any] = self._call("POST", "/v1/repositories", json=body)
+        return result
+
+    def up(self, ref: str, key: bytes | None = None) -> dict[str, Any]:
+        body = {"key": base64.b64encode(key).decode()} if key is not None else None
+        result: dict[str, Any] = self._call("POST", f"/v1/repositories/{ref}/up", json=body)
+        return result
+
+    def freeze(self, ref: str, migration_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call(
+            "POST", f"/v1/repositories/{ref}/freeze", json={"migration_id": migration_id}
+        )
+        return result
+
+    def logs(self, ref: str, service: str, tail: int = 100) -> list[str]:
+        result: dict[str, Any] = self._call(
+            "GET", f"/v1/repositories/{ref}/services/{service}/logs", params={"tail": tail})
+        lines: list[str] = result["lines"]
+        return lines
+
+    def down(self, ref: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("POST", f"/v1/repositories/{ref}/down")
+        return result
+
+    def delete(self, ref: str, confirm: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call(
+            "DELETE", f"/v1/repositories/{ref}", params={"confirm": confirm}
+        )
+        return result

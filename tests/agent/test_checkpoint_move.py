@@ -1,0 +1,80 @@
+"""The agent's central promise on two real lab hosts: the counter keeps counting."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import time
+
+import pytest
+
+from agent.pulse_logs import counters
+from berth_agent.client import AgentClient
+from berth_lab import Lab
+
+pytestmark = pytest.mark.agent
+
+
+def wait_for_counter(agent: AgentClient, repo: str, at_least: int, timeout: float = 30) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        seen = counters(agent.logs(repo, "pulse", tail=5))
+        if seen and seen[-1] >= at_least:
+            return seen[-1]
+        time.sleep(0.1)
+    raise AssertionError(f"pulse in {repo} did not reach {at_least} within {timeout}s")
+
+
+def copy_image(lab: Lab, guid: str, source: str, target: str) -> None:
+    """A plain copy between datastores; the transfer engine does this properly."""
+    src = lab.host(source).plan.datastore_mount / "images"
+    dst = lab.host(target).plan.datastore_mount / "images"
+    dst.mkdir(exist_ok=True)
+    for suffix in (".img", ".json"):
+        shutil.copyfile(src / f"{guid}{suffix}", dst / f"{guid}{suffix}")
+
+
+def tcp_answer(address: str, port: int) -> bytes:
+    with socket.create_connection((address, port), timeout=3) as conn:
+        return conn.recv(100)
+
+
+def test_pulse_moves_to_another_host_and_keeps_counting(lab: Lab) -> None:
+    a, b = lab.agent("a"), lab.agent("b")
+    repo = a.create("move-me", "2G", template="pulse")
+    guid = repo["guid"]
+    try:
+        a.up("move-me")
+        before = wait_for_counter(a, "move-me", 3)
+        assert tcp_answer(lab.host("a").address, 8080).startswith(b"pulse")
+
+        frozen = a.freeze("move-me", "m-agent-1")
+        assert frozen["checkpointed"] == ["pulse"]
+        assert a.freeze("move-me", "m-agent-1") == frozen  # a replay changes nothing
+        frozen_at = counters(a.logs("move-me", "pulse", tail=3))[-1]
+        assert frozen_at >= before
+        a.down("move-me")
+        assert a.status("move-me")["mounted"] is False
+
+        copy_image(lab, guid, "a", "b")
+        durations = b.up("move-me")["durations"]
+        assert "restore:pulse" in durations
+
+        after = wait_for_counter(b, "move-me", frozen_at + 2)
+        seen = counters(b.logs("move-me", "pulse", tail=1000))
+        # One unbroken run: every beat is the previous one plus one, never back to 1.
+        assert seen == list(range(seen[0], seen[-1] + 1)), seen
+        assert seen[0] == 1 and after > frozen_at
+        # The restored process still holds its listening TCP socket on host b.
+        assert tcp_answer(lab.host("b").address, 8080).startswith(b"pulse")
+        status = b.status("move-me")
+        assert status["frozenBy"] is None
+        assert [c["state"] for c in status["containers"]] == ["running"]
+    finally:
+        for agent in (a, b):
+            try:
+                agent.down("move-me")
+                agent.delete("move-me", confirm="move-me")
+            except Exception:  # noqa: BLE001 - best-effort cleanup on whichever host has it
+                pass
+            agent.close()
