@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import socket
 import time
 
@@ -10,6 +9,7 @@ import pytest
 
 from agent.pulse_logs import counters
 from berth_agent.client import AgentClient
+from berth_common.process import run
 from berth_lab import Lab
 
 pytestmark = pytest.mark.agent
@@ -30,8 +30,8 @@ def copy_image(lab: Lab, guid: str, source: str, target: str) -> None:
     src = lab.host(source).plan.datastore_mount / "images"
     dst = lab.host(target).plan.datastore_mount / "images"
     dst.mkdir(exist_ok=True)
-    for suffix in (".img", ".json"):
-        shutil.copyfile(src / f"{guid}{suffix}", dst / f"{guid}{suffix}")
+    files = [str(src / f"{guid}{suffix}") for suffix in (".img", ".json")]
+    run(["cp", "--sparse=always", *files, str(dst)])
 
 
 def tcp_answer(address: str, port: int) -> bytes:

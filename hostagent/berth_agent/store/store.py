@@ -172,6 +172,13 @@ class RepositoryStore:
             if elsewhere:
                 raise Conflict(f"repository {record.name!r} is already mounted at {elsewhere[0]}")
         target.mkdir(parents=True, exist_ok=True)
+        # An image just written (by a transfer or a copy) may still sit in the page
+        # cache; make it durable so the loop device cannot read older blocks.
+        fd = os.open(image, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         if record.encrypted:
             if key is None:
                 raise InvalidRequest(f"repository {record.name!r} is encrypted: a key is needed")
