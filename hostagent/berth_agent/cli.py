@@ -166,8 +166,9 @@ def _status_text(s: dict[str, Any]) -> str:
         f"{s['name']} ({s['guid']})",
         f"  size {_gib(s['sizeBytes'])}, allocated {_gib(s['allocatedBytes'])}",
         f"  mounted: {s['mountPath'] or 'no'}",
-        f"  dockerd: {'running pid ' + str(s['docker']['pid']) if s['docker']['running'] else 'stopped'}",
-    ]  # noqa: E501
+        "  dockerd: "
+        + (f"running pid {s['docker']['pid']}" if s["docker"]["running"] else "stopped"),
+    ]
     for c in s["containers"]:
         lines.append(
             f"  container {c['name']}: {c['state']}"

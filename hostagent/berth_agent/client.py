@@ -95,7 +95,8 @@ class AgentClient:
 
     def logs(self, ref: str, service: str, tail: int = 100) -> list[str]:
         result: dict[str, Any] = self._call(
-            "GET", f"/v1/repositories/{ref}/services/{service}/logs", params={"tail": tail})
+            "GET", f"/v1/repositories/{ref}/services/{service}/logs", params={"tail": tail}
+        )
         lines: list[str] = result["lines"]
         return lines
 

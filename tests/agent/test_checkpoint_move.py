@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from agent.pulse_logs import counters
+from berth_agent.apps.pulse import counters
 from berth_agent.client import AgentClient
 from berth_common.process import run
 from berth_lab import Lab
@@ -20,7 +20,8 @@ def wait_for_counter(agent: AgentClient, repo: str, at_least: int, timeout: floa
     while time.monotonic() < deadline:
         seen = counters(agent.logs(repo, "pulse", tail=5))
         if seen and seen[-1] >= at_least:
-            return seen[-1]
+            latest: int = seen[-1]
+            return latest
         time.sleep(0.1)
     raise AssertionError(f"pulse in {repo} did not reach {at_least} within {timeout}s")
 
@@ -75,6 +76,6 @@ def test_pulse_moves_to_another_host_and_keeps_counting(lab: Lab) -> None:
             try:
                 agent.down("move-me")
                 agent.delete("move-me", confirm="move-me")
-            except Exception:  # noqa: BLE001 - best-effort cleanup on whichever host has it
+            except Exception:
                 pass
             agent.close()

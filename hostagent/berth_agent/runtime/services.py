@@ -8,6 +8,7 @@ from typing import Any
 import docker
 from docker.models.containers import Container
 
+from berth_agent.errors import Conflict
 from berth_agent.runtime.images import ensure_image
 from berth_agent.runtime.spec import (
     CHECKPOINT_LABEL,
@@ -69,11 +70,16 @@ def start_services(
     for service in services.services:
         if skip and service.name in skip:
             continue
-        container = existing.get(service.name) or _create(client, service)
-        container.reload()
-        if container.status != "running":
-            container.start()
-            started.append(service.name)
+        try:
+            container = existing.get(service.name) or _create(client, service)
+            container.reload()
+            if container.status != "running":
+                container.start()
+                started.append(service.name)
+        except docker.errors.APIError as err:
+            raise Conflict(
+                f"service {service.name!r} could not start: {err.explanation or err}"
+            ) from err
     if started:
         log.info("services started", extra={"guid": guid, "services": started})
     return started

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import logging
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -19,6 +20,7 @@ from berth_agent.runtime.spec import RepositoryServices
 from berth_agent.server.metrics import OPERATION_SECONDS, OPERATIONS, REGISTRY, REPOSITORIES
 
 T = TypeVar("T")
+log = logging.getLogger("berth.agent.api")
 
 
 class CreateRequest(BaseModel):
@@ -69,6 +71,13 @@ def build_app(repos: Repositories, machine: str) -> FastAPI:
     @app.exception_handler(AgentError)
     async def agent_error(_: Request, err: AgentError) -> JSONResponse:
         return JSONResponse({"code": err.code, "message": err.message}, status_code=err.status)
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, err: Exception) -> JSONResponse:
+        log.exception("request failed", extra={"error": str(err)})
+        return JSONResponse(
+            {"code": "Internal", "message": f"{type(err).__name__}: {err}"}, status_code=500
+        )
 
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:
