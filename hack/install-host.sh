@@ -61,8 +61,9 @@ stamp="$venv/.berth-installed"
 want=$(sha256sum "$repo_root/pyproject.toml" | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   say "installing berth and its dependencies into $venv"
-  "$venv/bin/pip" install -q --upgrade pip
-  "$venv/bin/pip" install -q -e "$repo_root[dev]"
+  pip_log="$venv/pip-install.log"
+  { "$venv/bin/pip" install --upgrade pip && "$venv/bin/pip" install -e "$repo_root[dev]"; } \
+    >"$pip_log" 2>&1 || { tail -n 20 "$pip_log" >&2; die "pip install failed (log: $pip_log)"; }
   echo "$want" > "$stamp"
 else
   say "python environment up to date"
@@ -89,8 +90,8 @@ mkfs.btrfs -q "$check_dir/img" >/dev/null || die "mkfs.btrfs failed (apt-get ins
 loopdev=$(losetup --find --show "$check_dir/img") || die "no loop device (modprobe loop)"
 mkdir "$check_dir/mnt"
 mount -t btrfs "$loopdev" "$check_dir/mnt" || die "cannot mount btrfs (modprobe btrfs)"
-cp --reflink=always /etc/hostname "$check_dir/mnt/a" 2>/dev/null && \
-  cp --reflink=always "$check_dir/mnt/a" "$check_dir/mnt/b" || die "btrfs reflink copy failed"
+head -c 1M /dev/urandom > "$check_dir/mnt/a"
+cp --reflink=always "$check_dir/mnt/a" "$check_dir/mnt/b" || die "btrfs reflink copy failed"
 umount "$check_dir/mnt"; losetup -d "$loopdev"; loopdev=""
 say "ok: btrfs on a loop device, reflinks"
 
