@@ -74,11 +74,13 @@ check_dir=$(mktemp -d /tmp/berth-install-check.XXXXXX)
 dockerd_pid=""
 loopdev=""
 cleanup() {
-  [ -n "$dockerd_pid" ] && kill "$dockerd_pid" 2>/dev/null && wait "$dockerd_pid" 2>/dev/null
+  set +e
+  if [ -n "$dockerd_pid" ]; then kill "$dockerd_pid" 2>/dev/null; wait "$dockerd_pid" 2>/dev/null; fi
   mountpoint -q "$check_dir/mnt" 2>/dev/null && umount "$check_dir/mnt"
   [ -n "$loopdev" ] && losetup -d "$loopdev" 2>/dev/null
-  ip netns del berth-install-check 2>/dev/null
+  ip netns list | grep -qx berth-install-check && ip netns del berth-install-check
   rm -rf "$check_dir"
+  return 0
 }
 trap cleanup EXIT
 
