@@ -78,7 +78,7 @@ cleanup() {
   if [ -n "$dockerd_pid" ]; then kill "$dockerd_pid" 2>/dev/null; wait "$dockerd_pid" 2>/dev/null; fi
   mountpoint -q "$check_dir/mnt" 2>/dev/null && umount "$check_dir/mnt"
   [ -n "$loopdev" ] && losetup -d "$loopdev" 2>/dev/null
-  ip netns list | grep -qx berth-install-check && ip netns del berth-install-check
+  ip netns del berth-install-check 2>/dev/null
   rm -rf "$check_dir"
   return 0
 }

@@ -28,7 +28,7 @@ def lab() -> Iterator[Lab]:
     """A two-host lab named 't' for the whole session, torn down at the end."""
     stale = Lab(plan_lab("t", hosts=2))
     stale.down()  # a previous run that was killed may have left it
-    running = Lab(plan_lab("t", hosts=2, datastore_size="30G")).up()
+    running = Lab(plan_lab("t", hosts=2, datastore_size="30G"), fault_injection=True).up()
     try:
         yield running
     finally:

@@ -5,15 +5,21 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from berth_agent.config import AgentConfig, load_config
-from berth_agent.errors import AgentError
+from berth_agent.errors import AgentError, InvalidRequest
 from berth_agent.repositories import TEMPLATES, Repositories
 from berth_agent.runtime.spec import RepositoryServices
+from berth_agent.server.transfers import peer_client
+from berth_agent.transfer.sender import Sender
+from berth_common import tokens
 from berth_common.logs import setup_logging
+from berth_common.pki import CertFiles
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -48,6 +54,18 @@ def _parser() -> argparse.ArgumentParser:
     freeze = repo.add_parser("freeze", help="checkpoint labelled containers, stop the rest")
     freeze.add_argument("name")
     freeze.add_argument("--migration-id", required=True)
+    push = repo.add_parser("push", help="send the image to another host's agent")
+    push.add_argument("name")
+    push.add_argument(
+        "--to",
+        required=True,
+        metavar="HOST[:PORT]|URL",
+        help="the receiving agent, e.g. 10.0.0.12 or https://host-b:7443",
+    )
+    push.add_argument("--migration-id", help="transfer id (default: a new one)")
+    push.add_argument("--compress", action="store_true", help="zstd-compress blocks")
+    push.add_argument("--bandwidth", help="limit, bytes per second: e.g. 50M, 1G")
+    push.add_argument("-o", "--output", choices=["text", "json"], default="text")
     for verb in ("list", "status"):
         p = repo.add_parser(verb, help=f"{verb} repositories")
         if verb == "status":
@@ -132,6 +150,8 @@ def _repo_command(repos: Repositories, args: argparse.Namespace) -> int:
             f"repository {args.name} frozen: checkpointed {frozen.checkpointed or '-'}, "
             f"stopped {frozen.stopped or '-'} ({_fmt(frozen.durations)})"
         )
+    elif cmd == "push":
+        return _push(repos, args)
     elif cmd == "delete":
         repos.delete(args.name, args.confirm)
         print(f"repository {args.name} deleted")
@@ -151,6 +171,65 @@ def _repo_command(repos: Repositories, args: argparse.Namespace) -> int:
                     f"{'running' if s['docker']['running'] else '-'}"
                 )
     return 0
+
+
+def _push(repos: Repositories, args: argparse.Namespace) -> int:
+    config = repos.config
+    endpoint = (
+        args.to
+        if args.to.startswith("https://")
+        else (f"https://{args.to}" + ("" if ":" in args.to else f":{config.port}"))
+    )
+    bandwidth = parse_rate(args.bandwidth) if args.bandwidth else None
+    record = repos.store.find(args.name)
+    transfer_id = args.migration_id or f"push-{int(time.time())}-{uuid.uuid4().hex[:6]}"
+    with peer_client(config, endpoint) as target:
+        target_name = target.healthz()["machine"]
+        token = tokens.issue(
+            transfer_id,
+            record.guid,
+            config.name,
+            target_name,
+            CertFiles(config.tls.cert, config.tls.key),
+        )
+        result = Sender(config.data_dir, repos.store).push(
+            args.name,
+            target,
+            token,
+            transfer_id,
+            compress=args.compress,
+            bandwidth=bandwidth,
+            on_progress=_print_progress,
+        )
+    print(file=sys.stderr)
+    if args.output == "json":
+        print(json.dumps(vars(result), indent=2))
+    else:
+        print(result.summary())
+    return 0
+
+
+def _print_progress(p: dict[str, Any]) -> None:
+    total = max(p["bytes_total"], 1)
+    print(
+        f"\r  {p['mode']:5} {p['bytes_done'] / 2**20:8.1f} / {total / 2**20:.1f} MiB "
+        f"({100 * p['bytes_done'] / total:5.1f}%)  {p['rate'] / 1e6:7.1f} MB/s",
+        end="",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def parse_rate(text: str) -> float:
+    units = {"": 1, "K": 1e3, "M": 1e6, "G": 1e9}
+    number, unit = text.rstrip("KMGkmg"), text[len(text.rstrip("KMGkmg")) :].upper()
+    try:
+        value = float(number) * units[unit]
+    except (ValueError, KeyError):
+        raise InvalidRequest(f"bandwidth {text!r}: bytes per second, e.g. 50M") from None
+    if value <= 0:
+        raise InvalidRequest("bandwidth must be positive")
+    return value
 
 
 def _fmt(durations: dict[str, float]) -> str:

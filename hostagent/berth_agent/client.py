@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import json
 import ssl
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,18 @@ class AgentAPIError(RuntimeError):
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(f"{code} ({status}): {message}")
         self.status, self.code, self.message = status, code, message
+
+
+def _error(response: httpx.Response) -> AgentAPIError:
+    try:
+        body = response.json()
+    except ValueError:
+        return AgentAPIError(response.status_code, "Error", response.text)
+    return AgentAPIError(
+        response.status_code,
+        body.get("code", "Error"),
+        body.get("message") or str(body.get("detail")),
+    )
 
 
 class AgentClient:
@@ -37,15 +51,7 @@ class AgentClient:
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self._http.request(method, path, **kwargs)
         if response.status_code >= 400:
-            try:
-                body = response.json()
-                raise AgentAPIError(
-                    response.status_code,
-                    body.get("code", "Error"),
-                    body.get("message") or str(body.get("detail")),
-                )
-            except ValueError:
-                raise AgentAPIError(response.status_code, "Error", response.text) from None
+            raise _error(response)
         return response.json()
 
     def healthz(self) -> dict[str, Any]:
@@ -103,6 +109,85 @@ class AgentClient:
     def down(self, ref: str) -> dict[str, Any]:
         result: dict[str, Any] = self._call("POST", f"/v1/repositories/{ref}/down")
         return result
+
+    # --- transfers: the receiving agent's side -------------------------------------------
+    def begin_transfer(
+        self, transfer_id: str, token: str, record: dict[str, Any], offer_base_root: str | None
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = self._call(
+            "POST",
+            "/v1/transfers",
+            json={
+                "transfer_id": transfer_id,
+                "token": token,
+                "record": record,
+                "offer_base_root": offer_base_root,
+            },
+        )
+        return result
+
+    def transfer_status(self, transfer_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", f"/v1/transfers/{transfer_id}")
+        return result
+
+    def send_frames(
+        self, transfer_id: str, token: str, from_block: int, frames: Iterator[bytes]
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = self._call(
+            "PUT",
+            f"/v1/transfers/{transfer_id}/data",
+            params={"from_block": from_block},
+            headers={"X-Berth-Token": token, "Content-Type": "application/octet-stream"},
+            content=frames,
+        )
+        return result
+
+    def commit_transfer(self, transfer_id: str, token: str, root: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call(
+            "POST", f"/v1/transfers/{transfer_id}/commit", json={"token": token, "root": root}
+        )
+        return result
+
+    def abort_transfer(self, transfer_id: str) -> None:
+        self._call("DELETE", f"/v1/transfers/{transfer_id}")
+
+    # --- transfers: asking the sending agent to push ------------------------------------
+    def push(
+        self,
+        ref: str,
+        target: str,
+        token: str,
+        transfer_id: str,
+        *,
+        compress: bool = False,
+        bandwidth: float | None = None,
+        faults: dict[str, int] | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Progress events as the source agent reports them; the last one is the result."""
+        body = {
+            "target": target,
+            "token": token,
+            "transfer_id": transfer_id,
+            "compress": compress,
+            "bandwidth": bandwidth,
+            "faults": faults or {},
+        }
+        with self._http.stream(
+            "POST", f"/v1/repositories/{ref}/push", json=body, timeout=None
+        ) as response:
+            if response.status_code >= 400:
+                response.read()
+                raise _error(response)
+            for line in response.iter_lines():
+                if line.strip():
+                    event: dict[str, Any] = json.loads(line)
+                    if event.get("event") == "error":
+                        raise AgentAPIError(
+                            event.get("status", 500),
+                            event.get("code", "Error"),
+                            event.get("message", ""),
+                        )
+                    yield event
 
     def delete(self, ref: str, confirm: str) -> dict[str, Any]:
         result: dict[str, Any] = self._call(

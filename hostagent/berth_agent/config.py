@@ -9,6 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class TLSConfig(BaseModel):
+    """This agent's certificate serves its API and identifies it to peers."""
+
     model_config = ConfigDict(extra="forbid")
     cert: Path = Path("/etc/berth/tls/agent.crt")
     key: Path = Path("/etc/berth/tls/agent.key")
@@ -28,9 +30,16 @@ class AgentConfig(BaseModel):
     tls: TLSConfig = Field(default_factory=TLSConfig)
     dockerd: str = "/usr/sbin/dockerd"
     log_level: str = "info"
+    fault_injection: bool = Field(False, description="test only: honour injected faults")
+
+
+DEFAULT_PATH = Path("/etc/berth/agent.yaml")
 
 
 def load_config(path: Path | None) -> AgentConfig:
+    """The given file, else /etc/berth/agent.yaml where it exists, else the defaults."""
     if path is None:
-        return AgentConfig()
+        if not DEFAULT_PATH.exists():
+            return AgentConfig()
+        path = DEFAULT_PATH
     return AgentConfig.model_validate(yaml.safe_load(path.read_text()) or {})

@@ -27,10 +27,17 @@ class Conflict(AgentError):
     code = "Conflict"
 
 
+class CorruptData(AgentError):
+    """Data that failed its checksum: nothing of it was applied; send it again."""
+
+    status = 422
+    code = "Corrupt"
+
+
 class Unsupported(AgentError):
     """The host lacks a feature the request needs (dm-crypt, reflink, ...)."""
 
-    status = 422
+    status = 501
     code = "Unsupported"
 
 

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from pathlib import Path
 
 import httpx
+import yaml
 
 from berth_agent.client import AgentClient
+from berth_agent.config import AgentConfig, TLSConfig
 from berth_common.pki import CertFiles, create_ca, issue
 from berth_lab.host import LabError, LabHost
 from berth_lab.plan import AGENT_PORT
 
 CLIENT_CN = "berth-operator"
+ETC_BERTH = Path("/etc/berth")
 
 
 class LabPKI:
@@ -43,28 +47,33 @@ def agent_endpoint(host: LabHost) -> str:
     return f"https://{host.address}:{AGENT_PORT}"
 
 
-def start_agent(host: LabHost, pki: LabPKI, timeout: float = 30) -> int:
+def write_agent_config(host: LabHost, pki: LabPKI, fault_injection: bool) -> None:
+    """The host's own /etc/berth, as on a real machine: agent.yaml and its certificates."""
+    etc = host.plan.private_dir(ETC_BERTH)
+    (etc / "tls").mkdir(parents=True, exist_ok=True)
     certs = pki.host(host.name)
-    argv = [
-        sys.executable,
-        "-m",
-        "berth_agent.cli",
-        "--log-format",
-        "json",
-        "serve",
-        "--name",
-        host.name,
-        "--listen",
-        host.address,
-        "--port",
-        str(AGENT_PORT),
-        "--tls-cert",
-        str(certs.cert),
-        "--tls-key",
-        str(certs.key),
-        "--client-ca",
-        str(pki.ca.cert),
-    ]
+    for src, name in ((certs.cert, "agent.crt"), (certs.key, "agent.key"), (pki.ca.cert, "ca.crt")):
+        shutil.copyfile(src, etc / "tls" / name)
+    config = AgentConfig(
+        name=host.name,
+        listen=host.address,
+        port=AGENT_PORT,
+        tls=TLSConfig(
+            cert=ETC_BERTH / "tls/agent.crt",
+            key=ETC_BERTH / "tls/agent.key",
+            client_ca=ETC_BERTH / "tls/ca.crt",
+        ),
+        fault_injection=fault_injection,
+    )
+    (etc / "agent.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json")))
+
+
+def start_agent(
+    host: LabHost, pki: LabPKI, fault_injection: bool = False, timeout: float = 30
+) -> int:
+    """Start `berth-agent serve` inside the host and wait until it answers over mTLS."""
+    write_agent_config(host, pki, fault_injection)
+    argv = [sys.executable, "-m", "berth_agent.cli", "--log-format", "json", "serve"]
     proc = host.spawn(argv, host.plan.state_dir / "agent.log")
     deadline = time.monotonic() + timeout
     with agent_client(host, pki, timeout=2) as client:

@@ -25,7 +25,7 @@ from berth_lab.host import LabError, LabHost
 from berth_lab.plan import (
     AGENT_PORT,
     CANONICAL_DATA_DIR,
-    CANONICAL_RUN_DIRS,
+    CANONICAL_PRIVATE_DIRS,
     HostPlan,
     LabPlan,
     plan_lab,
@@ -37,9 +37,10 @@ log = logging.getLogger("berth.lab")
 class Lab:
     """A lab of `plan.hosts` simulated hosts. Use `up()`, `down()`, `status()`."""
 
-    def __init__(self, plan: LabPlan, agents: bool = True) -> None:
+    def __init__(self, plan: LabPlan, agents: bool = True, fault_injection: bool = False) -> None:
         self.plan = plan
         self.agents = agents
+        self.fault_injection = fault_injection
         self.hosts: dict[str, LabHost] = {}
 
     # --- construction ------------------------------------------------------------
@@ -59,6 +60,7 @@ class Lab:
             )
         )
         lab.agents = state.get("agents", True)
+        lab.fault_injection = state.get("fault_injection", False)
         for host_name, host_state in state["hosts"].items():
             lab.hosts[host_name] = LabHost(
                 lab.plan.host(host_name), host_state["holder_pid"], host_state.get("agent_pid")
@@ -149,9 +151,9 @@ class Lab:
         run(["mount", "-o", "loop", str(host.datastore_image), str(host.datastore_mount)])
 
         binds = [(host.datastore_mount, CANONICAL_DATA_DIR)]
-        for canonical in CANONICAL_RUN_DIRS:
-            host.run_dir(canonical).mkdir(parents=True, exist_ok=True)
-            binds.append((host.run_dir(canonical), canonical))
+        for canonical in CANONICAL_PRIVATE_DIRS:
+            host.private_dir(canonical).mkdir(parents=True, exist_ok=True)
+            binds.append((host.private_dir(canonical), canonical))
         for _, canonical in binds:
             canonical.mkdir(parents=True, exist_ok=True)
         script = " && ".join(f"mount --bind {src} {dst}" for src, dst in binds)
@@ -187,7 +189,7 @@ class Lab:
         return LabPKI(self.plan.state_dir)
 
     def start_agent(self, host: LabHost) -> None:
-        host.agent_pid = start_agent(host, self.pki)
+        host.agent_pid = start_agent(host, self.pki, self.fault_injection)
         self._save_state()
 
     def stop_agent(self, host: LabHost) -> None:
@@ -208,6 +210,7 @@ class Lab:
             "bandwidth": self.plan.bandwidth,
             "datastore_size": self.plan.datastore_size,
             "agents": self.agents,
+            "fault_injection": self.fault_injection,
             "hosts": {
                 h.name: {"holder_pid": h.holder_pid, "agent_pid": h.agent_pid}
                 for h in self.hosts.values()

@@ -11,7 +11,8 @@ from pathlib import Path
 STATE_ROOT = Path("/var/lib/berth-lab")
 # Paths every host sees at the same place, backed by that host's own directories.
 CANONICAL_DATA_DIR = Path("/var/lib/berth")
-CANONICAL_RUN_DIRS = (Path("/run/berth"), Path("/run/containerd"))
+# Per-host directories: runtime state, containerd's shim sockets, the agent's config.
+CANONICAL_PRIVATE_DIRS = (Path("/run/berth"), Path("/run/containerd"), Path("/etc/berth"))
 AGENT_PORT = 7443
 MAX_HOSTS = 26
 
@@ -39,8 +40,9 @@ class HostPlan:
     def datastore_mount(self) -> Path:
         return self.state_dir / "datastore"
 
-    def run_dir(self, canonical: Path) -> Path:
-        return self.state_dir / "run" / canonical.name
+    def private_dir(self, canonical: Path) -> Path:
+        """Where this host's own copy of a canonical directory lives, seen from outside."""
+        return self.state_dir / "private" / str(canonical).strip("/").replace("/", "_")
 
 
 @dataclass(frozen=True)

@@ -240,7 +240,7 @@ def test_encryption_without_dm_crypt_is_refused_and_changes_nothing(lab: Lab) ->
     with lab.agent("a") as agent:
         with pytest.raises(AgentAPIError) as err:
             agent.create("secret", "1G", key=key)
-        assert err.value.status == 422 and "dm-crypt" in err.value.message
+        assert err.value.status == 501 and "dm-crypt" in err.value.message
         assert "secret" not in [r["name"] for r in agent.repositories()]
     log = (lab.host("a").plan.state_dir / "agent.log").read_bytes()
     assert key not in log

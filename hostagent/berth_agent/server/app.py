@@ -9,15 +9,18 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import generate_latest
 from pydantic import BaseModel, Field
 
 from berth_agent import __version__
+from berth_agent.config import AgentConfig
 from berth_agent.errors import AgentError, InvalidRequest
 from berth_agent.repositories import Repositories
 from berth_agent.runtime.spec import RepositoryServices
 from berth_agent.server.metrics import OPERATION_SECONDS, OPERATIONS, REGISTRY, REPOSITORIES
+from berth_agent.server.transfers import build_router
 
 T = TypeVar("T")
 log = logging.getLogger("berth.agent.api")
@@ -61,7 +64,8 @@ def _measured(operation: str, call: Callable[[], T]) -> T:
     return result
 
 
-def build_app(repos: Repositories, machine: str) -> FastAPI:
+def build_app(repos: Repositories, config: AgentConfig) -> FastAPI:
+    machine = config.name
     app = FastAPI(
         title="berth-agent",
         version=__version__,
@@ -78,6 +82,10 @@ def build_app(repos: Repositories, machine: str) -> FastAPI:
         return JSONResponse(
             {"code": "Internal", "message": f"{type(err).__name__}: {err}"}, status_code=500
         )
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, err: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"code": "Invalid", "message": str(err.errors())}, status_code=400)
 
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:
@@ -138,4 +146,5 @@ def build_app(repos: Repositories, machine: str) -> FastAPI:
     def delete(ref: str, confirm: str = "") -> dict[str, Any]:
         return _measured("delete", lambda: repos.delete(ref, confirm)).model_dump(mode="json")
 
+    app.include_router(build_router(repos, config))
     return app

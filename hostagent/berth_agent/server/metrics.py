@@ -21,3 +21,9 @@ OPERATION_SECONDS = Histogram(
 REPOSITORIES = Gauge(
     "berth_agent_repositories", "Repositories on this host by state", ["state"], registry=REGISTRY
 )
+TRANSFER_BYTES = Counter(
+    "berth_agent_transfer_bytes_total",
+    "Image bytes moved over the wire",
+    ["direction"],
+    registry=REGISTRY,
+)

@@ -23,7 +23,7 @@ def serve(config: AgentConfig) -> None:
         if not path.exists():
             raise SystemExit(f"berth-agent: TLS file {path} is missing (see --tls-* flags)")
     repos = Repositories(config)
-    app = build_app(repos, config.name)
+    app = build_app(repos, config)
     log.info(
         "agent serving",
         extra={"listen": config.listen, "port": config.port, "machine": config.name},

@@ -85,8 +85,9 @@ def _shared(image: Sequence[Extent], base: Sequence[Extent]) -> list[Range]:
     return merge_ranges(shared)
 
 
-def changed_ranges(image: Sequence[Extent], base: Sequence[Extent]) -> tuple[list[Range],
-                                                                           list[Range]]:
+def changed_ranges(
+    image: Sequence[Extent], base: Sequence[Extent]
+) -> tuple[list[Range], list[Range]]:
     """(data, holes): ranges whose content may differ from the base, and ranges that
     the base holds but the image no longer does (to be zeroed on the receiver)."""
     image = sorted(image)

@@ -34,13 +34,18 @@ class Frame:
     payload: bytes
 
 
-def encode(first_block: int, data: bytes, block_size: int,
-           compressor: zstandard.ZstdCompressor | None = None) -> tuple[bytes, bytes]:
+def encode(
+    first_block: int,
+    data: bytes,
+    block_size: int,
+    compressor: zstandard.ZstdCompressor | None = None,
+) -> tuple[bytes, bytes]:
     """(frame bytes, concatenated block digests) for a run of blocks held in data."""
     count = len(data) // block_size
     view = memoryview(data)
-    digests = b"".join(block_hash(view[i * block_size:(i + 1) * block_size])
-                       for i in range(count))
+    digests = b"".join(
+        block_hash(view[i * block_size : (i + 1) * block_size]) for i in range(count)
+    )
     if compressor is not None:
         payload, kind = compressor.compress(data), ZSTD
         if len(payload) >= len(data):
@@ -68,14 +73,13 @@ class Decoder:
         while len(self._buf) >= _HEADER.size:
             kind, first, count, length = _HEADER.unpack_from(self._buf, 0)
             if kind not in (RAW, ZSTD, ZERO) or length > MAX_PAYLOAD or count == 0:
-                raise FrameError(f"bad frame header (kind {kind}, {count} blocks, "
-                                 f"{length} bytes)")
+                raise FrameError(f"bad frame header (kind {kind}, {count} blocks, {length} bytes)")
             digest_len = 0 if kind == ZERO else count * DIGEST_SIZE
             total = _HEADER.size + digest_len + length
             if len(self._buf) < total:
                 return
-            digests = bytes(self._buf[_HEADER.size:_HEADER.size + digest_len])
-            payload = bytes(self._buf[_HEADER.size + digest_len:total])
+            digests = bytes(self._buf[_HEADER.size : _HEADER.size + digest_len])
+            payload = bytes(self._buf[_HEADER.size + digest_len : total])
             del self._buf[:total]
             frame = Frame(kind, first, count, digests, payload)
             yield frame, self._verified_data(frame)
@@ -88,19 +92,26 @@ class Decoder:
         if frame.kind == ZERO:
             return b""
         try:
-            data = (self._decompressor.decompress(frame.payload,
-                                                  max_output_size=frame.count * self.block_size)
-                    if frame.kind == ZSTD else frame.payload)
+            data = (
+                self._decompressor.decompress(
+                    frame.payload, max_output_size=frame.count * self.block_size
+                )
+                if frame.kind == ZSTD
+                else frame.payload
+            )
         except zstandard.ZstdError as err:
             raise FrameError(f"frame at block {frame.first_block}: bad zstd data: {err}") from err
         if len(data) != frame.count * self.block_size:
-            raise FrameError(f"frame at block {frame.first_block}: {len(data)} bytes for "
-                             f"{frame.count} blocks")
+            raise FrameError(
+                f"frame at block {frame.first_block}: {len(data)} bytes for {frame.count} blocks"
+            )
         view = memoryview(data)
         bs = self.block_size
         for i in range(frame.count):
-            if block_hash(view[i * bs:(i + 1) * bs]) != frame.digests[i * DIGEST_SIZE:
-                                                                    (i + 1) * DIGEST_SIZE]:
+            if (
+                block_hash(view[i * bs : (i + 1) * bs])
+                != frame.digests[i * DIGEST_SIZE : (i + 1) * DIGEST_SIZE]
+            ):
                 raise FrameError(f"block {frame.first_block + i}: checksum mismatch")
         return data
 

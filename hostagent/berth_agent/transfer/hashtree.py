@@ -39,10 +39,10 @@ class BlockHashes:
         return self.size // self.block_size
 
     def get(self, block: int) -> bytes:
-        return bytes(self._digests[block * DIGEST_SIZE:(block + 1) * DIGEST_SIZE])
+        return bytes(self._digests[block * DIGEST_SIZE : (block + 1) * DIGEST_SIZE])
 
     def set(self, block: int, digest: bytes) -> None:
-        self._digests[block * DIGEST_SIZE:(block + 1) * DIGEST_SIZE] = digest
+        self._digests[block * DIGEST_SIZE : (block + 1) * DIGEST_SIZE] = digest
 
     def root(self) -> str:
         h = hashlib.blake2b(digest_size=32)

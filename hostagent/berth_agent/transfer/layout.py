@@ -43,7 +43,8 @@ def fiemap(fd: int, sync: bool = True) -> list[Extent]:
         last = False
         for i in range(mapped):
             logical, physical, length, _, _, ext_flags, *_ = _EXTENT.unpack_from(
-                buf, _HEADER.size + i * _EXTENT.size)
+                buf, _HEADER.size + i * _EXTENT.size
+            )
             extents.append(Extent(logical, physical, length, ext_flags))
             last = bool(ext_flags & FIEMAP_EXTENT_LAST)
         if mapped == 0 or last:

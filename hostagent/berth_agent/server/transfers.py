@@ -1,0 +1,141 @@
+"""Transfer routes: receiving frames from a peer, and pushing to one on request."""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+from fastapi import APIRouter, Header, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
+from starlette.requests import ClientDisconnect
+
+from berth_agent.client import AgentClient
+from berth_agent.config import AgentConfig
+from berth_agent.errors import AgentError, InvalidRequest
+from berth_agent.repositories import Repositories
+from berth_agent.server.metrics import OPERATIONS, TRANSFER_BYTES
+from berth_agent.transfer.receiver import BeginRequest, Receiver
+from berth_agent.transfer.sender import Faults, Sender
+
+
+class CommitRequest(BaseModel):
+    token: str
+    root: str
+
+
+class PushRequest(BaseModel):
+    target: str = Field(description="the receiving agent's endpoint, https://HOST:PORT")
+    token: str
+    transfer_id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,80}$")
+    compress: bool = False
+    bandwidth: float | None = Field(None, gt=0, description="bytes per second")
+    faults: dict[str, int] = Field(
+        default_factory=dict, description="test only; refused unless enabled"
+    )
+
+
+def peer_client(config: AgentConfig, endpoint: str) -> AgentClient:
+    """This agent as a client of another agent, with its own certificate."""
+    return AgentClient(endpoint, config.tls.client_ca, config.tls.cert, config.tls.key)
+
+
+def build_router(repos: Repositories, config: AgentConfig) -> APIRouter:
+    router = APIRouter()
+    receiver = Receiver(config.data_dir, repos.store, config.tls.client_ca, config.name)
+    sender = Sender(config.data_dir, repos.store)
+
+    @router.post("/v1/transfers")
+    def begin(req: BeginRequest) -> dict[str, Any]:
+        return receiver.begin(req).model_dump(mode="json")
+
+    @router.get("/v1/transfers/{tid}")
+    def status(tid: str) -> dict[str, Any]:
+        return receiver.status(tid).model_dump(mode="json")
+
+    @router.put("/v1/transfers/{tid}/data")
+    async def data(
+        tid: str, request: Request, from_block: int, x_berth_token: str = Header()
+    ) -> dict[str, Any]:
+        session = await run_in_threadpool(receiver.open_session, tid, x_berth_token, from_block)
+        try:
+            async for chunk in request.stream():
+                await run_in_threadpool(session.feed, chunk)
+        except ClientDisconnect:
+            pass  # the sender will resume from what was persisted
+        finally:
+            state = await run_in_threadpool(session.close)
+        TRANSFER_BYTES.labels("received").inc(state.received_bytes)
+        return state.model_dump(mode="json")
+
+    @router.post("/v1/transfers/{tid}/commit")
+    def commit(tid: str, req: CommitRequest) -> dict[str, Any]:
+        return receiver.commit(tid, req.token, req.root)
+
+    @router.delete("/v1/transfers/{tid}")
+    def abort(tid: str) -> dict[str, Any]:
+        receiver.abort(tid)
+        return {"aborted": tid}
+
+    @router.post("/v1/repositories/{ref}/push")
+    def push(ref: str, req: PushRequest) -> StreamingResponse:
+        if req.faults and not config.fault_injection:
+            raise InvalidRequest("fault injection is disabled on this agent")
+        repos.store.find(ref)  # a clear 404 before the stream starts
+        return StreamingResponse(
+            _push_events(sender, config, ref, req), media_type="application/x-ndjson"
+        )
+
+    return router
+
+
+def _push_events(
+    sender: Sender, config: AgentConfig, ref: str, req: PushRequest
+) -> Iterator[bytes]:
+    """Run the push in a thread and stream its progress, then its result, as NDJSON."""
+    events: queue.Queue[dict[str, Any] | None] = queue.Queue()
+
+    def work() -> None:
+        try:
+            with peer_client(config, req.target) as target:
+                result = sender.push(
+                    ref,
+                    target,
+                    req.token,
+                    req.transfer_id,
+                    compress=req.compress,
+                    bandwidth=req.bandwidth,
+                    faults=Faults(**req.faults),
+                    on_progress=lambda p: events.put({"event": "progress", **p}),
+                )
+            OPERATIONS.labels("push", "ok").inc()
+            TRANSFER_BYTES.labels("sent").inc(result.bytes_sent)
+            events.put({"event": "result", "summary": result.summary(), **vars(result)})
+        except AgentError as err:
+            OPERATIONS.labels("push", "error").inc()
+            events.put(
+                {"event": "error", "status": err.status, "code": err.code, "message": err.message}
+            )
+        except Exception as err:
+            OPERATIONS.labels("push", "error").inc()
+            events.put(
+                {
+                    "event": "error",
+                    "status": 500,
+                    "code": "Internal",
+                    "message": f"{type(err).__name__}: {err}",
+                }
+            )
+        finally:
+            events.put(None)
+
+    threading.Thread(
+        target=work, name=f"push-{req.transfer_id}-{uuid.uuid4().hex[:6]}", daemon=True
+    ).start()
+    while (event := events.get()) is not None:
+        yield (json.dumps(event, default=str) + "\n").encode()

@@ -1,0 +1,242 @@
+"""The receiving side of a transfer: stage, apply verified frames, check the digest, commit.
+
+The image is written into a staging file beside the datastore's images (a reflink of the
+base for a delta, a new sparse file for a full transfer). Only a staging file whose
+end-to-end digest matches the sender's replaces the image, so a corrupted or truncated
+stream is never mounted. Progress is persisted as it goes, so a broken connection, or a
+restarted agent, resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from berth_agent.errors import Conflict, CorruptData, InvalidRequest, NotFound
+from berth_agent.store.store import RepositoryRecord, RepositoryStore
+from berth_agent.transfer import layout
+from berth_agent.transfer.bases import BaseStore
+from berth_agent.transfer.frames import ZERO, Decoder, FrameError, zero_digests
+from berth_agent.transfer.hashtree import BlockHashes
+from berth_common import tokens
+
+log = logging.getLogger("berth.agent.transfer.receiver")
+_TRANSFER_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,80}$")
+PERSIST_EVERY = 64 * 2**20  # bytes applied between durable progress records
+
+
+class TransferState(BaseModel):
+    transfer_id: str
+    migration_id: str
+    record: RepositoryRecord
+    mode: str  # full | delta
+    base_root: str | None
+    next_block: int = 0
+    received_bytes: int = 0
+
+
+class BeginRequest(BaseModel):
+    transfer_id: str
+    token: str
+    record: RepositoryRecord
+    offer_base_root: str | None = None
+
+
+class Receiver:
+    def __init__(self, data_dir: Path, store: RepositoryStore, ca_cert: Path, machine: str) -> None:
+        self.dir = data_dir / "transfers"
+        self.store = store
+        self.bases = BaseStore(data_dir)
+        self.ca_cert = ca_cert
+        self.machine = machine
+
+    def _paths(self, tid: str) -> tuple[Path, Path, Path]:
+        if not _TRANSFER_ID.match(tid):
+            raise InvalidRequest(f"transfer id {tid!r} is invalid")
+        d = self.dir / tid
+        return d / "state.json", d / "staging.img", d / "staging.hashes"
+
+    def _load(self, tid: str) -> TransferState:
+        state_path, _, _ = self._paths(tid)
+        if not state_path.exists():
+            raise NotFound(f"no transfer {tid!r} on this host")
+        return TransferState.model_validate_json(state_path.read_text())
+
+    def _save(self, state: TransferState) -> None:
+        state_path, _, _ = self._paths(state.transfer_id)
+        tmp = state_path.with_suffix(".tmp")
+        tmp.write_text(state.model_dump_json())
+        tmp.replace(state_path)
+
+    def _authorise(self, token: str, guid: str, migration_id: str | None = None) -> str:
+        try:
+            claims = tokens.verify(
+                token, self.ca_cert, target=self.machine, repository=guid, migration_id=migration_id
+            )
+        except tokens.TokenError as err:
+            raise InvalidRequest(str(err)) from None
+        return claims.migration_id
+
+    # --- begin -------------------------------------------------------------------------
+    def begin(self, req: BeginRequest) -> TransferState:
+        migration_id = self._authorise(req.token, req.record.guid)
+        state_path, staging, hashes_path = self._paths(req.transfer_id)
+        if state_path.exists():
+            state = self._load(req.transfer_id)
+            if state.record.guid != req.record.guid:
+                raise Conflict(f"transfer {req.transfer_id!r} is for another repository")
+            return state  # a resumed transfer
+        guid = req.record.guid
+        if self.store.exists(guid) and self.store.is_mounted(guid):
+            raise Conflict(
+                f"repository {req.record.name!r} is mounted on {self.machine}; "
+                "it cannot receive an image while in use"
+            )
+        state_path.parent.mkdir(parents=True, exist_ok=True)
+        base = self.bases.info(guid)
+        mode, base_root = "full", None
+        if (
+            base is not None
+            and base.has_image
+            and base.root == req.offer_base_root
+            and base.size == req.record.size_bytes
+        ):
+            layout.reflink(self.bases.image(guid), staging)
+            self.bases.hashes(guid, base).save(hashes_path)
+            mode, base_root = "delta", base.root
+        else:
+            with open(staging, "wb") as f:
+                f.truncate(req.record.size_bytes)
+            BlockHashes.of_zeros(req.record.size_bytes).save(hashes_path)
+        state = TransferState(
+            transfer_id=req.transfer_id,
+            migration_id=migration_id,
+            record=req.record,
+            mode=mode,
+            base_root=base_root,
+        )
+        self._save(state)
+        log.info(
+            "transfer begun",
+            extra={
+                "transfer": req.transfer_id,
+                "mode": mode,
+                "repository": req.record.name,
+                "migration": migration_id,
+            },
+        )
+        return state
+
+    def status(self, tid: str) -> TransferState:
+        return self._load(tid)
+
+    # --- data --------------------------------------------------------------------------
+    def open_session(self, tid: str, token: str, from_block: int) -> ReceiveSession:
+        state = self._load(tid)
+        self._authorise(token, state.record.guid, state.migration_id)
+        if from_block != state.next_block:
+            raise Conflict(
+                f"transfer {tid} continues at block {state.next_block}, not {from_block}"
+            )
+        return ReceiveSession(self, state)
+
+    # --- commit / abort ----------------------------------------------------------------
+    def commit(self, tid: str, token: str, root: str) -> dict[str, object]:
+        state = self._load(tid)
+        self._authorise(token, state.record.guid, state.migration_id)
+        _, staging, hashes_path = self._paths(tid)
+        hashes = BlockHashes.load(hashes_path, state.record.size_bytes)
+        if hashes.root() != root:
+            raise Conflict(
+                f"transfer {tid}: image digest {hashes.root()[:16]} does not match "
+                f"the sender's {root[:16]}; the image was not installed"
+            )
+        guid = state.record.guid
+        if self.store.exists(guid) and self.store.is_mounted(guid):
+            raise Conflict(f"repository {state.record.name!r} is mounted here; not replaced")
+        started = time.monotonic()
+        base_copy: Path | None = staging.with_name("base.img")
+        try:
+            assert base_copy is not None
+            layout.reflink(staging, base_copy)
+        except layout.LayoutUnsupported:
+            base_copy = None
+        self.store.images_dir.mkdir(parents=True, exist_ok=True)
+        os.replace(staging, self.store.image_path(guid))
+        self.store.adopt_record(state.record)
+        info = self.bases.replace(guid, base_copy, hashes)
+        shutil.rmtree(staging.parent)
+        log.info(
+            "transfer committed",
+            extra={
+                "transfer": tid,
+                "repository": state.record.name,
+                "mode": state.mode,
+                "root": root[:16],
+            },
+        )
+        return {"root": info.root, "mode": state.mode, "commit_seconds": time.monotonic() - started}
+
+    def abort(self, tid: str) -> None:
+        state_path, _, _ = self._paths(tid)
+        shutil.rmtree(state_path.parent, ignore_errors=True)
+
+
+class ReceiveSession:
+    """One request's worth of frames: feed chunks as they arrive, then close."""
+
+    def __init__(self, receiver: Receiver, state: TransferState) -> None:
+        self.receiver, self.state = receiver, state
+        _, staging, self.hashes_path = receiver._paths(state.transfer_id)
+        self.hashes = BlockHashes.load(self.hashes_path, state.record.size_bytes)
+        self.decoder = Decoder(self.hashes.block_size)
+        self.fd = os.open(staging, os.O_WRONLY)
+        self.unpersisted = 0
+
+    def feed(self, chunk: bytes) -> None:
+        state, hashes, bs = self.state, self.hashes, self.hashes.block_size
+        try:
+            for frame, data in self.decoder.feed(chunk):
+                if (
+                    frame.first_block < state.next_block
+                    or (frame.first_block + frame.count) > hashes.blocks
+                ):
+                    raise FrameError(f"frame at block {frame.first_block} is out of order")
+                offset = frame.first_block * bs
+                if frame.kind == ZERO:
+                    layout.punch_hole(self.fd, offset, frame.count * bs)
+                    digests = zero_digests(frame.count)
+                else:
+                    os.pwrite(self.fd, data, offset)
+                    digests = frame.digests
+                for i in range(frame.count):
+                    hashes.set(frame.first_block + i, digests[i * 16 : (i + 1) * 16])
+                state.next_block = frame.first_block + frame.count
+                state.received_bytes += len(frame.payload)
+                self.unpersisted += len(data)
+                if self.unpersisted >= PERSIST_EVERY:
+                    self.persist()
+        except FrameError as err:
+            raise CorruptData(
+                f"transfer {state.transfer_id}: {err}; resend from block {state.next_block}"
+            ) from None
+
+    def persist(self) -> None:
+        os.fdatasync(self.fd)  # progress may only claim data that is on disk
+        self.hashes.save(self.hashes_path)
+        self.receiver._save(self.state)
+        self.unpersisted = 0
+
+    def close(self) -> TransferState:
+        """Persist what was applied; a partial frame at the end is dropped, and resent."""
+        try:
+            self.persist()
+        finally:
+            os.close(self.fd)
+        return self.state
