@@ -28,7 +28,7 @@ from berth_common import tokens
 
 log = logging.getLogger("berth.agent.transfer.receiver")
 _TRANSFER_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,80}$")
-PERSIST_EVERY = 64 * 2**20  # bytes applied between durable progress records
+PERSIST_EVERY = 16 * 2**20  # bytes applied between durable progress records
 
 
 class TransferState(BaseModel):

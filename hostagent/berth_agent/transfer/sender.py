@@ -36,6 +36,9 @@ from berth_agent.transfer.throttle import Throttle
 
 log = logging.getLogger("berth.agent.transfer.sender")
 MAX_ATTEMPTS = 8
+# Receiver answers worth another attempt: out of step (409), corrupt data (422), a
+# proxy or restarting peer (502, 503). Anything else (a bad token, no space) is final.
+RETRIABLE = (409, 422, 502, 503)
 
 
 class TransferFailed(AgentError):
@@ -47,7 +50,7 @@ class TransferFailed(AgentError):
 class Faults:
     """Test-only fault injection, honoured only by agents started with it enabled."""
 
-    corrupt_block: int | None = None  # flip a byte in the frame holding this block, once
+    corrupt_frame: int | None = None  # flip a byte in the Nth data frame sent, once
     drop_after_bytes: int | None = None  # break the connection after this many bytes, once
 
 
@@ -253,33 +256,33 @@ class Sender:
         throttle = Throttle(bandwidth)
         fd = os.open(source, os.O_RDONLY)
         try:
+            tid = progress.transfer_id
             while True:
                 progress.attempts += 1
-                next_block = target.transfer_status(plan_id := progress.transfer_id)["next_block"]
-                stream = self._frames(
-                    plan, fd, hashes, next_block, progress, compress, throttle, faults, on_progress
-                )
                 try:
-                    target.send_frames(plan_id, token, next_block, stream)
+                    next_block = target.transfer_status(tid)["next_block"]
+                    stream = self._frames(
+                        plan,
+                        fd,
+                        hashes,
+                        next_block,
+                        progress,
+                        compress,
+                        throttle,
+                        faults,
+                        on_progress,
+                    )
+                    target.send_frames(tid, token, next_block, stream)
                     return
                 except (httpx.TransportError, AgentAPIError, _Dropped) as err:
-                    retriable = not isinstance(err, AgentAPIError) or err.status in (
-                        409,
-                        422,
-                        502,
-                        503,
-                    )
+                    retriable = not isinstance(err, AgentAPIError) or err.status in RETRIABLE
                     if not retriable or progress.attempts >= MAX_ATTEMPTS:
                         raise TransferFailed(
-                            f"transfer {plan_id} failed after {progress.attempts} attempts: {err}"
+                            f"transfer {tid} failed after {progress.attempts} attempts: {err}"
                         ) from err
                     log.warning(
                         "transfer interrupted; resuming",
-                        extra={
-                            "transfer": plan_id,
-                            "attempt": progress.attempts,
-                            "error": str(err),
-                        },
+                        extra={"transfer": tid, "attempt": progress.attempts, "error": str(err)},
                     )
                     time.sleep(min(0.2 * 2**progress.attempts, 5))
         finally:
@@ -315,11 +318,12 @@ class Sender:
                 frame, digests = frames.encode(first, data, bs, compressor)
                 for i in range(count):
                     hashes.set(first + i, digests[i * 16 : (i + 1) * 16])
-                if faults.corrupt_block is not None and first <= faults.corrupt_block < (
-                    first + count
-                ):
-                    faults.corrupt_block = None
-                    frame = frame[:-1] + bytes([frame[-1] ^ 0xFF])
+                if faults.corrupt_frame is not None:
+                    if faults.corrupt_frame == 0:
+                        frame = frame[:-1] + bytes([frame[-1] ^ 0xFF])
+                        faults.corrupt_frame = None
+                    else:
+                        faults.corrupt_frame -= 1
             progress.bytes_done += count * bs
             if frame:
                 if faults.drop_after_bytes is not None and (
