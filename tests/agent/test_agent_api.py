@@ -140,8 +140,10 @@ def test_agent_restart_adopts_running_dockerd(lab: Lab) -> None:
             status = agent.status("adopt")
             assert status["docker"]["pid"] == pid, "a second dockerd was started"
             assert [c["state"] for c in status["containers"]] == ["running"]
-            dockerds = [p for p in host.run(["pgrep", "-x", "dockerd"]).stdout.split()]
-            assert len(dockerds) == 1
+            # Hosts share the machine's pid namespace: count this repository's daemons.
+            socket_path = status["docker"]["socket"]
+            dockerds = host.run(["pgrep", "-f", f"dockerd .*-H unix://{socket_path}"]).stdout
+            assert len(dockerds.split()) == 1
         finally:
             agent.down("adopt")
             agent.delete("adopt", confirm="adopt")
