@@ -88,14 +88,31 @@ class AgentClient:
         result: dict[str, Any] = self._call("POST", "/v1/repositories", json=body)
         return result
 
-    def up(self, ref: str, key: bytes | None = None) -> dict[str, Any]:
-        body = {"key": base64.b64encode(key).decode()} if key is not None else None
+    def up(
+        self,
+        ref: str,
+        key: bytes | None = None,
+        *,
+        wait_answer: float | None = None,
+        force: bool = False,
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"wait_answer": wait_answer, "force": force}
+        if key is not None:
+            body["key"] = base64.b64encode(key).decode()
         result: dict[str, Any] = self._call("POST", f"/v1/repositories/{ref}/up", json=body)
         return result
 
-    def freeze(self, ref: str, migration_id: str) -> dict[str, Any]:
+    def freeze(self, ref: str, migration_id: str, *, checkpoint: bool = True) -> dict[str, Any]:
         result: dict[str, Any] = self._call(
-            "POST", f"/v1/repositories/{ref}/freeze", json={"migration_id": migration_id}
+            "POST",
+            f"/v1/repositories/{ref}/freeze",
+            json={"migration_id": migration_id, "checkpoint": checkpoint},
+        )
+        return result
+
+    def resume(self, ref: str, migration_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call(
+            "POST", f"/v1/repositories/{ref}/resume", json={"migration_id": migration_id}
         )
         return result
 
@@ -106,8 +123,10 @@ class AgentClient:
         lines: list[str] = result["lines"]
         return lines
 
-    def down(self, ref: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("POST", f"/v1/repositories/{ref}/down")
+    def down(self, ref: str, *, moved_to: str | None = None) -> dict[str, Any]:
+        result: dict[str, Any] = self._call(
+            "POST", f"/v1/repositories/{ref}/down", json={"moved_to": moved_to}
+        )
         return result
 
     # --- transfers: the receiving agent's side -------------------------------------------

@@ -8,6 +8,7 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import docker
@@ -17,9 +18,15 @@ from berth_agent.checkpoint import freeze as freezing
 from berth_agent.config import AgentConfig
 from berth_agent.errors import Conflict, InvalidRequest, NotFound
 from berth_agent.runtime.dockerd import DaemonPaths, RepositoryDaemon
-from berth_agent.runtime.services import describe, service_containers, start_services
+from berth_agent.runtime.services import (
+    describe,
+    service_containers,
+    start_services,
+    wait_for_ports,
+)
 from berth_agent.runtime.spec import RepositoryServices
 from berth_agent.store.store import META_DIR, RepositoryRecord, RepositoryStore
+from berth_common.process import run
 
 log = logging.getLogger("berth.agent.repositories")
 TEMPLATES = {"pulse": pulse.services, "empty": lambda: RepositoryServices()}
@@ -64,9 +71,22 @@ class Repositories:
             services = TEMPLATES[template]()
         return self.store.create(name, size, services or RepositoryServices(), guid=guid, key=key)
 
-    def up(self, ref: str, *, key: bytes | None = None) -> dict[str, float]:
-        """Mount, start the dockerd, restore what a freeze left, start the rest."""
+    def up(
+        self,
+        ref: str,
+        *,
+        key: bytes | None = None,
+        wait_answer: float | None = None,
+        force: bool = False,
+    ) -> dict[str, float]:
+        """Mount, start the dockerd, restore what a freeze left, start the rest; with
+        wait_answer, also wait (up to that many seconds) until published ports answer."""
         record = self.store.find(ref)
+        if record.moved_to and not force:
+            raise Conflict(
+                f"repository {record.name!r} moved to {record.moved_to}; this copy is stale "
+                "(start it anyway with force)"
+            )
         durations: dict[str, float] = {}
         with self._locked(record.guid):
             t = time.monotonic()
@@ -89,13 +109,27 @@ class Repositories:
                     skip=set(frozen.checkpointed) if frozen else None,
                 )
                 durations["services"] = time.monotonic() - t
+                if wait_answer:
+                    t = time.monotonic()
+                    wait_for_ports(client, self.store.services(record.guid), wait_answer)
+                    durations["answer"] = time.monotonic() - t
             finally:
                 client.close()
+        if record.moved_to:
+            self.store.set_moved_to(record.guid, None)
         log.info("repository up", extra={"repository": record.name, "durations": durations})
         return durations
 
-    def freeze(self, ref: str, migration_id: str) -> freezing.FreezeRecord:
-        """Checkpoint labelled containers, stop the others. The dockerd keeps running."""
+    def freeze(
+        self,
+        ref: str,
+        migration_id: str,
+        *,
+        checkpoint: bool = True,
+    ) -> freezing.FreezeRecord:
+        """Checkpoint labelled containers (stop them all when checkpoint is False), stop
+        the others, then quiesce the filesystem so a snapshot of the image is consistent.
+        The dockerd keeps running: stopping it costs a second, off the critical path."""
         record = self.store.find(ref)
         with self._locked(record.guid):
             daemon = self.daemon(record.guid)
@@ -109,23 +143,71 @@ class Repositories:
                 raise Conflict(f"repository {record.name!r} is not running")
             client = daemon.client()
             try:
-                return freezing.freeze(
-                    client, self.store.mount_path(record.guid) / META_DIR, migration_id
+                frozen = freezing.freeze(
+                    client,
+                    self.store.mount_path(record.guid) / META_DIR,
+                    migration_id,
+                    checkpoint=checkpoint,
                 )
             finally:
                 client.close()
+            t = time.monotonic()
+            self._quiesce(record.guid)
+            frozen.durations["quiesce"] = time.monotonic() - t
+            return frozen
 
-    def down(self, ref: str) -> dict[str, float]:
-        """Stop the dockerd (its containers stop with it) and unmount. Idempotent."""
+    def resume(self, ref: str, migration_id: str) -> dict[str, float]:
+        """Undo a freeze here (the rollback of a failed cutover): thaw the filesystem,
+        restore the checkpointed containers and start the stopped ones."""
+        record = self.store.find(ref)
+        with self._locked(record.guid):
+            self._unquiesce(record.guid)
+            meta = self.store.mount_path(record.guid) / META_DIR
+            frozen = freezing.read_record(meta)
+            if frozen is not None and frozen.migration_id != migration_id:
+                raise Conflict(
+                    f"repository {record.name!r} is frozen by migration "
+                    f"{frozen.migration_id}, not {migration_id}"
+                )
+            client = self.daemon(record.guid).client()
+            try:
+                durations = freezing.thaw(client, meta)
+            finally:
+                client.close()
+        log.info("repository resumed", extra={"repository": record.name, "migration": migration_id})
+        return durations
+
+    def _frozen_marker(self, guid: str) -> Path:
+        return self.config.run_dir / f"{guid}.fsfrozen"
+
+    def _quiesce(self, guid: str) -> None:
+        marker = self._frozen_marker(guid)
+        if marker.exists():
+            return  # a replay: already frozen
+        run(["fsfreeze", "--freeze", str(self.store.mount_path(guid))])
+        marker.touch()
+
+    def _unquiesce(self, guid: str) -> None:
+        marker = self._frozen_marker(guid)
+        if marker.exists():
+            run(["fsfreeze", "--unfreeze", str(self.store.mount_path(guid))], check=False)
+            marker.unlink()
+
+    def down(self, ref: str, *, moved_to: str | None = None) -> dict[str, float]:
+        """Stop the dockerd (its containers stop with it) and unmount. Idempotent.
+        moved_to marks this copy stale: the repository now runs on that machine."""
         record = self.store.find(ref)
         durations: dict[str, float] = {}
         with self._locked(record.guid):
+            self._unquiesce(record.guid)
             t = time.monotonic()
             self.daemon(record.guid).stop()
             durations["dockerd"] = time.monotonic() - t
             t = time.monotonic()
             self.store.unmount(record.guid)
             durations["unmount"] = time.monotonic() - t
+            if moved_to:
+                self.store.set_moved_to(record.guid, moved_to)
         log.info("repository down", extra={"repository": record.name, "durations": durations})
         return durations
 
@@ -162,6 +244,7 @@ class Repositories:
             "docker": {"running": pid is not None, "pid": pid, "socket": str(daemon.paths.socket)},
             "containers": containers,
             "frozenBy": frozen.migration_id if frozen else None,
+            "quiesced": self._frozen_marker(record.guid).exists(),
         }
 
     def logs(self, ref: str, service: str, tail: int = 100) -> list[str]:

@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from berth_common.logs import setup_logging
 from berth_lab.host import LabError
@@ -33,12 +34,18 @@ def _parser() -> argparse.ArgumentParser:
     exec_.add_argument("argv", nargs=argparse.REMAINDER)
 
     sub.add_parser("down", help="remove everything the lab made, also after a crash")
+
+    demo = sub.add_parser("demo", help="the main job: move a running app with its memory")
+    demo.add_argument("--keep", action="store_true", help="leave the lab up to explore")
+    demo.add_argument("--json", type=Path, help="write a machine-readable summary here")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    setup_logging(json_format=args.log_format == "json")
+    # The demo narrates on stdout; its logs would only interleave with the story.
+    level = "warning" if args.command == "demo" else "info"
+    setup_logging(level, json_format=args.log_format == "json")
     if os.geteuid() != 0:
         print("berth-lab: must run as root (namespaces, mounts, loop devices)", file=sys.stderr)
         return 2
@@ -60,6 +67,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         lab = Lab(plan).up()
         _print_status(lab.status())
         return 0
+    if args.command == "demo":
+        from berth_lab.demo import run_demo
+
+        return run_demo(keep=args.keep, json_path=args.json)
     if args.command == "down":
         try:
             lab = Lab.load(args.name)

@@ -45,8 +45,11 @@ def read_record(meta_dir: Path) -> FreezeRecord | None:
     return FreezeRecord.model_validate_json(path.read_text()) if path.exists() else None
 
 
-def freeze(client: docker.DockerClient, meta_dir: Path, migration_id: str) -> FreezeRecord:
-    """Checkpoint every running container labelled for it; stop every other one."""
+def freeze(
+    client: docker.DockerClient, meta_dir: Path, migration_id: str, checkpoint: bool = True
+) -> FreezeRecord:
+    """Checkpoint every running container labelled for it; stop every other one (all of
+    them for a cold migration, checkpoint=False)."""
     existing = read_record(meta_dir)
     if existing is not None:
         if existing.migration_id == migration_id:
@@ -60,7 +63,7 @@ def freeze(client: docker.DockerClient, meta_dir: Path, migration_id: str) -> Fr
         if container.status != "running":
             continue
         started = time.monotonic()
-        if (container.labels or {}).get(CHECKPOINT_LABEL) == "true":
+        if checkpoint and (container.labels or {}).get(CHECKPOINT_LABEL) == "true":
             docker_api.create(client, container.id, record.checkpoint)
             record.checkpointed.append(container.name)
             record.durations[f"checkpoint:{container.name}"] = time.monotonic() - started

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import socket
+import time
 from typing import Any
 
 import docker
@@ -104,3 +106,32 @@ def describe(container: Container) -> dict[str, Any]:
         "checkpoint": labels.get(CHECKPOINT_LABEL) == "true",
         "startedAt": container.attrs.get("State", {}).get("StartedAt"),
     }
+
+
+def wait_for_ports(
+    client: docker.DockerClient, services: RepositoryServices, timeout: float
+) -> None:
+    """Until every service's TCP ports accept connections at the container's own address.
+
+    The container address, not the published host port: docker-proxy accepts on the host
+    port even while nothing listens behind it.
+    """
+    deadline = time.monotonic() + timeout
+    for service in services.services:
+        ports = [p.container for p in service.ports if p.protocol == "tcp"]
+        if not ports:
+            continue
+        container = client.containers.get(service.name)
+        address = container.attrs["NetworkSettings"]["Networks"][NETWORK]["IPAddress"]
+        for port in ports:
+            while True:
+                try:
+                    with socket.create_connection((address, port), timeout=0.5):
+                        break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise Conflict(
+                            f"service {service.name!r} port {port} did not answer "
+                            f"within {timeout:.0f}s"
+                        ) from None
+                    time.sleep(0.005)

@@ -35,12 +35,21 @@ class CreateRequest(BaseModel):
     key: str | None = Field(None, description="base64 LUKS key; never stored or logged")
 
 
-class KeyRequest(BaseModel):
+class UpRequest(BaseModel):
     key: str | None = Field(None, description="base64 LUKS key for encrypted repositories")
+    wait_answer: float | None = Field(
+        None, gt=0, le=600, description="also wait until the services' TCP ports answer"
+    )
+    force: bool = Field(False, description="start a copy marked stale by a migration")
+
+
+class DownRequest(BaseModel):
+    moved_to: str | None = Field(None, description="mark this copy stale: it moved there")
 
 
 class FreezeRequest(BaseModel):
     migration_id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
+    checkpoint: bool = Field(True, description="False: stop every container (cold)")
 
 
 def _key(encoded: str | None) -> bytes | None:
@@ -123,14 +132,24 @@ def build_app(repos: Repositories, config: AgentConfig) -> FastAPI:
         return repos.status(ref)
 
     @app.post("/v1/repositories/{ref}/up")
-    def up(ref: str, req: KeyRequest | None = None) -> dict[str, Any]:
-        durations = _measured("up", lambda: repos.up(ref, key=_key(req.key if req else None)))
+    def up(ref: str, req: UpRequest | None = None) -> dict[str, Any]:
+        req = req or UpRequest()
+        durations = _measured(
+            "up",
+            lambda: repos.up(ref, key=_key(req.key), wait_answer=req.wait_answer, force=req.force),
+        )
         return {"durations": durations}
 
     @app.post("/v1/repositories/{ref}/freeze")
     def freeze(ref: str, req: FreezeRequest) -> dict[str, Any]:
-        record = _measured("freeze", lambda: repos.freeze(ref, req.migration_id))
+        record = _measured(
+            "freeze", lambda: repos.freeze(ref, req.migration_id, checkpoint=req.checkpoint)
+        )
         return record.model_dump(mode="json")
+
+    @app.post("/v1/repositories/{ref}/resume")
+    def resume(ref: str, req: FreezeRequest) -> dict[str, Any]:
+        return {"durations": _measured("resume", lambda: repos.resume(ref, req.migration_id))}
 
     @app.get("/v1/repositories/{ref}/services/{service}/logs")
     def logs(ref: str, service: str, tail: int = 100) -> dict[str, Any]:
@@ -139,8 +158,9 @@ def build_app(repos: Repositories, config: AgentConfig) -> FastAPI:
         return {"lines": repos.logs(ref, service, tail)}
 
     @app.post("/v1/repositories/{ref}/down")
-    def down(ref: str) -> dict[str, Any]:
-        return {"durations": _measured("down", lambda: repos.down(ref))}
+    def down(ref: str, req: DownRequest | None = None) -> dict[str, Any]:
+        moved_to = req.moved_to if req else None
+        return {"durations": _measured("down", lambda: repos.down(ref, moved_to=moved_to))}
 
     @app.delete("/v1/repositories/{ref}")
     def delete(ref: str, confirm: str = "") -> dict[str, Any]:

@@ -29,6 +29,7 @@ class RepositoryRecord(BaseModel):
     size_bytes: int
     created_at: str
     encrypted: bool = False
+    moved_to: str | None = None  # set on the source after a migration: this copy is stale
 
 
 class RepositoryStore:
@@ -211,7 +212,11 @@ class RepositoryStore:
         stat = self.image_path(record.guid).stat()
         return {"sizeBytes": stat.st_size, "allocatedBytes": stat.st_blocks * 512}
 
+    def set_moved_to(self, guid: str, machine: str | None) -> None:
+        record = self.find(guid)
+        self._write_record(record.model_copy(update={"moved_to": machine}))
+
     def adopt_record(self, record: RepositoryRecord) -> None:
         """Record an image that arrived from another host (the transfer wrote the image)."""
         self.images_dir.mkdir(parents=True, exist_ok=True)
-        self._write_record(record)
+        self._write_record(record.model_copy(update={"moved_to": None}))

@@ -1,0 +1,203 @@
+"""Performing a migration's phases through the agents.
+
+Each call to `advance` does the work of the current phase and returns the state with
+the next phase; the caller persists it in between (the operator writes it to status),
+so a restarted caller replays at most one phase, and every agent call it makes is keyed
+by the migration id. Failure rules (DESIGN.md): before the freeze, abort and leave the
+source running; after the freeze and before the target answers, resume on the source.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from berth_agent.client import AgentAPIError, AgentClient
+from berth_common import tokens
+from berth_common.pki import CertFiles
+from berth_operator.migration.rounds import should_cut_over
+from berth_operator.migration.state import FROZEN, MigrationState, Mode, Phase, now
+
+log = logging.getLogger("berth.operator.migration")
+
+
+class Agents(Protocol):
+    """Where to reach each machine's agent."""
+
+    def client(self, machine: str) -> AgentClient: ...
+
+    def endpoint(self, machine: str) -> str: ...
+
+
+class MigrationError(RuntimeError):
+    pass
+
+
+Listener = Callable[[MigrationState, dict[str, Any]], None]
+
+
+class MigrationDriver:
+    def __init__(
+        self,
+        agents: Agents,
+        signer: CertFiles,
+        *,
+        on_event: Listener | None = None,
+        bandwidth: float | None = None,
+        compress: bool = False,
+        answer_timeout: float = 60,
+    ) -> None:
+        self.agents, self.signer = agents, signer
+        self.on_event = on_event or (lambda _s, _e: None)
+        self.bandwidth, self.compress, self.answer_timeout = bandwidth, compress, answer_timeout
+
+    def run(self, state: MigrationState) -> MigrationState:
+        while not state.done:
+            state = self.advance(state)
+        return state
+
+    def advance(self, state: MigrationState) -> MigrationState:
+        state = state.model_copy(deep=True)
+        phase = state.phase
+        started = time.monotonic()
+        try:
+            self._do(state)
+        except (AgentAPIError, MigrationError, OSError) as err:
+            reason = err.message if isinstance(err, AgentAPIError) else str(err)
+            self._fail(state, phase, reason)
+        state.phase_seconds[phase.value] = (
+            state.phase_seconds.get(phase.value, 0) + time.monotonic() - started
+        )
+        if state.phase != phase:
+            self.on_event(state, {"event": "phase", "from": phase.value, "to": state.phase.value})
+        return state
+
+    # --- phases ----------------------------------------------------------------------
+    def _do(self, state: MigrationState) -> None:
+        match state.phase:
+            case Phase.PENDING:
+                state.phase = Phase.PREPARING
+            case Phase.PREPARING:
+                self._prepare(state)
+                state.phase = Phase.BULK_SYNC
+            case Phase.BULK_SYNC:
+                sent = self._push(state, f"bulk{len(state.bulk_rounds) + 1}")
+                state.bulk_rounds.append(sent)
+                if should_cut_over(state.bulk_rounds):
+                    state.phase = Phase.CUTOVER
+            case Phase.CUTOVER:
+                self._cutover(state)
+                state.phase = Phase.VERIFYING
+            case Phase.VERIFYING:
+                self._verify(state)
+                state.phase = Phase.FINALIZING
+            case Phase.FINALIZING:
+                with self.agents.client(state.source) as source:
+                    source.down(state.repository, moved_to=state.target)
+                state.phase, state.result, state.finished_at = Phase.SUCCEEDED, "Succeeded", now()
+            case _:
+                raise MigrationError(f"migration {state.id} already ended ({state.phase})")
+
+    def _prepare(self, state: MigrationState) -> None:
+        if state.source == state.target:
+            raise MigrationError(f"source and target are both {state.source}")
+        with self.agents.client(state.target) as target:
+            target.healthz()
+            held = [r for r in target.repositories() if r["guid"] == state.guid]
+            if held and held[0]["mounted"]:
+                raise MigrationError(f"{state.repository} is mounted on {state.target} already")
+        with self.agents.client(state.source) as source:
+            status = source.status(state.repository)
+        if not status["mounted"] or not status["docker"]["running"]:
+            raise MigrationError(f"{state.repository} is not running on {state.source}")
+        state.guid = status["guid"]
+
+    def _push(self, state: MigrationState, label: str) -> int:
+        tid = state.transfer_id(label)
+        token = tokens.issue(tid, state.guid, state.source, state.target, self.signer)
+        with self.agents.client(state.source) as source:
+            result: dict[str, Any] = {}
+            for event in source.push(
+                state.repository,
+                self.agents.endpoint(state.target),
+                token,
+                tid,
+                compress=self.compress,
+                bandwidth=self.bandwidth,
+            ):
+                if event["event"] == "progress":
+                    self.on_event(state, {**event, "label": label})
+                else:
+                    result = event
+        sent = int(result["bytes_sent"])
+        self.on_event(
+            state,
+            {
+                "event": "pushed",
+                "label": label,
+                "mode": result["mode"],
+                "bytes": sent,
+                "seconds": sum(result["durations"].values()),
+            },
+        )
+        return sent
+
+    def _cutover(self, state: MigrationState) -> None:
+        if state.frozen_monotonic is None:
+            state.frozen_monotonic = time.time()  # wall clock: survives an operator restart
+        with self.agents.client(state.source) as source:
+            frozen = source.freeze(state.repository, state.id, checkpoint=state.mode == Mode.LIVE)
+        state.checkpoint_seconds = sum(
+            v for k, v in frozen["durations"].items() if k.startswith("checkpoint:")
+        )
+        self.on_event(
+            state,
+            {
+                "event": "frozen",
+                "checkpointed": frozen["checkpointed"],
+                "stopped": frozen["stopped"],
+            },
+        )
+        state.delta_bytes = self._push(state, "final")
+
+    def _verify(self, state: MigrationState) -> None:
+        with self.agents.client(state.target) as target:
+            target.up(state.repository, wait_answer=self.answer_timeout)
+        answered = time.time()
+        assert state.frozen_monotonic is not None
+        state.downtime_seconds = round(answered - state.frozen_monotonic, 3)
+        state.cutover_at = now()
+        self.on_event(state, {"event": "answered", "downtime": state.downtime_seconds})
+
+    # --- failures ----------------------------------------------------------------------
+    def _fail(self, state: MigrationState, phase: Phase, reason: str) -> None:
+        log.warning(
+            "migration phase failed",
+            extra={
+                "migration": state.id,
+                "repository": state.repository,
+                "phase": phase.value,
+                "reason": reason,
+            },
+        )
+        if phase == Phase.FINALIZING:
+            raise MigrationError(f"finalizing on {state.source} failed (will retry): {reason}")
+        state.reason = f"{phase.value}: {reason}"
+        state.finished_at = now()
+        if phase not in FROZEN:
+            state.phase, state.result = Phase.FAILED, "Failed"
+            return
+        # After the freeze: the target must not run it; the source takes it back.
+        try:
+            with self.agents.client(state.target) as target:
+                target.down(state.repository)
+        except AgentAPIError as err:
+            if err.status != 404:
+                log.warning(
+                    "target cleanup failed", extra={"migration": state.id, "error": err.message}
+                )
+        with self.agents.client(state.source) as source:
+            source.resume(state.repository, state.id)
+        state.phase, state.result = Phase.ROLLED_BACK, "RolledBack"

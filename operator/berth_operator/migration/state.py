@@ -1,0 +1,67 @@
+"""The migration's state: what the operator persists in status between phases (pure)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+
+from pydantic import BaseModel, Field
+
+
+class Phase(enum.StrEnum):
+    PENDING = "Pending"
+    PREPARING = "Preparing"
+    BULK_SYNC = "BulkSync"
+    CUTOVER = "Cutover"
+    VERIFYING = "Verifying"
+    FINALIZING = "Finalizing"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"  # before the freeze: the source never stopped
+    ROLLED_BACK = "RolledBack"  # after the freeze: the source runs again
+
+
+TERMINAL = {Phase.SUCCEEDED, Phase.FAILED, Phase.ROLLED_BACK}
+# Phases after which the application is stopped on the source: a failure from here on
+# must resume it there (DESIGN.md, failure rules).
+FROZEN = {Phase.CUTOVER, Phase.VERIFYING}
+
+
+class Mode(enum.StrEnum):
+    LIVE = "live"  # CRIU checkpoint: processes keep their memory
+    COLD = "cold"  # stop and start fresh
+
+
+def now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class MigrationState(BaseModel):
+    id: str
+    repository: str  # name
+    guid: str
+    source: str
+    target: str
+    mode: Mode = Mode.LIVE
+    phase: Phase = Phase.PENDING
+    started_at: str = Field(default_factory=now)
+    cutover_at: str | None = None
+    finished_at: str | None = None
+    bulk_rounds: list[int] = Field(default_factory=list)  # bytes sent per round
+    delta_bytes: int = 0
+    checkpoint_seconds: float = 0
+    downtime_seconds: float | None = None
+    phase_seconds: dict[str, float] = Field(default_factory=dict)
+    frozen_monotonic: float | None = None  # the driver's clock at freeze; not for humans
+    result: str | None = None  # Succeeded | Failed | RolledBack
+    reason: str | None = None
+
+    @property
+    def bulk_bytes(self) -> int:
+        return sum(self.bulk_rounds)
+
+    @property
+    def done(self) -> bool:
+        return self.phase in TERMINAL
+
+    def transfer_id(self, label: str) -> str:
+        return f"{self.id}-{label}"
