@@ -1,0 +1,130 @@
+"""The migration driver moving pulse between real lab hosts."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from berth_agent.apps import pulse
+from berth_agent.client import AgentAPIError
+from berth_lab import Lab
+from berth_lab.demo import LabAgents
+from berth_operator.migration.driver import MigrationDriver
+from berth_operator.migration.state import MigrationState, Mode, Phase
+
+pytestmark = pytest.mark.migration
+
+
+@pytest.fixture
+def app(lab: Lab) -> Iterator[tuple[str, str]]:
+    name = f"m{uuid.uuid4().hex[:8]}"
+    with lab.agent("a") as a:
+        guid = a.create(name, "1G", services=pulse.services(interval=0.2).model_dump())["guid"]
+        a.up(name, wait_answer=30)
+    yield name, guid
+    for host in ("a", "b"):
+        with lab.agent(host) as agent:
+            try:
+                agent.down(name)
+                agent.delete(name, confirm=name)
+            except AgentAPIError:
+                pass
+
+
+def counters_on(lab: Lab, host: str, name: str) -> list[int]:
+    with lab.agent(host) as agent:
+        return [c for _, c in pulse.beats(agent.logs(name, "pulse", tail=2000))]
+
+
+def migrate(lab: Lab, name: str, guid: str, mode: Mode = Mode.LIVE) -> MigrationState:
+    events: list[dict[str, Any]] = []
+    state = MigrationState(
+        id=f"m-{uuid.uuid4().hex[:8]}",
+        repository=name,
+        guid=guid,
+        source="host-a",
+        target="host-b",
+        mode=mode,
+    )
+    driver = MigrationDriver(
+        LabAgents(lab), lab.pki.client, on_event=lambda _s, e: events.append(e), answer_timeout=30
+    )
+    return driver.run(state)
+
+
+def test_live_migration_keeps_the_counter_and_measures_downtime(
+    lab: Lab, app: tuple[str, str]
+) -> None:
+    name, guid = app
+    time.sleep(1)
+    state = migrate(lab, name, guid)
+    assert state.result == "Succeeded", state.reason
+    assert state.phase == Phase.SUCCEEDED and state.downtime_seconds is not None
+    assert 0 < state.downtime_seconds < 10
+    assert state.bulk_rounds and state.delta_bytes > 0
+    time.sleep(1)
+    seen = counters_on(lab, "b", name)
+    assert seen == list(range(1, seen[-1] + 1)), "the counter restarted or skipped"
+    with lab.agent("a") as a:
+        source = a.status(name)
+        assert not source["mounted"] and not source["docker"]["running"]
+        assert source["moved_to"] == "host-b"
+        with pytest.raises(AgentAPIError, match="stale"):
+            a.up(name)  # the old copy is not started by mistake
+
+
+def test_cold_migration_restarts_the_counter(lab: Lab, app: tuple[str, str]) -> None:
+    name, guid = app
+    time.sleep(1)
+    state = migrate(lab, name, guid, Mode.COLD)
+    assert state.result == "Succeeded", state.reason
+    time.sleep(1)
+    seen = counters_on(lab, "b", name)
+    assert 1 in seen[1:] or seen.count(1) == 2, "a cold move starts the process afresh"
+
+
+def test_failed_cutover_resumes_on_the_source(lab: Lab, app: tuple[str, str]) -> None:
+    name, guid = app
+    # Occupy pulse's host port on host-b: the restored container cannot publish it.
+    squatter = subprocess.Popen(
+        [*lab.host("b").nsenter(), "busybox", "nc", "-l", "-p", str(pulse.PORT)],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(0.5)
+        before = counters_on(lab, "a", name)[-1]
+        state = migrate(lab, name, guid)
+    finally:
+        squatter.kill()
+        squatter.wait()
+    assert state.result == "RolledBack" and state.phase == Phase.ROLLED_BACK
+    assert state.reason and state.reason.startswith("Verifying")
+    time.sleep(1)
+    seen = counters_on(lab, "a", name)
+    assert seen[-1] > before and seen == list(range(1, seen[-1] + 1)), "the app lost its memory"
+    with lab.agent("a") as a:
+        status = a.status(name)
+        assert status["containers"][0]["state"] == "running" and not status["quiesced"]
+    with lab.agent("b") as b:
+        assert not b.status(name)["mounted"]
+    with socket.create_connection((lab.host("a").address, pulse.PORT), timeout=3) as conn:
+        assert conn.recv(20).startswith(b"pulse")
+
+
+def test_failure_before_the_freeze_leaves_the_source_untouched(
+    lab: Lab, app: tuple[str, str]
+) -> None:
+    name, guid = app
+    state = MigrationState(
+        id=f"m-{uuid.uuid4().hex[:8]}", repository=name, guid=guid, source="host-a", target="host-a"
+    )
+    state = MigrationDriver(LabAgents(lab), lab.pki.client).run(state)
+    assert state.result == "Failed" and "both host-a" in (state.reason or "")
+    with lab.agent("a") as a:
+        assert a.status(name)["containers"][0]["state"] == "running"

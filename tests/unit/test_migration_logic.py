@@ -1,0 +1,39 @@
+"""Pure pieces of a migration: when to cut over, and the state's shape."""
+
+import pytest
+
+from berth_operator.migration.rounds import MAX_ROUNDS, SMALL_ROUND, should_cut_over
+from berth_operator.migration.state import FROZEN, TERMINAL, MigrationState, Phase
+
+pytestmark = pytest.mark.unit
+MB = 2**20
+
+
+@pytest.mark.parametrize(
+    ("rounds", "cut"),
+    [
+        ([], False),
+        ([300 * MB], False),  # a first full round: go again
+        ([300 * MB, 40 * MB], False),  # shrinking and still big
+        ([300 * MB, 40 * MB, 2 * MB], True),  # small enough
+        ([300 * MB, 40 * MB, 41 * MB], True),  # not shrinking: the app writes as fast
+        ([SMALL_ROUND], True),
+        ([100 * MB - i for i in range(MAX_ROUNDS)], True),  # the round limit
+    ],
+)
+def test_cut_over_rule(rounds: list[int], cut: bool) -> None:
+    assert should_cut_over(rounds) is cut
+
+
+def test_frozen_phases_are_exactly_those_between_freeze_and_answer() -> None:
+    assert {Phase.CUTOVER, Phase.VERIFYING} == FROZEN
+    assert not FROZEN & TERMINAL
+
+
+def test_state_counts_and_transfer_ids() -> None:
+    state = MigrationState(
+        id="m1", repository="web", guid="g", source="a", target="b", bulk_rounds=[10, 5]
+    )
+    assert state.bulk_bytes == 15 and not state.done
+    assert state.transfer_id("final") == "m1-final"
+    assert MigrationState.model_validate_json(state.model_dump_json()) == state
