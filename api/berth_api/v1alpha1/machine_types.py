@@ -1,0 +1,42 @@
+"""Machine: a bare Docker host running berth-agent, as the cluster knows it.
+
+Cluster API also has a kind named Machine; berth's is `machines.berth.dev`, short name
+`bm`, so `kubectl get bm` never means the other one.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from berth_api.v1alpha1.common import Condition, Model, ObjectMeta
+from berth_api.v1alpha1.placement_types import SecretRef
+
+
+class MachineSpec(Model):
+    endpoint: str = Field(
+        pattern=r"^https://[^/\s]+$", description="the agent's mTLS API, https://HOST:PORT"
+    )
+    ca_bundle: str | None = Field(None, description="PEM of the CA that signed the agent")
+    client_cert_secret_ref: SecretRef | None = Field(
+        None, description="Secret (tls.crt, tls.key) the operator presents to this agent"
+    )
+    capacity_bytes: int | None = Field(None, ge=0, description="datastore bytes to use at most")
+    max_concurrent_migrations: int = Field(1, ge=1, le=64)
+    cordoned: bool = Field(False, description="no repository moves onto a cordoned machine")
+
+
+class MachineStatus(Model):
+    observed_generation: int = -1
+    conditions: list[Condition] = Field(default_factory=list)
+    agent_version: str | None = None
+    last_heartbeat: str | None = None
+    free_bytes: int | None = None
+    repositories: list[str] = Field(default_factory=list)
+
+
+class Machine(Model):
+    api_version: str = "berth.dev/v1alpha1"
+    kind: str = "Machine"
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    spec: MachineSpec
+    status: MachineStatus = Field(default_factory=MachineStatus)

@@ -1,0 +1,125 @@
+"""RepositoryPlacement: which machine a repository should run on, and what happened."""
+
+from __future__ import annotations
+
+import enum
+from typing import ClassVar
+
+from pydantic import Field
+
+from berth_api.v1alpha1.common import DNS_LABEL, DNS_SUBDOMAIN, Condition, Model, ObjectMeta
+
+HISTORY_LIMIT = 10
+
+
+class Strategy(enum.StrEnum):
+    LIVE = "live"
+    COLD = "cold"
+
+
+class DeletionPolicy(enum.StrEnum):
+    RETAIN = "Retain"
+    DELETE = "Delete"
+
+
+class TransferOptions(Model):
+    bandwidth_limit: str | None = Field(
+        None,
+        pattern=r"^[0-9]+(\.[0-9]+)?[KMG]?$",
+        description="bytes per second between agents, e.g. 100M; unset: unlimited",
+    )
+    compression: bool = Field(False, description="zstd-compress image blocks on the wire")
+
+
+class SecretRef(Model):
+    name: str = Field(pattern=DNS_SUBDOMAIN, max_length=253)
+
+
+class PortTemplate(Model):
+    container: int = Field(ge=1, le=65535)
+    host: int = Field(ge=1, le=65535)
+    protocol: str = Field("tcp", pattern="^(tcp|udp)$")
+
+
+class ServiceTemplate(Model):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    image: str = Field(min_length=1)
+    command: list[str] | None = None
+    environment: dict[str, str] = Field(default_factory=dict)
+    checkpoint: bool = Field(False, description="CRIU-checkpoint this service on a move")
+    ports: list[PortTemplate] = Field(default_factory=list)
+
+
+class RepositoryTemplate(Model):
+    """How to create the repository when it exists on no machine yet."""
+
+    size: str = Field("2G", pattern=r"^[1-9][0-9]*[MGT]$")
+    app: str | None = Field(None, description="a built-in application, e.g. pulse")
+    services: list[ServiceTemplate] = Field(default_factory=list)
+
+
+class RepositoryPlacementSpec(Model):
+    repository: str = Field(
+        pattern=DNS_LABEL, max_length=63, description="the repository's name; immutable"
+    )
+    machine: str = Field(
+        pattern=DNS_SUBDOMAIN,
+        max_length=253,
+        description="the Machine it should run on; change it to move it",
+    )
+    checkpoint: bool = Field(True, description="keep processes' memory (CRIU); false: restart")
+    strategy: Strategy = Strategy.LIVE
+    transfer: TransferOptions = Field(default_factory=TransferOptions)
+    downtime_budget: str | None = Field(
+        None,
+        pattern=r"^[0-9]+(\.[0-9]+)?(ms|s|m)$",
+        description="report a migration whose downtime exceeds this, e.g. 2s",
+    )
+    credentials_secret_ref: SecretRef | None = None
+    deletion_policy: DeletionPolicy = DeletionPolicy.RETAIN
+    template: RepositoryTemplate | None = None
+
+    CEL: ClassVar[list[dict[str, str]]] = [
+        {
+            "rule": "self.repository == oldSelf.repository",
+            "message": "spec.repository is immutable",
+        },
+    ]
+
+
+class LastMigration(Model):
+    id: str
+    source: str = Field(alias="from")
+    target: str = Field(alias="to")
+    mode: str
+    phase: str | None = None
+    started_at: str | None = None
+    cutover_at: str | None = None
+    finished_at: str | None = None
+    bulk_bytes: int = 0
+    delta_bytes: int = 0
+    checkpoint_seconds: float | None = None
+    downtime_seconds: float | None = None
+    phase_seconds: dict[str, float] = Field(default_factory=dict)
+    result: str | None = None
+    reason: str | None = None
+
+
+class RepositoryPlacementStatus(Model):
+    observed_generation: int = Field(-1, description="-1 until the operator has seen it")
+    conditions: list[Condition] = Field(default_factory=list)
+    current_machine: str | None = None
+    phase: str | None = Field(None, description="informational; use conditions to decide")
+    migration: dict[str, object] | None = Field(
+        None, description="the running migration's persisted state (operator-internal)"
+    )
+    last_migration: LastMigration | None = None
+    history: list[LastMigration] = Field(default_factory=list, max_length=HISTORY_LIMIT)
+
+
+class RepositoryPlacement(Model):
+    api_version: str = "berth.dev/v1alpha1"
+    kind: str = "RepositoryPlacement"
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    spec: RepositoryPlacementSpec
+    status: RepositoryPlacementStatus = Field(default_factory=RepositoryPlacementStatus)

@@ -1,0 +1,1 @@
+"""RepositoryPlacement: deciding what to do (pure) and doing it (reconciler)."""

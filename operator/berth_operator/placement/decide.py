@@ -1,0 +1,143 @@
+"""What a RepositoryPlacement needs next, from what is observed (pure).
+
+A migration in flight always runs to its end, even if spec.machine changes meanwhile:
+the new machine is queued and the next decision moves the repository again. Stopping a
+migration midway would cost a rollback and save nothing once the freeze has happened.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class MachineView:
+    name: str
+    ready: bool
+    cordoned: bool
+    migrations: int  # in flight, as source or target
+    max_migrations: int
+
+
+@dataclass(frozen=True)
+class Copy:
+    """A repository image found on a machine."""
+
+    machine: str
+    running: bool  # mounted with its dockerd up
+    stale: bool  # left behind by a migration (moved_to is set)
+
+
+@dataclass(frozen=True)
+class Observed:
+    desired: str
+    has_template: bool
+    machines: dict[str, MachineView]
+    copies: list[Copy]
+    migration_in_flight: bool
+    cluster_migrations: int
+    cluster_max_migrations: int
+
+
+# Actions ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Action:
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Continue(Action):
+    """Advance the migration recorded in status by one phase."""
+
+
+@dataclass(frozen=True)
+class Create(Action):
+    machine: str
+
+
+@dataclass(frozen=True)
+class Start(Action):
+    machine: str
+
+
+@dataclass(frozen=True)
+class Migrate(Action):
+    source: str
+    target: str
+
+
+@dataclass(frozen=True)
+class Settled(Action):
+    machine: str
+
+
+@dataclass(frozen=True)
+class Wait(Action):
+    """Retry later: a transient condition (machine not ready, limits reached)."""
+
+
+@dataclass(frozen=True)
+class Stall(Action):
+    """A person must act: the spec asks for something that cannot be done."""
+
+
+def decide(obs: Observed) -> Action:
+    if obs.migration_in_flight:
+        return Continue("Migrating", "a migration is in progress")
+    target = obs.machines.get(obs.desired)
+    if target is None:
+        return Stall("UnknownMachine", f"no Machine named {obs.desired!r}")
+    live = [c for c in obs.copies if not c.stale]
+    if len(live) > 1:
+        where = ", ".join(sorted(c.machine for c in live))
+        return Stall(
+            "SplitBrain",
+            f"the repository is live on several machines: {where}; berth will not choose one",
+        )
+    if not live:
+        if obs.copies:
+            return Stall(
+                "OnlyStaleCopies",
+                "only copies left behind by migrations exist "
+                f"(on {obs.copies[0].machine}); start one by hand",
+            )
+        if not obs.has_template:
+            return Stall(
+                "RepositoryNotFound",
+                "the repository exists on no machine and spec.template is not set",
+            )
+        if not target.ready:
+            return Wait("MachineNotReady", f"machine {obs.desired} is not Ready")
+        return Create("Creating", f"creating the repository on {obs.desired}", obs.desired)
+    copy = live[0]
+    if copy.machine == obs.desired:
+        if not copy.running:
+            return Start("Starting", f"starting the repository on {copy.machine}", copy.machine)
+        return Settled("Placed", f"running on {copy.machine}", copy.machine)
+    if target.cordoned:
+        return Stall("TargetCordoned", f"machine {obs.desired} is cordoned")
+    if not target.ready:
+        return Wait("MachineNotReady", f"machine {obs.desired} is not Ready")
+    source = obs.machines.get(copy.machine)
+    if source is None or not source.ready:
+        return Wait("SourceNotReady", f"machine {copy.machine} (where it runs) is not Ready")
+    if obs.cluster_migrations >= obs.cluster_max_migrations:
+        return Wait("Queued", "the cluster-wide migration limit is reached")
+    for machine in (source, target):
+        if machine.migrations >= machine.max_migrations:
+            return Wait(
+                "Queued",
+                f"machine {machine.name} is at its limit of "
+                f"{machine.max_migrations} concurrent migrations",
+            )
+    if not copy.running:
+        return Start(
+            "Starting", f"starting the repository on {copy.machine} before moving it", copy.machine
+        )
+    return Migrate(
+        "Migrating",
+        f"moving from {copy.machine} to {obs.desired}",
+        source=copy.machine,
+        target=obs.desired,
+    )

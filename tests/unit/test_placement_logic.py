@@ -1,0 +1,117 @@
+"""The operator's pure decisions and status conditions."""
+
+from __future__ import annotations
+
+import pytest
+
+from berth_operator.placement.conditions import Verdict, build_conditions
+from berth_operator.placement.decide import (
+    Continue,
+    Copy,
+    Create,
+    MachineView,
+    Migrate,
+    Observed,
+    Settled,
+    Stall,
+    Start,
+    Wait,
+    decide,
+)
+
+pytestmark = pytest.mark.unit
+
+
+def machines(**overrides: dict[str, object]) -> dict[str, MachineView]:
+    out = {}
+    for name in ("a", "b"):
+        fields: dict[str, object] = {
+            "name": name,
+            "ready": True,
+            "cordoned": False,
+            "migrations": 0,
+            "max_migrations": 1,
+        }
+        fields.update(overrides.get(name, {}))
+        out[name] = MachineView(**fields)  # type: ignore[arg-type]
+    return out
+
+
+def observed(desired: str = "b", copies: list[Copy] | None = None, **kw: object) -> Observed:
+    fields: dict[str, object] = {
+        "desired": desired,
+        "has_template": True,
+        "machines": machines(),
+        "copies": copies if copies is not None else [Copy("a", True, False)],
+        "migration_in_flight": False,
+        "cluster_migrations": 0,
+        "cluster_max_migrations": 4,
+    }
+    fields.update(kw)
+    return Observed(**fields)  # type: ignore[arg-type]
+
+
+def test_running_elsewhere_migrates() -> None:
+    action = decide(observed())
+    assert isinstance(action, Migrate) and (action.source, action.target) == ("a", "b")
+
+
+def test_in_flight_migration_continues_even_if_desired_changed() -> None:
+    assert isinstance(decide(observed(desired="a", migration_in_flight=True)), Continue)
+
+
+def test_settled_and_start_and_create() -> None:
+    assert isinstance(decide(observed(desired="a")), Settled)
+    assert isinstance(decide(observed(desired="a", copies=[Copy("a", False, False)])), Start)
+    action = decide(observed(copies=[]))
+    assert isinstance(action, Create) and action.machine == "b"
+
+
+@pytest.mark.parametrize(
+    ("obs", "reason"),
+    [
+        (observed(desired="zz"), "UnknownMachine"),
+        (observed(machines=machines(b={"cordoned": True})), "TargetCordoned"),
+        (observed(copies=[], has_template=False), "RepositoryNotFound"),
+        (observed(copies=[Copy("a", True, False), Copy("b", True, False)]), "SplitBrain"),
+        (observed(copies=[Copy("a", False, True)]), "OnlyStaleCopies"),
+    ],
+)
+def test_problems_a_person_must_fix_stall(obs: Observed, reason: str) -> None:
+    action = decide(obs)
+    assert isinstance(action, Stall) and action.reason == reason
+
+
+@pytest.mark.parametrize(
+    ("obs", "reason"),
+    [
+        (observed(machines=machines(b={"ready": False})), "MachineNotReady"),
+        (observed(machines=machines(a={"ready": False})), "SourceNotReady"),
+        (observed(machines=machines(a={"migrations": 1})), "Queued"),
+        (observed(machines=machines(b={"migrations": 2, "max_migrations": 2})), "Queued"),
+        (observed(cluster_migrations=4), "Queued"),
+    ],
+)
+def test_transient_problems_wait(obs: Observed, reason: str) -> None:
+    action = decide(obs)
+    assert isinstance(action, Wait) and action.reason == reason
+
+
+def test_a_stale_copy_beside_the_live_one_is_ignored() -> None:
+    obs = observed(desired="a", copies=[Copy("a", True, False), Copy("b", False, True)])
+    assert isinstance(decide(obs), Settled)
+
+
+def test_conditions_keep_transition_time_while_status_holds() -> None:
+    busy = Verdict(
+        ready=False, reconciling=True, stalled=False, reason="Migrating", message="moving"
+    )
+    first = build_conditions([], busy, 2, "t1")
+    assert [c["type"] for c in first] == ["Ready", "Reconciling", "Stalled"]
+    again = build_conditions(first, busy, 2, "t2")
+    assert all(c["lastTransitionTime"] == "t1" for c in again)
+    done = build_conditions(again, Verdict(True, False, False, "Placed", "on b"), 3, "t3")
+    ready = {c["type"]: c for c in done}
+    assert ready["Ready"]["status"] == "True" and ready["Ready"]["lastTransitionTime"] == "t3"
+    assert ready["Stalled"]["lastTransitionTime"] == "t1"  # was False, still False
+    assert ready["Ready"]["observedGeneration"] == 3
