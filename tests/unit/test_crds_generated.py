@@ -24,7 +24,7 @@ def _walk(node: object, path: str = "") -> list[str]:
     """Paths of schema nodes that a structural schema forbids or needs."""
     problems = []
     if isinstance(node, dict):
-        if "$ref" in node or "anyOf" in node and any("type" in v for v in node["anyOf"]):
+        if "$ref" in node or ("anyOf" in node and any("type" in v for v in node["anyOf"])):
             problems.append(path)
         if "properties" in node and node.get("type") != "object":
             problems.append(f"{path} (properties without type: object)")
