@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import shutil
 import logging
 import time
 from collections.abc import Callable
@@ -98,7 +99,13 @@ def build_app(repos: Repositories, config: AgentConfig) -> FastAPI:
 
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:
-        return {"status": "ok", "machine": machine, "version": __version__}
+        usage = shutil.disk_usage(config.data_dir)
+        return {
+            "status": "ok",
+            "machine": machine,
+            "version": __version__,
+            "datastore": {"sizeBytes": usage.total, "freeBytes": usage.free},
+        }
 
     @app.get("/metrics", response_class=PlainTextResponse)
     def metrics() -> bytes:

@@ -1,0 +1,50 @@
+"""`berth-operator`: run the operator (kopf) with berth's settings."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from berth_common.logs import setup_logging
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="berth-operator", description=__doc__)
+    parser.add_argument("command", nargs="?", default="run", choices=["run"])
+    parser.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        default=[],
+        help="watch only these namespaces (default: all)",
+    )
+    parser.add_argument("--log-format", choices=["json", "text"], default="json")
+    parser.add_argument("--metrics-port", type=int, default=None)
+    args = parser.parse_args(argv)
+    if args.namespace:
+        os.environ["BERTH_NAMESPACES"] = ",".join(args.namespace)
+    if args.metrics_port is not None:
+        os.environ["BERTH_METRICS_PORT"] = str(args.metrics_port)
+    setup_logging("info", json_format=args.log_format == "json")
+
+    import kopf
+    from prometheus_client import start_http_server
+
+    from berth_operator import handlers
+
+    config = handlers.CONFIG
+    if config.metrics_port:
+        start_http_server(config.metrics_port)
+    kopf.run(
+        clusterwide=not config.namespaces,
+        namespaces=config.namespaces,
+        peering_name=config.peering,
+        standalone=False,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

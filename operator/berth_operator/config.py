@@ -1,0 +1,49 @@
+"""The operator's configuration (environment variables, as a Deployment sets them)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from berth_common.pki import CertFiles
+
+
+class OperatorConfig(BaseModel):
+    namespaces: list[str] = Field(default_factory=list, description="empty: all namespaces")
+    tls_dir: Path = Path("/etc/berth/operator-tls")  # ca.crt, tls.crt, tls.key
+    cluster_max_migrations: int = 4
+    heartbeat_seconds: float = 10
+    stale_heartbeat_seconds: float = 45
+    poll_seconds: float = 5
+    peering: str = "berth"
+    metrics_port: int = 9090
+    transfer_bandwidth: float | None = None
+
+    @property
+    def ca(self) -> Path:
+        return self.tls_dir / "ca.crt"
+
+    @property
+    def identity(self) -> CertFiles:
+        """The operator's certificate: it authenticates to agents and signs tokens."""
+        return CertFiles(self.tls_dir / "tls.crt", self.tls_dir / "tls.key")
+
+    @classmethod
+    def from_env(cls) -> OperatorConfig:
+        env = os.environ
+        values: dict[str, object] = {}
+        if env.get("BERTH_NAMESPACES"):
+            values["namespaces"] = [n for n in env["BERTH_NAMESPACES"].split(",") if n]
+        for key, field in (
+            ("BERTH_TLS_DIR", "tls_dir"),
+            ("BERTH_CLUSTER_MAX_MIGRATIONS", "cluster_max_migrations"),
+            ("BERTH_HEARTBEAT_SECONDS", "heartbeat_seconds"),
+            ("BERTH_POLL_SECONDS", "poll_seconds"),
+            ("BERTH_PEERING", "peering"),
+            ("BERTH_METRICS_PORT", "metrics_port"),
+        ):
+            if env.get(key):
+                values[field] = env[key]
+        return cls.model_validate(values)

@@ -1,0 +1,81 @@
+"""The few Kubernetes calls the operator makes, over the official client."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Any, cast
+
+from kubernetes import client
+
+from berth_api.v1alpha1 import GROUP, VERSION
+
+log = logging.getLogger("berth.operator.kube")
+PLACEMENTS, MACHINES = "repositoryplacements", "machines"
+
+
+class Kube:
+    def __init__(self, api_client: client.ApiClient | None = None) -> None:
+        self.custom = client.CustomObjectsApi(api_client)
+        self.core = client.CoreV1Api(api_client)
+
+    def placement(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return cast(
+                dict[str, Any],
+                self.custom.get_namespaced_custom_object(
+                    GROUP, VERSION, namespace, PLACEMENTS, name
+                ),
+            )
+        except client.ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+
+    def placements(self) -> list[dict[str, Any]]:
+        listed = cast(
+            dict[str, Any], self.custom.list_cluster_custom_object(GROUP, VERSION, PLACEMENTS)
+        )
+        return cast(list[dict[str, Any]], listed["items"])
+
+    def machines(self) -> list[dict[str, Any]]:
+        listed = cast(
+            dict[str, Any], self.custom.list_cluster_custom_object(GROUP, VERSION, MACHINES)
+        )
+        return cast(list[dict[str, Any]], listed["items"])
+
+    def patch_placement_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        self.custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, PLACEMENTS, name, {"status": status}
+        )
+
+    def patch_machine_status(self, name: str, status: dict[str, Any]) -> None:
+        self.custom.patch_cluster_custom_object_status(
+            GROUP, VERSION, MACHINES, name, {"status": status}
+        )
+
+    def event(self, obj: dict[str, Any], reason: str, message: str, type_: str = "Normal") -> None:
+        meta = obj["metadata"]
+        namespace = meta.get("namespace") or "default"
+        now = dt.datetime.now(dt.UTC)
+        body = client.CoreV1Event(
+            metadata=client.V1ObjectMeta(generate_name=f"{meta['name']}.", namespace=namespace),
+            involved_object=client.V1ObjectReference(
+                api_version=obj["apiVersion"],
+                kind=obj["kind"],
+                name=meta["name"],
+                namespace=meta.get("namespace"),
+                uid=meta.get("uid"),
+            ),
+            reason=reason,
+            message=message[:1024],
+            type=type_,
+            first_timestamp=now,
+            last_timestamp=now,
+            count=1,
+            source=client.V1EventSource(component="berth-operator"),
+        )
+        try:
+            self.core.create_namespaced_event(namespace, body)
+        except client.ApiException as err:  # events are best effort
+            log.warning("event not recorded", extra={"reason": reason, "error": err.reason})

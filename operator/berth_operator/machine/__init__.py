@@ -1,0 +1,1 @@
+"""Machine: health from the agent's heartbeat."""

@@ -1,0 +1,13 @@
+"""The operator's Prometheus metrics."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+MIGRATIONS = Counter("berth_migrations_total", "Migrations by result", ["result", "mode"])
+DOWNTIME = Histogram(
+    "berth_migration_downtime_seconds",
+    "Measured downtime of migrations",
+    buckets=(0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30, 60),
+)
+BYTES = Counter("berth_migration_bytes_total", "Image bytes moved", ["kind"])

@@ -1,0 +1,358 @@
+"""One reconcile of one RepositoryPlacement: observe, decide, act one step, write status.
+
+Called again and again by the placement's daemon; each call does at most one phase of
+a migration and persists it in status before returning, so an operator killed at any
+point resumes (or rolls back) the migration it was driving.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import secrets
+import time
+from typing import Any
+
+import httpx
+
+from berth_agent.client import AgentAPIError
+from berth_api.v1alpha1 import RepositoryPlacementSpec
+from berth_api.v1alpha1.placement_types import HISTORY_LIMIT, Strategy
+from berth_operator import metrics
+from berth_operator.agents import MachineAgents
+from berth_operator.config import OperatorConfig
+from berth_operator.kube import Kube
+from berth_operator.machine.heartbeat import is_ready
+from berth_operator.migration.driver import MigrationDriver
+from berth_operator.migration.state import MigrationState, Mode, Phase, now
+from berth_operator.placement import decide as d
+from berth_operator.placement.conditions import Verdict, build_conditions
+from berth_operator.placement.status import last_migration, parse_seconds
+
+log = logging.getLogger("berth.operator.placement")
+RETRY_LIMIT = 3
+RETRY_BACKOFF = (15.0, 60.0, 240.0)
+
+
+class PlacementReconciler:
+    def __init__(self, kube: Kube, agents: MachineAgents, config: OperatorConfig) -> None:
+        self.kube, self.agents, self.config = kube, agents, config
+
+    # --- entry point -------------------------------------------------------------------
+    def reconcile(self, obj: dict[str, Any]) -> float:
+        """One step; returns how many seconds until the next look (0: at once)."""
+        meta, status = obj["metadata"], dict(obj.get("status") or {})
+        spec = RepositoryPlacementSpec.model_validate(obj["spec"])
+        ctx = f"{meta.get('namespace')}/{meta['name']}"
+        if status.get("migration"):
+            return self._step_migration(obj, spec, status)
+        retry = status.get("retry") or {}
+        if (
+            retry.get("generation") == meta.get("generation")
+            and retry.get("attempts", 0) >= RETRY_LIMIT
+        ):
+            self._write(
+                obj,
+                status,
+                Verdict(
+                    False,
+                    False,
+                    True,
+                    "MigrationFailed",
+                    f"{RETRY_LIMIT} migrations to {spec.machine} "
+                    f"failed; last: {retry.get('reason')}",
+                ),
+            )
+            return self.config.poll_seconds * 6
+        not_before = float(retry.get("notBefore", 0))
+        if not_before > time.time():
+            return not_before - time.time()
+        action = d.decide(self._observe(spec, status))
+        log.info(
+            "placement decided",
+            extra={"placement": ctx, "action": type(action).__name__, "reason": action.reason},
+        )
+        return self._act(obj, spec, status, action)
+
+    # --- observation -------------------------------------------------------------------
+    def _observe(self, spec: RepositoryPlacementSpec, status: dict[str, Any]) -> d.Observed:
+        machines = self.agents.refresh()
+        in_flight = [p.get("status", {}).get("migration") for p in self.kube.placements()]
+        in_flight = [m for m in in_flight if m and m.get("phase") not in _TERMINAL]
+        views = {}
+        for name, machine in machines.items():
+            views[name] = d.MachineView(
+                name=name,
+                ready=is_ready(machine) and self._fresh(machine),
+                cordoned=bool(machine["spec"].get("cordoned")),
+                migrations=sum(1 for m in in_flight if name in (m["source"], m["target"])),
+                max_migrations=int(machine["spec"].get("maxConcurrentMigrations", 1)),
+            )
+        copies = self._copies(spec.repository, [v.name for v in views.values() if v.ready])
+        return d.Observed(
+            desired=spec.machine,
+            has_template=spec.template is not None,
+            machines=views,
+            copies=copies,
+            migration_in_flight=False,
+            cluster_migrations=len(in_flight),
+            cluster_max_migrations=self.config.cluster_max_migrations,
+        )
+
+    def _fresh(self, machine: dict[str, Any]) -> bool:
+        beat = machine.get("status", {}).get("lastHeartbeat")
+        if not beat:
+            return False
+        age = dt.datetime.now(dt.UTC) - dt.datetime.fromisoformat(beat.replace("Z", "+00:00"))
+        return age.total_seconds() < self.config.stale_heartbeat_seconds
+
+    def _copies(self, repository: str, machines: list[str]) -> list[d.Copy]:
+        copies = []
+        for machine in machines:
+            try:
+                with self.agents.client(machine, timeout=15) as agent:
+                    found = [r for r in agent.repositories() if r["name"] == repository]
+            except (httpx.HTTPError, AgentAPIError, OSError):
+                continue  # an unreachable machine's copy is unknown; its heartbeat says so
+            for r in found:
+                copies.append(
+                    d.Copy(
+                        machine,
+                        running=bool(r["mounted"] and r["docker"]["running"]),
+                        stale=bool(r.get("moved_to")),
+                    )
+                )
+        return copies
+
+    # --- acting ------------------------------------------------------------------------
+    def _act(
+        self,
+        obj: dict[str, Any],
+        spec: RepositoryPlacementSpec,
+        status: dict[str, Any],
+        action: d.Action,
+    ) -> float:
+        if isinstance(action, d.Settled):
+            status["currentMachine"] = action.machine
+            status.pop("retry", None)
+            self._write(
+                obj, status, Verdict(True, False, False, "Placed", action.message), phase="Placed"
+            )
+            return self.config.poll_seconds * 2
+        if isinstance(action, d.Stall):
+            self._write(
+                obj,
+                status,
+                Verdict(False, False, True, action.reason, action.message),
+                phase="Stalled",
+            )
+            self.kube.event(obj, action.reason, action.message, "Warning")
+            return self.config.poll_seconds * 2
+        if isinstance(action, d.Wait):
+            self._write(
+                obj,
+                status,
+                Verdict(False, True, False, action.reason, action.message),
+                phase="Waiting",
+            )
+            return self.config.poll_seconds
+        try:
+            if isinstance(action, d.Create):
+                self._create(spec, action.machine)
+                status["currentMachine"] = action.machine
+                self.kube.event(obj, "Created", f"repository created on {action.machine}")
+                self._write(obj, status, Verdict(False, True, False, "Created", action.message))
+                return 0
+            if isinstance(action, d.Start):
+                with self.agents.client(action.machine) as agent:
+                    agent.up(spec.repository, wait_answer=60)
+                status["currentMachine"] = action.machine
+                self.kube.event(obj, "Started", f"repository started on {action.machine}")
+                self._write(obj, status, Verdict(False, True, False, "Started", action.message))
+                return 0
+        except (AgentAPIError, httpx.HTTPError) as err:
+            message = err.message if isinstance(err, AgentAPIError) else str(err)
+            self._write(obj, status, Verdict(False, True, False, "AgentError", message))
+            return self.config.poll_seconds * 2
+        assert isinstance(action, d.Migrate)
+        return self._begin_migration(obj, spec, status, action)
+
+    def _create(self, spec: RepositoryPlacementSpec, machine: str) -> None:
+        template = spec.template
+        assert template is not None
+        with self.agents.client(machine) as agent:
+            if template.services:
+                services = {"services": [s.wire() for s in template.services]}
+                agent.create(spec.repository, template.size, services=services)
+            else:
+                agent.create(spec.repository, template.size, template=template.app or "empty")
+            agent.up(spec.repository, wait_answer=60)
+
+    def _begin_migration(
+        self,
+        obj: dict[str, Any],
+        spec: RepositoryPlacementSpec,
+        status: dict[str, Any],
+        action: d.Migrate,
+    ) -> float:
+        meta = obj["metadata"]
+        live = spec.checkpoint and spec.strategy == Strategy.LIVE
+        state = MigrationState(
+            id=f"{meta['name'][:40].rstrip('-')}-g{meta.get('generation', 0)}-"
+            f"{secrets.token_hex(2)}",
+            repository=spec.repository,
+            guid="",
+            source=action.source,
+            target=action.target,
+            mode=Mode.LIVE if live else Mode.COLD,
+        )
+        status["migration"] = state.model_dump(mode="json")
+        self.kube.event(
+            obj,
+            "MigrationStarted",
+            f"{state.id}: {state.mode} migration from {state.source} to {state.target}",
+        )
+        self._write(
+            obj,
+            status,
+            Verdict(False, True, False, "Migrating", action.message),
+            phase=state.phase.value,
+        )
+        return 0
+
+    # --- migrations ----------------------------------------------------------------------
+    def _step_migration(
+        self, obj: dict[str, Any], spec: RepositoryPlacementSpec, status: dict[str, Any]
+    ) -> float:
+        state = MigrationState.model_validate(status["migration"])
+        last_progress = [0.0]
+
+        def on_event(current: MigrationState, event: dict[str, Any]) -> None:
+            if event["event"] == "progress" and time.monotonic() - last_progress[0] > 1:
+                last_progress[0] = time.monotonic()
+                status["migration"] = {
+                    **current.model_dump(mode="json"),
+                    "progress": {
+                        k: event[k] for k in ("label", "bytes_done", "bytes_total", "rate")
+                    },
+                }
+                self._write(obj, status, _migrating(current), phase=current.phase.value)
+
+        driver = MigrationDriver(
+            self.agents,
+            self.config.identity,
+            on_event=on_event,
+            bandwidth=_bandwidth(spec),
+            compress=spec.transfer.compression,
+        )
+        before = state.phase
+        state = driver.advance(state)
+        if state.phase != before:
+            self.kube.event(
+                obj,
+                f"Phase{state.phase.value}",
+                f"{state.id}: {before.value} -> {state.phase.value}"
+                + (f" ({state.reason})" if state.reason else ""),
+                "Warning" if state.phase in (Phase.FAILED, Phase.ROLLED_BACK) else "Normal",
+            )
+        if not state.done:
+            status["migration"] = state.model_dump(mode="json")
+            self._write(obj, status, _migrating(state), phase=state.phase.value)
+            return 0
+        return self._finish_migration(obj, spec, status, state)
+
+    def _finish_migration(
+        self,
+        obj: dict[str, Any],
+        spec: RepositoryPlacementSpec,
+        status: dict[str, Any],
+        state: MigrationState,
+    ) -> float:
+        record = last_migration(state)
+        status["lastMigration"] = record
+        status["history"] = [record, *(status.get("history") or [])][:HISTORY_LIMIT]
+        status["migration"] = None
+        metrics.MIGRATIONS.labels(state.result or "Unknown", state.mode.value).inc()
+        metrics.BYTES.labels("bulk").inc(state.bulk_bytes)
+        metrics.BYTES.labels("delta").inc(state.delta_bytes)
+        if state.result == "Succeeded":
+            status["currentMachine"] = state.target
+            status.pop("retry", None)
+            if state.downtime_seconds is not None:
+                metrics.DOWNTIME.observe(state.downtime_seconds)
+            message = (
+                f"{state.id}: moved to {state.target}, downtime "
+                f"{state.downtime_seconds:.3f}s, delta {state.delta_bytes} bytes"
+            )
+            self.kube.event(obj, "Migrated", message)
+            budget = parse_seconds(spec.downtime_budget)
+            if budget is not None and (state.downtime_seconds or 0) > budget:
+                self.kube.event(
+                    obj,
+                    "DowntimeBudgetExceeded",
+                    f"{state.downtime_seconds:.3f}s > {spec.downtime_budget}",
+                    "Warning",
+                )
+            self._write(obj, status, Verdict(False, True, False, "Migrated", message))
+            return 0
+        retry = status.get("retry") or {}
+        generation = obj["metadata"].get("generation")
+        attempts = retry.get("attempts", 0) + 1 if retry.get("generation") == generation else 1
+        status["currentMachine"] = state.source
+        status["retry"] = {
+            "generation": generation,
+            "attempts": attempts,
+            "reason": state.reason,
+            "notBefore": time.time() + RETRY_BACKOFF[min(attempts, 3) - 1],
+        }
+        self._write(
+            obj,
+            status,
+            Verdict(
+                False,
+                True,
+                False,
+                state.result or "Failed",
+                f"{state.id} {state.result}: {state.reason}; attempt {attempts} of {RETRY_LIMIT}",
+            ),
+        )
+        return 0
+
+    # --- status ------------------------------------------------------------------------
+    def _write(
+        self,
+        obj: dict[str, Any],
+        status: dict[str, Any],
+        verdict: Verdict,
+        phase: str | None = None,
+    ) -> None:
+        meta = obj["metadata"]
+        generation = meta.get("generation")
+        status["observedGeneration"] = generation
+        status["conditions"] = build_conditions(
+            status.get("conditions") or [], verdict, generation, now()
+        )
+        status["phase"] = phase or verdict.reason
+        self.kube.patch_placement_status(meta["namespace"], meta["name"], status)
+        obj["status"] = status
+
+
+_TERMINAL = {p.value for p in (Phase.SUCCEEDED, Phase.FAILED, Phase.ROLLED_BACK)}
+
+
+def _migrating(state: MigrationState) -> Verdict:
+    return Verdict(
+        False,
+        True,
+        False,
+        "Migrating",
+        f"{state.id}: {state.phase.value} ({state.source} -> {state.target})",
+    )
+
+
+def _bandwidth(spec: RepositoryPlacementSpec) -> float | None:
+    limit = spec.transfer.bandwidth_limit
+    if not limit:
+        return None
+    units = {"K": 1e3, "M": 1e6, "G": 1e9}
+    return float(limit[:-1]) * units[limit[-1]] if limit[-1] in units else float(limit)
