@@ -69,6 +69,9 @@ else
   say "python environment up to date"
 fi
 
+# --- kube-apiserver and helm for the apiserver tests (cached; ~0.1 s when built) -----
+bash "$repo_root/hack/kube/build.sh" >/dev/null
+
 # --- Checks: each piece must really work on this kernel ----------------------------
 check_dir=$(mktemp -d /tmp/berth-install-check.XXXXXX)
 dockerd_pid=""

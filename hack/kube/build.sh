@@ -26,7 +26,32 @@ HELM_VERSION="${HELM_VERSION:-v3.22.0}"
 KUBE_VERSION="$(awk '$1=="require" && $2=="k8s.io/kubernetes" {print $3} $1=="k8s.io/kubernetes" && $2 ~ /^v/ {print $2}' "$here/go.mod" | head -n1)"
 [ -n "$KUBE_VERSION" ] || { echo "build.sh: no k8s.io/kubernetes requirement in $here/go.mod" >&2; exit 1; }
 
+# Go: $GO, else `go` on PATH, else the official tarball's place (/usr/local/go), which
+# is not on PATH for non-login shells such as CI steps or install-host.sh under sudo.
+# Checked only when something has to be built: cached binaries need no Go.
 GO="${GO:-$(command -v go || echo /usr/local/go/bin/go)}"
+require_go() {
+	local need have
+	need="$(awk '$1=="go" {print $2}' "$here/go.mod")"
+	[ -x "$GO" ] || {
+		log "no Go toolchain (looked at \$GO, go on PATH, /usr/local/go/bin/go):" \
+			"install Go >= $need from https://go.dev/dl into /usr/local/go"
+		exit 1
+	}
+	# go.mod's `go` line is a minimum; with GOTOOLCHAIN=local an older Go would fail
+	# late, in the middle of a build.
+	have="$("$GO" env GOVERSION)"; have="${have#go}"
+	if [ "$(printf '%s\n%s\n' "$need" "$have" | sort -V | head -n1)" != "$need" ]; then
+		log "$GO is Go $have; building kube-apiserver $KUBE_VERSION needs >= $need"
+		exit 1
+	fi
+	# Without HOME (some CI runners, systemd units) go has nowhere for its caches:
+	# keep them next to the binaries, outside the repository.
+	if [ -z "${HOME:-}" ] && [ -z "${GOCACHE:-}" ]; then
+		export GOCACHE="$KUBE_CACHE/go-build" GOMODCACHE="${GOMODCACHE:-$KUBE_CACHE/go-mod}"
+		export GOPATH="${GOPATH:-$KUBE_CACHE/go}"
+	fi
+}
 # Only the module proxy is reachable (no sum.golang.org); go.sum in hack/kube
 # pins the hashes. Keep builds gentle on a shared 2-core machine.
 export GOSUMDB="${GOSUMDB:-off}"
@@ -47,6 +72,7 @@ have_version() { # $1 binary, $2 expected substring, $3... version command
 if have_version "$BIN/kube-apiserver" "Kubernetes $KUBE_VERSION" --version; then
 	log "kube-apiserver $KUBE_VERSION cached"
 else
+	require_go
 	log "building kube-apiserver $KUBE_VERSION (cold: ~4 min on 2 idle cores, seconds with a warm GOCACHE)"
 	minor="${KUBE_VERSION#v}"; major="${minor%%.*}"; minor="${minor#*.}"; minor="${minor%%.*}"
 	ldflags="-s -w"
@@ -66,18 +92,33 @@ fi
 # --- helm ----------------------------------------------------------------------
 # Built on its own module graph (helm needs newer k8s.io libraries than the
 # apiserver pins above); helm.sh/helm/v3 has no replace directives.
-if have_version "$BIN/helm" "Version:\"$HELM_VERSION\"" version; then
+# Like helm's Makefile, stamp the Kubernetes version helm assumes when it has no
+# cluster (`helm template`, `helm lint`): unstamped it is v1.20, and a chart with
+# `kubeVersion: >=1.28` would not render. The stamp file records what was built.
+helm_stamp="$BIN/helm.stamp"
+if have_version "$BIN/helm" "Version:\"$HELM_VERSION\"" version &&
+	[ "$(cat "$helm_stamp" 2>/dev/null)" = "$HELM_VERSION" ]; then
 	log "helm $HELM_VERSION cached"
 else
-	log "building helm $HELM_VERSION"
+	require_go
+	log "building helm $HELM_VERSION (cold: ~1-2 min)"
 	tmp="$(mktemp -d)"
 	trap 'rm -rf "$tmp"' EXIT
-	(cd "$tmp" && GOBIN="$tmp" "${NICE[@]}" "$GO" install -trimpath \
-		-ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" \
+	helm_mod="$(cd "$tmp" && "$GO" mod download -json "helm.sh/helm/v3@$HELM_VERSION" |
+		awk -F'"' '$2=="GoMod" {print $4}')"
+	# k8s.io/client-go v0.X.Y is Kubernetes 1.X.
+	k8s_minor="$(awk '$1=="k8s.io/client-go" {split($2, v, "."); print v[2]}' "$helm_mod")"
+	[ -n "$k8s_minor" ] || { log "no k8s.io/client-go in $helm_mod"; exit 1; }
+	ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+	for pkg in helm.sh/helm/v3/pkg/chartutil helm.sh/helm/v3/pkg/lint/rules; do
+		ldflags+=" -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=$k8s_minor"
+	done
+	(cd "$tmp" && GOBIN="$tmp" "${NICE[@]}" "$GO" install -trimpath -ldflags "$ldflags" \
 		"helm.sh/helm/v3/cmd/helm@$HELM_VERSION")
 	mv -f "$tmp/helm" "$BIN/helm"
 	have_version "$BIN/helm" "Version:\"$HELM_VERSION\"" version ||
 		{ log "built helm does not report $HELM_VERSION"; exit 1; }
+	echo "$HELM_VERSION" >"$helm_stamp"
 fi
 
 # --- etcd ----------------------------------------------------------------------

@@ -1,0 +1,347 @@
+"""The Helm chart's RBAC, rendered by the real helm, against the real authorizer.
+
+Every call the operator makes is listed in CALLS with the permission it needs. The
+operator's ServiceAccount, bound by the chart to exactly its ClusterRole, must be able
+to make each of them; the ClusterRole must grant nothing else; and removing any one verb
+from the rendered ClusterRole must make exactly that call fail with 403.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from berth_lab.kube import helm_binary
+from berth_lab.kubeconfig import (
+    KubeClient,
+    Kubectl,
+    ensure_crds,
+    load_manifests,
+    service_account_kubeconfig,
+)
+
+pytestmark = pytest.mark.apiserver
+HERE = Path(__file__).resolve().parent
+
+CHART = HERE.parent.parent / "charts" / "berth"
+RBAC_KINDS = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding"}
+# RBAC changes reach the authorizer through an informer: allow it a moment.
+PROPAGATION = 10.0
+
+Names = dict[str, str]
+CRDS = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+PLACEMENT = "/apis/berth.dev/v1alpha1/namespaces/{ns}/repositoryplacements/rp-1"
+MACHINE = "/apis/berth.dev/v1alpha1/machines/{machine}"
+CLUSTER_PEERING = "/apis/kopf.dev/v1/clusterkopfpeerings/{peering}"
+PEERING = "/apis/kopf.dev/v1/namespaces/{ns}/kopfpeerings/berth"
+
+
+def annotate(_: Names) -> Any:
+    return {"metadata": {"annotations": {"berth.dev/rbac-test": str(time.time())}}}
+
+
+def status_patch(_: Names) -> Any:
+    return {"status": {"observedGeneration": 1}}
+
+
+def peering_patch(_: Names) -> Any:
+    # What kopf writes: its own entry in the peering object's status.
+    return {"status": {"rbac-test": {"priority": 0, "lifetime": 60}}}
+
+
+def event(names: Names) -> Any:
+    return {
+        "metadata": {"generateName": "rp-1."},
+        "involvedObject": {
+            "apiVersion": "berth.dev/v1alpha1",
+            "kind": "RepositoryPlacement",
+            "namespace": names["ns"],
+            "name": "rp-1",
+        },
+        "reason": "Logging",
+        "message": "rbac test",
+        "type": "Normal",
+    }
+
+
+@dataclass(frozen=True)
+class Call:
+    """One request the operator makes, and the single permission it needs."""
+
+    group: str
+    resource: str
+    verb: str
+    method: str  # GET, WATCH, PATCH, PUT (of the object as it is), POST
+    path: str
+    body: Callable[[Names], Any] | None = None
+
+    @property
+    def permission(self) -> tuple[str, str, str]:
+        return (self.group, self.resource, self.verb)
+
+    @property
+    def id(self) -> str:
+        return f"{self.group or 'core'}:{self.resource}:{self.verb}"
+
+
+def crud(group: str, plural: str, item: str, listing: str) -> list[Call]:
+    return [
+        Call(group, plural, "get", "GET", item),
+        Call(group, plural, "list", "GET", listing),
+        Call(group, plural, "watch", "WATCH", listing),
+        Call(group, plural, "patch", "PATCH", item, annotate),
+        Call(group, plural, "update", "PUT", item),
+        Call(group, f"{plural}/status", "get", "GET", f"{item}/status"),
+        Call(group, f"{plural}/status", "patch", "PATCH", f"{item}/status", status_patch),
+        Call(group, f"{plural}/status", "update", "PUT", f"{item}/status"),
+    ]
+
+
+def peering(plural: str, item: str, listing: str) -> list[Call]:
+    return [
+        Call("kopf.dev", plural, "get", "GET", item),
+        Call("kopf.dev", plural, "list", "GET", listing),
+        Call("kopf.dev", plural, "watch", "WATCH", listing),
+        Call("kopf.dev", plural, "patch", "PATCH", item, peering_patch),
+    ]
+
+
+CALLS: list[Call] = [
+    Call("apiextensions.k8s.io", "customresourcedefinitions", "get", "GET",
+         f"{CRDS}/repositoryplacements.berth.dev"),
+    Call("apiextensions.k8s.io", "customresourcedefinitions", "list", "GET", CRDS),
+    Call("apiextensions.k8s.io", "customresourcedefinitions", "watch", "WATCH", CRDS),
+    # Cluster-wide lists and watches, as kopf serves all namespaces.
+    *crud("berth.dev", "repositoryplacements", PLACEMENT,
+          "/apis/berth.dev/v1alpha1/repositoryplacements"),
+    *crud("berth.dev", "machines", MACHINE, "/apis/berth.dev/v1alpha1/machines"),
+    Call("", "events", "create", "POST", "/api/v1/namespaces/{ns}/events", event),
+    *peering("clusterkopfpeerings", CLUSTER_PEERING, "/apis/kopf.dev/v1/clusterkopfpeerings"),
+    *peering("kopfpeerings", PEERING, "/apis/kopf.dev/v1/kopfpeerings"),
+    Call("", "namespaces", "list", "GET", "/api/v1/namespaces"),
+    Call("", "namespaces", "watch", "WATCH", "/api/v1/namespaces"),
+    Call("", "secrets", "get", "GET", "/api/v1/namespaces/{ns}/secrets/berth-credentials"),
+]  # fmt: skip
+
+
+def perform(call: Call, client: KubeClient, admin: Kubectl, names: Names) -> httpx.Response:
+    path = call.path.format(**names)
+    if call.method == "WATCH":
+        return client.watch(path)
+    if call.method == "PUT":
+        # The object as it is now, read by the admin: an update needs no get permission.
+        current = json.loads(admin("get", "--raw", path).stdout)
+        return client.request("PUT", path, current)
+    return client.request(call.method, path, call.body(names) if call.body else None)
+
+
+def render(release: str, namespace: str, kube_version: str) -> list[dict[str, Any]]:
+    out = subprocess.run(
+        [str(helm_binary()), "template", release, str(CHART), "--namespace", namespace,
+         "--kube-version", kube_version],
+        check=True, capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+def cluster_role(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    (role,) = [d for d in docs if d["kind"] == "ClusterRole"]
+    return role
+
+
+def permissions(role: dict[str, Any]) -> set[tuple[str, str, str]]:
+    return {
+        (group, resource, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
+def without(role: dict[str, Any], group: str, resource: str, verb: str) -> dict[str, Any]:
+    """role with one verb taken away from one resource, everything else unchanged."""
+    role = copy.deepcopy(role)
+    rules = []
+    for rule in role["rules"]:
+        if group in rule["apiGroups"] and resource in rule["resources"] and verb in rule["verbs"]:
+            others = [r for r in rule["resources"] if r != resource]
+            if others:
+                rules.append({**rule, "resources": others})
+            verbs = [v for v in rule["verbs"] if v != verb]
+            if verbs:
+                rules.append({**rule, "resources": [resource], "verbs": verbs})
+        else:
+            rules.append(rule)
+    role["rules"] = rules
+    return role
+
+
+@dataclass
+class Operator:
+    """The chart's RBAC applied under one release, and a kubeconfig for its ServiceAccount."""
+
+    docs: list[dict[str, Any]]
+    kubeconfig: Path
+
+    @property
+    def role(self) -> dict[str, Any]:
+        return cluster_role(self.docs)
+
+
+@pytest.fixture(scope="module")
+def names(kubectl: Kubectl, namespace: str, suffix: str) -> Iterator[Names]:
+    """The objects the calls act on, created by the admin, and the CRDs they need."""
+    created = ensure_crds(kubectl, load_manifests(HERE / "rbac-crds.yaml"))
+    names = {"ns": namespace, "machine": f"m-{suffix}", "peering": f"berth-{suffix}"}
+    objects: list[dict[str, Any]] = [
+        {"apiVersion": "berth.dev/v1alpha1", "kind": "RepositoryPlacement",
+         "metadata": {"name": "rp-1", "namespace": namespace}, "spec": {"machine": "a"}},
+        {"apiVersion": "berth.dev/v1alpha1", "kind": "Machine",
+         "metadata": {"name": names["machine"]}, "spec": {"endpoint": "https://a:7443"}},
+        {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering",
+         "metadata": {"name": names["peering"]}},
+        {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering",
+         "metadata": {"name": "berth", "namespace": namespace}},
+        {"apiVersion": "v1", "kind": "Secret",
+         "metadata": {"name": "berth-credentials", "namespace": namespace},
+         "stringData": {"token": "not-a-secret"}},
+    ]  # fmt: skip
+    kubectl.apply(objects)
+    yield names
+    kubectl("delete", "machine.berth.dev", names["machine"], check=False)
+    kubectl("delete", "clusterkopfpeering.kopf.dev", names["peering"], check=False)
+    for crd in created:
+        kubectl("delete", "crd", crd, "--wait=false", check=False)
+
+
+def install_rbac(
+    kubectl: Kubectl, docs: list[dict[str, Any]], namespace: str, path: Path
+) -> Operator:
+    kubectl.apply([d for d in docs if d["kind"] in RBAC_KINDS])
+    (sa,) = [d["metadata"]["name"] for d in docs if d["kind"] == "ServiceAccount"]
+    return Operator(docs, service_account_kubeconfig(kubectl, namespace, sa, path))
+
+
+def uninstall_rbac(kubectl: Kubectl, docs: list[dict[str, Any]]) -> None:
+    for doc in docs:
+        if doc["kind"] in {"ClusterRole", "ClusterRoleBinding"}:
+            kubectl("delete", doc["kind"].lower(), doc["metadata"]["name"], check=False)
+
+
+@pytest.fixture(scope="module")
+def operator(
+    kubectl: Kubectl,
+    namespace: str,
+    suffix: str,
+    server_version: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Operator]:
+    """The chart as rendered, its RBAC applied, for the release berth-<suffix>."""
+    docs = render(f"berth-{suffix}", namespace, server_version)
+    path = tmp_path_factory.mktemp("operator") / "kubeconfig"
+    yield install_rbac(kubectl, docs, namespace, path)
+    uninstall_rbac(kubectl, docs)
+
+
+@pytest.fixture(scope="module")
+def crippled(
+    kubectl: Kubectl,
+    namespace: str,
+    suffix: str,
+    server_version: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Operator]:
+    """A second release whose ClusterRole the removal tests edit, one verb at a time."""
+    docs = render(f"minus-{suffix}", namespace, server_version)
+    path = tmp_path_factory.mktemp("crippled") / "kubeconfig"
+    yield install_rbac(kubectl, docs, namespace, path)
+    uninstall_rbac(kubectl, docs)
+
+
+def until(
+    done: Callable[[httpx.Response], bool],
+    call: Call,
+    client: KubeClient,
+    admin: Kubectl,
+    names: Names,
+) -> httpx.Response:
+    """perform(call) until done(response), for at most PROPAGATION seconds."""
+    deadline = time.monotonic() + PROPAGATION
+    while True:
+        response = perform(call, client, admin, names)
+        if done(response) or time.monotonic() > deadline:
+            return response
+        time.sleep(0.1)
+
+
+def allowed(response: httpx.Response) -> bool:
+    return response.is_success
+
+
+def forbidden(response: httpx.Response) -> bool:
+    return response.status_code == 403
+
+
+def test_chart_lints_and_every_manifest_is_accepted_by_the_server(
+    kubectl: Kubectl, namespace: str, suffix: str, server_version: str
+) -> None:
+    lint = subprocess.run(
+        [str(helm_binary()), "lint", "--strict", str(CHART)], capture_output=True, text=True
+    )
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    docs = render(f"dry-{suffix}", namespace, server_version)
+    assert {d["kind"] for d in docs} == RBAC_KINDS | {"Deployment"}
+    # Server-side dry run: the real server's validation and defaulting, nothing stored.
+    out = kubectl.apply(docs, "--dry-run=server")
+    assert out.count("(server dry run)") == len(docs), out
+    (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "berth/operator:0.1.0"
+
+
+def test_cluster_role_grants_exactly_what_the_operator_calls(operator: Operator) -> None:
+    granted = permissions(operator.role)
+    needed = {call.permission for call in CALLS}
+    assert granted - needed == set(), "granted but never used by the operator"
+    assert needed - granted == set(), "used by the operator but not granted"
+
+
+def test_operator_service_account_can_make_every_call(
+    kubectl: Kubectl, operator: Operator, names: Names
+) -> None:
+    whoami = Kubectl(operator.kubeconfig).json("auth", "whoami")["status"]["userInfo"]
+    assert whoami["username"].startswith(f"system:serviceaccount:{names['ns']}:")
+    failures = []
+    with KubeClient(operator.kubeconfig) as client:
+        for call in CALLS:
+            response = until(allowed, call, client, kubectl, names)
+            if not response.is_success:
+                failures.append(f"{call.id}: {response.status_code} {response.text[:300]}")
+    assert failures == []
+
+
+@pytest.mark.parametrize("call", CALLS, ids=[c.id for c in CALLS])
+def test_removing_a_permission_makes_its_call_forbidden(
+    kubectl: Kubectl, crippled: Operator, names: Names, call: Call
+) -> None:
+    role = without(crippled.role, *call.permission)
+    assert permissions(crippled.role) - permissions(role) == {call.permission}
+    kubectl.apply(role)
+    with KubeClient(crippled.kubeconfig) as client:
+        response = until(forbidden, call, client, kubectl, names)
+    assert response.status_code == 403, f"{call.id} still allowed: {response.text[:300]}"
+    group = f'in API group "{call.group}"'
+    message = response.json()["message"]
+    assert f'cannot {call.verb} resource "{call.resource}" {group}' in message
+    print(f"\n{call.id} removed -> {call.method} {call.path.format(**names)}: 403 {message}")
