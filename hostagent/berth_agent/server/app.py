@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import base64
-import shutil
 import logging
+import shutil
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -114,8 +115,20 @@ class Sender:
         self.dir = data_dir / "transfers"
         self.store = store
         self.bases = BaseStore(data_dir)
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
 
     def push(
+        self, ref: str, target: AgentClient, token: str, transfer_id: str, **options: Any
+    ) -> PushResult:
+        """One push per transfer id at a time: a caller that replays a push (an operator
+        restarted mid-transfer) waits for the first to end, then continues from there."""
+        with self._guard:
+            lock = self._locks.setdefault(transfer_id, threading.Lock())
+        with lock:
+            return self._push(ref, target, token, transfer_id, **options)
+
+    def _push(
         self,
         ref: str,
         target: AgentClient,

@@ -147,6 +147,8 @@ class MigrationDriver:
     def _cutover(self, state: MigrationState) -> None:
         if state.frozen_monotonic is None:
             state.frozen_monotonic = time.time()  # wall clock: survives an operator restart
+            # Persisted before the freeze, so a restarted operator measures from here.
+            self.on_event(state, {"event": "freezing"})
         with self.agents.client(state.source) as source:
             frozen = source.freeze(state.repository, state.id, checkpoint=state.mode == Mode.LIVE)
         state.checkpoint_seconds = sum(

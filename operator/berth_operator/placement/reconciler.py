@@ -228,7 +228,10 @@ class PlacementReconciler:
         last_progress = [0.0]
 
         def on_event(current: MigrationState, event: dict[str, Any]) -> None:
-            if event["event"] == "progress" and time.monotonic() - last_progress[0] > 1:
+            if event["event"] == "freezing":
+                status["migration"] = current.model_dump(mode="json")
+                self._write(obj, status, _migrating(current), phase=current.phase.value)
+            elif event["event"] == "progress" and time.monotonic() - last_progress[0] > 1:
                 last_progress[0] = time.monotonic()
                 status["migration"] = {
                     **current.model_dump(mode="json"),
