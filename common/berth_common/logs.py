@@ -9,6 +9,8 @@ import time
 from typing import Any
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+# kopf attaches its whole settings object and posting flags to every record.
+_NOISE = {"settings", "k8s_skip"}
 
 
 class JsonFormatter(logging.Formatter):
@@ -21,7 +23,7 @@ class JsonFormatter(logging.Formatter):
             "msg": record.getMessage(),
         }
         for key, value in vars(record).items():
-            if key not in _STANDARD and not key.startswith("_"):
+            if key not in _STANDARD and key not in _NOISE and not key.startswith("_"):
                 entry[key] = value
         if record.exc_info:
             entry["error"] = self.formatException(record.exc_info)
@@ -48,5 +50,6 @@ def setup_logging(level: str = "info", json_format: bool = True) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # A line per HTTP request from the clients' libraries is noise, not an event.
-    for noisy in ("httpx", "httpcore", "kubernetes", "urllib3"):
+    # kopf.objects reports every successful handler call; failures stay visible.
+    for noisy in ("httpx", "httpcore", "kubernetes", "urllib3", "kopf.objects"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

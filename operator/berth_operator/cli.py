@@ -22,12 +22,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--log-format", choices=["json", "text"], default="json")
     parser.add_argument("--metrics-port", type=int, default=None)
+    parser.add_argument("--log-level", default=os.environ.get("BERTH_LOG_LEVEL", "info"))
     args = parser.parse_args(argv)
     if args.namespace:
         os.environ["BERTH_NAMESPACES"] = ",".join(args.namespace)
     if args.metrics_port is not None:
         os.environ["BERTH_METRICS_PORT"] = str(args.metrics_port)
-    setup_logging("info", json_format=args.log_format == "json")
+    setup_logging(args.log_level, json_format=args.log_format == "json")
 
     import kopf
     from prometheus_client import start_http_server
@@ -37,12 +38,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = handlers.CONFIG
     if config.metrics_port:
         start_http_server(config.metrics_port)
-    kopf.run(
-        clusterwide=not config.namespaces,
-        namespaces=config.namespaces,
-        peering_name=config.peering,
-        standalone=False,
-    )
+    # Always cluster-wide, so peering is one ClusterKopfPeering and cluster-scoped
+    # Machines are served; BERTH_NAMESPACES narrows which placements are reconciled.
+    kopf.run(clusterwide=True, peering_name=config.peering, standalone=False)
     return 0
 
 

@@ -59,7 +59,11 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     _kube()
 
 
-@kopf.daemon(GROUP, VERSION, PLACEMENTS, cancellation_timeout=60)
+def _served(namespace: str | None, **_: Any) -> bool:
+    return not CONFIG.namespaces or namespace in CONFIG.namespaces
+
+
+@kopf.daemon(GROUP, VERSION, PLACEMENTS, cancellation_timeout=60, when=_served)
 def placement_loop(namespace: str | None, name: str, stopped: kopf.DaemonStopped, **_: Any) -> None:
     assert namespace is not None  # placements are namespaced
     wake = _wake.setdefault((namespace, name), threading.Event())
@@ -80,14 +84,14 @@ def placement_loop(namespace: str | None, name: str, stopped: kopf.DaemonStopped
             deadline -= 0.5
 
 
-@kopf.on.event(GROUP, VERSION, PLACEMENTS)
+@kopf.on.event(GROUP, VERSION, PLACEMENTS, when=_served)
 def placement_changed(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> None:
     observed = (body.get("status") or {}).get("observedGeneration")
     if observed != body.metadata.get("generation"):
         _wake.setdefault((namespace or "", name), threading.Event()).set()
 
 
-@kopf.on.delete(GROUP, VERSION, PLACEMENTS)
+@kopf.on.delete(GROUP, VERSION, PLACEMENTS, when=_served)
 def placement_deleted(spec: kopf.Spec, namespace: str | None, name: str, **_: Any) -> None:
     """Retain (the default) keeps the repository's data; Delete removes it everywhere."""
     _wake.pop((namespace or "", name), None)

@@ -1,0 +1,165 @@
+"""berth on a Kubernetes API server, for the lab: CRDs, the chart's RBAC, the operator
+running as its ServiceAccount (so a permission missing from the chart fails for real),
+and a Machine per lab host."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from berth_lab.agents import agent_endpoint
+from berth_lab.kube import helm_binary
+from berth_lab.kubeconfig import Kubectl, service_account_kubeconfig
+from berth_lab.lab import Lab
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CRDS = REPO_ROOT / "crds"
+CHART = REPO_ROOT / "charts" / "berth"
+OPERATOR_NAMESPACE = "berth-system"
+RELEASE = "berth"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def install_crds(kubectl: Kubectl) -> None:
+    for path in sorted(CRDS.glob("*.yaml")):
+        docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+        crds = [d for d in docs if d["kind"] == "CustomResourceDefinition"]
+        kubectl.apply(crds, "--server-side", "--force-conflicts")
+        for crd in crds:
+            kubectl(
+                "wait",
+                "--for=condition=Established",
+                "--timeout=30s",
+                f"crd/{crd['metadata']['name']}",
+            )
+        others = [d for d in docs if d["kind"] != "CustomResourceDefinition"]
+        if others:
+            kubectl.apply(others, "--server-side", "--force-conflicts")
+
+
+def chart_rbac() -> list[dict[str, Any]]:
+    """The chart's ServiceAccount, ClusterRole and binding, rendered by the real helm."""
+    out = subprocess.run(
+        [str(helm_binary()), "template", RELEASE, str(CHART), "--namespace", OPERATOR_NAMESPACE],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    kinds = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding"}
+    return [d for d in yaml.safe_load_all(out) if d and d["kind"] in kinds]
+
+
+class OperatorProcess:
+    """`berth-operator run` as a process of this machine, as its ServiceAccount."""
+
+    def __init__(
+        self, kubeconfig: Path, tls_dir: Path, log_path: Path, namespaces: list[str]
+    ) -> None:
+        self.kubeconfig, self.tls_dir, self.log_path = kubeconfig, tls_dir, log_path
+        self.namespaces = namespaces
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.metrics_port = _free_port()
+
+    def start(self) -> None:
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(self.kubeconfig),
+            "BERTH_TLS_DIR": str(self.tls_dir),
+            "BERTH_HEARTBEAT_SECONDS": "2",
+            "BERTH_POLL_SECONDS": "1",
+            "BERTH_METRICS_PORT": str(self.metrics_port),
+            "BERTH_NAMESPACES": ",".join(self.namespaces),
+        }
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "berth_operator.cli", "run"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        log.close()
+
+    def kill(self) -> None:
+        """SIGKILL: the operator gets no chance to clean up, as in a crash."""
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        self.proc = None
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.proc = None
+
+    def log_tail(self, lines: int = 30) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+class LabCluster:
+    """Install berth into a cluster (admin kubectl) and run its operator for a lab."""
+
+    def __init__(self, lab: Lab, kubectl: Kubectl, namespaces: list[str]) -> None:
+        self.lab, self.kubectl, self.namespaces = lab, kubectl, namespaces
+        self.dir = lab.plan.state_dir / "cluster"
+        self.operator: OperatorProcess | None = None
+
+    def up(self) -> LabCluster:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        install_crds(self.kubectl)
+        self.kubectl("create", "namespace", OPERATOR_NAMESPACE, check=False)
+        self.kubectl.apply(chart_rbac())
+        kubeconfig = service_account_kubeconfig(
+            self.kubectl, OPERATOR_NAMESPACE, RELEASE, self.dir / "operator.kubeconfig"
+        )
+        tls = self.dir / "operator-tls"
+        tls.mkdir(exist_ok=True)
+        pki = self.lab.pki
+        for src, name in (
+            (pki.ca.cert, "ca.crt"),
+            (pki.client.cert, "tls.crt"),
+            (pki.client.key, "tls.key"),
+        ):
+            shutil.copyfile(src, tls / name)
+        for host in self.lab.hosts.values():
+            self.kubectl.apply(
+                {
+                    "apiVersion": "berth.dev/v1alpha1",
+                    "kind": "Machine",
+                    "metadata": {"name": host.name},
+                    "spec": {"endpoint": agent_endpoint(host), "caBundle": pki.ca.cert.read_text()},
+                }
+            )
+        self.operator = OperatorProcess(kubeconfig, tls, self.dir / "operator.log", self.namespaces)
+        self.operator.start()
+        self.wait_machines_ready()
+        return self
+
+    def wait_machines_ready(self, timeout: float = 60) -> None:
+        names = [f"machine.berth.dev/{h}" for h in self.lab.hosts]
+        self.kubectl("wait", "--for=condition=Ready", f"--timeout={int(timeout)}s", *names)
+
+    def down(self) -> None:
+        if self.operator:
+            self.operator.stop()
+        for host in self.lab.hosts:
+            self.kubectl("delete", "machine.berth.dev", host, "--wait=false", check=False)
