@@ -9,6 +9,9 @@ from pathlib import Path
 import pytest
 
 from berth_lab import Lab, plan_lab
+from kube_fixtures import kubectl, namespace, server_version, suffix
+
+__all__ = ["kubectl", "namespace", "server_version", "suffix"]  # fixtures for every test
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LAB_MARKERS = {"lab", "agent", "transfer", "apiserver", "e2e", "cli"}
