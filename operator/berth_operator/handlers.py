@@ -55,6 +55,8 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # A random priority per replica: the highest works, the others stand by, so two
     # replicas never drive the same migration.
     settings.peering.priority = random.randint(1, 2**31)
+    # A crashed replica's record blocks the others until it expires: keep that short.
+    settings.peering.lifetime = 10
     settings.execution.max_workers = 64
     _kube()
 

@@ -1,0 +1,82 @@
+"""Reading placements and pulse's heartbeat in end-to-end tests."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from berth_agent.apps import pulse
+from berth_lab import Lab
+from berth_lab.kubeconfig import Kubectl
+
+
+def placement(kubectl: Kubectl, namespace: str, name: str) -> dict[str, Any]:
+    obj: dict[str, Any] = kubectl.json("get", "-n", namespace, f"rp/{name}", "-o", "json")
+    return obj
+
+
+def until(what: str, check: Callable[[], Any], timeout: float = 120, every: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def create_pulse(
+    kubectl: Kubectl, namespace: str, name: str, machine: str, interval: float = 0.2, **spec: Any
+) -> None:
+    services = pulse.services(interval=interval).model_dump()["services"]
+    kubectl.apply(
+        {
+            "apiVersion": "berth.dev/v1alpha1",
+            "kind": "RepositoryPlacement",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {
+                "repository": name,
+                "machine": machine,
+                "template": {
+                    "size": "1G",
+                    "services": [
+                        {
+                            k: v
+                            for k, v in s.items()
+                            if k
+                            in ("name", "image", "command", "environment", "checkpoint", "ports")
+                        }
+                        for s in services
+                    ],
+                },
+                **spec,
+            },
+        }
+    )
+
+
+def move(kubectl: Kubectl, namespace: str, name: str, machine: str) -> None:
+    kubectl(
+        "patch",
+        "-n",
+        namespace,
+        f"rp/{name}",
+        "--type",
+        "merge",
+        "-p",
+        json.dumps({"spec": {"machine": machine}}),
+    )
+
+
+def beats(lab: Lab, host: str, repository: str) -> list[tuple[Any, int]]:
+    with lab.agent(host) as agent:
+        return pulse.beats(agent.logs(repository, "pulse", tail=5000))
+
+
+def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
+    for c in obj.get("status", {}).get("conditions", []):
+        if c["type"] == type_:
+            return dict(c)
+    return {}

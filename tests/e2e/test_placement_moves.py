@@ -1,0 +1,260 @@
+"""End to end: a real API server, the operator as its ServiceAccount, real lab hosts."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from berth_lab import Lab
+from berth_lab.cluster import LabCluster
+from berth_lab.kubeconfig import Kubectl
+from e2e.helpers import beats, condition, create_pulse, move, placement, until
+
+pytestmark = pytest.mark.e2e
+BEAT = 0.2
+
+
+def wait_current(
+    kubectl: Kubectl, namespace: str, name: str, timeout: float = 180
+) -> dict[str, Any]:
+    """Until status describes the current generation and Ready is True."""
+
+    def settled() -> dict[str, Any] | None:
+        obj = placement(kubectl, namespace, name)
+        status = obj.get("status", {})
+        if (
+            status.get("observedGeneration") == obj["metadata"]["generation"]
+            and condition(obj, "Ready").get("status") == "True"
+        ):
+            return obj
+        return None
+
+    result: dict[str, Any] = until(f"{name} to be Ready at its generation", settled, timeout, 0.2)
+    return result
+
+
+def test_kubectl_patch_moves_pulse_with_its_memory(
+    cluster: LabCluster, lab: Lab, kubectl: Kubectl, namespace: str
+) -> None:
+    name = "pulse-move"
+    create_pulse(kubectl, namespace, name, "host-a", interval=BEAT)
+    created = wait_current(kubectl, namespace, name)
+    assert created["status"]["currentMachine"] == "host-a"
+    until("pulse to beat on host-a", lambda: len(beats(lab, "a", name)) >= 5, 30)
+
+    move(kubectl, namespace, name, "host-b")
+    # kubectl wait, as a user would, once the operator has seen the new generation.
+    until(
+        "the new generation to be observed",
+        lambda: placement(kubectl, namespace, name)["status"].get("observedGeneration") == 2,
+        30,
+    )
+    waited = kubectl(
+        "wait",
+        "-n",
+        namespace,
+        "--for=condition=Ready",
+        "--timeout=180s",
+        f"rp/{name}",
+        timeout=200,
+    )
+    assert "condition met" in waited.stdout
+    obj = wait_current(kubectl, namespace, name)
+    status = obj["status"]
+    assert status["currentMachine"] == "host-b" and status["phase"] == "Placed"
+    last = status["lastMigration"]
+    assert last["result"] == "Succeeded" and (last["from"], last["to"]) == ("host-a", "host-b")
+    assert last["mode"] == "live" and last["bulkBytes"] > 0 and last["deltaBytes"] > 0
+    assert set(last["phaseSeconds"]) >= {
+        "Preparing",
+        "BulkSync",
+        "Cutover",
+        "Verifying",
+        "Finalizing",
+    }
+    assert status["history"][0]["id"] == last["id"]
+
+    # The status walked the phases: one Event per phase.
+    events = kubectl.json(
+        "get",
+        "events",
+        "-n",
+        namespace,
+        "--field-selector",
+        f"involvedObject.name={name}",
+        "-o",
+        "json",
+    )["items"]
+    reasons = {e["reason"] for e in events}
+    assert {
+        "MigrationStarted",
+        "PhasePreparing",
+        "PhaseBulkSync",
+        "PhaseCutover",
+        "PhaseVerifying",
+        "PhaseFinalizing",
+        "PhaseSucceeded",
+        "Migrated",
+    } <= reasons
+
+    # pulse's own heartbeat: one unbroken count, and a gap that matches the downtime.
+    until("pulse to beat on host-b", lambda: len(beats(lab, "b", name)) > 0, 30)
+    heard = beats(lab, "b", name)
+    counters = [c for _, c in heard]
+    assert counters == list(range(1, counters[-1] + 1)), "the counter was reset"
+    gaps = [(heard[i + 1][0] - heard[i][0]).total_seconds() for i in range(len(heard) - 1)]
+    gap = max(gaps)
+    assert abs(last["downtimeSeconds"] - gap) < 0.5, (last["downtimeSeconds"], gap)
+    with lab.agent("a") as a:
+        source = a.status(name)
+        assert not source["mounted"] and not source["docker"]["running"]
+    print(
+        f"\ndowntime {last['downtimeSeconds']:.3f}s, heartbeat gap {gap:.3f}s, "
+        f"counter {counters[-1]}"
+    )
+
+
+def test_operator_killed_in_bulk_sync_and_in_cutover(
+    cluster: LabCluster, lab: Lab, kubectl: Kubectl, namespace: str
+) -> None:
+    name = "pulse-crash"
+    create_pulse(
+        kubectl, namespace, name, "host-a", interval=BEAT, transfer={"bandwidthLimit": "25M"}
+    )
+    wait_current(kubectl, namespace, name)
+    guid = next(r["guid"] for r in lab.agent("a").repositories() if r["name"] == name)
+    lab.host("a").run(
+        ["sh", "-c", f"head -c 120M /dev/urandom > /var/lib/berth/mounts/{guid}/data.bin && sync"]
+    )
+    operator = cluster.operator
+    assert operator is not None
+
+    def migration_phase() -> str | None:
+        migration = placement(kubectl, namespace, name)["status"].get("migration") or {}
+        phase: str | None = migration.get("phase")
+        return phase
+
+    move(kubectl, namespace, name, "host-b")
+    until(
+        "bulk sync to be under way",
+        lambda: (
+            migration_phase() == "BulkSync"
+            and (placement(kubectl, namespace, name)["status"]["migration"].get("progress"))
+        ),
+        60,
+    )
+    operator.kill()
+    operator.start()
+    until("cutover", lambda: migration_phase() == "Cutover", 120, 0.02)
+    operator.kill()
+    operator.start()
+
+    obj = wait_current(kubectl, namespace, name, timeout=240)
+    status = obj["status"]
+    assert status["currentMachine"] == "host-b", status
+    assert status["lastMigration"]["result"] == "Succeeded"
+    until("pulse to beat on host-b", lambda: len(beats(lab, "b", name)) > 0, 30)
+    counters = [c for _, c in beats(lab, "b", name)]
+    assert counters == list(range(1, counters[-1] + 1)), "the counter was reset"
+    with lab.agent("a") as a:
+        assert not a.status(name)["docker"]["running"]
+
+
+def test_problems_a_person_must_fix_stall(
+    cluster: LabCluster, lab: Lab, kubectl: Kubectl, namespace: str
+) -> None:
+    name = "pulse-stall"
+    create_pulse(kubectl, namespace, name, "host-a", interval=1)
+    wait_current(kubectl, namespace, name)
+
+    def stalled(reason: str) -> bool:
+        obj = placement(kubectl, namespace, name)
+        return bool(
+            condition(obj, "Stalled").get("reason") == reason
+            and obj["status"].get("observedGeneration") == obj["metadata"]["generation"]
+        )
+
+    move(kubectl, namespace, name, "host-zz")
+    until("Stalled=UnknownMachine", lambda: stalled("UnknownMachine"), 30)
+    obj = placement(kubectl, namespace, name)
+    assert condition(obj, "Ready")["status"] == "False"
+    assert obj["status"]["currentMachine"] == "host-a"
+
+    kubectl(
+        "patch", "machine.berth.dev/host-b", "--type", "merge", "-p", '{"spec":{"cordoned":true}}'
+    )
+    try:
+        move(kubectl, namespace, name, "host-b")
+        until("Stalled=TargetCordoned", lambda: stalled("TargetCordoned"), 30)
+        with lab.agent("a") as a:
+            assert a.status(name)["containers"][0]["state"] == "running"
+    finally:
+        kubectl(
+            "patch",
+            "machine.berth.dev/host-b",
+            "--type",
+            "merge",
+            "-p",
+            '{"spec":{"cordoned":false}}',
+        )
+    obj = wait_current(kubectl, namespace, name)
+    assert obj["status"]["currentMachine"] == "host-b"
+    assert condition(obj, "Stalled")["status"] == "False"
+
+
+def test_bad_spec_is_refused_by_the_api_server(
+    kubectl: Kubectl, namespace: str, cluster: LabCluster
+) -> None:
+    manifest = {
+        "apiVersion": "berth.dev/v1alpha1",
+        "kind": "RepositoryPlacement",
+        "metadata": {"name": "bad", "namespace": namespace},
+        "spec": {"repository": "Not/A/Name", "machine": "host-a"},
+    }
+    bad = kubectl("apply", "-f", "-", check=False, input=json.dumps(manifest))
+    assert bad.returncode != 0 and "spec.repository" in bad.stderr
+    create_pulse(kubectl, namespace, "immutable", "host-a", interval=1)
+    renamed = kubectl(
+        "patch",
+        "-n",
+        namespace,
+        "rp/immutable",
+        "--type",
+        "merge",
+        "-p",
+        '{"spec":{"repository":"other"}}',
+        check=False,
+    )
+    assert renamed.returncode != 0 and "spec.repository is immutable" in renamed.stderr
+
+
+def test_changing_the_machine_during_a_migration_queues_the_next_move(
+    cluster: LabCluster, lab: Lab, kubectl: Kubectl, namespace: str
+) -> None:
+    name = "pulse-redirect"
+    create_pulse(
+        kubectl, namespace, name, "host-a", interval=BEAT, transfer={"bandwidthLimit": "20M"}
+    )
+    wait_current(kubectl, namespace, name)
+    guid = next(r["guid"] for r in lab.agent("a").repositories() if r["name"] == name)
+    lab.host("a").run(
+        ["sh", "-c", f"head -c 60M /dev/urandom > /var/lib/berth/mounts/{guid}/data.bin && sync"]
+    )
+    move(kubectl, namespace, name, "host-b")
+    until(
+        "the migration to start",
+        lambda: placement(kubectl, namespace, name)["status"].get("migration"),
+        30,
+    )
+    move(kubectl, namespace, name, "host-a")  # changed mind while it moves
+    obj = wait_current(kubectl, namespace, name, timeout=300)
+    history = obj["status"]["history"]
+    assert [(h["from"], h["to"]) for h in history[:2]] == [
+        ("host-b", "host-a"),
+        ("host-a", "host-b"),
+    ]
+    assert obj["status"]["currentMachine"] == "host-a"
+    counters = [c for _, c in beats(lab, "a", name)]
+    assert counters == list(range(1, counters[-1] + 1))
