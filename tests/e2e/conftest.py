@@ -3,6 +3,7 @@ ServiceAccount, managing the session's lab hosts."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 
 import pytest
@@ -13,12 +14,28 @@ from berth_lab.kubeconfig import Kubectl
 
 
 @pytest.fixture(scope="session")
-def cluster(lab: Lab, kubectl: Kubectl, namespace: str) -> Iterator[LabCluster]:
+def cluster(
+    lab: Lab, kubectl: Kubectl, namespace: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LabCluster]:
     running = LabCluster(lab, kubectl, [namespace])
     try:
         running.up()
         yield running
     finally:
-        if running.operator:
-            print("\n[operator log tail]\n" + running.operator.log_tail(15))
+        placed = kubectl.json("get", "rp", "-n", namespace, "-o", "json")["items"]
         running.down()
+        _remove_repositories(lab, {p["spec"]["repository"] for p in placed})
+        if running.operator:
+            kept = tmp_path_factory.getbasetemp() / "operator.log"
+            shutil.copyfile(running.operator.log_path, kept)
+            print(f"\n[e2e] operator log kept at {kept}")
+
+
+def _remove_repositories(lab: Lab, names: set[str]) -> None:
+    """The session's lab outlives this module: leave its hosts as we found them."""
+    for host in lab.hosts:
+        with lab.agent(host) as agent:
+            for repo in agent.repositories():
+                if repo["name"] in names:
+                    agent.down(repo["name"])
+                    agent.delete(repo["name"], confirm=repo["name"])

@@ -28,9 +28,16 @@ def until(what: str, check: Callable[[], Any], timeout: float = 120, every: floa
 
 
 def create_pulse(
-    kubectl: Kubectl, namespace: str, name: str, machine: str, interval: float = 0.2, **spec: Any
+    kubectl: Kubectl,
+    namespace: str,
+    name: str,
+    machine: str,
+    interval: float = 0.2,
+    port: int = pulse.PORT,
+    **spec: Any,
 ) -> None:
-    services = pulse.services(interval=interval).model_dump()["services"]
+    """A placement of pulse; each test's pulse publishes a host port of its own."""
+    services = pulse.services(interval=interval, host_port=port).model_dump()["services"]
     kubectl.apply(
         {
             "apiVersion": "berth.dev/v1alpha1",

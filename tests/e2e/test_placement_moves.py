@@ -31,7 +31,13 @@ def wait_current(
             return obj
         return None
 
-    result: dict[str, Any] = until(f"{name} to be Ready at its generation", settled, timeout, 0.2)
+    try:
+        result: dict[str, Any] = until(
+            f"{name} to be Ready at its generation", settled, timeout, 0.2
+        )
+    except AssertionError as err:
+        status = placement(kubectl, namespace, name).get("status", {})
+        raise AssertionError(f"{err}; status: {json.dumps(status, indent=1)[:4000]}") from None
     return result
 
 
@@ -121,7 +127,13 @@ def test_operator_killed_in_bulk_sync_and_in_cutover(
 ) -> None:
     name = "pulse-crash"
     create_pulse(
-        kubectl, namespace, name, "host-a", interval=BEAT, transfer={"bandwidthLimit": "25M"}
+        kubectl,
+        namespace,
+        name,
+        "host-a",
+        port=8081,
+        interval=BEAT,
+        transfer={"bandwidthLimit": "25M"},
     )
     wait_current(kubectl, namespace, name)
     guid = next(r["guid"] for r in lab.agent("a").repositories() if r["name"] == name)
@@ -166,7 +178,7 @@ def test_problems_a_person_must_fix_stall(
     cluster: LabCluster, lab: Lab, kubectl: Kubectl, namespace: str
 ) -> None:
     name = "pulse-stall"
-    create_pulse(kubectl, namespace, name, "host-a", interval=1)
+    create_pulse(kubectl, namespace, name, "host-a", port=8082, interval=1)
     wait_current(kubectl, namespace, name)
 
     def stalled(reason: str) -> bool:
@@ -215,7 +227,7 @@ def test_bad_spec_is_refused_by_the_api_server(
     }
     bad = kubectl("apply", "-f", "-", check=False, input=json.dumps(manifest))
     assert bad.returncode != 0 and "spec.repository" in bad.stderr
-    create_pulse(kubectl, namespace, "immutable", "host-a", interval=1)
+    create_pulse(kubectl, namespace, "immutable", "host-a", interval=1, port=8084)
     renamed = kubectl(
         "patch",
         "-n",
@@ -235,7 +247,13 @@ def test_changing_the_machine_during_a_migration_queues_the_next_move(
 ) -> None:
     name = "pulse-redirect"
     create_pulse(
-        kubectl, namespace, name, "host-a", interval=BEAT, transfer={"bandwidthLimit": "20M"}
+        kubectl,
+        namespace,
+        name,
+        "host-a",
+        port=8083,
+        interval=BEAT,
+        transfer={"bandwidthLimit": "20M"},
     )
     wait_current(kubectl, namespace, name)
     guid = next(r["guid"] for r in lab.agent("a").repositories() if r["name"] == name)

@@ -30,7 +30,7 @@ echo "pulse $(hostname)"
 """
 
 
-def services(interval: float = 1.0) -> RepositoryServices:
+def services(interval: float = 1.0, host_port: int = PORT) -> RepositoryServices:
     return RepositoryServices(
         services=[
             ServiceSpec(
@@ -39,7 +39,7 @@ def services(interval: float = 1.0) -> RepositoryServices:
                 command=["/usr/bin/pulse"],
                 environment={"PULSE_INTERVAL": f"{interval:g}", "PULSE_PORT": str(PORT)},
                 checkpoint=True,
-                ports=[PortSpec(container=PORT, host=PORT)],
+                ports=[PortSpec(container=PORT, host=host_port)],
             )
         ]
     )

@@ -194,7 +194,8 @@ class MigrationDriver:
         # After the freeze: the target must not run it; the source takes it back.
         try:
             with self.agents.client(state.target) as target:
-                target.down(state.repository)
+                # Marked stale: the copy the target received must never be taken for live.
+                target.down(state.repository, moved_to=state.source)
         except AgentAPIError as err:
             if err.status != 404:
                 log.warning(

@@ -115,13 +115,9 @@ class PlacementReconciler:
             except (httpx.HTTPError, AgentAPIError, OSError):
                 continue  # an unreachable machine's copy is unknown; its heartbeat says so
             for r in found:
-                copies.append(
-                    d.Copy(
-                        machine,
-                        running=bool(r["mounted"] and r["docker"]["running"]),
-                        stale=bool(r.get("moved_to")),
-                    )
-                )
+                containers_up = all(c["state"] == "running" for c in r["containers"])
+                running = bool(r["mounted"] and r["docker"]["running"] and containers_up)
+                copies.append(d.Copy(machine, running=running, stale=bool(r.get("moved_to"))))
         return copies
 
     # --- acting ------------------------------------------------------------------------
