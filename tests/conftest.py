@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 
 from berth_lab import Lab, plan_lab
+from cluster_fixture import cluster
 from kube_fixtures import kubectl, namespace, server_version, suffix
 
-__all__ = ["kubectl", "namespace", "server_version", "suffix"]  # fixtures for every test
+# Fixtures for every test layer.
+__all__ = ["cluster", "kubectl", "namespace", "server_version", "suffix"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LAB_MARKERS = {"lab", "agent", "transfer", "apiserver", "e2e", "cli"}

@@ -131,29 +131,28 @@ class Repositories:
         the others, then quiesce the filesystem so a snapshot of the image is consistent.
         The dockerd keeps running: stopping it costs a second, off the critical path."""
         record = self.store.find(ref)
+        meta = self.store.mount_path(record.guid) / META_DIR
         with self._locked(record.guid):
+            existing = freezing.read_record(meta) if self.store.is_mounted(record.guid) else None
+            if existing is not None and existing.migration_id == migration_id:
+                self._quiesce(record.guid)  # a replay: what the first call did, as it was
+                return existing
             daemon = self.daemon(record.guid)
             if not daemon.running():
-                meta = self.store.mount_path(record.guid) / META_DIR
-                existing = (
-                    freezing.read_record(meta) if self.store.is_mounted(record.guid) else None
-                )
-                if existing and existing.migration_id == migration_id:
-                    return existing
                 raise Conflict(f"repository {record.name!r} is not running")
             client = daemon.client()
             try:
-                frozen = freezing.freeze(
-                    client,
-                    self.store.mount_path(record.guid) / META_DIR,
-                    migration_id,
-                    checkpoint=checkpoint,
-                )
+                frozen = freezing.freeze(client, meta, migration_id, checkpoint=checkpoint)
             finally:
                 client.close()
+            # The record is written before the filesystem freezes (a write after would
+            # block), so a replay returns exactly what this call returns.
             t = time.monotonic()
             self._quiesce(record.guid)
-            frozen.durations["quiesce"] = time.monotonic() - t
+            log.info(
+                "filesystem quiesced",
+                extra={"repository": record.name, "seconds": round(time.monotonic() - t, 4)},
+            )
             return frozen
 
     def resume(self, ref: str, migration_id: str) -> dict[str, float]:

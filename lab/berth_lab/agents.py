@@ -6,6 +6,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import yaml
@@ -15,6 +16,9 @@ from berth_agent.config import AgentConfig, TLSConfig
 from berth_common.pki import CertFiles, create_ca, issue
 from berth_lab.host import LabError, LabHost
 from berth_lab.plan import AGENT_PORT
+
+if TYPE_CHECKING:
+    from berth_lab.lab import Lab
 
 CLIENT_CN = "berth-operator"
 ETC_BERTH = Path("/etc/berth")
@@ -97,3 +101,16 @@ def agent_client(host: LabHost, pki: LabPKI, timeout: float = 120) -> AgentClien
     return AgentClient(
         agent_endpoint(host), pki.ca.cert, pki.client.cert, pki.client.key, timeout=timeout
     )
+
+
+class LabAgents:
+    """The migration driver's view of the lab: each host's agent, by host name."""
+
+    def __init__(self, lab: Lab) -> None:
+        self.lab = lab
+
+    def client(self, machine: str) -> AgentClient:
+        return self.lab.agent(machine)
+
+    def endpoint(self, machine: str) -> str:
+        return agent_endpoint(self.lab.host(machine))

@@ -94,6 +94,12 @@ class OperatorProcess:
             start_new_session=True,
         )
         log.close()
+        # Lab.down() finds it here if this process is gone (the demo's --keep).
+        self.pidfile.write_text(f"{self.proc.pid}\n")
+
+    @property
+    def pidfile(self) -> Path:
+        return self.log_path.with_name("operator.pid")
 
     def kill(self) -> None:
         """SIGKILL: the operator gets no chance to clean up, as in a crash."""

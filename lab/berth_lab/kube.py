@@ -127,7 +127,13 @@ class _PortInUse(KubeError):
 class KubeAPIServer:
     """etcd + kube-apiserver on free loopback ports; start(), stop() or a with block."""
 
-    def __init__(self, state_dir: Path | None = None, *, keep_state: bool | None = None) -> None:
+    def __init__(
+        self,
+        state_dir: Path | None = None,
+        *,
+        keep_state: bool | None = None,
+        detached: bool = False,
+    ) -> None:
         # A caller-given state dir (the lab's) keeps its logs and kubeconfig after stop()
         # for a look afterwards; a temporary one is removed.
         self.binaries = find_binaries()  # first: a missing binary must not leave a tmp dir
@@ -138,14 +144,17 @@ class KubeAPIServer:
         self.url = ""
         self.times: StartupTimes | None = None
         self._pki: KubePKI | None = None
+        # Detached: outlives its starter (the demo's --keep); `reap_stale` or Lab.down()
+        # stop it later by its pid files.
+        self.detached = detached
 
     @classmethod
-    def for_lab(cls, lab: str) -> KubeAPIServer:
+    def for_lab(cls, lab: str, detached: bool = False) -> KubeAPIServer:
         """The API server of lab `lab`, state in /var/lib/berth-lab/<lab>/kube.
 
         Stop it before `Lab.down()`, which removes the lab's state dir.
         """
-        return cls(STATE_ROOT / lab / "kube")
+        return cls(STATE_ROOT / lab / "kube", detached=detached)
 
     # --- paths -----------------------------------------------------------------------
     @property
@@ -265,7 +274,7 @@ class KubeAPIServer:
         env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD_")}
         with open(self.log_path(name), "wb") as out:
             proc = subprocess.Popen(
-                _die_with_parent(argv),
+                argv if self.detached else _die_with_parent(argv),
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -317,22 +326,7 @@ class KubeAPIServer:
             (self.state_dir / f"{name}.pid").unlink(missing_ok=True)
 
     def _reap_stale(self) -> None:
-        """Kill what a previous run in this state dir left (by its pid files, if still ours)."""
-        for name in ("kube-apiserver", "etcd"):
-            pidfile = self.state_dir / f"{name}.pid"
-            try:
-                pid = int(pidfile.read_text())
-                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-            except (OSError, ValueError):
-                pidfile.unlink(missing_ok=True)
-                continue
-            # A recycled pid belongs to someone else: only kill our binary on our dir.
-            if name in cmdline and str(self.state_dir) in cmdline:
-                os.kill(pid, signal.SIGKILL)
-                deadline = time.monotonic() + 10
-                while alive(pid) and time.monotonic() < deadline:
-                    time.sleep(0.02)
-            pidfile.unlink(missing_ok=True)
+        reap_stale(self.state_dir)
 
     @property
     def pids(self) -> dict[str, int]:
@@ -356,3 +350,22 @@ class KubeAPIServer:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def reap_stale(state_dir: Path) -> None:
+    """Kill what a run in this state dir left (by its pid files, if still ours)."""
+    for name in ("kube-apiserver", "etcd"):
+        pidfile = state_dir / f"{name}.pid"
+        try:
+            pid = int(pidfile.read_text())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        except (OSError, ValueError):
+            pidfile.unlink(missing_ok=True)
+            continue
+        # A recycled pid belongs to someone else: only kill our binary on our dir.
+        if name in cmdline and str(state_dir) in cmdline:
+            os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 10
+            while alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.02)
+        pidfile.unlink(missing_ok=True)

@@ -22,6 +22,7 @@ from berth_common.process import CommandError, output, run
 from berth_lab import procs
 from berth_lab.agents import LabPKI, agent_client, start_agent
 from berth_lab.host import LabError, LabHost
+from berth_lab.kube import reap_stale
 from berth_lab.plan import (
     AGENT_PORT,
     CANONICAL_DATA_DIR,
@@ -263,6 +264,9 @@ class Lab:
     # --- down --------------------------------------------------------------------
     def down(self) -> None:
         """Remove every process, namespace, link, mount, loop device and file of the lab."""
+        # The lab's API server and operator, if a demo left them running (--keep).
+        reap_stale(self.plan.state_dir / "kube")
+        procs.kill_pidfile(self.plan.state_dir / "cluster" / "operator.pid", "berth_operator")
         prefix = self._netns_prefix()
         namespaces = set(_netns_with_prefix(prefix)) | {h.netns for h in self.plan.hosts}
         namespaces = {ns for ns in namespaces if Path(f"/var/run/netns/{ns}").exists()}

@@ -77,3 +77,20 @@ def terminate_trees(roots: set[int], grace: float = 5.0) -> None:
     deadline = time.monotonic() + grace
     while any(alive(p) for p in tree) and time.monotonic() < deadline:
         time.sleep(0.02)
+
+
+def kill_pidfile(pidfile: Path, marker: str) -> None:
+    """Kill the process group named by pidfile if its command line still has marker."""
+    try:
+        pid = int(pidfile.read_text())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except (OSError, ValueError):
+        pidfile.unlink(missing_ok=True)
+        return
+    if marker in cmdline:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+    pidfile.unlink(missing_ok=True)

@@ -14,7 +14,7 @@ import pytest
 from berth_agent.apps import pulse
 from berth_agent.client import AgentAPIError
 from berth_lab import Lab
-from berth_lab.demo import LabAgents
+from berth_lab.agents import LabAgents
 from berth_operator.migration.driver import MigrationDriver
 from berth_operator.migration.state import MigrationState, Mode, Phase
 

@@ -45,6 +45,12 @@ def read_record(meta_dir: Path) -> FreezeRecord | None:
     return FreezeRecord.model_validate_json(path.read_text()) if path.exists() else None
 
 
+def write_record(meta_dir: Path, record: FreezeRecord) -> None:
+    tmp = _record_path(meta_dir).with_suffix(".tmp")
+    tmp.write_text(record.model_dump_json(indent=2))
+    tmp.replace(_record_path(meta_dir))
+
+
 def freeze(
     client: docker.DockerClient, meta_dir: Path, migration_id: str, checkpoint: bool = True
 ) -> FreezeRecord:
@@ -71,9 +77,7 @@ def freeze(
             container.stop(timeout=10)
             record.stopped.append(container.name)
             record.durations[f"stop:{container.name}"] = time.monotonic() - started
-    tmp = _record_path(meta_dir).with_suffix(".tmp")
-    tmp.write_text(record.model_dump_json(indent=2))
-    tmp.replace(_record_path(meta_dir))
+    write_record(meta_dir, record)
     log.info(
         "repository frozen",
         extra={

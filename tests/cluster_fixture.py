@@ -13,7 +13,7 @@ from berth_lab.cluster import LabCluster
 from berth_lab.kubeconfig import Kubectl
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def cluster(
     lab: Lab, kubectl: Kubectl, namespace: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LabCluster]:

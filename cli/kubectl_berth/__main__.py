@@ -1,0 +1,5 @@
+import sys
+
+from kubectl_berth.cli import main
+
+sys.exit(main())

@@ -1,0 +1,209 @@
+"""kubectl berth: move repositories between machines and follow the moves.
+
+kubectl berth migrate NAME --to MACHINE [--no-checkpoint] [--wait]
+kubectl berth list | status NAME | history NAME | machines
+kubectl berth cordon|uncordon|drain MACHINE
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from kubectl_berth import render
+from kubectl_berth.client import Berth, CLIError
+from kubectl_berth.drain import plan_drain
+from kubectl_berth.follow import follow
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kubectl berth",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--kubeconfig", help="default: $KUBECONFIG or ~/.kube/config")
+    parser.add_argument("--context")
+    parser.add_argument("-n", "--namespace", help="default: the context's namespace")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_output(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("-o", "--output", choices=["text", "json", "yaml"], default="text")
+        return p
+
+    migrate = sub.add_parser("migrate", help="move a repository to another machine")
+    migrate.add_argument("name")
+    migrate.add_argument("--to", required=True, metavar="MACHINE")
+    migrate.add_argument(
+        "--no-checkpoint",
+        action="store_true",
+        help="stop and restart instead of keeping processes' memory",
+    )
+    migrate.add_argument("--wait", action="store_true", help="follow the migration to its end")
+    migrate.add_argument("--timeout", type=float, default=900)
+    lst = with_output(sub.add_parser("list", help="placements"))
+    lst.add_argument("-A", "--all-namespaces", action="store_true")
+    with_output(sub.add_parser("status", help="a placement in detail")).add_argument("name")
+    with_output(sub.add_parser("history", help="a placement's migrations")).add_argument("name")
+    with_output(sub.add_parser("machines", help="machines and their health"))
+    for verb, text in (
+        ("cordon", "no repository moves onto it"),
+        ("uncordon", "accept repositories again"),
+        ("drain", "cordon, then move every placement off it"),
+    ):
+        p = sub.add_parser(verb, help=text)
+        p.add_argument("machine")
+        if verb == "drain":
+            p.add_argument("--wait", action="store_true")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        berth = Berth(args.kubeconfig, args.context)
+        namespace = args.namespace or berth.default_namespace
+        return COMMANDS[args.command](berth, namespace, args)
+    except CLIError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(
+            "\ninterrupted: the migration goes on; follow it with kubectl berth status",
+            file=sys.stderr,
+        )
+        return 130
+
+
+def _output(args: argparse.Namespace, data: Any, text: str) -> int:
+    print(text if args.output == "text" else render.dump(data, args.output))
+    return 0
+
+
+def cmd_migrate(berth: Berth, namespace: str, args: argparse.Namespace) -> int:
+    obj = berth.placement(namespace, args.name)
+    target = berth.machine(args.to)
+    current = (obj.get("status") or {}).get("currentMachine")
+    if obj["spec"]["machine"] == args.to and current == args.to:
+        raise CLIError(f"{args.name} already runs on {args.to}")
+    if target["spec"].get("cordoned"):
+        raise CLIError(f"machine {args.to} is cordoned; uncordon it first")
+    if render.condition(target, "Ready").get("status") != "True":
+        raise CLIError(
+            f"machine {args.to} is not Ready: "
+            f"{render.condition(target, 'Ready').get('message', 'no heartbeat')}"
+        )
+    spec: dict[str, Any] = {"machine": args.to}
+    if args.no_checkpoint:
+        spec["checkpoint"] = False
+    patched = berth.patch_placement(namespace, args.name, spec)
+    generation = int(patched["metadata"]["generation"])
+    print(
+        f"{namespace}/{args.name}: spec.machine {obj['spec']['machine']} -> {args.to} "
+        f"(generation {generation})"
+    )
+    if not args.wait:
+        print(f"follow it: kubectl berth status {args.name} -n {namespace}")
+        return 0
+    follow(berth, namespace, args.name, generation, timeout=args.timeout)
+    return 0
+
+
+def cmd_list(berth: Berth, namespace: str, args: argparse.Namespace) -> int:
+    items = berth.placements(None if args.all_namespaces else namespace)
+    return _output(
+        args,
+        items,
+        render.table(render.PLACEMENT_HEADERS, [render.placement_row(o) for o in items]),
+    )
+
+
+def cmd_status(berth: Berth, namespace: str, args: argparse.Namespace) -> int:
+    obj = berth.placement(namespace, args.name)
+    return _output(args, obj, render.status_text(obj))
+
+
+def cmd_history(berth: Berth, namespace: str, args: argparse.Namespace) -> int:
+    obj = berth.placement(namespace, args.name)
+    history = (obj.get("status") or {}).get("history", [])
+    return _output(args, history, render.table(render.HISTORY_HEADERS, render.history_rows(obj)))
+
+
+def _in_flight(berth: Berth) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for p in berth.placements(None):
+        migration = (p.get("status") or {}).get("migration")
+        if migration:
+            for machine in (migration["source"], migration["target"]):
+                counts[machine] = counts.get(machine, 0) + 1
+    return counts
+
+
+def cmd_machines(berth: Berth, namespace: str, args: argparse.Namespace) -> int:
+    machines = berth.machines()
+    counts = _in_flight(berth)
+    rows = [render.machine_row(m, counts.get(m["metadata"]["name"], 0)) for m in machines]
+    return _output(args, machines, render.table(render.MACHINE_HEADERS, rows))
+
+
+def cmd_cordon(berth: Berth, namespace: str, args: argparse.Namespace) -> int:
+    cordon = args.command != "uncordon"
+    berth.machine(args.machine)
+    berth.patch_machine(args.machine, {"cordoned": cordon})
+    print(f"machine {args.machine} {'cordoned' if cordon else 'uncordoned'}")
+    return 0
+
+
+def cmd_drain(berth: Berth, namespace: str, args: argparse.Namespace) -> int:
+    berth.machine(args.machine)
+    berth.patch_machine(args.machine, {"cordoned": True})
+    print(f"machine {args.machine} cordoned")
+    candidates = {
+        m["metadata"]["name"]: len((m.get("status") or {}).get("repositories") or [])
+        for m in berth.machines()
+        if m["metadata"]["name"] != args.machine
+        and not m["spec"].get("cordoned")
+        and render.condition(m, "Ready").get("status") == "True"
+    }
+    placements = {
+        f"{p['metadata']['namespace']}/{p['metadata']['name']}": p for p in berth.placements(None)
+    }
+    current = [
+        (key, (p.get("status") or {}).get("currentMachine") or p["spec"]["machine"])
+        for key, p in placements.items()
+    ]
+    try:
+        plan = plan_drain(args.machine, current, candidates)
+    except ValueError as err:
+        raise CLIError(str(err)) from None
+    generations = {}
+    for key, target in plan.items():
+        ns, name = key.split("/", 1)
+        patched = berth.patch_placement(ns, name, {"machine": target})
+        generations[key] = int(patched["metadata"]["generation"])
+        print(f"{key}: -> {target}")
+    if not plan:
+        print("nothing to move")
+    if args.wait:  # the operator's concurrency limits decide the order; follow each in turn
+        for key, generation in generations.items():
+            ns, name = key.split("/", 1)
+            follow(berth, ns, name, generation)
+    return 0
+
+
+COMMANDS = {
+    "migrate": cmd_migrate,
+    "list": cmd_list,
+    "status": cmd_status,
+    "history": cmd_history,
+    "machines": cmd_machines,
+    "cordon": cmd_cordon,
+    "uncordon": cmd_cordon,
+    "drain": cmd_drain,
+}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

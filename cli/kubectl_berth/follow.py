@@ -1,0 +1,93 @@
+"""Following a migration live, from the placement's status."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any, TextIO
+
+from kubectl_berth.client import Berth, CLIError
+from kubectl_berth.render import condition, human_bytes, progress_bar, seconds
+
+
+class MigrationFailed(CLIError):
+    pass
+
+
+def follow(
+    berth: Berth,
+    namespace: str,
+    name: str,
+    generation: int,
+    timeout: float = 900,
+    out: TextIO = sys.stdout,
+) -> dict[str, Any]:
+    """Print a line per phase and a progress bar; return the finished migration."""
+    tty = out.isatty()
+    deadline = time.monotonic() + timeout
+    tracked: str | None = None
+    phase: str | None = None
+    last_line = 0.0
+    started = time.monotonic()
+    while time.monotonic() < deadline:
+        obj = berth.placement(namespace, name)
+        status = obj.get("status") or {}
+        if (status.get("observedGeneration") or -1) < generation:
+            time.sleep(0.2)
+            continue
+        migration = status.get("migration")
+        if migration:
+            if tracked != migration["id"]:
+                tracked = migration["id"]
+                print(
+                    f"migration {tracked}: {migration['source']} -> {migration['target']} "
+                    f"({migration['mode']})",
+                    file=out,
+                )
+            if migration["phase"] != phase:
+                if phase and tty:
+                    print(file=out)
+                phase = migration["phase"]
+                print(f"  {time.monotonic() - started:6.2f}s  phase {phase}", file=out, flush=True)
+            progress = migration.get("progress")
+            if progress and phase == "BulkSync":
+                line = f"           {progress['label']:6} " + progress_bar(
+                    progress["bytes_done"], progress["bytes_total"], progress["rate"]
+                )
+                if tty:
+                    print("\r" + line, end="", file=out, flush=True)
+                elif time.monotonic() - last_line > 1:
+                    last_line = time.monotonic()
+                    print(line, file=out, flush=True)
+        last = status.get("lastMigration") or {}
+        if tracked and not migration and last.get("id") == tracked:
+            return _finish(last, out)
+        stalled = condition(obj, "Stalled")
+        if stalled.get("status") == "True" and stalled.get("observedGeneration") == generation:
+            raise MigrationFailed(f"stalled: {stalled.get('reason')}: {stalled.get('message')}")
+        ready = condition(obj, "Ready")
+        if (
+            not tracked
+            and ready.get("status") == "True"
+            and ready.get("observedGeneration") == generation
+        ):
+            print(f"already on {status.get('currentMachine')}: nothing to move", file=out)
+            return {}
+        time.sleep(0.1)
+    raise MigrationFailed(f"no result after {timeout:.0f}s; see kubectl berth status {name}")
+
+
+def _finish(last: dict[str, Any], out: TextIO) -> dict[str, Any]:
+    if last.get("result") != "Succeeded":
+        raise MigrationFailed(
+            f"migration {last['id']} {last.get('result')}: {last.get('reason')}"
+            + ("; the source kept running" if last.get("result") else "")
+        )
+    print(
+        f"  cutover: DOWNTIME {seconds(last.get('downtimeSeconds'))}, final delta "
+        f"{human_bytes(last.get('deltaBytes'))}, bulk {human_bytes(last.get('bulkBytes'))}, "
+        f"checkpoint {seconds(last.get('checkpointSeconds'))}",
+        file=out,
+    )
+    print(f"moved to {last['to']}", file=out)
+    return last

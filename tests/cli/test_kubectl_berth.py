@@ -1,0 +1,119 @@
+"""kubectl berth against the real API server, operator and lab hosts."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from berth_lab import Lab
+from berth_lab.cluster import LabCluster
+from berth_lab.kubeconfig import Kubectl
+from e2e.helpers import beats, create_pulse, placement, until
+
+pytestmark = pytest.mark.cli
+
+
+def berth(kubectl: Kubectl, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "kubectl_berth", *args],
+        env=kubectl.env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+@pytest.fixture(scope="module")
+def pulse_on_a(cluster: LabCluster, kubectl: Kubectl, namespace: str) -> str:
+    name = "cli-pulse"
+    create_pulse(kubectl, namespace, name, "host-a", interval=0.2, port=8090)
+    until(
+        "cli-pulse Ready",
+        lambda: (
+            placement(kubectl, namespace, name).get("status", {}).get("currentMachine") == "host-a"
+            and any(
+                c["type"] == "Ready" and c["status"] == "True"
+                for c in placement(kubectl, namespace, name)["status"]["conditions"]
+            )
+        ),
+        120,
+    )
+    return name
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["migrate", "nope", "--to", "host-b"], "placement 'nope' not found"),
+        (["migrate", "cli-pulse", "--to", "host-z"], "machine 'host-z' does not exist"),
+        (["migrate", "cli-pulse", "--to", "host-a"], "already runs on host-a"),
+        (["status", "nope"], "not found"),
+        (["cordon", "host-z"], "does not exist"),
+    ],
+)
+def test_bad_input_is_refused_before_anything_changes(
+    kubectl: Kubectl, namespace: str, pulse_on_a: str, args: list[str], words: str
+) -> None:
+    before = placement(kubectl, namespace, pulse_on_a)["metadata"]["generation"]
+    result = berth(kubectl, "-n", namespace, *args)
+    assert result.returncode == 1 and words in result.stderr, result.stderr
+    assert placement(kubectl, namespace, pulse_on_a)["metadata"]["generation"] == before
+
+
+def test_a_cordoned_target_is_refused(kubectl: Kubectl, namespace: str, pulse_on_a: str) -> None:
+    assert berth(kubectl, "cordon", "host-b").returncode == 0
+    try:
+        machines = json.loads(berth(kubectl, "machines", "-o", "json").stdout)
+        assert {m["metadata"]["name"]: m["spec"]["cordoned"] for m in machines}["host-b"]
+        refused = berth(kubectl, "-n", namespace, "migrate", pulse_on_a, "--to", "host-b")
+        assert refused.returncode == 1 and "cordoned" in refused.stderr
+    finally:
+        assert berth(kubectl, "uncordon", "host-b").returncode == 0
+
+
+def test_migrate_wait_shows_phases_progress_and_downtime(
+    lab: Lab, kubectl: Kubectl, namespace: str, pulse_on_a: str
+) -> None:
+    result = berth(kubectl, "-n", namespace, "migrate", pulse_on_a, "--to", "host-b", "--wait")
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    for words in (
+        "spec.machine host-a -> host-b",
+        "phase BulkSync",
+        "phase Cutover",
+        "phase Verifying",
+        "cutover: DOWNTIME",
+        "moved to host-b",
+    ):
+        assert words in out, out
+    counters = [c for _, c in beats(lab, "b", pulse_on_a)]
+    assert counters == list(range(1, counters[-1] + 1))
+
+    listed = json.loads(berth(kubectl, "-n", namespace, "list", "-o", "json").stdout)
+    mine = next(p for p in listed if p["metadata"]["name"] == pulse_on_a)
+    assert mine["status"]["currentMachine"] == "host-b"
+    table = berth(kubectl, "-n", namespace, "list").stdout
+    assert "NAME" in table and pulse_on_a in table
+    history = yaml.safe_load(
+        berth(kubectl, "-n", namespace, "history", pulse_on_a, "-o", "yaml").stdout
+    )
+    assert history[0]["to"] == "host-b" and history[0]["result"] == "Succeeded"
+    status = berth(kubectl, "-n", namespace, "status", pulse_on_a).stdout
+    assert "current machine  host-b" in status and "Ready" in status
+
+
+def test_drain_moves_everything_off_a_machine(
+    lab: Lab, kubectl: Kubectl, namespace: str, pulse_on_a: str
+) -> None:
+    result = berth(kubectl, "drain", "host-b", "--wait")
+    try:
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "machine host-b cordoned" in result.stdout
+        for p in json.loads(berth(kubectl, "list", "-A", "-o", "json").stdout):
+            assert p["status"].get("currentMachine") != "host-b", p["metadata"]["name"]
+    finally:
+        berth(kubectl, "uncordon", "host-b")
