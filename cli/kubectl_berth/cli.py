@@ -19,21 +19,31 @@ from kubectl_berth.follow import follow
 
 
 def _parser() -> argparse.ArgumentParser:
+    # Like kubectl, the connection flags go before or after the command.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--kubeconfig", default=argparse.SUPPRESS, help="default: $KUBECONFIG or ~/.kube/config"
+    )
+    common.add_argument("--context", default=argparse.SUPPRESS)
+    common.add_argument(
+        "-n", "--namespace", default=argparse.SUPPRESS, help="default: the context's namespace"
+    )
     parser = argparse.ArgumentParser(
         prog="kubectl berth",
         description=__doc__,
+        parents=[common],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--kubeconfig", help="default: $KUBECONFIG or ~/.kube/config")
-    parser.add_argument("--context")
-    parser.add_argument("-n", "--namespace", help="default: the context's namespace")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    def command(name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], **kwargs)
 
     def with_output(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         p.add_argument("-o", "--output", choices=["text", "json", "yaml"], default="text")
         return p
 
-    migrate = sub.add_parser("migrate", help="move a repository to another machine")
+    migrate = command("migrate", help="move a repository to another machine")
     migrate.add_argument("name")
     migrate.add_argument("--to", required=True, metavar="MACHINE")
     migrate.add_argument(
@@ -43,17 +53,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     migrate.add_argument("--wait", action="store_true", help="follow the migration to its end")
     migrate.add_argument("--timeout", type=float, default=900)
-    lst = with_output(sub.add_parser("list", help="placements"))
+    lst = with_output(command("list", help="placements"))
     lst.add_argument("-A", "--all-namespaces", action="store_true")
-    with_output(sub.add_parser("status", help="a placement in detail")).add_argument("name")
-    with_output(sub.add_parser("history", help="a placement's migrations")).add_argument("name")
-    with_output(sub.add_parser("machines", help="machines and their health"))
+    with_output(command("status", help="a placement in detail")).add_argument("name")
+    with_output(command("history", help="a placement's migrations")).add_argument("name")
+    with_output(command("machines", help="machines and their health"))
     for verb, text in (
         ("cordon", "no repository moves onto it"),
         ("uncordon", "accept repositories again"),
         ("drain", "cordon, then move every placement off it"),
     ):
-        p = sub.add_parser(verb, help=text)
+        p = command(verb, help=text)
         p.add_argument("machine")
         if verb == "drain":
             p.add_argument("--wait", action="store_true")
@@ -63,8 +73,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        berth = Berth(args.kubeconfig, args.context)
-        namespace = args.namespace or berth.default_namespace
+        berth = Berth(getattr(args, "kubeconfig", None), getattr(args, "context", None))
+        namespace = getattr(args, "namespace", None) or berth.default_namespace
         return COMMANDS[args.command](berth, namespace, args)
     except CLIError as err:
         print(f"error: {err}", file=sys.stderr)
