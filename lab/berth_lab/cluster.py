@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,8 @@ def install_crds(kubectl: Kubectl) -> None:
     for path in sorted(CRDS.glob("*.yaml")):
         docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
         crds = [d for d in docs if d["kind"] == "CustomResourceDefinition"]
+        for crd in crds:
+            _wait_not_terminating(kubectl, crd["metadata"]["name"])
         kubectl.apply(crds, "--server-side", "--force-conflicts")
         for crd in crds:
             kubectl(
@@ -49,6 +52,20 @@ def install_crds(kubectl: Kubectl) -> None:
         others = [d for d in docs if d["kind"] != "CustomResourceDefinition"]
         if others:
             kubectl.apply(others, "--server-side", "--force-conflicts")
+
+
+def _wait_not_terminating(kubectl: Kubectl, name: str, timeout: float = 60) -> None:
+    """A CRD being deleted (with all its objects) must be gone before it is applied again:
+    applying it meanwhile changes nothing, and the deletion then removes it for good."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = kubectl(
+            "get", "crd", name, "-o", "jsonpath={.metadata.deletionTimestamp}", check=False
+        )
+        if got.returncode != 0 or not got.stdout.strip():
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"CRD {name} is still being deleted after {timeout:.0f}s")
 
 
 def chart_rbac() -> list[dict[str, Any]]:
@@ -67,8 +84,14 @@ class OperatorProcess:
     """`berth-operator run` as a process of this machine, as its ServiceAccount."""
 
     def __init__(
-        self, kubeconfig: Path, tls_dir: Path, log_path: Path, namespaces: list[str]
+        self,
+        kubeconfig: Path,
+        tls_dir: Path,
+        log_path: Path,
+        namespaces: list[str],
+        extra_env: dict[str, str] | None = None,
     ) -> None:
+        self.extra_env = extra_env or {}
         self.kubeconfig, self.tls_dir, self.log_path = kubeconfig, tls_dir, log_path
         self.namespaces = namespaces
         self.proc: subprocess.Popen[bytes] | None = None
@@ -83,6 +106,7 @@ class OperatorProcess:
             "BERTH_POLL_SECONDS": "1",
             "BERTH_METRICS_PORT": str(self.metrics_port),
             "BERTH_NAMESPACES": ",".join(self.namespaces),
+            **self.extra_env,
         }
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
@@ -99,7 +123,7 @@ class OperatorProcess:
 
     @property
     def pidfile(self) -> Path:
-        return self.log_path.with_name("operator.pid")
+        return self.log_path.with_suffix(".pid")
 
     def kill(self) -> None:
         """SIGKILL: the operator gets no chance to clean up, as in a crash."""

@@ -20,6 +20,9 @@ class OperatorConfig(BaseModel):
     peering: str = "berth"
     metrics_port: int = 9090
     transfer_bandwidth: float | None = None
+    peering_priority: int | None = Field(
+        None, description="kopf peering priority; unset: random, so one replica wins"
+    )
 
     @property
     def ca(self) -> Path:
@@ -43,6 +46,7 @@ class OperatorConfig(BaseModel):
             ("BERTH_POLL_SECONDS", "poll_seconds"),
             ("BERTH_PEERING", "peering"),
             ("BERTH_METRICS_PORT", "metrics_port"),
+            ("BERTH_PEERING_PRIORITY", "peering_priority"),
         ):
             if env.get(key):
                 values[field] = env[key]

@@ -54,7 +54,9 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.peering.mandatory = True
     # A random priority per replica: the highest works, the others stand by, so two
     # replicas never drive the same migration.
-    settings.peering.priority = random.randint(1, 2**31)
+    settings.peering.priority = (
+        CONFIG.peering_priority if CONFIG.peering_priority is not None else random.randint(1, 2**31)
+    )
     # A crashed replica's record blocks the others until it expires: keep that short.
     settings.peering.lifetime = 10
     settings.execution.max_workers = 64

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import urllib.request
 from typing import Any
 
 import pytest
 
 from berth_lab import Lab
-from berth_lab.cluster import LabCluster
+from berth_lab.cluster import LabCluster, OperatorProcess
 from berth_lab.kubeconfig import Kubectl
 from e2e.helpers import beats, condition, create_pulse, move, placement, until
 
@@ -276,3 +277,56 @@ def test_changing_the_machine_during_a_migration_queues_the_next_move(
     assert obj["status"]["currentMachine"] == "host-a"
     counters = [c for _, c in beats(lab, "a", name)]
     assert counters == list(range(1, counters[-1] + 1))
+
+
+def test_operator_metrics_count_migrations_and_downtime(cluster: LabCluster) -> None:
+    assert cluster.operator is not None
+    port = cluster.operator.metrics_port
+    text = until("operator metrics", lambda: _metrics(port), 30)
+    assert 'berth_migrations_total{mode="live",result="Succeeded"}' in text
+    assert "berth_migration_downtime_seconds_count" in text
+    assert 'berth_migration_bytes_total{kind="delta"}' in text
+
+
+def _metrics(port: int) -> str | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            body: str = resp.read().decode()
+            return body
+    except OSError:
+        return None
+
+
+def test_a_second_replica_stands_by_and_never_drives_the_same_migration(
+    cluster: LabCluster, lab: Lab, kubectl: Kubectl, namespace: str
+) -> None:
+    first = cluster.operator
+    assert first is not None
+    # The lowest priority: it must stand by while the first replica lives.
+    second = OperatorProcess(
+        first.kubeconfig,
+        first.tls_dir,
+        first.log_path.with_name("operator-2.log"),
+        first.namespaces,
+        extra_env={"BERTH_PEERING_PRIORITY": "0"},
+    )
+    second.start()
+    try:
+        until(
+            "the second replica to see the first",
+            lambda: "Pausing operations" in second.log_path.read_text(),
+            30,
+            0.2,
+        )
+        name = "pulse-ha"
+        create_pulse(kubectl, namespace, name, "host-a", interval=BEAT, port=8085)
+        wait_current(kubectl, namespace, name)
+        move(kubectl, namespace, name, "host-b")
+        obj = wait_current(kubectl, namespace, name)
+        assert obj["status"]["currentMachine"] == "host-b"
+        assert f"{namespace}/{name}" in first.log_path.read_text()
+        assert f"{namespace}/{name}" not in second.log_path.read_text(), (
+            "the standby replica reconciled a placement"
+        )
+    finally:
+        second.stop()

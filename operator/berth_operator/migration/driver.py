@@ -35,6 +35,8 @@ class MigrationError(RuntimeError):
     pass
 
 
+# Room on the target for the image as allocated now, plus what it may grow by meanwhile.
+SPACE_MARGIN = 1.2
 Listener = Callable[[MigrationState, dict[str, Any]], None]
 
 
@@ -101,18 +103,25 @@ class MigrationDriver:
                 raise MigrationError(f"migration {state.id} already ended ({state.phase})")
 
     def _prepare(self, state: MigrationState) -> None:
+        """Admission: a running source, a target with room that does not run it already."""
         if state.source == state.target:
             raise MigrationError(f"source and target are both {state.source}")
-        with self.agents.client(state.target) as target:
-            target.healthz()
-            held = [r for r in target.repositories() if r["guid"] == state.guid]
-            if held and held[0]["mounted"]:
-                raise MigrationError(f"{state.repository} is mounted on {state.target} already")
         with self.agents.client(state.source) as source:
             status = source.status(state.repository)
         if not status["mounted"] or not status["docker"]["running"]:
             raise MigrationError(f"{state.repository} is not running on {state.source}")
         state.guid = status["guid"]
+        with self.agents.client(state.target) as target:
+            free = int(target.healthz().get("datastore", {}).get("freeBytes", 0))
+            held = [r for r in target.repositories() if r["guid"] == state.guid]
+        if held and held[0]["mounted"]:
+            raise MigrationError(f"{state.repository} is mounted on {state.target} already")
+        needed = int(status["allocatedBytes"] * SPACE_MARGIN)
+        if free < needed:
+            raise MigrationError(
+                f"{state.target} has {free / 2**30:.1f} GiB free; "
+                f"{state.repository} needs {needed / 2**30:.1f} GiB"
+            )
 
     def _push(self, state: MigrationState, label: str) -> int:
         tid = state.transfer_id(label)
