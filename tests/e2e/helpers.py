@@ -87,3 +87,12 @@ def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
         if c["type"] == type_:
             return dict(c)
     return {}
+
+
+def fill(lab: Lab, host: str, repository: str, mib: int) -> None:
+    """Write mib MiB of random data into the repository on host, so moving it takes time."""
+    with lab.agent(host) as agent:
+        guid = next(r["guid"] for r in agent.repositories() if r["name"] == repository)
+    lab.host(host).run(
+        ["sh", "-c", f"head -c {mib}M /dev/urandom > /var/lib/berth/mounts/{guid}/data.bin && sync"]
+    )

@@ -11,7 +11,7 @@ import pytest
 from berth_lab import Lab
 from berth_lab.cluster import LabCluster, OperatorProcess
 from berth_lab.kubeconfig import Kubectl
-from e2e.helpers import beats, condition, create_pulse, move, placement, until
+from e2e.helpers import beats, condition, create_pulse, fill, move, placement, until
 
 pytestmark = pytest.mark.e2e
 BEAT = 0.2
@@ -137,10 +137,7 @@ def test_operator_killed_in_bulk_sync_and_in_cutover(
         transfer={"bandwidthLimit": "25M"},
     )
     wait_current(kubectl, namespace, name)
-    guid = next(r["guid"] for r in lab.agent("a").repositories() if r["name"] == name)
-    lab.host("a").run(
-        ["sh", "-c", f"head -c 120M /dev/urandom > /var/lib/berth/mounts/{guid}/data.bin && sync"]
-    )
+    fill(lab, "a", name, 120)
     operator = cluster.operator
     assert operator is not None
 
@@ -257,10 +254,7 @@ def test_changing_the_machine_during_a_migration_queues_the_next_move(
         transfer={"bandwidthLimit": "20M"},
     )
     wait_current(kubectl, namespace, name)
-    guid = next(r["guid"] for r in lab.agent("a").repositories() if r["name"] == name)
-    lab.host("a").run(
-        ["sh", "-c", f"head -c 60M /dev/urandom > /var/lib/berth/mounts/{guid}/data.bin && sync"]
-    )
+    fill(lab, "a", name, 60)
     move(kubectl, namespace, name, "host-b")
     until(
         "the migration to start",
