@@ -15,7 +15,11 @@ from berth_lab.kubeconfig import Kubectl
 
 @pytest.fixture(scope="module")
 def cluster(
-    lab: Lab, kubectl: Kubectl, namespace: str, tmp_path_factory: pytest.TempPathFactory
+    lab: Lab,
+    kubectl: Kubectl,
+    namespace: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest,
 ) -> Iterator[LabCluster]:
     running = LabCluster(lab, kubectl, [namespace])
     try:
@@ -26,7 +30,7 @@ def cluster(
         running.down()
         _remove_repositories(lab, {p["spec"]["repository"] for p in placed})
         if running.operator:
-            kept = tmp_path_factory.getbasetemp() / "operator.log"
+            kept = tmp_path_factory.getbasetemp() / f"operator-{request.module.__name__}.log"
             shutil.copyfile(running.operator.log_path, kept)
             print(f"\n[e2e] operator log kept at {kept}")
 

@@ -189,7 +189,23 @@ class LabCluster:
         self.kubectl("wait", "--for=condition=Ready", f"--timeout={int(timeout)}s", *names)
 
     def down(self) -> None:
+        """Delete this cluster's placements and Machines while the operator still runs
+        (kopf removes its finalizers), then stop the operator. Repositories stay on the
+        hosts: a placement's deletionPolicy decides, and the default keeps them."""
+        running = self.operator is not None and self.operator.proc is not None
+        if running:
+            for namespace in self.namespaces:
+                self.kubectl(
+                    "delete",
+                    "rp",
+                    "--all",
+                    "-n",
+                    namespace,
+                    "--timeout=60s",
+                    check=False,
+                    timeout=90,
+                )
+            machines = [f"machine.berth.dev/{h}" for h in self.lab.hosts]
+            self.kubectl("delete", *machines, "--timeout=60s", check=False, timeout=90)
         if self.operator:
             self.operator.stop()
-        for host in self.lab.hosts:
-            self.kubectl("delete", "machine.berth.dev", host, "--wait=false", check=False)
