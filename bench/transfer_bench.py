@@ -103,6 +103,7 @@ def run(lab: Lab, args: argparse.Namespace) -> int:
             "rsync",
             "--inplace",
             "--no-whole-file",
+            "--ignore-times",  # same size and mtime must not let rsync skip the file
             "--stats",
             str(scratch_a / "snap-delta.img"),
             str(scratch_b / "rsync-target.img"),
