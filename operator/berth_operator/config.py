@@ -19,7 +19,6 @@ class OperatorConfig(BaseModel):
     poll_seconds: float = 5
     peering: str = "berth"
     metrics_port: int = 9090
-    transfer_bandwidth: float | None = None
     peering_priority: int | None = Field(
         None, description="kopf peering priority; unset: random, so one replica wins"
     )

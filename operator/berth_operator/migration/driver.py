@@ -154,8 +154,8 @@ class MigrationDriver:
         return sent
 
     def _cutover(self, state: MigrationState) -> None:
-        if state.frozen_monotonic is None:
-            state.frozen_monotonic = time.time()  # wall clock: survives an operator restart
+        if state.frozen_at_epoch is None:
+            state.frozen_at_epoch = time.time()  # wall clock: survives an operator restart
             # Persisted before the freeze, so a restarted operator measures from here.
             self.on_event(state, {"event": "freezing"})
         with self.agents.client(state.source) as source:
@@ -177,8 +177,8 @@ class MigrationDriver:
         with self.agents.client(state.target) as target:
             target.up(state.repository, wait_answer=self.answer_timeout)
         answered = time.time()
-        assert state.frozen_monotonic is not None
-        state.downtime_seconds = round(answered - state.frozen_monotonic, 3)
+        assert state.frozen_at_epoch is not None
+        state.downtime_seconds = round(answered - state.frozen_at_epoch, 3)
         state.cutover_at = now()
         self.on_event(state, {"event": "answered", "downtime": state.downtime_seconds})
 

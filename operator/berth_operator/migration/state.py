@@ -51,7 +51,7 @@ class MigrationState(BaseModel):
     checkpoint_seconds: float = 0
     downtime_seconds: float | None = None
     phase_seconds: dict[str, float] = Field(default_factory=dict)
-    frozen_monotonic: float | None = None  # the driver's clock at freeze; not for humans
+    frozen_at_epoch: float | None = None  # wall clock at freeze (seconds since the epoch)
     result: str | None = None  # Succeeded | Failed | RolledBack
     reason: str | None = None
 
