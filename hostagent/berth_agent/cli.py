@@ -17,7 +17,7 @@ from berth_agent.repositories import TEMPLATES, Repositories
 from berth_agent.runtime.spec import RepositoryServices
 from berth_agent.server.transfers import peer_client
 from berth_agent.transfer.sender import Sender
-from berth_common import tokens
+from berth_common import tokens, units
 from berth_common.logs import setup_logging
 from berth_common.pki import CertFiles
 
@@ -221,15 +221,10 @@ def _print_progress(p: dict[str, Any]) -> None:
 
 
 def parse_rate(text: str) -> float:
-    units = {"": 1, "K": 1e3, "M": 1e6, "G": 1e9}
-    number, unit = text.rstrip("KMGkmg"), text[len(text.rstrip("KMGkmg")) :].upper()
     try:
-        value = float(number) * units[unit]
-    except (ValueError, KeyError):
-        raise InvalidRequest(f"bandwidth {text!r}: bytes per second, e.g. 50M") from None
-    if value <= 0:
-        raise InvalidRequest("bandwidth must be positive")
-    return value
+        return units.parse_rate(text)
+    except ValueError as err:
+        raise InvalidRequest(str(err)) from None
 
 
 def _fmt(durations: dict[str, float]) -> str:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ from typing import Any
 import yaml
 
 from berth_lab.agents import agent_endpoint
-from berth_lab.kube import helm_binary
+from berth_lab.kube import free_ports, helm_binary
 from berth_lab.kubeconfig import Kubectl, service_account_kubeconfig
 from berth_lab.lab import Lab
 
@@ -26,13 +25,6 @@ CRDS = REPO_ROOT / "crds"
 CHART = REPO_ROOT / "charts" / "berth"
 OPERATOR_NAMESPACE = "berth-system"
 RELEASE = "berth"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def install_crds(kubectl: Kubectl) -> None:
@@ -95,7 +87,7 @@ class OperatorProcess:
         self.kubeconfig, self.tls_dir, self.log_path = kubeconfig, tls_dir, log_path
         self.namespaces = namespaces
         self.proc: subprocess.Popen[bytes] | None = None
-        self.metrics_port = _free_port()
+        self.metrics_port = free_ports(1)[0]
 
     def start(self) -> None:
         env = {

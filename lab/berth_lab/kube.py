@@ -98,7 +98,7 @@ class StartupTimes:
         return self.etcd + self.apiserver
 
 
-def _free_ports(count: int) -> list[int]:
+def free_ports(count: int) -> list[int]:
     # All sockets stay open until every port is chosen, so the ports differ; another
     # process may still grab one before etcd binds it, which start() retries.
     with contextlib.ExitStack() as stack:
@@ -218,7 +218,7 @@ class KubeAPIServer:
                     raise KubeError(f"no free ports after {attempt} attempts: {e}") from e
 
     def _start_processes(self) -> None:
-        etcd_port, peer_port, api_port = _free_ports(3)
+        etcd_port, peer_port, api_port = free_ports(3)
         started = time.monotonic()
         etcd_url, peer_url = f"http://127.0.0.1:{etcd_port}", f"http://127.0.0.1:{peer_port}"
         self._spawn(

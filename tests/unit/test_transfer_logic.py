@@ -199,3 +199,12 @@ def test_forged_and_foreign_tokens_are_refused(pki: dict[str, CertFiles]) -> Non
         tokens.verify(f"{cert}.{forged_body}.{sig}", ca, target="host-x")
     with pytest.raises(tokens.TokenError, match="malformed"):
         tokens.verify("garbage", ca, target="host-b")
+
+
+def test_rates_people_type() -> None:
+    from berth_common.units import parse_rate
+
+    assert parse_rate("50M") == 50e6 and parse_rate("1.5G") == 1.5e9 and parse_rate("800") == 800
+    for bad in ("fast", "0", "-5M", "5T"):
+        with pytest.raises(ValueError, match="bandwidth"):
+            parse_rate(bad)

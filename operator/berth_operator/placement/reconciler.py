@@ -18,6 +18,7 @@ import httpx
 from berth_agent.client import AgentAPIError
 from berth_api.v1alpha1 import RepositoryPlacementSpec
 from berth_api.v1alpha1.placement_types import HISTORY_LIMIT, Strategy
+from berth_common.units import parse_rate
 from berth_operator import metrics
 from berth_operator.agents import MachineAgents
 from berth_operator.config import OperatorConfig
@@ -350,8 +351,5 @@ def _migrating(state: MigrationState) -> Verdict:
 
 
 def _bandwidth(spec: RepositoryPlacementSpec) -> float | None:
-    limit = spec.transfer.bandwidth_limit
-    if not limit:
-        return None
-    units = {"K": 1e3, "M": 1e6, "G": 1e9}
-    return float(limit[:-1]) * units[limit[-1]] if limit[-1] in units else float(limit)
+    limit = spec.transfer.bandwidth_limit  # the CRD's pattern already checked its shape
+    return parse_rate(limit) if limit else None
