@@ -87,7 +87,7 @@ class OperatorProcess:
         self.kubeconfig, self.tls_dir, self.log_path = kubeconfig, tls_dir, log_path
         self.namespaces = namespaces
         self.proc: subprocess.Popen[bytes] | None = None
-        self.metrics_port = free_ports(1)[0]
+        self.metrics_port, self.health_port = free_ports(2)
 
     def start(self) -> None:
         env = {
@@ -97,6 +97,7 @@ class OperatorProcess:
             "BERTH_HEARTBEAT_SECONDS": "2",
             "BERTH_POLL_SECONDS": "1",
             "BERTH_METRICS_PORT": str(self.metrics_port),
+            "BERTH_HEALTH_PORT": str(self.health_port),
             "BERTH_NAMESPACES": ",".join(self.namespaces),
             **self.extra_env,
         }

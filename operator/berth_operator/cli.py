@@ -22,12 +22,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--log-format", choices=["json", "text"], default="json")
     parser.add_argument("--metrics-port", type=int, default=None)
+    parser.add_argument("--health-port", type=int, default=None, help="0: no liveness endpoint")
     parser.add_argument("--log-level", default=os.environ.get("BERTH_LOG_LEVEL", "info"))
     args = parser.parse_args(argv)
     if args.namespace:
         os.environ["BERTH_NAMESPACES"] = ",".join(args.namespace)
     if args.metrics_port is not None:
         os.environ["BERTH_METRICS_PORT"] = str(args.metrics_port)
+    if args.health_port is not None:
+        os.environ["BERTH_HEALTH_PORT"] = str(args.health_port)
     setup_logging(args.log_level, json_format=args.log_format == "json")
 
     import kopf
@@ -40,7 +43,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         start_http_server(config.metrics_port)
     # Always cluster-wide, so peering is one ClusterKopfPeering and cluster-scoped
     # Machines are served; BERTH_NAMESPACES narrows which placements are reconciled.
-    kopf.run(clusterwide=True, peering_name=config.peering, standalone=False)
+    # kopf answers /healthz only while its watch streams and handlers are alive.
+    liveness = f"http://0.0.0.0:{config.health_port}/healthz" if config.health_port else None
+    kopf.run(
+        clusterwide=True,
+        peering_name=config.peering,
+        standalone=False,
+        liveness_endpoint=liveness,
+    )
     return 0
 
 

@@ -19,6 +19,7 @@ class OperatorConfig(BaseModel):
     poll_seconds: float = 5
     peering: str = "berth"
     metrics_port: int = 9090
+    health_port: int = Field(8080, description="kopf liveness probe: GET /healthz; 0: off")
     peering_priority: int | None = Field(
         None, description="kopf peering priority; unset: random, so one replica wins"
     )
@@ -45,6 +46,7 @@ class OperatorConfig(BaseModel):
             ("BERTH_POLL_SECONDS", "poll_seconds"),
             ("BERTH_PEERING", "peering"),
             ("BERTH_METRICS_PORT", "metrics_port"),
+            ("BERTH_HEALTH_PORT", "health_port"),
             ("BERTH_PEERING_PRIORITY", "peering_priority"),
         ):
             if env.get(key):
