@@ -3,6 +3,8 @@
 kubectl berth migrate NAME --to MACHINE [--no-checkpoint] [--wait]
 kubectl berth list | status NAME | history NAME | machines
 kubectl berth cordon|uncordon|drain MACHINE
+kubectl berth pki init DIR            # the berth CA and the operator's certificate
+kubectl berth enroll MACHINE --address ADDR --pki DIR --out BUNDLE   # a new host
 """
 
 from __future__ import annotations
@@ -10,9 +12,10 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-from kubectl_berth import render
+from kubectl_berth import enroll, render
 from kubectl_berth.client import Berth, CLIError
 from kubectl_berth.drain import plan_drain
 from kubectl_berth.follow import follow
@@ -67,12 +70,28 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("machine")
         if verb == "drain":
             p.add_argument("--wait", action="store_true")
+    pki = command("pki", help="the berth CA (needs no cluster)")
+    pki.add_argument("action", choices=["init"])
+    pki.add_argument("directory", type=Path, help="where ca.crt/ca.key and operator.* go")
+    join = with_output(command("enroll", help="certificate bundle and Machine for a new host"))
+    join.add_argument("machine", help="the Machine's name, e.g. host-c")
+    join.add_argument("--address", required=True, help="IP or DNS name the agent answers on")
+    join.add_argument("--port", type=int, default=7443)
+    join.add_argument("--dns", action="append", default=[], help="extra DNS names to certify")
+    join.add_argument("--pki", type=Path, required=True, help="the directory of pki init")
+    join.add_argument("--out", type=Path, required=True, help="bundle file to write (0600)")
+    join.add_argument("--capacity-bytes", type=int, default=None)
+    join.add_argument(
+        "--dry-run", action="store_true", help="write the bundle, print the Machine, create nothing"
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        if args.command == "pki" or (args.command == "enroll" and args.dry_run):
+            return LOCAL_COMMANDS[args.command](None, "", args)
         berth = Berth(getattr(args, "kubeconfig", None), getattr(args, "context", None))
         namespace = getattr(args, "namespace", None) or berth.default_namespace
         return COMMANDS[args.command](berth, namespace, args)
@@ -203,6 +222,41 @@ def cmd_drain(berth: Berth, namespace: str, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pki(_: Berth | None, namespace: str, args: argparse.Namespace) -> int:
+    for path in enroll.pki_init(args.directory):
+        print(f"wrote {path}")
+    d = args.directory
+    print(
+        "\nGive the operator its certificate and the CA (keep ca.key offline):\n"
+        f"  helm install berth charts/berth -n berth-system --create-namespace \\\n"
+        f"    --set-file operatorTLS.cert={d}/operator.crt"
+        f" --set-file operatorTLS.key={d}/operator.key \\\n"
+        f"    --set-file agentsCA.cert={d}/ca.crt"
+    )
+    return 0
+
+
+def cmd_enroll(berth: Berth | None, namespace: str, args: argparse.Namespace) -> int:
+    if args.out.exists():
+        raise CLIError(f"{args.out} exists; refusing to overwrite a bundle (it holds a key)")
+    bundle = enroll.issue_bundle(args.pki, args.machine, args.address, args.port, tuple(args.dns))
+    machine = enroll.build_machine(bundle, args.capacity_bytes)
+    created = False
+    bundle.write(args.out)
+    if berth is not None:  # not --dry-run
+        try:
+            machine, created = berth.create_or_update_machine(machine)
+        except CLIError:
+            args.out.unlink()  # no bundle for a Machine that does not exist
+            raise
+    verb = "would create" if berth is None else ("created" if created else "updated")
+    text = (
+        f"machine {bundle.name} {verb} (endpoint {bundle.endpoint}); bundle: {args.out}\n"
+        f"on the host: berth-agent install --bundle {args.out.name}"
+    )
+    return _output(args, {"machine": machine, "bundle": str(args.out), "created": created}, text)
+
+
 COMMANDS = {
     "migrate": cmd_migrate,
     "list": cmd_list,
@@ -212,7 +266,9 @@ COMMANDS = {
     "cordon": cmd_cordon,
     "uncordon": cmd_cordon,
     "drain": cmd_drain,
+    "enroll": cmd_enroll,
 }
+LOCAL_COMMANDS = {"pki": cmd_pki, "enroll": cmd_enroll}
 
 
 if __name__ == "__main__":

@@ -85,3 +85,15 @@ class Berth:
         return self._call(
             self.api.patch_cluster_custom_object, GROUP, VERSION, "machines", name, {"spec": spec}
         )
+
+    def create_or_update_machine(self, machine: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """Create the Machine; if it exists, update its spec (re-enrolling renews its
+        certificate). Returns the object and whether it was created."""
+        try:
+            created = self.api.create_cluster_custom_object(GROUP, VERSION, "machines", machine)
+            return cast(dict[str, Any], created), True
+        except client.ApiException as err:
+            if err.status != 409:
+                raise CLIError(f"the API server refused: {err.status} {err.reason}") from None
+        name = machine["metadata"]["name"]
+        return self.patch_machine(name, machine["spec"]), False

@@ -74,6 +74,25 @@ def _parser() -> argparse.ArgumentParser:
     delete = repo.add_parser("delete", help="delete a repository image for good")
     delete.add_argument("name")
     delete.add_argument("--confirm", required=True, help="the repository's name, again")
+
+    install = sub.add_parser("install", help="install this host's agent from an enrollment bundle")
+    install.add_argument("--bundle", type=Path, required=True, help="from kubectl berth enroll")
+    uninstall = sub.add_parser("uninstall", help="stop and remove this host's agent")
+    uninstall.add_argument("--purge", action="store_true", help="also empty the datastore")
+    uninstall.add_argument("--force", action="store_true", help="even with repositories running")
+    for p in (install, uninstall):
+        p.add_argument("--etc-dir", type=Path, default=Path("/etc/berth"))
+        p.add_argument("--systemd-dir", type=Path, default=Path("/etc/systemd/system"))
+    install.add_argument(
+        "--agent-command",
+        type=Path,
+        default=Path(sys.executable).parent / "berth-agent",
+        help="what the unit runs (default: the berth-agent beside this one's Python)",
+    )
+    install.add_argument("--no-start", action="store_true", help="write files only")
+    install.add_argument(
+        "--force", action="store_true", help="even if this host is another machine"
+    )
     return parser
 
 
@@ -112,6 +131,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         serve(config)
         return 0
+    if args.command in ("install", "uninstall"):
+        from berth_agent.install.cli import run
+
+        return run(args)
     try:
         return _repo_command(Repositories(config), args)
     except AgentError as err:
