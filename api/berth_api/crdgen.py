@@ -1,4 +1,5 @@
-"""Generate the CRDs in crds/ from the pydantic models: `python -m berth_api.crdgen DIR`.
+"""Generate the CRDs in charts/berth/files/crds/ from the pydantic models:
+`python -m berth_api.crdgen [DIR]`.
 
 Pydantic's JSON schema becomes a structural OpenAPI v3 schema: references inlined,
 `X | None` as nullable, titles dropped, plus the Kubernetes extensions (list-map
@@ -186,7 +187,7 @@ def render() -> dict[str, str]:
 
 
 def main(argv: list[str]) -> int:
-    out = Path(argv[1] if len(argv) > 1 else "crds")
+    out = Path(argv[1] if len(argv) > 1 else "charts/berth/files/crds")
     for name, text in render().items():
         (out / name).write_text(text)
         print(f"wrote {out / name}")

@@ -21,8 +21,10 @@ from berth_lab.kubeconfig import Kubectl, service_account_kubeconfig
 from berth_lab.lab import Lab
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-CRDS = REPO_ROOT / "crds"
 CHART = REPO_ROOT / "charts" / "berth"
+# One copy of the CRDs: the chart templates them, the lab and `kubectl apply -f` use the files.
+CRDS = CHART / "files" / "crds"
+PEERING = "berth"
 OPERATOR_NAMESPACE = "berth-system"
 RELEASE = "berth"
 
@@ -41,9 +43,9 @@ def install_crds(kubectl: Kubectl) -> None:
                 "--timeout=30s",
                 f"crd/{crd['metadata']['name']}",
             )
-        others = [d for d in docs if d["kind"] != "CustomResourceDefinition"]
-        if others:
-            kubectl.apply(others, "--server-side", "--force-conflicts")
+    # The named peering object the chart creates (a post-install hook there).
+    peering = {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering"}
+    kubectl.apply({**peering, "metadata": {"name": PEERING}}, "--server-side", "--force-conflicts")
 
 
 def _wait_not_terminating(kubectl: Kubectl, name: str, timeout: float = 60) -> None:
@@ -63,7 +65,17 @@ def _wait_not_terminating(kubectl: Kubectl, name: str, timeout: float = 60) -> N
 def chart_rbac() -> list[dict[str, Any]]:
     """The chart's ServiceAccount, ClusterRole and binding, rendered by the real helm."""
     out = subprocess.run(
-        [str(helm_binary()), "template", RELEASE, str(CHART), "--namespace", OPERATOR_NAMESPACE],
+        [
+            *(str(helm_binary()), "template", RELEASE, str(CHART)),
+            *("--namespace", OPERATOR_NAMESPACE, "--set", f"peering.name={PEERING}"),
+            # The lab's operator reads its certificates from files; these are not rendered.
+            *(
+                "--set",
+                "operatorTLS.existingSecret=unused",
+                "--set",
+                "agentsCA.existingSecret=unused",
+            ),
+        ],
         check=True,
         capture_output=True,
         text=True,

@@ -8,15 +8,15 @@ import yaml
 from berth_api.crdgen import crds, render
 
 pytestmark = pytest.mark.unit
-CRDS = Path(__file__).resolve().parents[2] / "crds"
+CRDS = Path(__file__).resolve().parents[2] / "charts" / "berth" / "files" / "crds"
 
 
 def test_committed_crds_match_the_models() -> None:
     for name, text in render().items():
         committed = CRDS / name
-        assert committed.exists(), f"{name} missing: run python -m berth_api.crdgen crds"
+        assert committed.exists(), f"{name} missing: run python -m berth_api.crdgen"
         assert committed.read_text() == text, (
-            f"{name} differs from the models: run python -m berth_api.crdgen crds"
+            f"{name} differs from the models: run python -m berth_api.crdgen"
         )
 
 

@@ -33,3 +33,30 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
 {{- end }}
 {{- end }}
+
+{{/* The Secret holding the operator's client certificate (tls.crt, tls.key). */}}
+{{- define "berth.operatorTLSSecret" -}}
+{{- if .Values.operatorTLS.existingSecret }}
+{{- .Values.operatorTLS.existingSecret }}
+{{- else if and .Values.operatorTLS.cert .Values.operatorTLS.key }}
+{{- printf "%s-operator-tls" (include "berth.fullname" .) }}
+{{- else }}
+{{- fail "operatorTLS: set existingSecret (a kubernetes.io/tls Secret) or cert and key (PEM) — the operator's client certificate for the agents, CN berth-operator, signed by the agents' CA; see docs/install.md" }}
+{{- end }}
+{{- end }}
+
+{{/* The Secret holding the CA that signed the agents' certificates (ca.crt). */}}
+{{- define "berth.agentsCASecret" -}}
+{{- if .Values.agentsCA.existingSecret }}
+{{- .Values.agentsCA.existingSecret }}
+{{- else if .Values.agentsCA.cert }}
+{{- printf "%s-agents-ca" (include "berth.fullname" .) }}
+{{- else }}
+{{- fail "agentsCA: set existingSecret (a Secret with ca.crt) or cert (PEM) — the CA that signed the agents' certificates; see docs/install.md" }}
+{{- end }}
+{{- end }}
+
+{{/* Where the operator reads ca.crt, tls.crt and tls.key (BERTH_TLS_DIR). */}}
+{{- define "berth.tlsDir" -}}
+/etc/berth/operator-tls
+{{- end }}
