@@ -75,6 +75,14 @@ for tool in apt-get apt-cache dpkg dpkg-deb sha256sum; do
     command -v "$tool" >/dev/null || die "'$tool' not found: this script needs a Debian system (12 or 13)"
 done
 
+# runc reads /etc/criu/runc.conf: without tcp-established CRIU refuses to checkpoint a
+# container holding an established TCP connection (docker 20.10 has no flag for it).
+mkdir -p /etc/criu
+if ! grep -qx 'tcp-established' /etc/criu/runc.conf 2>/dev/null; then
+    echo 'tcp-established' >>/etc/criu/runc.conf
+    log "enabled tcp-established in /etc/criu/runc.conf"
+fi
+
 # ---------------------------------------------------------------- fast path
 current=$(command -v criu || true)
 if [ -z "${BERTH_CRIU_FORCE:-}" ] && [ -n "$current" ] && criu_ok "$current"; then

@@ -20,7 +20,7 @@ esac
 # --- Debian packages -------------------------------------------------------------
 packages=(docker.io containerd runc btrfs-progs iproute2 iptables util-linux e2fsprogs
           busybox-static rsync zstd openssl etcd-server kmod procps psmisc curl ca-certificates
-          python3-venv iputils-ping)
+          python3-venv iputils-ping debootstrap)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -37,16 +37,8 @@ if command -v systemctl >/dev/null && systemctl is-active -q etcd 2>/dev/null; t
   systemctl disable --now etcd >/dev/null 2>&1 || true
 fi
 
-# --- CRIU >= 4.2 -------------------------------------------------------------------
+# --- CRIU >= 4.2, and runc's CRIU options ------------------------------------------
 bash "$repo_root/hack/install-criu.sh"
-
-# runc reads /etc/criu/runc.conf: without tcp-established CRIU refuses to checkpoint a
-# container holding an established TCP connection (docker 20.10 has no flag for it).
-mkdir -p /etc/criu
-if ! grep -qx 'tcp-established' /etc/criu/runc.conf 2>/dev/null; then
-  echo 'tcp-established' >> /etc/criu/runc.conf
-  say "enabled tcp-established in /etc/criu/runc.conf"
-fi
 
 # --- Python environment ------------------------------------------------------------
 python=""
