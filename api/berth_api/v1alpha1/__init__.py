@@ -1,5 +1,6 @@
 """berth.dev/v1alpha1: RepositoryPlacement and Machine. These models are the single
-source of truth: the CRDs in charts/berth/files/crds/ are generated from them (`python -m berth_api.crdgen`)."""
+source of truth: the CRDs in charts/berth/files/crds/ are generated from them
+(`python -m berth_api.crdgen`)."""
 
 from berth_api.v1alpha1.common import GROUP, VERSION, Condition
 from berth_api.v1alpha1.machine_types import Machine, MachineSpec, MachineStatus
