@@ -51,5 +51,6 @@ def setup_logging(level: str = "info", json_format: bool = True) -> None:
     root.setLevel(level.upper())
     # A line per HTTP request from the clients' libraries is noise, not an event.
     # kopf.objects reports every successful handler call; failures stay visible.
-    for noisy in ("httpx", "httpcore", "kubernetes", "urllib3", "kopf.objects"):
+    # aiohttp.access: one line per liveness probe.
+    for noisy in ("httpx", "httpcore", "kubernetes", "urllib3", "kopf.objects", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -142,6 +142,8 @@ def test_deployment_is_recreated_probed_and_locked_down() -> None:
     assert int(env["BERTH_HEALTH_PORT"]) == ports["health"]
     assert int(env["BERTH_METRICS_PORT"]) == ports["metrics"]
     assert env["BERTH_NAMESPACES"] == "apps,db"
+    # kopf's peering id: without POD_ID kopf looks the uid up in /etc/passwd.
+    assert container["env"][[e["name"] for e in container["env"]].index("POD_ID")]["valueFrom"]
     # The operator peers in the very object the chart creates.
     assert env["BERTH_PEERING"] == only(docs, "ClusterKopfPeering")["metadata"]["name"] == "fleet"
     mounts = {m["name"]: m for m in container["volumeMounts"]}
