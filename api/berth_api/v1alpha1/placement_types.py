@@ -105,6 +105,15 @@ class LastMigration(Model):
     reason: str | None = None
 
 
+class RetryState(Model):
+    """Back-off after a failed or rolled-back migration of one generation."""
+
+    generation: int
+    attempts: int = Field(ge=1)
+    reason: str | None = None
+    not_before: float = Field(description="Unix time before which no new attempt starts")
+
+
 class RepositoryPlacementStatus(Model):
     observed_generation: int = Field(-1, description="-1 until the operator has seen it")
     conditions: list[Condition] = Field(default_factory=list)
@@ -114,6 +123,7 @@ class RepositoryPlacementStatus(Model):
         None, description="the running migration's persisted state (operator-internal)"
     )
     last_migration: LastMigration | None = None
+    retry: RetryState | None = None
     history: list[LastMigration] = Field(default_factory=list, max_length=HISTORY_LIMIT)
 
 

@@ -131,7 +131,7 @@ class PlacementReconciler:
     ) -> float:
         if isinstance(action, d.Settled):
             status["currentMachine"] = action.machine
-            status.pop("retry", None)
+            status["retry"] = None  # null: a merge patch removes it
             self._write(
                 obj, status, Verdict(True, False, False, "Placed", action.message), phase="Placed"
             )
@@ -226,7 +226,7 @@ class PlacementReconciler:
 
         def on_event(current: MigrationState, event: dict[str, Any]) -> None:
             if event["event"] == "freezing":
-                status["migration"] = current.model_dump(mode="json")
+                status["migration"] = _persisted(current)
                 self._write(obj, status, _migrating(current), phase=current.phase.value)
             elif event["event"] == "progress" and time.monotonic() - last_progress[0] > 1:
                 last_progress[0] = time.monotonic()
@@ -256,7 +256,7 @@ class PlacementReconciler:
                 "Warning" if state.phase in (Phase.FAILED, Phase.ROLLED_BACK) else "Normal",
             )
         if not state.done:
-            status["migration"] = state.model_dump(mode="json")
+            status["migration"] = _persisted(state)
             self._write(obj, status, _migrating(state), phase=state.phase.value)
             return 0
         return self._finish_migration(obj, spec, status, state)
@@ -277,7 +277,7 @@ class PlacementReconciler:
         metrics.BYTES.labels("delta").inc(state.delta_bytes)
         if state.result == "Succeeded":
             status["currentMachine"] = state.target
-            status.pop("retry", None)
+            status["retry"] = None  # null: a merge patch removes it
             if state.downtime_seconds is not None:
                 metrics.DOWNTIME.observe(state.downtime_seconds)
             message = (
@@ -338,6 +338,11 @@ class PlacementReconciler:
 
 
 _TERMINAL = {p.value for p in (Phase.SUCCEEDED, Phase.FAILED, Phase.ROLLED_BACK)}
+
+
+def _persisted(state: MigrationState) -> dict[str, Any]:
+    # progress: null, so a merge patch drops the last transfer's progress once it is over.
+    return {**state.model_dump(mode="json"), "progress": None}
 
 
 def _migrating(state: MigrationState) -> Verdict:
