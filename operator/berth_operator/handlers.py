@@ -67,7 +67,12 @@ def _served(namespace: str | None, **_: Any) -> bool:
     return not CONFIG.namespaces or namespace in CONFIG.namespaces
 
 
-@kopf.daemon(GROUP, VERSION, PLACEMENTS, cancellation_timeout=60, when=_served)
+# cancellation_backoff: on deletion kopf first signals `stopped` and looks again after
+# this long (the loop below notices within 0.5 s); without it kopf cancels at once and
+# only re-checks after the whole cancellation_timeout, holding the deletion for 60 s.
+@kopf.daemon(
+    GROUP, VERSION, PLACEMENTS, cancellation_backoff=1.0, cancellation_timeout=60, when=_served
+)
 def placement_loop(namespace: str | None, name: str, stopped: kopf.DaemonStopped, **_: Any) -> None:
     assert namespace is not None  # placements are namespaced
     wake = _wake.setdefault((namespace, name), threading.Event())
