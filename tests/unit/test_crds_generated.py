@@ -1,5 +1,6 @@
 """The committed CRDs are exactly what the pydantic models generate."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -56,3 +57,21 @@ def test_schemas_are_structural_and_carry_the_kubernetes_extensions() -> None:
     ]
     assert placement["spec"]["names"]["shortNames"] == ["rp"]
     assert yaml.safe_load(render()["berth.dev_machines.yaml"])["spec"]["scope"] == "Cluster"
+
+
+def test_every_status_field_the_operator_writes_is_in_the_schema() -> None:
+    """A field missing from the schema is pruned by the API server without an error:
+    status.retry once vanished that way, and with it the retry back-off."""
+    operator = Path(__file__).resolve().parents[2] / "operator" / "berth_operator"
+    written: dict[str, set[str]] = {"placement": set(), "machine": set()}
+    for kind in written:
+        for source in (operator / kind).glob("*.py"):
+            written[kind] |= set(re.findall(r'status\["([A-Za-z]+)"\]', source.read_text()))
+    for kind, crd in (
+        ("placement", "berth.dev_repositoryplacements.yaml"),
+        ("machine", "berth.dev_machines.yaml"),
+    ):
+        schema = crds()[crd]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+        allowed = set(schema["properties"]["status"]["properties"])
+        assert written[kind], f"found no status writes for {kind}"
+        assert written[kind] <= allowed, f"{kind}: pruned by the server: {written[kind] - allowed}"
