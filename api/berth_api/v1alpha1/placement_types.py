@@ -101,6 +101,10 @@ class LastMigration(Model):
     checkpoint_seconds: float | None = None
     downtime_seconds: float | None = None
     phase_seconds: dict[str, float] = Field(default_factory=dict)
+    step_seconds: dict[str, float] = Field(
+        default_factory=dict,
+        description="the downtime's steps as the agents timed them: freeze.*, final.*, up.*",
+    )
     result: str | None = None
     reason: str | None = None
 

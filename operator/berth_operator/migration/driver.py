@@ -141,6 +141,8 @@ class MigrationDriver:
                 else:
                     result = event
         sent = int(result["bytes_sent"])
+        if label == "final":
+            _steps(state, "final", result["durations"])
         self.on_event(
             state,
             {
@@ -163,6 +165,7 @@ class MigrationDriver:
         state.checkpoint_seconds = sum(
             v for k, v in frozen["durations"].items() if k.startswith("checkpoint:")
         )
+        _steps(state, "freeze", frozen["durations"])
         self.on_event(
             state,
             {
@@ -175,8 +178,9 @@ class MigrationDriver:
 
     def _verify(self, state: MigrationState) -> None:
         with self.agents.client(state.target) as target:
-            target.up(state.repository, wait_answer=self.answer_timeout)
+            revived = target.up(state.repository, wait_answer=self.answer_timeout)
         answered = time.time()
+        _steps(state, "up", revived.get("durations") or {})
         assert state.frozen_at_epoch is not None
         state.downtime_seconds = round(answered - state.frozen_at_epoch, 3)
         state.cutover_at = now()
@@ -213,3 +217,7 @@ class MigrationDriver:
         with self.agents.client(state.source) as source:
             source.resume(state.repository, state.id)
         state.phase, state.result = Phase.ROLLED_BACK, "RolledBack"
+
+
+def _steps(state: MigrationState, prefix: str, durations: dict[str, float]) -> None:
+    state.step_seconds.update({f"{prefix}.{k}": round(v, 4) for k, v in durations.items()})

@@ -51,6 +51,8 @@ class MigrationState(BaseModel):
     checkpoint_seconds: float = 0
     downtime_seconds: float | None = None
     phase_seconds: dict[str, float] = Field(default_factory=dict)
+    # The downtime's steps as the agents measured them: freeze.*, final.*, up.*.
+    step_seconds: dict[str, float] = Field(default_factory=dict)
     frozen_at_epoch: float | None = None  # wall clock at freeze (seconds since the epoch)
     result: str | None = None  # Succeeded | Failed | RolledBack
     reason: str | None = None

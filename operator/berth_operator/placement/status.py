@@ -25,6 +25,7 @@ def last_migration(state: MigrationState) -> dict[str, Any]:
             "checkpoint_seconds": round(state.checkpoint_seconds, 3),
             "downtime_seconds": state.downtime_seconds,
             "phase_seconds": {k: round(v, 3) for k, v in state.phase_seconds.items()},
+            "step_seconds": state.step_seconds,
             "result": state.result,
             "reason": state.reason,
         }
