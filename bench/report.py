@@ -1,0 +1,239 @@
+"""Turn the benchmarks' JSON into bench/results/{latest.json,results.md,*.png}.
+
+    .venv/bin/python bench/report.py
+
+latest.json holds every figure under stable keys (documented in bench/README.md) and each
+target with its verdict, so a script can check them; results.md is the same as tables.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt
+
+RESULTS = Path(__file__).resolve().parent / "results"
+DOWNTIME_TARGET_S = 1.0  # 2 GiB repository, 50 MiB written during bulk
+GROWTH_TARGET = 0.10  # downtime from 1 GiB to 8 GiB
+FLOOR_FACTOR = 1.5
+LINK_SHARE_TARGET = 0.90
+
+
+def load(name: str) -> dict[str, Any] | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def final_delta_seconds(steps: dict[str, float]) -> float:
+    return sum(v for k, v in steps.items() if k.startswith("final."))
+
+
+def case_key(case: dict[str, Any]) -> str:
+    return f"{case['repository_gib']}g_{case['written_during_bulk_mib']}m"
+
+
+def summarize_downtime(raw: dict[str, Any]) -> dict[str, Any]:
+    cases: dict[str, Any] = {}
+    for case in raw.get("pulse", []):
+        steps = case["step_seconds"]
+        delta_s = final_delta_seconds(steps)
+        floor = case["floor"]["total"]
+        cases[case_key(case)] = {
+            "downtime_status_s": case["downtime_status_s"],
+            "downtime_prober_s": case["downtime_prober_s"],
+            "floor_s": round(floor, 3),
+            "final_delta_s": round(delta_s, 3),
+            "delta_bytes": case["delta_bytes"],
+            "bulk_bytes": case["bulk_bytes"],
+            # The target: downtime <= 1.5 x floor + the final delta's transfer time.
+            "budget_s": round(FLOOR_FACTOR * floor + delta_s, 3),
+            "of_budget": round(case["downtime_status_s"] / (FLOOR_FACTOR * floor + delta_s), 3),
+            "steps_s": steps,
+        }
+    return cases
+
+
+def targets(cases: dict[str, Any], raw: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if "2g_50m" in cases:
+        value = cases["2g_50m"]["downtime_status_s"]
+        out["downtime_2g_50m"] = verdict(value, DOWNTIME_TARGET_S, value <= DOWNTIME_TARGET_S)
+    for write in sorted({k.split("_")[1] for k in cases}):
+        small, large = cases.get(f"1g_{write}"), cases.get(f"8g_{write}")
+        if small and large:
+            growth = large["downtime_status_s"] / small["downtime_status_s"] - 1
+            out[f"growth_1g_to_8g_{write}"] = verdict(growth, GROWTH_TARGET, growth < GROWTH_TARGET)
+    worst = max(cases.items(), key=lambda kv: kv[1]["of_budget"], default=None)
+    if worst:
+        ratio = worst[1]["of_budget"]
+        out["within_floor_budget"] = {
+            **verdict(ratio, 1.0, ratio <= 1.0),
+            "worst_case": worst[0],
+        }
+    for push in raw.get("throughput", []):
+        if "share_of_link" in push:
+            share = push["share_of_link"]
+            out["bulk_share_of_1gbit"] = verdict(
+                share, LINK_SHARE_TARGET, share >= LINK_SHARE_TARGET
+            )
+    return out
+
+
+def verdict(value: float, target: float, met: bool) -> dict[str, Any]:
+    return {"value": round(value, 3), "target": target, "met": met}
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def plot_downtime(cases: dict[str, Any]) -> None:
+    sizes = sorted({int(k.split("g_")[0]) for k in cases})
+    writes = sorted({int(k.split("_")[1][:-1]) for k in cases})
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for write in writes:
+        got = [cases.get(f"{s}g_{write}m") for s in sizes]
+        xs = [s for s, c in zip(sizes, got, strict=True) if c]
+        ax.plot(xs, [c["downtime_status_s"] for c in got if c], "o-",
+                label=f"status, {write} MiB written")  # fmt: skip
+        ax.plot(xs, [c["downtime_prober_s"] for c in got if c], "x--",
+                label=f"prober, {write} MiB written")  # fmt: skip
+    ax.axhline(DOWNTIME_TARGET_S, color="grey", linestyle=":", label="target 1 s")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sizes, [f"{s} GiB" for s in sizes])
+    ax.set_xlabel("repository size")
+    ax.set_ylabel("downtime (s)")
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize=7)
+    ax.set_title("pulse: downtime of a live move")
+    fig.tight_layout()
+    fig.savefig(RESULTS / "downtime.png", dpi=120)
+    plt.close(fig)
+
+
+STEP_GROUPS = [
+    ("freeze (CRIU dump)", "freeze."),
+    ("final delta", "final."),
+    ("mount", "up.mount"),
+    ("dockerd start", "up.dockerd"),
+    ("restore (CRIU)", "up.restore"),
+    ("services + answer", "up."),
+]
+
+
+def step_breakdown(steps: dict[str, float]) -> list[tuple[str, float]]:
+    used: set[str] = set()
+    out = []
+    for label, prefix in STEP_GROUPS:
+        keys = [k for k in steps if k.startswith(prefix) and k not in used]
+        used.update(keys)
+        out.append((label, sum(steps[k] for k in keys)))
+    return out
+
+
+def plot_steps(cases: dict[str, Any]) -> None:
+    names = list(cases)
+    fig, ax = plt.subplots(figsize=(8, 4))
+    bottoms = [0.0] * len(names)
+    for i, (label, _) in enumerate(STEP_GROUPS):
+        values = [step_breakdown(cases[n]["steps_s"])[i][1] for n in names]
+        ax.bar(names, values, bottom=bottoms, label=label)
+        bottoms = [b + v for b, v in zip(bottoms, values, strict=True)]
+    ax.plot(names, [cases[n]["downtime_status_s"] for n in names], "k_", markersize=20,
+            label="downtime (status)")  # fmt: skip
+    ax.plot(names, [cases[n]["floor_s"] for n in names], "r*", label="floor: checkpoint+restore")
+    ax.set_ylabel("seconds")
+    ax.set_title("downtime by step, next to the floor (same run)")
+    ax.legend(fontsize=7)
+    plt.setp(ax.get_xticklabels(), rotation=30, ha="right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(RESULTS / "steps.png", dpi=120)
+    plt.close(fig)
+
+
+def markdown(latest: dict[str, Any]) -> str:
+    parts = ["# berth benchmark results", "", f"Run: {latest.get('started', '?')}.", ""]
+    cases = latest.get("downtime", {})
+    if cases:
+        rows = [
+            [k, f"{c['downtime_status_s']:.3f}", f"{c['downtime_prober_s']:.3f}",
+             f"{c['floor_s']:.3f}", f"{c['final_delta_s']:.3f}", f"{c['delta_bytes'] / 1e6:.1f}",
+             f"{c['bulk_bytes'] / 1e9:.2f}", f"{c['budget_s']:.3f}", f"{c['of_budget']:.2f}"]
+            for k, c in cases.items()
+        ]  # fmt: skip
+        parts += [
+            "## Downtime of pulse (live move through the operator)", "",
+            table(["case (size_written)", "downtime, status (s)", "prober gap (s)", "floor (s)",
+                   "final delta (s)", "delta (MB)", "bulk (GB)", "budget 1.5 floor + delta (s)",
+                   "of budget"], rows),
+            "", "![downtime](downtime.png)", "", "![steps](steps.png)", "",
+        ]  # fmt: skip
+        step_rows = [
+            [k, *[f"{v:.3f}" for _, v in step_breakdown(c["steps_s"])]] for k, c in cases.items()
+        ]
+        parts += ["### Steps (agents' own timings)", "",
+                  table(["case", *[g for g, _ in STEP_GROUPS]], step_rows), ""]  # fmt: skip
+    memory = latest.get("memory")
+    if memory:
+        parts += [
+            "## Memory-heavy container", "",
+            f"{memory['ram_mib']} MiB in RAM: downtime {memory['downtime_status_s']:.3f} s, "
+            f"final delta {memory['delta_bytes'] / 1e6:.0f} MB; CRIU lazy pages: "
+            f"{memory['lazy_pages']}.", "",
+        ]  # fmt: skip
+    pushes = latest.get("throughput", [])
+    if pushes:
+        rows = [[p["bandwidth"], f"{p['bytes'] / 1e9:.2f}", f"{p['seconds']:.2f}",
+                 f"{p['bytes_per_s'] / 1e6:.1f}", f"{p.get('share_of_link', math.nan):.0%}"]
+                for p in pushes]  # fmt: skip
+        parts += ["## Bulk throughput (full push)", "",
+                  table(["link", "GB", "s", "MB/s", "share of link"], rows), ""]  # fmt: skip
+    operator = latest.get("operator")
+    if operator:
+        parts += ["## Operator", "", "```json", json.dumps(operator, indent=2), "```", ""]
+    goals = latest.get("targets", {})
+    if goals:
+        rows = [[k, str(v["value"]), str(v["target"]), "met" if v["met"] else "**missed**"]
+                for k, v in goals.items()]  # fmt: skip
+        parts += ["## Targets", "", table(["target", "value", "target", "verdict"], rows), ""]
+    return "\n".join(parts)
+
+
+def main() -> int:
+    latest: dict[str, Any] = {}
+    downtime = load("downtime")
+    if downtime:
+        latest["started"] = downtime.get("started")
+        latest["downtime"] = summarize_downtime(downtime)
+        latest["memory"] = downtime.get("memory")
+        latest["throughput"] = downtime.get("throughput", [])
+        latest["targets"] = targets(latest["downtime"], downtime)
+        if latest["downtime"]:
+            plot_downtime(latest["downtime"])
+            plot_steps(latest["downtime"])
+    operator = load("operator_scale")
+    if operator:
+        latest["operator"] = operator.get("operator", operator)
+    transfer = load("transfer")
+    if transfer:
+        latest["transfer"] = transfer.get("ratios")
+    if not latest:
+        print("no results in bench/results: run the benchmarks first", file=sys.stderr)
+        return 1
+    (RESULTS / "latest.json").write_text(json.dumps(latest, indent=2) + "\n")
+    (RESULTS / "results.md").write_text(markdown(latest) + "\n")
+    print(markdown(latest))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
