@@ -61,7 +61,16 @@ class MigrationDriver:
         return state
 
     def advance(self, state: MigrationState) -> MigrationState:
+        """One phase; after the cutover also the next: while the application is frozen,
+        no round trip through the API server is worth its time. (The listener sees the
+        phase change first, so Verifying is persisted before the target starts it.)"""
         state = state.model_copy(deep=True)
+        self._step(state)
+        if state.phase == Phase.VERIFYING:
+            self._step(state)
+        return state
+
+    def _step(self, state: MigrationState) -> None:
         phase = state.phase
         started = time.monotonic()
         try:
@@ -74,7 +83,6 @@ class MigrationDriver:
         )
         if state.phase != phase:
             self.on_event(state, {"event": "phase", "from": phase.value, "to": state.phase.value})
-        return state
 
     # --- phases ----------------------------------------------------------------------
     def _do(self, state: MigrationState) -> None:

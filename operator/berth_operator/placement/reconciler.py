@@ -225,7 +225,10 @@ class PlacementReconciler:
         last_progress = [0.0]
 
         def on_event(current: MigrationState, event: dict[str, Any]) -> None:
-            if event["event"] == "freezing":
+            # Persisted before each step that must survive an operator restart: the
+            # freeze, and the revival on the target (Verifying) that follows it at once.
+            verifying = event["event"] == "phase" and event["to"] == Phase.VERIFYING.value
+            if event["event"] == "freezing" or verifying:
                 status["migration"] = _persisted(current)
                 self._write(obj, status, _migrating(current), phase=current.phase.value)
             elif event["event"] == "progress" and time.monotonic() - last_progress[0] > 1:
