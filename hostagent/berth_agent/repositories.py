@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import docker
+import requests
 
 from berth_agent.apps import pulse
 from berth_agent.checkpoint import freeze as freezing
@@ -227,10 +228,17 @@ class Repositories:
         pid = daemon.pid()
         containers: list[dict[str, Any]] = []
         frozen = None
+        problem = None
         if pid is not None:
             client = daemon.client(timeout=10)
             try:
                 containers = [describe(c) for c in service_containers(client)]
+            except (docker.errors.DockerException, requests.RequestException) as err:
+                # One unresponsive dockerd must not hide every other repository here.
+                problem = f"dockerd not answering: {type(err).__name__}"
+                log.warning(
+                    "repository status", extra={"repository": record.name, "error": problem}
+                )
             finally:
                 client.close()
         if mounted:
@@ -240,7 +248,12 @@ class Repositories:
             **self.store.usage(record.guid),
             "mounted": mounted,
             "mountPath": str(self.store.mount_path(record.guid)) if mounted else None,
-            "docker": {"running": pid is not None, "pid": pid, "socket": str(daemon.paths.socket)},
+            "docker": {
+                "running": pid is not None,
+                "pid": pid,
+                "socket": str(daemon.paths.socket),
+                "error": problem,
+            },
             "containers": containers,
             "frozenBy": frozen.migration_id if frozen else None,
             "quiesced": self._frozen_marker(record.guid).exists(),

@@ -275,6 +275,8 @@ class Lab:
         for ns in namespaces:
             pids |= procs.netns_pids(ns)
         pids = {p for p in pids if procs.alive(p)}
+        for host in self.hosts.values():
+            _thaw_repositories(host)
         procs.terminate_trees(pids)
         for ns in namespaces:
             run(["ip", "netns", "del", ns], check=False)
@@ -288,6 +290,19 @@ class Lab:
             run(["rm", "-rf", "--one-file-system", str(state_dir)])
         self.hosts.clear()
         log.info("lab down", extra={"lab": self.plan.name})
+
+
+def _thaw_repositories(host: LabHost) -> None:
+    """A repository left fsfrozen (a freeze whose migration never ended) blocks every
+    writer in it, uninterruptibly: its dockerd could then never be killed, and the
+    host's namespaces, mounts and loop devices would outlive the lab."""
+    if not procs.alive(host.holder_pid):
+        return
+    mounts = host.run(["cat", "/proc/self/mounts"], check=False).stdout.decode().splitlines()
+    for line in mounts:
+        point = line.split()[1]
+        if point.startswith("/var/lib/berth/mounts/") and point.count("/") == 5:
+            host.run(["fsfreeze", "--unfreeze", point], check=False)
 
 
 def _netns_with_prefix(prefix: str) -> list[str]:

@@ -71,10 +71,12 @@ def freeze(
         started = time.monotonic()
         if checkpoint and (container.labels or {}).get(CHECKPOINT_LABEL) == "true":
             docker_api.create(client, container.id, record.checkpoint)
+            _wait_exited(client, container.id)
             record.checkpointed.append(container.name)
             record.durations[f"checkpoint:{container.name}"] = time.monotonic() - started
         else:
             container.stop(timeout=10)
+            _wait_exited(client, container.id)
             record.stopped.append(container.name)
             record.durations[f"stop:{container.name}"] = time.monotonic() - started
     write_record(meta_dir, record)
@@ -87,6 +89,19 @@ def freeze(
         },
     )
     return record
+
+
+def _wait_exited(client: docker.DockerClient, container_id: str, timeout: float = 30) -> None:
+    """Until dockerd has handled the container's exit. A checkpoint returns before that,
+    and dockerd then writes the container's state into its data-root — inside the image
+    the freeze is about to fsfreeze: a write after the freeze blocks dockerd, holding the
+    container's lock, until the thaw. Inspect takes that lock, so it answers only once
+    the state is written."""
+    deadline = time.monotonic() + timeout
+    while client.api.inspect_container(container_id)["State"]["Running"]:
+        if time.monotonic() > deadline:
+            raise AgentError(f"container {container_id[:12]} still running {timeout:.0f}s after")
+        time.sleep(0.005)
 
 
 def thaw(client: docker.DockerClient, meta_dir: Path) -> dict[str, float]:

@@ -111,8 +111,9 @@ class PlacementReconciler:
         copies = []
         for machine in machines:
             try:
-                with self.agents.client(machine, timeout=15) as agent:
-                    found = [r for r in agent.repositories() if r["name"] == repository]
+                # Shared by all placements for a few seconds; berth's own actions (create,
+                # start, each migration step) invalidate the machines they act on.
+                found = [r for r in self.agents.repositories(machine) if r["name"] == repository]
             except (httpx.HTTPError, AgentAPIError, OSError):
                 continue  # an unreachable machine's copy is unknown; its heartbeat says so
             for r in found:
@@ -171,6 +172,9 @@ class PlacementReconciler:
             message = err.message if isinstance(err, AgentAPIError) else str(err)
             self._write(obj, status, Verdict(False, True, False, "AgentError", message))
             return self.config.poll_seconds * 2
+        finally:
+            if isinstance(action, (d.Create, d.Start)):  # done or not: look again
+                self.agents.invalidate(action.machine)
         assert isinstance(action, d.Migrate)
         return self._begin_migration(obj, spec, status, action)
 
@@ -223,8 +227,11 @@ class PlacementReconciler:
     ) -> float:
         state = MigrationState.model_validate(status["migration"])
         last_progress = [0.0]
+        changes: list[tuple[str, str]] = []  # Events are posted after the step, off its path
 
         def on_event(current: MigrationState, event: dict[str, Any]) -> None:
+            if event["event"] == "phase":
+                changes.append((event["from"], event["to"]))
             # Persisted before each step that must survive an operator restart: the
             # freeze, and the revival on the target (Verifying) that follows it at once.
             verifying = event["event"] == "phase" and event["to"] == Phase.VERIFYING.value
@@ -248,15 +255,17 @@ class PlacementReconciler:
             bandwidth=_bandwidth(spec),
             compress=spec.transfer.compression,
         )
-        before = state.phase
-        state = driver.advance(state)
-        if state.phase != before:
+        try:
+            state = driver.advance(state)
+        finally:  # the step changed what both machines hold, or may have
+            self.agents.invalidate(state.source, state.target)
+        for old, new in changes:
+            failed = new in (Phase.FAILED.value, Phase.ROLLED_BACK.value)
             self.kube.event(
                 obj,
-                f"Phase{state.phase.value}",
-                f"{state.id}: {before.value} -> {state.phase.value}"
-                + (f" ({state.reason})" if state.reason else ""),
-                "Warning" if state.phase in (Phase.FAILED, Phase.ROLLED_BACK) else "Normal",
+                f"Phase{new}",
+                f"{state.id}: {old} -> {new}" + (f" ({state.reason})" if failed else ""),
+                "Warning" if failed else "Normal",
             )
         if not state.done:
             status["migration"] = _persisted(state)
