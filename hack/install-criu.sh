@@ -75,13 +75,19 @@ for tool in apt-get apt-cache dpkg dpkg-deb sha256sum; do
     command -v "$tool" >/dev/null || die "'$tool' not found: this script needs a Debian system (12 or 13)"
 done
 
-# runc reads /etc/criu/runc.conf: without tcp-established CRIU refuses to checkpoint a
-# container holding an established TCP connection (docker 20.10 has no flag for it).
+# runc reads /etc/criu/runc.conf (docker 20.10 has no flags for these):
+#   tcp-established: without it CRIU refuses a container holding an established TCP
+#     connection;
+#   skip-in-flight: without it a client connecting at the moment of the checkpoint (a
+#     connection still in the listen queue) fails the whole dump; skipped, that client
+#     sees a reset and retries, as it would after any brief outage.
 mkdir -p /etc/criu
-if ! grep -qx 'tcp-established' /etc/criu/runc.conf 2>/dev/null; then
-    echo 'tcp-established' >>/etc/criu/runc.conf
-    log "enabled tcp-established in /etc/criu/runc.conf"
-fi
+for option in tcp-established skip-in-flight; do
+    if ! grep -qx "$option" /etc/criu/runc.conf 2>/dev/null; then
+        echo "$option" >>/etc/criu/runc.conf
+        log "enabled $option in /etc/criu/runc.conf"
+    fi
+done
 
 # ---------------------------------------------------------------- fast path
 current=$(command -v criu || true)
