@@ -178,7 +178,14 @@ def floor(lab: Lab, host: str, guid: str, port: int) -> dict[str, float]:
     t0 = time.monotonic()
     run([*DOCKER, *sock, "checkpoint", "create", "pulse", name])
     t1 = time.monotonic()
-    run([*DOCKER, *sock, "start", "--checkpoint", name, "pulse"])
+    for attempt in range(6):
+        # docker 20.10 refuses a first restore now and then ("content ... already
+        # exists"); the agent retries the same way (checkpoint/freeze.py).
+        started = run([*DOCKER, *sock, "start", "--checkpoint", name, "pulse"], check=False)
+        if started.returncode == 0:
+            break
+        if b"already exists" not in started.stderr or attempt == 5:
+            raise RuntimeError(f"floor restore failed: {started.stderr.decode()}")
     t2 = time.monotonic()
     address = lab.host(host).address
     while time.monotonic() - t2 < 30:
@@ -239,6 +246,8 @@ def pulse_case(
         f"(prober {result['downtime_prober_s']:.3f}s), delta {last['deltaBytes'] / 1e6:.1f} MB, "
         f"floor {result['floor']['total']:.3f}s"
     )
+    say("  steps: " + ", ".join(f"{k} {v:.3f}" for k, v in result["step_seconds"].items()))
+    say("  phases: " + ", ".join(f"{k} {v:.3f}" for k, v in last["phaseSeconds"].items()))
     return result
 
 

@@ -114,7 +114,10 @@ def wait_for_ports(
     """Until every service's TCP ports accept connections at the container's own address.
 
     The container address, not the published host port: docker-proxy accepts on the host
-    port even while nothing listens behind it.
+    port even while nothing listens behind it. Short attempts: on the local bridge a
+    listener answers in well under a millisecond, and a SYN sent while CRIU still holds
+    the restored network locked is dropped — a long connect timeout (or the kernel's 1 s
+    SYN retransmission) would then add its whole length to the downtime.
     """
     deadline = time.monotonic() + timeout
     for service in services.services:
@@ -126,7 +129,7 @@ def wait_for_ports(
         for port in ports:
             while True:
                 try:
-                    with socket.create_connection((address, port), timeout=0.5):
+                    with socket.create_connection((address, port), timeout=0.02):
                         break
                 except OSError:
                     if time.monotonic() > deadline:
@@ -134,4 +137,4 @@ def wait_for_ports(
                             f"service {service.name!r} port {port} did not answer "
                             f"within {timeout:.0f}s"
                         ) from None
-                    time.sleep(0.005)
+                    time.sleep(0.002)

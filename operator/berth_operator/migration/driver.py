@@ -9,9 +9,10 @@ source running; after the freeze and before the target answers, resume on the so
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from berth_agent.client import AgentAPIError, AgentClient
@@ -54,6 +55,15 @@ class MigrationDriver:
         self.agents, self.signer = agents, signer
         self.on_event = on_event or (lambda _s, _e: None)
         self.bandwidth, self.compress, self.answer_timeout = bandwidth, compress, answer_timeout
+        self._open: dict[str, AgentClient] = {}
+
+    @contextlib.contextmanager
+    def _agent(self, machine: str) -> Iterator[AgentClient]:
+        """The machine's agent, over one connection for the whole step: while the
+        application is frozen, a TLS handshake per call is time it does not answer."""
+        if machine not in self._open:
+            self._open[machine] = self.agents.client(machine)
+        yield self._open[machine]
 
     def run(self, state: MigrationState) -> MigrationState:
         while not state.done:
@@ -65,9 +75,14 @@ class MigrationDriver:
         no round trip through the API server is worth its time. (The listener sees the
         phase change first, so Verifying is persisted before the target starts it.)"""
         state = state.model_copy(deep=True)
-        self._step(state)
-        if state.phase == Phase.VERIFYING:
+        try:
             self._step(state)
+            if state.phase == Phase.VERIFYING:
+                self._step(state)
+        finally:
+            for client in self._open.values():
+                client.close()
+            self._open.clear()
         return state
 
     def _step(self, state: MigrationState) -> None:
@@ -104,7 +119,7 @@ class MigrationDriver:
                 self._verify(state)
                 state.phase = Phase.FINALIZING
             case Phase.FINALIZING:
-                with self.agents.client(state.source) as source:
+                with self._agent(state.source) as source:
                     source.down(state.repository, moved_to=state.target)
                 state.phase, state.result, state.finished_at = Phase.SUCCEEDED, "Succeeded", now()
             case _:
@@ -114,12 +129,12 @@ class MigrationDriver:
         """Admission: a running source, a target with room that does not run it already."""
         if state.source == state.target:
             raise MigrationError(f"source and target are both {state.source}")
-        with self.agents.client(state.source) as source:
+        with self._agent(state.source) as source:
             status = source.status(state.repository)
         if not status["mounted"] or not status["docker"]["running"]:
             raise MigrationError(f"{state.repository} is not running on {state.source}")
         state.guid = status["guid"]
-        with self.agents.client(state.target) as target:
+        with self._agent(state.target) as target:
             free = int(target.healthz().get("datastore", {}).get("freeBytes", 0))
             held = [r for r in target.repositories() if r["guid"] == state.guid]
         if held and held[0]["mounted"]:
@@ -134,7 +149,7 @@ class MigrationDriver:
     def _push(self, state: MigrationState, label: str) -> int:
         tid = state.transfer_id(label)
         token = tokens.issue(tid, state.guid, state.source, state.target, self.signer)
-        with self.agents.client(state.source) as source:
+        with self._agent(state.source) as source:
             result: dict[str, Any] = {}
             for event in source.push(
                 state.repository,
@@ -164,11 +179,14 @@ class MigrationDriver:
         return sent
 
     def _cutover(self, state: MigrationState) -> None:
-        if state.frozen_at_epoch is None:
+        first = state.frozen_at_epoch is None
+        if first:
             state.frozen_at_epoch = time.time()  # wall clock: survives an operator restart
             # Persisted before the freeze, so a restarted operator measures from here.
             self.on_event(state, {"event": "freezing"})
-        with self.agents.client(state.source) as source:
+        with self._agent(state.source) as source:
+            if first:  # the application runs until this call; the downtime starts here
+                state.frozen_at_epoch = time.time()
             frozen = source.freeze(state.repository, state.id, checkpoint=state.mode == Mode.LIVE)
         state.checkpoint_seconds = sum(
             v for k, v in frozen["durations"].items() if k.startswith("checkpoint:")
@@ -185,7 +203,7 @@ class MigrationDriver:
         state.delta_bytes = self._push(state, "final")
 
     def _verify(self, state: MigrationState) -> None:
-        with self.agents.client(state.target) as target:
+        with self._agent(state.target) as target:
             revived = target.up(state.repository, wait_answer=self.answer_timeout)
         answered = time.time()
         _steps(state, "up", revived.get("durations") or {})
@@ -214,7 +232,7 @@ class MigrationDriver:
             return
         # After the freeze: the target must not run it; the source takes it back.
         try:
-            with self.agents.client(state.target) as target:
+            with self._agent(state.target) as target:
                 # Marked stale: the copy the target received must never be taken for live.
                 target.down(state.repository, moved_to=state.source)
         except AgentAPIError as err:
@@ -222,7 +240,7 @@ class MigrationDriver:
                 log.warning(
                     "target cleanup failed", extra={"migration": state.id, "error": err.message}
                 )
-        with self.agents.client(state.source) as source:
+        with self._agent(state.source) as source:
             source.resume(state.repository, state.id)
         state.phase, state.result = Phase.ROLLED_BACK, "RolledBack"
 
