@@ -6,7 +6,7 @@ the floor (a bare CRIU checkpoint and restore in one dockerd) measured in the sa
 For each repository size S GiB (an S GiB image holding 0.75*S GiB of data) and each
 amount W MiB written while the bulk phase runs, pulse is placed on host-a and moved to
 host-b by patching spec.machine. Measured: status.lastMigration.downtimeSeconds, the
-longest gap an external prober saw (a TCP probe of pulse on both hosts every 10 ms), the
+longest gap an external prober saw (a TCP probe of pulse on both hosts every 50 ms), the
 steps (freeze, final delta, mount, dockerd, restore, answer) and, on the same dockerd
 afterwards, the floor. Then a memory-heavy container (1 GiB in RAM) is moved, and the
 bulk throughput of a plain push is measured on a TBF-shaped 1 Gbit/s lab and unshaped.
@@ -52,7 +52,9 @@ def say(text: str) -> None:
 class Prober:
     """Asks pulse on every address every `every` seconds; keeps the times it answered."""
 
-    def __init__(self, addresses: list[str], port: int, every: float = 0.01) -> None:
+    # Every 50 ms: pulse serves one connection at a time (busybox nc), so a faster prober
+    # fills its listen queue while it is restored and then measures its own backlog.
+    def __init__(self, addresses: list[str], port: int, every: float = 0.05) -> None:
         self.addresses, self.port, self.every = addresses, port, every
         self.answers: list[tuple[float, str]] = []
         self._stop = threading.Event()
@@ -157,13 +159,15 @@ def guid_of(lab: Lab, host: str, name: str) -> str:
 
 
 def write_random(lab: Lab, host: str, guid: str, path: str, mib: int) -> None:
-    """mib MiB of incompressible data into the repository (openssl: faster than urandom)."""
+    """mib MiB of incompressible data over the start of a file in the repository (in
+    place: a change, not growth), from openssl, which is faster than /dev/urandom."""
     if mib <= 0:
         return
     target = f"/var/lib/berth/mounts/{guid}/{path}"
     lab.host(host).run(
         ["sh", "-c", f"openssl enc -aes-128-ctr -nosalt -pass pass:{uuid.uuid4().hex} "
-         f"</dev/zero 2>/dev/null | head -c {mib}M > {target} && sync"],
+         f"</dev/zero 2>/dev/null | head -c {mib}M | "
+         f"dd of={target} bs=1M conv=notrunc iflag=fullblock status=none && sync"],
         timeout=900,
     )  # fmt: skip
 
@@ -201,6 +205,14 @@ def floor(lab: Lab, host: str, guid: str, port: int) -> dict[str, float]:
     return {"checkpoint": t1 - t0, "restore": t2 - t1, "answer": t3 - t2, "total": t3 - t0}
 
 
+def floor_under_probing(lab: Lab, guid: str, port: int) -> dict[str, float]:
+    """The floor under the same prober as the move: pulse answers one connection at a
+    time, so the probes queue behind a restore either way and the comparison is fair."""
+    with Prober([lab.host("a").address, lab.host("b").address], port):
+        time.sleep(0.5)
+        return floor(lab, "b", guid, port)
+
+
 # --- one case ----------------------------------------------------------------------------
 def pulse_case(
     lab: Lab, kubectl: Kubectl, size_gib: int, write_mib: int, port: int
@@ -214,7 +226,7 @@ def pulse_case(
 
     def write_during_bulk() -> None:
         thread = threading.Thread(
-            target=write_random, args=(lab, "a", guid, "churn.bin", write_mib), daemon=True
+            target=write_random, args=(lab, "a", guid, "data.bin", write_mib), daemon=True
         )
         thread.start()
         writer.append(thread)
@@ -238,7 +250,7 @@ def pulse_case(
         "delta_bytes": last["deltaBytes"],
         "phase_seconds": last["phaseSeconds"],
         "step_seconds": last.get("stepSeconds", {}),
-        "floor": floor(lab, "b", guid, port),
+        "floor": floor_under_probing(lab, guid, port),
     }
     remove(kubectl, name)
     say(
