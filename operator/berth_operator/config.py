@@ -17,8 +17,17 @@ class OperatorConfig(BaseModel):
     heartbeat_seconds: float = 10
     stale_heartbeat_seconds: float = 45
     poll_seconds: float = 5
+    inventory_cache_seconds: float = Field(
+        5,
+        ge=0,
+        description="how long all placements share one look at the Machines, the migrations "
+        "in flight and each machine's repositories; 0: each reconcile looks for itself",
+    )
     peering: str = "berth"
     metrics_port: int = 9090
+    max_workers: int = Field(
+        1024, ge=8, description="kopf's thread pool: one per placement, plus machines and room"
+    )
     health_port: int = Field(8080, description="kopf liveness probe: GET /healthz; 0: off")
     peering_priority: int | None = Field(
         None, description="kopf peering priority; unset: random, so one replica wins"
@@ -44,8 +53,10 @@ class OperatorConfig(BaseModel):
             ("BERTH_CLUSTER_MAX_MIGRATIONS", "cluster_max_migrations"),
             ("BERTH_HEARTBEAT_SECONDS", "heartbeat_seconds"),
             ("BERTH_POLL_SECONDS", "poll_seconds"),
+            ("BERTH_INVENTORY_CACHE_SECONDS", "inventory_cache_seconds"),
             ("BERTH_PEERING", "peering"),
             ("BERTH_METRICS_PORT", "metrics_port"),
+            ("BERTH_MAX_WORKERS", "max_workers"),
             ("BERTH_HEALTH_PORT", "health_port"),
             ("BERTH_PEERING_PRIORITY", "peering_priority"),
         ):

@@ -59,7 +59,10 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     )
     # A crashed replica's record blocks the others until it expires: keep that short.
     settings.peering.lifetime = 10
-    settings.execution.max_workers = 64
+    # Each placement's loop holds a thread for its whole life (a sync daemon), and the
+    # Machine heartbeats need threads too: a pool smaller than the placements starves
+    # them (bench/operator_scale.py found the cap of 64 stalling 500 placements).
+    settings.execution.max_workers = CONFIG.max_workers
     _kube()
 
 

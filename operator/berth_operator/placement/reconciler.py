@@ -38,6 +38,9 @@ RETRY_BACKOFF = (15.0, 60.0, 240.0)
 class PlacementReconciler:
     def __init__(self, kube: Kube, agents: MachineAgents, config: OperatorConfig) -> None:
         self.kube, self.agents, self.config = kube, agents, config
+        # Every placement's observation counts the migrations in flight: one listing of
+        # the placements serves all of them for a few seconds, not one listing each.
+        self._in_flight = agents.shared(self._migrations_in_flight)
 
     # --- entry point -------------------------------------------------------------------
     def reconcile(self, obj: dict[str, Any]) -> float:
@@ -77,9 +80,8 @@ class PlacementReconciler:
 
     # --- observation -------------------------------------------------------------------
     def _observe(self, spec: RepositoryPlacementSpec, status: dict[str, Any]) -> d.Observed:
-        machines = self.agents.refresh()
-        in_flight = [p.get("status", {}).get("migration") for p in self.kube.placements()]
-        in_flight = [m for m in in_flight if m and m.get("phase") not in _TERMINAL]
+        machines = self.agents.machines()
+        in_flight = self._in_flight.get()
         views = {}
         for name, machine in machines.items():
             views[name] = d.MachineView(
@@ -99,6 +101,11 @@ class PlacementReconciler:
             cluster_migrations=len(in_flight),
             cluster_max_migrations=self.config.cluster_max_migrations,
         )
+
+    def _migrations_in_flight(self) -> list[dict[str, Any]]:
+        """Every placement's migration that has not ended, cluster-wide."""
+        found = [p.get("status", {}).get("migration") for p in self.kube.placements()]
+        return [m for m in found if m and m.get("phase") not in _TERMINAL]
 
     def _fresh(self, machine: dict[str, Any]) -> bool:
         beat = machine.get("status", {}).get("lastHeartbeat")
@@ -213,12 +220,15 @@ class PlacementReconciler:
             "MigrationStarted",
             f"{state.id}: {state.mode} migration from {state.source} to {state.target}",
         )
-        self._write(
-            obj,
-            status,
-            Verdict(False, True, False, "Migrating", action.message),
-            phase=state.phase.value,
-        )
+        try:
+            self._write(
+                obj,
+                status,
+                Verdict(False, True, False, "Migrating", action.message),
+                phase=state.phase.value,
+            )
+        finally:  # one more in flight, once written
+            self._in_flight.invalidate()
         return 0
 
     # --- migrations ----------------------------------------------------------------------
@@ -271,7 +281,10 @@ class PlacementReconciler:
             status["migration"] = _persisted(state)
             self._write(obj, status, _migrating(state), phase=state.phase.value)
             return 0
-        return self._finish_migration(obj, spec, status, state)
+        try:
+            return self._finish_migration(obj, spec, status, state)
+        finally:  # one fewer in flight, once written
+            self._in_flight.invalidate()
 
     def _finish_migration(
         self,
