@@ -137,6 +137,11 @@ class MachineAgents:
         `inventory_cache_seconds` old; raises what the client raises if it did not answer."""
         return self._inventory(machine).get()
 
+    def machines_changed(self) -> None:
+        """A Machine was added, removed or its spec changed (cordoned, endpoint): the next
+        look lists them again, so no decision acts on a machine as it was."""
+        self._machine_list.invalidate()
+
     def invalidate(self, *machines: str) -> None:
         """berth changed what these machines hold: the next look asks their agents."""
         for machine in machines:

@@ -119,6 +119,20 @@ def placement_deleted(spec: kopf.Spec, namespace: str | None, name: str, **_: An
                 log.info("repository deleted", extra={"repository": repository, "machine": machine})
 
 
+_machine_generations: dict[str, int | None] = {}
+
+
+@kopf.on.event(GROUP, VERSION, MACHINES)
+def machine_changed(body: kopf.Body, name: str, type: str | None, **_: Any) -> None:
+    """Spec changes and additions/removals (not heartbeats) invalidate the shared list."""
+    generation = None if type == "DELETED" else body.metadata.get("generation")
+    if _machine_generations.get(name, -1) != generation:
+        _machine_generations[name] = generation
+        agents: MachineAgents | None = _runtime.get("agents")
+        if agents is not None:
+            agents.machines_changed()
+
+
 @kopf.timer(GROUP, VERSION, MACHINES, interval=CONFIG.heartbeat_seconds, initial_delay=0)
 def machine_heartbeat(body: kopf.Body, **_: Any) -> None:
     beat(_kube(), _runtime["agents"], dict(body))

@@ -68,6 +68,9 @@ class PlacementReconciler:
                 ),
             )
             return self.config.poll_seconds * 6
+        if status.get("observedGeneration") != meta.get("generation"):
+            # A new desire (e.g. a move just asked for): decide on the Machines as they are.
+            self.agents.machines_changed()
         not_before = float(retry.get("notBefore", 0))
         if not_before > time.time():
             return not_before - time.time()
