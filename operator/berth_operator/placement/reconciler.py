@@ -38,6 +38,7 @@ RETRY_BACKOFF = (15.0, 60.0, 240.0)
 class PlacementReconciler:
     def __init__(self, kube: Kube, agents: MachineAgents, config: OperatorConfig) -> None:
         self.kube, self.agents, self.config = kube, agents, config
+        self._generations: dict[tuple[str | None, str], int | None] = {}  # as last seen
         # Every placement's observation counts the migrations in flight: one listing of
         # the placements serves all of them for a few seconds, not one listing each.
         self._in_flight = agents.shared(self._migrations_in_flight)
@@ -68,8 +69,12 @@ class PlacementReconciler:
                 ),
             )
             return self.config.poll_seconds * 6
-        if status.get("observedGeneration") != meta.get("generation"):
-            # A new desire (e.g. a move just asked for): decide on the Machines as they are.
+        key = (meta.get("namespace"), meta["name"])
+        if self._generations.setdefault(key, meta.get("generation")) != meta.get("generation"):
+            # A new desire (e.g. a move just asked for): decide on the Machines as they
+            # are, not as shared a moment ago. (Not on first sight: at start-up every
+            # placement is new, and the shared list is fresh anyway.)
+            self._generations[key] = meta.get("generation")
             self.agents.machines_changed()
         not_before = float(retry.get("notBefore", 0))
         if not_before > time.time():
