@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-import threading
 import time
 
 import pytest
@@ -41,32 +40,6 @@ def tcp_answer(address: str, port: int) -> bytes:
         return conn.recv(100)
 
 
-class Hammer:
-    """Connects to address:port back to back, from a thread, until the block ends."""
-
-    def __init__(self, address: str, port: int) -> None:
-        self.address, self.port, self.connects = address, port, 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                with socket.create_connection((self.address, self.port), timeout=0.2):
-                    self.connects += 1
-            except OSError:
-                time.sleep(0.001)
-
-    def __enter__(self) -> Hammer:
-        self._thread.start()
-        time.sleep(0.3)
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
 def test_pulse_moves_to_another_host_and_keeps_counting(lab: Lab) -> None:
     a, b = lab.agent("a"), lab.agent("b")
     repo = a.create("move-me", "2G", template="pulse")
@@ -76,11 +49,7 @@ def test_pulse_moves_to_another_host_and_keeps_counting(lab: Lab) -> None:
         before = wait_for_counter(a, "move-me", 3)
         assert tcp_answer(lab.host("a").address, 8080).startswith(b"pulse")
 
-        # Clients keep connecting while it freezes: one caught in the listen queue must
-        # not fail the checkpoint (CRIU's skip-in-flight, set by hack/install-criu.sh).
-        with Hammer(lab.host("a").address, 8080) as hammer:
-            frozen = a.freeze("move-me", "m-agent-1")
-        assert hammer.connects > 10, "the clients did not hammer during the freeze"
+        frozen = a.freeze("move-me", "m-agent-1")
         assert frozen["checkpointed"] == ["pulse"]
         assert a.freeze("move-me", "m-agent-1") == frozen  # a replay changes nothing
         frozen_at = counters(a.logs("move-me", "pulse", tail=3))[-1]
