@@ -60,18 +60,10 @@ class Prober:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _ask(self, address: str) -> bool:
-        try:
-            with socket.create_connection((address, self.port), timeout=0.05) as conn:
-                conn.settimeout(0.2)
-                return conn.recv(64).startswith(b"pulse")
-        except OSError:
-            return False
-
     def _run(self) -> None:
         while not self._stop.is_set():
             for address in self.addresses:
-                if self._ask(address):
+                if pulse_answers(address, self.port):
                     self.answers.append((time.time(), address))
             time.sleep(self.every)
 
@@ -89,6 +81,15 @@ class Prober:
 
     def moved(self, target: str) -> bool:
         return any(address == target for _, address in self.answers)
+
+
+def pulse_answers(address: str, port: int) -> bool:
+    try:
+        with socket.create_connection((address, port), timeout=0.05) as conn:
+            conn.settimeout(0.2)
+            return conn.recv(64).startswith(b"pulse")
+    except OSError:
+        return False
 
 
 # --- placements ------------------------------------------------------------------------
@@ -192,14 +193,8 @@ def floor(lab: Lab, host: str, guid: str, port: int) -> dict[str, float]:
             raise RuntimeError(f"floor restore failed: {started.stderr.decode()}")
     t2 = time.monotonic()
     address = lab.host(host).address
-    while time.monotonic() - t2 < 30:
-        try:
-            with socket.create_connection((address, port), timeout=0.05) as conn:
-                conn.settimeout(0.2)
-                if conn.recv(64).startswith(b"pulse"):
-                    break
-        except OSError:
-            time.sleep(0.005)
+    while time.monotonic() - t2 < 30 and not pulse_answers(address, port):
+        time.sleep(0.005)
     t3 = time.monotonic()
     run([*DOCKER, *sock, "checkpoint", "rm", "pulse", name], check=False)
     return {"checkpoint": t1 - t0, "restore": t2 - t1, "answer": t3 - t2, "total": t3 - t0}
