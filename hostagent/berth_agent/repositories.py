@@ -18,14 +18,16 @@ from berth_agent.apps import pulse
 from berth_agent.checkpoint import freeze as freezing
 from berth_agent.config import AgentConfig
 from berth_agent.errors import Conflict, InvalidRequest, NotFound
+from berth_agent.runtime import neighbours
 from berth_agent.runtime.dockerd import DaemonPaths, RepositoryDaemon
 from berth_agent.runtime.services import (
+    NETWORK,
     describe,
     service_containers,
     start_services,
     wait_for_ports,
 )
-from berth_agent.runtime.spec import RepositoryServices
+from berth_agent.runtime.spec import RepositoryServices, bridge_name
 from berth_agent.store.store import META_DIR, RepositoryRecord, RepositoryStore
 from berth_common.process import run
 
@@ -102,6 +104,14 @@ class Repositories:
                 meta = self.store.mount_path(record.guid) / META_DIR
                 frozen = freezing.read_record(meta)
                 durations.update(freezing.thaw(client, meta))
+                if frozen:
+                    t = time.monotonic()
+                    neighbours.announce(
+                        client,
+                        frozen.checkpointed + frozen.stopped,
+                        {NETWORK: bridge_name(record.guid)},
+                    )
+                    durations["neighbours"] = time.monotonic() - t
                 t = time.monotonic()
                 start_services(
                     client,

@@ -1,14 +1,17 @@
-"""Pure pieces of the agent: names, sizes, service specs, pulse's heartbeat parsing."""
+"""Pure pieces of the agent: names, sizes, service specs, pulse's heartbeat parsing,
+neighbour entries."""
 
 import pytest
 from pydantic import ValidationError
 
 from berth_agent.apps import pulse
 from berth_agent.errors import InvalidRequest
+from berth_agent.runtime import neighbours
 from berth_agent.runtime.spec import (
     CHECKPOINT_LABEL,
     RepositoryServices,
     ServiceSpec,
+    bridge_name,
     repository_subnet,
 )
 from berth_agent.store.naming import parse_size, validate_guid, validate_name
@@ -71,3 +74,37 @@ def test_pulse_beats_parse_docker_timestamps() -> None:
     beats = pulse.beats(lines)
     assert [c for _, c in beats] == [6, 7]
     assert (beats[1][0] - beats[0][0]).total_seconds() == pytest.approx(1.1)
+
+
+# --- neighbour entries written after a restore ------------------------------------------
+def test_a_restored_containers_endpoints_come_from_its_inspect() -> None:
+    attrs = {
+        "NetworkSettings": {
+            "Networks": {
+                "berth": {"IPAddress": "10.203.144.2", "MacAddress": "02:42:0a:cb:90:02"},
+                "other": {"IPAddress": "172.17.0.2", "MacAddress": "02:42:ac:11:00:02"},
+                "none": {"IPAddress": "", "MacAddress": ""},
+            }
+        }
+    }
+    found = neighbours.endpoints_of(attrs, {"berth": "bb05dc50f9f17b", "none": "x"})
+    assert found == [neighbours.Endpoint("10.203.144.2", "02:42:0a:cb:90:02", "bb05dc50f9f17b")]
+    assert neighbours.replace_argv(found[0]) == [
+        "ip", "-4", "neigh", "replace", "10.203.144.2", "lladdr", "02:42:0a:cb:90:02",
+        "dev", "bb05dc50f9f17b", "nud", "reachable",
+    ]  # fmt: skip
+
+
+def test_a_container_without_networks_has_no_endpoints() -> None:
+    assert neighbours.endpoints_of({}, {"berth": "bb0"}) == []
+    assert neighbours.endpoints_of({"NetworkSettings": {"Networks": None}}, {"berth": "bb0"}) == []
+    with pytest.raises(ValueError):
+        neighbours.endpoints_of(
+            {"NetworkSettings": {"Networks": {"berth": {"IPAddress": "x", "MacAddress": "m"}}}},
+            {"berth": "bb0"},
+        )
+
+
+def test_the_bridge_name_fits_a_link_name() -> None:
+    name = bridge_name("05dc50f9-f17b-40fd-9175-e253ed9a3499")
+    assert name == "bb05dc50f9f17b" and len(name) <= 15

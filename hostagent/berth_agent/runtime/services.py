@@ -17,6 +17,7 @@ from berth_agent.runtime.spec import (
     SERVICE_LABEL,
     RepositoryServices,
     ServiceSpec,
+    bridge_name,
     repository_subnet,
 )
 
@@ -34,7 +35,7 @@ def ensure_network(client: docker.DockerClient, guid: str) -> None:
         NETWORK,
         driver="bridge",
         ipam=ipam,
-        options={"com.docker.network.bridge.name": f"bb{guid.replace('-', '')[:12]}"},
+        options={"com.docker.network.bridge.name": bridge_name(guid)},
     )
 
 

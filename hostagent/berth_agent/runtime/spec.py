@@ -68,6 +68,11 @@ class RepositoryServices(BaseModel):
         return value
 
 
+def bridge_name(guid: str) -> str:
+    """The Linux bridge of a repository's network (15 characters at most, like any link)."""
+    return f"bb{guid.replace('-', '')[:12]}"
+
+
 def repository_subnet(guid: str) -> ipaddress.IPv4Network:
     """The bridge subnet of a repository's network: stable per GUID, so it moves unchanged.
 
