@@ -97,6 +97,25 @@ def test_transient_problems_wait(obs: Observed, reason: str) -> None:
     assert isinstance(action, Wait) and action.reason == reason
 
 
+@pytest.mark.parametrize(
+    "obs",
+    [
+        observed(copies=[], unobserved=("a",)),  # would otherwise create a second copy
+        observed(copies=[], has_template=False, unobserved=("a",)),  # or say it is gone
+        observed(copies=[Copy("b", False, True)], unobserved=("a",)),  # or only stale
+    ],
+)
+def test_no_live_copy_seen_while_a_machine_is_unobserved_waits(obs: Observed) -> None:
+    action = decide(obs)
+    assert isinstance(action, Wait) and action.reason == "MachinesUnobserved"
+    assert "a could not be asked" in action.message
+
+
+def test_a_live_copy_seen_is_acted_on_while_another_machine_is_unobserved() -> None:
+    obs = observed(desired="a", unobserved=("b",))
+    assert isinstance(decide(obs), Settled)
+
+
 def test_a_stale_copy_beside_the_live_one_is_ignored() -> None:
     obs = observed(desired="a", copies=[Copy("a", True, False), Copy("b", False, True)])
     assert isinstance(decide(obs), Settled)

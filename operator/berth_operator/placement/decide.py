@@ -37,6 +37,9 @@ class Observed:
     migration_in_flight: bool
     cluster_migrations: int
     cluster_max_migrations: int
+    # Machines whose repositories could not be listed (not Ready, or their agent did not
+    # answer): a copy there is unknown, so its absence proves nothing.
+    unobserved: tuple[str, ...] = ()
 
 
 # Actions ---------------------------------------------------------------------------------
@@ -96,6 +99,15 @@ def decide(obs: Observed) -> Action:
             f"the repository is live on several machines: {where}; berth will not choose one",
         )
     if not live:
+        if obs.unobserved:
+            # Creating it now could start a second, empty copy beside a live one that a
+            # dead agent hides; a stale-copy or not-found verdict could be just as wrong.
+            where = ", ".join(sorted(obs.unobserved))
+            return Wait(
+                "MachinesUnobserved",
+                f"no live copy seen, but {where} could not be asked; "
+                "waiting until every machine answers (or its Machine is removed)",
+            )
         if obs.copies:
             return Stall(
                 "OnlyStaleCopies",

@@ -99,7 +99,9 @@ class PlacementReconciler:
                 migrations=sum(1 for m in in_flight if name in (m["source"], m["target"])),
                 max_migrations=int(machine["spec"].get("maxConcurrentMigrations", 1)),
             )
-        copies = self._copies(spec.repository, [v.name for v in views.values() if v.ready])
+        ready = [v.name for v in views.values() if v.ready]
+        copies, unreachable = self._copies(spec.repository, ready)
+        unobserved = sorted(set(views) - set(ready) | set(unreachable))
         return d.Observed(
             desired=spec.machine,
             has_template=spec.template is not None,
@@ -108,6 +110,7 @@ class PlacementReconciler:
             migration_in_flight=False,
             cluster_migrations=len(in_flight),
             cluster_max_migrations=self.config.cluster_max_migrations,
+            unobserved=tuple(unobserved),
         )
 
     def _migrations_in_flight(self) -> list[dict[str, Any]]:
@@ -122,20 +125,22 @@ class PlacementReconciler:
         age = dt.datetime.now(dt.UTC) - dt.datetime.fromisoformat(beat.replace("Z", "+00:00"))
         return age.total_seconds() < self.config.stale_heartbeat_seconds
 
-    def _copies(self, repository: str, machines: list[str]) -> list[d.Copy]:
-        copies = []
+    def _copies(self, repository: str, machines: list[str]) -> tuple[list[d.Copy], list[str]]:
+        """The copies found on `machines`, and the machines that could not be asked."""
+        copies, unreachable = [], []
         for machine in machines:
             try:
                 # Shared by all placements for a few seconds; berth's own actions (create,
                 # start, each migration step) invalidate the machines they act on.
                 found = [r for r in self.agents.repositories(machine) if r["name"] == repository]
             except (httpx.HTTPError, AgentAPIError, OSError):
-                continue  # an unreachable machine's copy is unknown; its heartbeat says so
+                unreachable.append(machine)  # its copy is unknown, not absent
+                continue
             for r in found:
                 containers_up = all(c["state"] == "running" for c in r["containers"])
                 running = bool(r["mounted"] and r["docker"]["running"] and containers_up)
                 copies.append(d.Copy(machine, running=running, stale=bool(r.get("moved_to"))))
-        return copies
+        return copies, unreachable
 
     # --- acting ------------------------------------------------------------------------
     def _act(
