@@ -133,6 +133,15 @@ def machine_changed(body: kopf.Body, name: str, type: str | None, **_: Any) -> N
             agents.machines_changed()
 
 
-@kopf.timer(GROUP, VERSION, MACHINES, interval=CONFIG.heartbeat_seconds, initial_delay=0)
+# A failed beat (the API server refused the write) retries at the next beat, not after
+# kopf's default 60 s: a Machine without a beat for 45 s counts as not Ready.
+@kopf.timer(
+    GROUP,
+    VERSION,
+    MACHINES,
+    interval=CONFIG.heartbeat_seconds,
+    initial_delay=0,
+    backoff=CONFIG.heartbeat_seconds,
+)
 def machine_heartbeat(body: kopf.Body, **_: Any) -> None:
     beat(_kube(), _runtime["agents"], dict(body))
