@@ -29,6 +29,7 @@ from berth_agent.runtime.services import (
 )
 from berth_agent.runtime.spec import RepositoryServices, bridge_name
 from berth_agent.store.store import META_DIR, RepositoryRecord, RepositoryStore
+from berth_common.crash import CrashPoints
 from berth_common.process import run
 
 log = logging.getLogger("berth.agent.repositories")
@@ -39,6 +40,8 @@ class Repositories:
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
         self.store = RepositoryStore(config.data_dir)
+        # Test only: the fault tests name a point in this file to kill the agent there.
+        self.crash = CrashPoints(config.data_dir / "crash-at" if config.fault_injection else None)
 
     @contextmanager
     def _locked(self, guid: str) -> Iterator[None]:
@@ -103,7 +106,9 @@ class Repositories:
             try:
                 meta = self.store.mount_path(record.guid) / META_DIR
                 frozen = freezing.read_record(meta)
+                self.crash.reached("up.restoring")
                 durations.update(freezing.thaw(client, meta))
+                self.crash.reached("up.restored")
                 if frozen:
                     t = time.monotonic()
                     neighbours.announce(

@@ -32,6 +32,9 @@ class OperatorConfig(BaseModel):
     peering_priority: int | None = Field(
         None, description="kopf peering priority; unset: random, so one replica wins"
     )
+    crash_file: Path | None = Field(
+        None, description="test only: a file naming a crash point (berth_common.crash)"
+    )
 
     @property
     def ca(self) -> Path:
@@ -59,6 +62,7 @@ class OperatorConfig(BaseModel):
             ("BERTH_MAX_WORKERS", "max_workers"),
             ("BERTH_HEALTH_PORT", "health_port"),
             ("BERTH_PEERING_PRIORITY", "peering_priority"),
+            ("BERTH_CRASH_FILE", "crash_file"),
         ):
             if env.get(key):
                 values[field] = env[key]

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from berth_agent.client import AgentAPIError, AgentClient
 from berth_common import tokens
+from berth_common.crash import CrashPoints
 from berth_common.pki import CertFiles
 from berth_operator.migration.rounds import should_cut_over
 from berth_operator.migration.state import FROZEN, MigrationState, Mode, Phase, now
@@ -51,8 +52,10 @@ class MigrationDriver:
         bandwidth: float | None = None,
         compress: bool = False,
         answer_timeout: float = 60,
+        crash: CrashPoints | None = None,
     ) -> None:
         self.agents, self.signer = agents, signer
+        self.crash = crash or CrashPoints(None)
         self.on_event = on_event or (lambda _s, _e: None)
         self.bandwidth, self.compress, self.answer_timeout = bandwidth, compress, answer_timeout
         self._open: dict[str, AgentClient] = {}
@@ -87,6 +90,7 @@ class MigrationDriver:
 
     def _step(self, state: MigrationState) -> None:
         phase = state.phase
+        self.crash.reached(phase.value)
         started = time.monotonic()
         try:
             self._do(state)
@@ -188,6 +192,7 @@ class MigrationDriver:
             if first:  # the application runs until this call; the downtime starts here
                 state.frozen_at_epoch = time.time()
             frozen = source.freeze(state.repository, state.id, checkpoint=state.mode == Mode.LIVE)
+        self.crash.reached("Cutover.frozen")
         state.checkpoint_seconds = sum(
             v for k, v in frozen["durations"].items() if k.startswith("checkpoint:")
         )
@@ -205,6 +210,7 @@ class MigrationDriver:
     def _verify(self, state: MigrationState) -> None:
         with self._agent(state.target) as target:
             revived = target.up(state.repository, wait_answer=self.answer_timeout)
+        self.crash.reached("Verifying.answered")
         answered = time.time()
         _steps(state, "up", revived.get("durations") or {})
         assert state.frozen_at_epoch is not None

@@ -18,6 +18,7 @@ import httpx
 from berth_agent.client import AgentAPIError
 from berth_api.v1alpha1 import RepositoryPlacementSpec
 from berth_api.v1alpha1.placement_types import HISTORY_LIMIT, Strategy
+from berth_common.crash import CrashPoints
 from berth_common.units import parse_rate
 from berth_operator import metrics
 from berth_operator.agents import MachineAgents
@@ -277,6 +278,7 @@ class PlacementReconciler:
             on_event=on_event,
             bandwidth=_bandwidth(spec),
             compress=spec.transfer.compression,
+            crash=CrashPoints(self.config.crash_file),
         )
         try:
             state = driver.advance(state)
