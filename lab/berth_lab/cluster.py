@@ -111,6 +111,7 @@ class OperatorProcess:
             "BERTH_METRICS_PORT": str(self.metrics_port),
             "BERTH_HEALTH_PORT": str(self.health_port),
             "BERTH_NAMESPACES": ",".join(self.namespaces),
+            "BERTH_CRASH_FILE": str(self.crash_file),  # absent unless a test calls crash_at
             **self.extra_env,
         }
         log = self.log_path.open("ab")
@@ -129,6 +130,21 @@ class OperatorProcess:
     @property
     def pidfile(self) -> Path:
         return self.log_path.with_suffix(".pid")
+
+    @property
+    def crash_file(self) -> Path:
+        return self.log_path.with_suffix(".crash")
+
+    def crash_at(self, point: str) -> None:
+        """Make the operator exit as if killed when it reaches point (berth_common.crash)."""
+        self.crash_file.write_text(point)
+
+    def wait_exit(self, timeout: float) -> int:
+        """Until the operator has exited (a crash point fired); its exit code."""
+        assert self.proc is not None, "the operator is not running"
+        code = self.proc.wait(timeout=timeout)
+        self.proc = None
+        return code
 
     def kill(self) -> None:
         """SIGKILL: the operator gets no chance to clean up, as in a crash."""

@@ -31,6 +31,10 @@ class LabHost:
     def address(self) -> str:
         return str(self.plan.address)
 
+    def crash_agent_at(self, point: str) -> None:
+        """Make this host's agent (fault injection on) exit as if killed at point."""
+        (self.plan.datastore_mount / "crash-at").write_text(point)
+
     def nsenter(self) -> list[str]:
         """The argv prefix that runs a command inside this host's namespaces."""
         return ["nsenter", "-t", str(self.holder_pid), "-m", "-n", "--"]

@@ -202,6 +202,17 @@ class Lab:
         host.agent_pid = None
         self._save_state()
 
+    def wait_agent_exit(self, name: str, timeout: float = 120) -> None:
+        """Until the host's agent has exited (a crash point fired, see crash_agent_at)."""
+        host = self.host(name)
+        deadline = time.monotonic() + timeout
+        while host.agent_pid is not None and procs.alive(host.agent_pid):
+            if time.monotonic() > deadline:
+                raise LabError(f"{host.name}: the agent is still running after {timeout:.0f}s")
+            time.sleep(0.05)
+        host.agent_pid = None
+        self._save_state()
+
     def agent(self, name: str) -> AgentClient:
         return agent_client(self.host(name), self.pki)
 

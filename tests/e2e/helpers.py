@@ -96,3 +96,28 @@ def fill(lab: Lab, host: str, repository: str, mib: int) -> None:
     lab.host(host).run(
         ["sh", "-c", f"head -c {mib}M /dev/urandom > /var/lib/berth/mounts/{guid}/data.bin && sync"]
     )
+
+
+def wait_current(
+    kubectl: Kubectl, namespace: str, name: str, timeout: float = 180
+) -> dict[str, Any]:
+    """Until status describes the current generation and Ready is True."""
+
+    def settled() -> dict[str, Any] | None:
+        obj = placement(kubectl, namespace, name)
+        status = obj.get("status", {})
+        if (
+            status.get("observedGeneration") == obj["metadata"]["generation"]
+            and condition(obj, "Ready").get("status") == "True"
+        ):
+            return obj
+        return None
+
+    try:
+        result: dict[str, Any] = until(
+            f"{name} to be Ready at its generation", settled, timeout, 0.2
+        )
+    except AssertionError as err:
+        status = placement(kubectl, namespace, name).get("status", {})
+        raise AssertionError(f"{err}; status: {json.dumps(status, indent=1)[:4000]}") from None
+    return result

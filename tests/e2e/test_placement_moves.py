@@ -4,42 +4,25 @@ from __future__ import annotations
 
 import json
 import urllib.request
-from typing import Any
 
 import pytest
 
 from berth_lab import Lab
 from berth_lab.cluster import LabCluster, OperatorProcess
 from berth_lab.kubeconfig import Kubectl
-from e2e.helpers import beats, condition, create_pulse, fill, move, placement, until
+from e2e.helpers import (
+    beats,
+    condition,
+    create_pulse,
+    fill,
+    move,
+    placement,
+    until,
+    wait_current,
+)
 
 pytestmark = pytest.mark.e2e
 BEAT = 0.2
-
-
-def wait_current(
-    kubectl: Kubectl, namespace: str, name: str, timeout: float = 180
-) -> dict[str, Any]:
-    """Until status describes the current generation and Ready is True."""
-
-    def settled() -> dict[str, Any] | None:
-        obj = placement(kubectl, namespace, name)
-        status = obj.get("status", {})
-        if (
-            status.get("observedGeneration") == obj["metadata"]["generation"]
-            and condition(obj, "Ready").get("status") == "True"
-        ):
-            return obj
-        return None
-
-    try:
-        result: dict[str, Any] = until(
-            f"{name} to be Ready at its generation", settled, timeout, 0.2
-        )
-    except AssertionError as err:
-        status = placement(kubectl, namespace, name).get("status", {})
-        raise AssertionError(f"{err}; status: {json.dumps(status, indent=1)[:4000]}") from None
-    return result
 
 
 def test_kubectl_patch_moves_pulse_with_its_memory(

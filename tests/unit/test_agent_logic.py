@@ -14,6 +14,7 @@ from berth_agent.runtime.spec import (
     bridge_name,
     repository_subnet,
 )
+from berth_agent.server.app import describe_invalid
 from berth_agent.store.naming import parse_size, validate_guid, validate_name
 
 pytestmark = pytest.mark.unit
@@ -108,3 +109,14 @@ def test_a_container_without_networks_has_no_endpoints() -> None:
 def test_the_bridge_name_fits_a_link_name() -> None:
     name = bridge_name("05dc50f9-f17b-40fd-9175-e253ed9a3499")
     assert name == "bb05dc50f9f17b" and len(name) <= 15
+
+
+def test_a_refused_request_never_echoes_its_input() -> None:
+    secret = "c2VjcmV0LWx1a3Mta2V5"
+    errors = [
+        {"loc": ("body", "name"), "msg": "Field required", "input": {"key": secret}},
+        {"loc": ("body", "key"), "msg": "Input should be a valid string", "input": [secret]},
+    ]
+    message = describe_invalid(errors)
+    assert message == "name: Field required; key: Input should be a valid string"
+    assert secret not in message

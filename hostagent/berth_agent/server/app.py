@@ -6,7 +6,7 @@ import base64
 import logging
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
@@ -62,6 +62,16 @@ def _key(encoded: str | None) -> bytes | None:
         raise InvalidRequest("key is not valid base64") from None
 
 
+def describe_invalid(errors: Sequence[Any]) -> str:
+    """Where each problem is and what it is, never the input: a request body can carry a
+    LUKS key or a transfer token, and this message ends up in logs and statuses."""
+    parts = []
+    for error in errors:
+        where = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "body"
+        parts.append(f"{where}: {error.get('msg', 'invalid')}")
+    return "; ".join(parts) or "invalid request"
+
+
 def _measured(operation: str, call: Callable[[], T]) -> T:
     started = time.monotonic()
     try:
@@ -95,7 +105,9 @@ def build_app(repos: Repositories, config: AgentConfig) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, err: RequestValidationError) -> JSONResponse:
-        return JSONResponse({"code": "Invalid", "message": str(err.errors())}, status_code=400)
+        return JSONResponse(
+            {"code": "Invalid", "message": describe_invalid(err.errors())}, status_code=400
+        )
 
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:

@@ -48,7 +48,7 @@ def peer_client(config: AgentConfig, endpoint: str) -> AgentClient:
 def build_router(repos: Repositories, config: AgentConfig) -> APIRouter:
     router = APIRouter()
     receiver = Receiver(config.data_dir, repos.store, config.tls.client_ca, config.name)
-    sender = Sender(config.data_dir, repos.store)
+    sender = Sender(config.data_dir, repos.store, repos.crash)
 
     @router.post("/v1/transfers")
     def begin(req: BeginRequest) -> dict[str, Any]:

@@ -85,7 +85,8 @@ class Receiver:
 
     # --- begin -------------------------------------------------------------------------
     def begin(self, req: BeginRequest) -> TransferState:
-        migration_id = self._authorise(req.token, req.record.guid)
+        # A token names the one transfer it allows: replayed for any other, it is refused.
+        migration_id = self._authorise(req.token, req.record.guid, req.transfer_id)
         state_path, staging, hashes_path = self._paths(req.transfer_id)
         if state_path.exists():
             state = self._load(req.transfer_id)

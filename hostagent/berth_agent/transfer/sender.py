@@ -34,6 +34,7 @@ from berth_agent.transfer.plan import (
     plan_full,
 )
 from berth_agent.transfer.throttle import Throttle
+from berth_common.crash import CrashPoints
 
 log = logging.getLogger("berth.agent.transfer.sender")
 MAX_ATTEMPTS = 8
@@ -111,9 +112,12 @@ def _human(n: float) -> str:
 
 
 class Sender:
-    def __init__(self, data_dir: Path, store: RepositoryStore) -> None:
+    def __init__(
+        self, data_dir: Path, store: RepositoryStore, crash: CrashPoints | None = None
+    ) -> None:
         self.dir = data_dir / "transfers"
         self.store = store
+        self.crash = crash or CrashPoints(None)  # test only: "push.sending"
         self.bases = BaseStore(data_dir)
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
@@ -349,6 +353,7 @@ class Sender:
                     time.sleep(wait)
                 progress.bytes_sent += len(frame)
                 yield frame
+                self.crash.reached("push.sending")
             now = time.monotonic()
             if on_progress and now - last_report > 0.2:
                 last_report = now

@@ -1,0 +1,114 @@
+"""Faults in the middle of a move, on the lab with the real operator and agents.
+
+Each test moves the same application (pulse + ledger, see workload.py) from the machine
+it runs on to the other one while something fails, then checks that it runs on exactly
+one machine with pulse's counter unbroken and every acknowledged ledger record kept, and
+that no mount, loop device or daemon of the repository was left behind.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from berth_common.crash import EXIT_CODE
+from berth_lab import Lab
+from berth_lab.cluster import LabCluster
+from berth_lab.kubeconfig import Kubectl
+from e2e.helpers import move, placement, until, wait_current
+from faults.workload import acks, assert_intact, leftovers, place
+
+pytestmark = pytest.mark.faults
+APP, PORT = "ledger-app", 8090
+
+
+@pytest.fixture(scope="module")
+def app(cluster: LabCluster, lab: Lab, kubectl: Kubectl, namespace: str) -> Iterator[str]:
+    place(kubectl, namespace, APP, "host-a", PORT)
+    wait_current(kubectl, namespace, APP)
+    until("ledger to acknowledge records", lambda: acks(lab, "host-a", APP), 60)
+    yield APP
+
+
+def where(kubectl: Kubectl, namespace: str) -> tuple[str, str]:
+    """(the machine it runs on, the other one)."""
+    current = placement(kubectl, namespace, APP)["status"]["currentMachine"]
+    return current, "host-b" if current == "host-a" else "host-a"
+
+
+def acked(lab: Lab, host: str) -> int:
+    seen = acks(lab, host, APP)
+    assert seen, f"ledger acknowledged nothing on {host}"
+    return max(seen)
+
+
+def settled_on(kubectl: Kubectl, namespace: str, machine: str) -> dict[str, Any]:
+    obj = wait_current(kubectl, namespace, APP, timeout=300)
+    status: dict[str, Any] = obj["status"]
+    assert status["currentMachine"] == machine, status
+    return status
+
+
+def assert_nothing_left(lab: Lab) -> None:
+    # A stopped dockerd's shims take a moment to go: look again before calling it a leak.
+    left = leftovers(lab)
+    for _ in range(50):
+        if not left:
+            return
+        time.sleep(0.2)
+        left = leftovers(lab)
+    assert left == [], left
+
+
+@pytest.mark.parametrize(
+    "point",
+    [
+        "Preparing",
+        "BulkSync",
+        "Cutover",
+        "Cutover.frozen",  # the source is frozen, nothing sent yet
+        "Verifying",
+        "Verifying.answered",  # the target runs it, the operator has not recorded that
+        "Finalizing",
+    ],
+)
+def test_operator_killed_in_each_phase(
+    point: str, cluster: LabCluster, lab: Lab, kubectl: Kubectl, namespace: str, app: str
+) -> None:
+    operator = cluster.operator
+    assert operator is not None
+    source, target = where(kubectl, namespace)
+    before = acked(lab, source)
+    operator.crash_at(point)
+    move(kubectl, namespace, app, target)
+    assert operator.wait_exit(timeout=120) == EXIT_CODE, operator.log_tail()
+    operator.start()
+    status = settled_on(kubectl, namespace, target)
+    assert status["lastMigration"]["result"] == "Succeeded", status["lastMigration"]
+    intact = assert_intact(lab, app, before)
+    assert intact.host == target
+    assert_nothing_left(lab)
+
+
+@pytest.mark.parametrize("point", ["push.sending", "up.restoring", "up.restored"])
+def test_agent_killed_mid_move(
+    point: str, cluster: LabCluster, lab: Lab, kubectl: Kubectl, namespace: str, app: str
+) -> None:
+    """push.sending kills the source's agent during the bulk sync; up.restoring and
+    up.restored kill the target's agent with its dockerd up, before and after CRIU
+    restored the containers. The agent is restarted and adopts what it had mounted."""
+    source, target = where(kubectl, namespace)
+    victim = source if point.startswith("push.") else target
+    before = acked(lab, source)
+    lab.host(victim).crash_agent_at(point)
+    move(kubectl, namespace, app, target)
+    lab.wait_agent_exit(victim)
+    time.sleep(2)  # the operator meets a dead agent for a while
+    lab.start_agent(lab.host(victim))
+    status = settled_on(kubectl, namespace, target)
+    intact = assert_intact(lab, app, before)
+    assert intact.host == target, status
+    assert_nothing_left(lab)

@@ -1,0 +1,192 @@
+"""The application the fault tests move, and what they check after every fault.
+
+One repository runs two services: pulse (a counter held only in memory) and ledger, a
+writer that appends numbered records, fsyncs each one and only then acknowledges it in
+its log. After any fault the application must run on exactly one machine, pulse's counter
+must never have restarted, and every record ledger acknowledged must be in its file.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from berth_agent.apps import pulse
+from berth_lab import Lab
+from berth_lab.kubeconfig import Kubectl
+
+DOCKER = ["env", "DOCKER_CLI_EXPERIMENTAL=enabled", "/usr/bin/docker"]
+LEDGER_FILE = "/ledger"
+# The record is durable (fsync) before the ack is printed; a restarted writer (no
+# checkpoint) would go on from the file's last record, so a reset shows as a repeat.
+LEDGER_SCRIPT = f"""
+touch {LEDGER_FILE}
+n=$(wc -l < {LEDGER_FILE})
+while :; do
+  n=$((n + 1))
+  echo "record $n" >> {LEDGER_FILE}
+  sync {LEDGER_FILE}
+  echo "ack $n"
+  sleep 0.05
+done
+"""
+_ACK = re.compile(r"^\S+ ack (\d+)$")
+_DAEMONS = {"dockerd", "containerd", "containerd-shim-runc-v2", "docker-proxy"}
+_GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def services(port: int) -> list[dict[str, Any]]:
+    beat = pulse.services(interval=0.2, host_port=port).model_dump()["services"][0]
+    keep = ("name", "image", "command", "environment", "checkpoint", "ports")
+    ledger = {
+        "name": "ledger",
+        "image": "berth/busybox:1",
+        "command": ["sh", "-c", LEDGER_SCRIPT],
+        "environment": {},
+        "checkpoint": True,
+        "ports": [],
+    }
+    return [{k: beat[k] for k in keep}, ledger]
+
+
+def place(kubectl: Kubectl, namespace: str, name: str, machine: str, port: int) -> None:
+    kubectl.apply(
+        {
+            "apiVersion": "berth.dev/v1alpha1",
+            "kind": "RepositoryPlacement",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {
+                "repository": name,
+                "machine": machine,
+                "template": {"size": "1G", "services": services(port)},
+            },
+        }
+    )
+
+
+def running_on(lab: Lab, name: str) -> list[str]:
+    """The hosts where the repository's services run."""
+    where = []
+    for host in lab.hosts:
+        with lab.agent(host) as agent:
+            for repo in agent.repositories():
+                if repo["name"] == name and repo["mounted"] and repo["docker"]["running"]:
+                    states = [c["state"] for c in repo["containers"]]
+                    if states and all(s == "running" for s in states):
+                        where.append(host)
+    return where
+
+
+def acks(lab: Lab, host: str, name: str) -> list[int]:
+    with lab.agent(host) as agent:
+        lines = agent.logs(name, "ledger", tail=100000)
+    return [int(m.group(1)) for line in lines if (m := _ACK.match(line))]
+
+
+def records(lab: Lab, host: str, name: str) -> list[int]:
+    with lab.agent(host) as agent:
+        guid = next(r["guid"] for r in agent.repositories() if r["name"] == name)
+    sock = ["-H", f"unix:///run/berth/{guid}/docker.sock"]
+    text = lab.host(host).run([*DOCKER, *sock, "exec", "ledger", "cat", LEDGER_FILE]).stdout
+    return [int(line.split()[1]) for line in text.decode().splitlines()]
+
+
+@dataclass
+class Intact:
+    host: str
+    counter: int  # pulse's last beat
+    records: int  # ledger's last durable record
+
+
+def assert_intact(lab: Lab, name: str, acked_before: int) -> Intact:
+    """Runs on one host; pulse never restarted; no record acknowledged before is lost."""
+    where = running_on(lab, name)
+    assert len(where) == 1, f"{name} runs on {where}, not on exactly one host"
+    host = where[0]
+    with lab.agent(host) as agent:
+        counters = pulse.counters(agent.logs(name, "pulse", tail=100000))
+    assert counters and counters == list(range(1, counters[-1] + 1)), (
+        f"pulse's counter restarted or skipped: {_runs(counters)}"
+    )
+    written = records(lab, host, name)
+    assert written == list(range(1, len(written) + 1)), f"ledger records: {_runs(written)}"
+    assert len(written) >= acked_before, (
+        f"ledger acknowledged {acked_before} records before the fault; {len(written)} survived"
+    )
+    logged = acks(lab, host, name)
+    assert logged and max(logged) <= len(written), "an acknowledged record is missing"
+    return Intact(host, counters[-1], len(written))
+
+
+def _runs(values: list[int]) -> str:
+    """1..5, 1..3: how a sequence restarted, briefly."""
+    if not values:
+        return "none"
+    runs, start = [], values[0]
+    for prev, cur in itertools.pairwise(values):
+        if cur != prev + 1:
+            runs.append(f"{start}..{prev}")
+            start = cur
+    runs.append(f"{start}..{values[-1]}")
+    return ", ".join(runs)
+
+
+def leftovers(lab: Lab) -> list[str]:
+    """Mounts, loop devices and processes (dockerd, containerd, shims) of repositories no
+    agent holds mounted, and stale copies still mounted: what a fault must not leave."""
+    found = []
+    for name, host in lab.hosts.items():
+        with lab.agent(name) as agent:
+            repos = agent.repositories()
+        mounted = {r["guid"] for r in repos if r["mounted"]}
+        found += [f"{name}: stale copy {r['name']} still mounted" for r in repos
+                  if r["mounted"] and r.get("moved_to")]  # fmt: skip
+        for target in host.run(["findmnt", "-rn", "-o", "TARGET"]).stdout.decode().split():
+            if target.startswith(("/var/lib/berth/mounts/", "/run/berth/")):
+                guid = _GUID.search(target)
+                if guid and guid.group() not in mounted:
+                    found.append(f"{name}: mount {target}")
+        # A loop device is known by its backing file's device and inode: every host sees
+        # the others' loops too, with the same paths inside their own datastores.
+        listing = "stat -c '%Hd:%Ld/%i %n' /var/lib/berth/images/*.img 2>/dev/null || true"
+        images = host.run(["sh", "-c", listing]).stdout.decode().splitlines()
+        inodes = dict(line.split(" ", 1) for line in images)
+        listed = host.run(["losetup", "-J", "-l", "-O", "NAME,BACK-MAJ:MIN,BACK-INO"]).stdout
+        for loop in json.loads(listed or b'{"loopdevices": []}')["loopdevices"]:
+            device = loop["name"]
+            image = inodes.get(f"{loop['back-maj:min'].strip()}/{loop['back-ino']}", "")
+            guid = _GUID.search(image)
+            if guid and guid.group() not in mounted:
+                found.append(f"{name}: loop device {device} on {image}")
+        own_ns = host.run(["readlink", "/proc/self/ns/mnt"]).stdout.decode().strip()
+        for pid, cmdline in _processes():
+            guid = _GUID.search(cmdline)
+            program = os.path.basename(cmdline.split()[0])
+            if not guid or guid.group() in mounted or program not in _DAEMONS:
+                continue
+            try:
+                in_host = os.readlink(f"/proc/{pid}/ns/mnt") == own_ns
+            except OSError:
+                continue  # it exited meanwhile
+            if in_host:
+                found.append(f"{name}: process {pid} {cmdline[:100]}")
+    return found
+
+
+def _processes() -> list[tuple[int, str]]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+        if cmdline:
+            out.append((int(entry), cmdline))
+    return out
