@@ -23,6 +23,7 @@ from berth_lab.agents import agent_endpoint
 pytestmark = pytest.mark.agent
 
 
+@pytest.mark.faults
 def test_request_without_client_certificate_is_refused_in_the_handshake(lab: Lab) -> None:
     host = lab.host("a")
     context = ssl.create_default_context(cafile=str(lab.pki.ca.cert))
@@ -41,6 +42,7 @@ def test_request_without_client_certificate_is_refused_in_the_handshake(lab: Lab
         plain.get(f"{agent_endpoint(host)}/healthz")
 
 
+@pytest.mark.faults
 def test_certificate_from_another_ca_is_refused(lab: Lab) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         rogue_ca = create_ca(CertFiles(Path(tmp, "ca.crt"), Path(tmp, "ca.key")), cn="rogue")
@@ -75,6 +77,7 @@ def test_openapi_and_metrics(lab: Lab) -> None:
         ({"name": "ok", "size": "16T"}, 507, "exceeds the datastore"),
     ],
 )
+@pytest.mark.faults
 def test_bad_create_requests_get_a_clear_error_and_change_nothing(
     lab: Lab, body: dict[str, str], status: int, words: str
 ) -> None:
@@ -125,6 +128,7 @@ def test_a_repository_mounted_elsewhere_is_not_mounted_again(lab: Lab) -> None:
             agent.delete("busy", confirm="busy")
 
 
+@pytest.mark.faults
 def test_agent_restart_adopts_running_dockerd(lab: Lab) -> None:
     host = lab.host("b")
     with lab.agent("b") as agent:
@@ -236,6 +240,7 @@ def test_encrypted_repository_round_trip(lab: Lab) -> None:
         assert key not in log
 
 
+@pytest.mark.faults
 @pytest.mark.skipif(dm_crypt_available(), reason="dm-crypt exists here: the round trip runs")
 def test_encryption_without_dm_crypt_is_refused_and_changes_nothing(lab: Lab) -> None:
     key = b"correct horse battery staple"

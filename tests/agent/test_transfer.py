@@ -115,6 +115,7 @@ def test_full_then_delta_then_delta_back(lab: Lab, repo: tuple[str, str]) -> Non
     assert int(size.stdout) == 300 * MiB
 
 
+@pytest.mark.faults
 def test_dropped_connection_resumes_without_starting_over(lab: Lab, repo: tuple[str, str]) -> None:
     name, guid = repo
     write(lab, "a", guid, 120)
@@ -126,6 +127,7 @@ def test_dropped_connection_resumes_without_starting_over(lab: Lab, repo: tuple[
     assert sha256(base_a) == sha256(image_b)
 
 
+@pytest.mark.faults
 def test_target_agent_killed_mid_transfer_resumes(lab: Lab, repo: tuple[str, str]) -> None:
     name, guid = repo
     write(lab, "a", guid, 150)
@@ -149,6 +151,7 @@ def test_target_agent_killed_mid_transfer_resumes(lab: Lab, repo: tuple[str, str
     assert sha256(base_a) == sha256(image_b)
 
 
+@pytest.mark.faults
 def test_corrupt_range_is_caught_and_resent(lab: Lab, repo: tuple[str, str]) -> None:
     name, guid = repo
     write(lab, "a", guid, 30)
@@ -160,6 +163,7 @@ def test_corrupt_range_is_caught_and_resent(lab: Lab, repo: tuple[str, str]) -> 
     assert "checksum mismatch" in log  # the sender's record of the receiver's refusal
 
 
+@pytest.mark.faults
 def test_bad_token_and_mounted_target_are_refused(lab: Lab, repo: tuple[str, str]) -> None:
     name, guid = repo
     a_host, b_host = lab.host("a"), lab.host("b")

@@ -30,7 +30,7 @@ from berth_lab.kubeconfig import (
     service_account_kubeconfig,
 )
 
-pytestmark = pytest.mark.apiserver
+pytestmark = [pytest.mark.apiserver, pytest.mark.faults]  # faults: least privilege
 HERE = Path(__file__).resolve().parent
 
 CHART = HERE.parent.parent / "charts" / "berth"

@@ -106,6 +106,7 @@ def test_kubectl_patch_moves_pulse_with_its_memory(
     )
 
 
+@pytest.mark.faults
 def test_operator_killed_in_bulk_sync_and_in_cutover(
     cluster: LabCluster, lab: Lab, kubectl: Kubectl, namespace: str
 ) -> None:
@@ -207,6 +208,7 @@ def test_problems_a_person_must_fix_stall(
     assert condition(obj, "Stalled")["status"] == "False"
 
 
+@pytest.mark.faults
 def test_bad_spec_is_refused_by_the_api_server(
     kubectl: Kubectl, namespace: str, cluster: LabCluster
 ) -> None:
@@ -233,6 +235,7 @@ def test_bad_spec_is_refused_by_the_api_server(
     assert renamed.returncode != 0 and "spec.repository is immutable" in renamed.stderr
 
 
+@pytest.mark.faults
 def test_changing_the_machine_during_a_migration_queues_the_next_move(
     cluster: LabCluster, lab: Lab, kubectl: Kubectl, namespace: str
 ) -> None:
@@ -266,6 +269,7 @@ def test_changing_the_machine_during_a_migration_queues_the_next_move(
     assert counters == list(range(1, counters[-1] + 1))
 
 
+@pytest.mark.faults
 def test_a_second_replica_stands_by_and_never_drives_the_same_migration(
     cluster: LabCluster, lab: Lab, kubectl: Kubectl, namespace: str
 ) -> None:

@@ -23,6 +23,7 @@ from faults.workload import acks, assert_intact, leftovers, place
 
 pytestmark = pytest.mark.faults
 APP, PORT = "ledger-app", 8090
+PEM_IN_BASE64 = "LS0tLS1CRUdJTi"  # "-----BEGIN" base64-encoded: how every token starts
 
 
 @pytest.fixture(scope="module")
@@ -112,3 +113,19 @@ def test_agent_killed_mid_move(
     intact = assert_intact(lab, app, before)
     assert intact.host == target, status
     assert_nothing_left(lab)
+
+
+def test_no_token_reaches_the_operators_log_status_or_events(
+    cluster: LabCluster, kubectl: Kubectl, namespace: str, app: str
+) -> None:
+    """Every move above carried signed transfer tokens; none may have been written down."""
+    assert cluster.operator is not None
+    written = {
+        "operator log": cluster.operator.log_path.read_text(errors="replace"),
+        "placements": kubectl("get", "rp", "-n", namespace, "-o", "json").stdout,
+        "machines": kubectl("get", "machines.berth.dev", "-o", "json").stdout,
+        "events": kubectl("get", "events", "-n", namespace, "-o", "json").stdout,
+    }
+    assert "lastMigration" in written["placements"], "no migration happened in this module"
+    for where, text in written.items():
+        assert PEM_IN_BASE64 not in text, f"a transfer token was written to the {where}"

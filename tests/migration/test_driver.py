@@ -89,6 +89,7 @@ def test_cold_migration_restarts_the_counter(lab: Lab, app: tuple[str, str]) -> 
     assert 1 in seen[1:] or seen.count(1) == 2, "a cold move starts the process afresh"
 
 
+@pytest.mark.faults
 def test_failed_cutover_resumes_on_the_source(lab: Lab, app: tuple[str, str]) -> None:
     name, guid = app
     # Occupy pulse's host port on host-b: the restored container cannot publish it.
@@ -117,6 +118,7 @@ def test_failed_cutover_resumes_on_the_source(lab: Lab, app: tuple[str, str]) ->
         assert conn.recv(20).startswith(b"pulse")
 
 
+@pytest.mark.faults
 def test_failure_before_the_freeze_leaves_the_source_untouched(
     lab: Lab, app: tuple[str, str]
 ) -> None:
