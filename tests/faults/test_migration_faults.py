@@ -8,6 +8,8 @@ that no mount, loop device or daemon of the repository was left behind.
 
 from __future__ import annotations
 
+import json
+import shutil
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -15,11 +17,12 @@ from typing import Any
 import pytest
 
 from berth_common.crash import EXIT_CODE
+from berth_common.process import run
 from berth_lab import Lab
 from berth_lab.cluster import LabCluster
 from berth_lab.kubeconfig import Kubectl
-from e2e.helpers import move, placement, until, wait_current
-from faults.workload import acks, assert_intact, leftovers, place
+from e2e.helpers import fill, move, placement, until, wait_current
+from faults.workload import acks, assert_intact, leftovers, place, running_on
 
 pytestmark = pytest.mark.faults
 APP, PORT = "ledger-app", 8090
@@ -112,6 +115,66 @@ def test_agent_killed_mid_move(
     status = settled_on(kubectl, namespace, target)
     intact = assert_intact(lab, app, before)
     assert intact.host == target, status
+    assert_nothing_left(lab)
+
+
+def test_link_cut_during_bulk_sync_then_restored(
+    cluster: LabCluster, lab: Lab, kubectl: Kubectl, namespace: str, app: str
+) -> None:
+    source, target = where(kubectl, namespace)
+    fill(lab, source, app, 150)  # with the limit below, the bulk sync takes seconds
+    slow = {"spec": {"transfer": {"bandwidthLimit": "20M"}}}
+    kubectl("patch", "-n", namespace, f"rp/{app}", "--type", "merge", "-p", json.dumps(slow))
+    before = acked(lab, source)
+    link = lab.host(source).plan.veth_root  # the source's cable to the lab's switch
+    move(kubectl, namespace, app, target)
+    until("the bulk sync to send", lambda: progress(kubectl, namespace), 60)
+    run(["ip", "link", "set", link, "down"])
+    try:
+        time.sleep(5)
+    finally:
+        run(["ip", "link", "set", link, "up"])
+    status = settled_on(kubectl, namespace, target)
+    intact = assert_intact(lab, app, before)
+    assert intact.host == target, status
+    assert_nothing_left(lab)
+    unlimited = {"spec": {"transfer": {"bandwidthLimit": None}}}
+    kubectl("patch", "-n", namespace, f"rp/{app}", "--type", "merge", "-p", json.dumps(unlimited))
+
+
+def progress(kubectl: Kubectl, namespace: str) -> bool:
+    migration = placement(kubectl, namespace, APP)["status"].get("migration") or {}
+    return migration.get("phase") == "BulkSync" and bool(migration.get("progress"))
+
+
+def test_target_datastore_full_fails_cleanly_then_moves_once_there_is_room(
+    cluster: LabCluster, lab: Lab, kubectl: Kubectl, namespace: str, app: str
+) -> None:
+    source, target = where(kubectl, namespace)
+    before = acked(lab, source)
+    datastore = lab.host(target).plan.datastore_mount
+    ballast = datastore / "ballast"
+    free = shutil.disk_usage(datastore).free
+    run(["fallocate", "-l", str(max(free - 4 * 2**20, 0)), str(ballast)])
+    try:
+        move(kubectl, namespace, app, target)
+
+        def refused() -> dict[str, Any] | None:
+            last = placement(kubectl, namespace, APP)["status"].get("lastMigration") or {}
+            return last if last.get("result") == "Failed" else None
+
+        last = until("the migration to fail for want of space", refused, 120, 0.2)
+        assert "free" in last["reason"] and target in last["reason"], last
+        assert_intact(lab, app, before)
+        assert running_on(lab, app) == [source]
+        assert_nothing_left(lab)
+        with lab.agent(target) as agent:
+            assert app not in [r["name"] for r in agent.repositories()]
+    finally:
+        ballast.unlink(missing_ok=True)
+    status = settled_on(kubectl, namespace, target)  # the retry, once there is room
+    assert status["lastMigration"]["result"] == "Succeeded"
+    assert assert_intact(lab, app, before).host == target
     assert_nothing_left(lab)
 
 
