@@ -169,6 +169,7 @@ class Repositories:
                 "filesystem quiesced",
                 extra={"repository": record.name, "seconds": round(time.monotonic() - t, 4)},
             )
+            self.crash.reached("freeze.frozen")
             return frozen
 
     def resume(self, ref: str, migration_id: str) -> dict[str, float]:

@@ -97,15 +97,16 @@ def test_operator_killed_in_each_phase(
     assert_nothing_left(lab)
 
 
-@pytest.mark.parametrize("point", ["push.sending", "up.restoring", "up.restored"])
+@pytest.mark.parametrize("point", ["push.sending", "freeze.frozen", "up.restoring", "up.restored"])
 def test_agent_killed_mid_move(
     point: str, cluster: LabCluster, lab: Lab, kubectl: Kubectl, namespace: str, app: str
 ) -> None:
-    """push.sending kills the source's agent during the bulk sync; up.restoring and
+    """push.sending kills the source's agent during the bulk sync, freeze.frozen during
+    the cutover (its application checkpointed, its filesystem frozen); up.restoring and
     up.restored kill the target's agent with its dockerd up, before and after CRIU
     restored the containers. The agent is restarted and adopts what it had mounted."""
     source, target = where(kubectl, namespace)
-    victim = source if point.startswith("push.") else target
+    victim = target if point.startswith("up.") else source
     before = acked(lab, source)
     lab.host(victim).crash_agent_at(point)
     move(kubectl, namespace, app, target)
