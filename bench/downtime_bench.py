@@ -124,12 +124,14 @@ def remove(kubectl: Kubectl, name: str) -> None:
     kubectl("delete", "-n", NAMESPACE, f"rp/{name}", "--timeout=120s", timeout=150)
 
 
-def move(kubectl: Kubectl, name: str, on_phase: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Patch spec.machine to host-b and wait for the migration's end; on_phase maps a
+def move(
+    kubectl: Kubectl, name: str, target: str, on_phase: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Patch spec.machine to target and wait for the migration's end; on_phase maps a
     migration phase to a callable run once when the migration is first seen in it."""
     before = placement(kubectl, name)["metadata"]["generation"]
     kubectl("patch", "-n", NAMESPACE, f"rp/{name}", "--type", "merge",
-            "-p", json.dumps({"spec": {"machine": "host-b"}}))  # fmt: skip
+            "-p", json.dumps({"spec": {"machine": target}}))  # fmt: skip
     pending = dict(on_phase or {})
     deadline = time.monotonic() + 900
     while time.monotonic() < deadline:
@@ -141,7 +143,7 @@ def move(kubectl: Kubectl, name: str, on_phase: dict[str, Any] | None = None) ->
         last = status.get("lastMigration") or {}
         if (
             status.get("observedGeneration") == before + 1
-            and last.get("to") == "host-b"
+            and last.get("to") == target
             and last.get("result")
             and not status.get("migration")
         ):
@@ -200,61 +202,85 @@ def floor(lab: Lab, host: str, guid: str, port: int) -> dict[str, float]:
     return {"checkpoint": t1 - t0, "restore": t2 - t1, "answer": t3 - t2, "total": t3 - t0}
 
 
-def floor_under_probing(lab: Lab, guid: str, port: int) -> dict[str, float]:
+def floor_under_probing(lab: Lab, host: str, guid: str, port: int) -> dict[str, float]:
     """The floor under the same prober as the move: pulse answers one connection at a
     time, so the probes queue behind a restore either way and the comparison is fair."""
     with Prober([lab.host("a").address, lab.host("b").address], port):
         time.sleep(0.5)
-        return floor(lab, "b", guid, port)
+        return floor(lab, host, guid, port)
+
+
+def median_by(items: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    """The item whose key is the median (the lower one of an even count)."""
+    return sorted(items, key=lambda item: float(item[key]))[(len(items) - 1) // 2]
 
 
 # --- one case ----------------------------------------------------------------------------
 def pulse_case(
-    lab: Lab, kubectl: Kubectl, size_gib: int, write_mib: int, port: int
+    lab: Lab, kubectl: Kubectl, size_gib: int, write_mib: int, port: int, repeat: int
 ) -> dict[str, Any]:
+    """Place pulse on host-a, fill it, then move it `repeat` times between the hosts,
+    writing write_mib MiB during each bulk phase; the median move and the median floor
+    stand for the case (these machines are noisy), every move is kept under "runs"."""
     name = f"p{size_gib}g{write_mib}m"
     services = pulse.services(interval=0.2, host_port=port).model_dump()["services"]
     place(kubectl, name, size_gib, services)
     guid = guid_of(lab, "a", name)
     write_random(lab, "a", guid, "data.bin", int(size_gib * FILL * 1024))
-    writer: list[threading.Thread] = []
-
-    def write_during_bulk() -> None:
-        thread = threading.Thread(
-            target=write_random, args=(lab, "a", guid, "data.bin", write_mib), daemon=True
-        )
-        thread.start()
-        writer.append(thread)
-
     a, b = lab.host("a").address, lab.host("b").address
-    with Prober([a, b], port) as prober:
-        time.sleep(0.5)
-        started = time.time()
-        last = move(kubectl, name, {"BulkSync": write_during_bulk})
-        time.sleep(0.5)
-    for thread in writer:
-        thread.join()
+    runs, floors, here = [], [], "a"
+    for _ in range(repeat):
+        there = "b" if here == "a" else "a"
+        writer: list[threading.Thread] = []
+
+        def write_during_bulk(source: str = here, started: list[threading.Thread] = writer) -> None:
+            thread = threading.Thread(
+                target=write_random, args=(lab, source, guid, "data.bin", write_mib), daemon=True
+            )
+            thread.start()
+            started.append(thread)
+
+        with Prober([a, b], port) as prober:
+            time.sleep(0.5)
+            started = time.time()
+            last = move(kubectl, name, f"host-{there}", {"BulkSync": write_during_bulk})
+            time.sleep(0.5)
+        for thread in writer:
+            thread.join()
+        runs.append(
+            {
+                "to": f"host-{there}",
+                "downtime_status_s": last["downtimeSeconds"],
+                "downtime_prober_s": round(prober.longest_gap(started), 3),
+                "prober_followed": prober.moved(lab.host(there).address),
+                "bulk_bytes": last["bulkBytes"],
+                "delta_bytes": last["deltaBytes"],
+                "phase_seconds": last["phaseSeconds"],
+                "step_seconds": last.get("stepSeconds", {}),
+            }
+        )
+        floors.append(floor_under_probing(lab, there, guid, port))
+        here = there
+    typical = median_by(runs, "downtime_status_s")
     result = {
         "repository_gib": size_gib,
         "data_gib": size_gib * FILL,
         "written_during_bulk_mib": write_mib,
-        "downtime_status_s": last["downtimeSeconds"],
-        "downtime_prober_s": round(prober.longest_gap(started), 3),
-        "prober_followed": prober.moved(b),
-        "bulk_bytes": last["bulkBytes"],
-        "delta_bytes": last["deltaBytes"],
-        "phase_seconds": last["phaseSeconds"],
-        "step_seconds": last.get("stepSeconds", {}),
-        "floor": floor_under_probing(lab, guid, port),
-    }
+        **{k: typical[k] for k in ("downtime_status_s", "downtime_prober_s", "prober_followed",
+                                   "delta_bytes", "phase_seconds", "step_seconds")},
+        "bulk_bytes": runs[0]["bulk_bytes"],  # the first move's: a full copy
+        "floor": median_by(floors, "total"),
+        "runs": runs,
+        "floors": floors,
+    }  # fmt: skip
     remove(kubectl, name)
+    downtimes = ", ".join(f"{r['downtime_status_s']:.3f}" for r in runs)
     say(
         f"{size_gib} GiB, {write_mib} MiB written: downtime {result['downtime_status_s']:.3f}s "
-        f"(prober {result['downtime_prober_s']:.3f}s), delta {last['deltaBytes'] / 1e6:.1f} MB, "
-        f"floor {result['floor']['total']:.3f}s"
+        f"(moves: {downtimes}; prober {result['downtime_prober_s']:.3f}s), delta "
+        f"{result['delta_bytes'] / 1e6:.1f} MB, floor {result['floor']['total']:.3f}s"
     )
     say("  steps: " + ", ".join(f"{k} {v:.3f}" for k, v in result["step_seconds"].items()))
-    say("  phases: " + ", ".join(f"{k} {v:.3f}" for k, v in last["phaseSeconds"].items()))
     return result
 
 
@@ -270,7 +296,7 @@ def memory_case(lab: Lab, kubectl: Kubectl, ram_mib: int) -> dict[str, Any]:
          "environment": {}, "checkpoint": True, "ports": []},
     ]  # fmt: skip
     place(kubectl, name, 4, services)
-    last = move(kubectl, name)
+    last = move(kubectl, name, "host-b")
     remove(kubectl, name)
     say(f"{ram_mib} MiB in RAM: downtime {last['downtimeSeconds']:.3f}s, "
         f"delta {last['deltaBytes'] / 1e6:.0f} MB")  # fmt: skip
@@ -351,6 +377,7 @@ def main() -> int:
     parser.add_argument("--writes", default="0,50,500", help="MiB written during bulk")
     parser.add_argument("--ram-mib", type=int, default=1024, help="memory-heavy case; 0: skip")
     parser.add_argument("--push-mib", type=int, default=2048, help="throughput case; 0: skip")
+    parser.add_argument("--repeat", type=int, default=3, help="moves per case (median)")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     writes = [int(w) for w in args.writes.split(",")]
@@ -360,7 +387,8 @@ def main() -> int:
         cases = []
         for i, size in enumerate(sizes):
             for j, write in enumerate(writes):
-                cases.append(pulse_case(lab, kubectl, size, write, 18000 + 10 * i + j))
+                port = 18000 + 10 * i + j
+                cases.append(pulse_case(lab, kubectl, size, write, port, args.repeat))
         results["pulse"] = cases
         if args.ram_mib:
             results["memory"] = memory_case(lab, kubectl, args.ram_mib)

@@ -33,6 +33,7 @@ from berth_agent.transfer.plan import (
     plan_delta_from_extents,
     plan_full,
 )
+from berth_agent.transfer.prefetch import prefetched
 from berth_agent.transfer.throttle import Throttle
 from berth_common.crash import CrashPoints
 
@@ -109,6 +110,9 @@ def _human(n: float) -> str:
             return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
         n /= 1000
     return f"{n:.1f} GB"
+
+
+PREFETCH_FRAMES = 16  # 1 MiB frames made ahead of the socket: 16 MiB at most
 
 
 class Sender:
@@ -289,7 +293,11 @@ class Sender:
                         faults,
                         on_progress,
                     )
-                    target.send_frames(tid, token, next_block, stream)
+                    ahead = prefetched(stream, PREFETCH_FRAMES)
+                    try:
+                        target.send_frames(tid, token, next_block, ahead)
+                    finally:
+                        ahead.close()
                     return
                 except (httpx.TransportError, AgentAPIError, _Dropped) as err:
                     retriable = not isinstance(err, AgentAPIError) or err.status in RETRIABLE
