@@ -9,6 +9,7 @@ restarted agent, resumes where it stopped.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
@@ -18,7 +19,13 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from berth_agent.errors import Conflict, CorruptData, InvalidRequest, NotFound
+from berth_agent.errors import (
+    Conflict,
+    CorruptData,
+    InsufficientSpace,
+    InvalidRequest,
+    NotFound,
+)
 from berth_agent.store.store import RepositoryRecord, RepositoryStore
 from berth_agent.transfer import layout
 from berth_agent.transfer.bases import BaseStore
@@ -27,7 +34,7 @@ from berth_agent.transfer.hashtree import BlockHashes
 from berth_common import tokens
 
 log = logging.getLogger("berth.agent.transfer.receiver")
-_TRANSFER_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,80}$")
+TRANSFER_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,80}$")
 PERSIST_EVERY = 16 * 2**20  # bytes applied between durable progress records
 
 
@@ -39,6 +46,7 @@ class TransferState(BaseModel):
     base_root: str | None
     next_block: int = 0
     received_bytes: int = 0
+    full: str | None = None  # why it ended: the datastore filled up (its data was freed)
 
 
 class BeginRequest(BaseModel):
@@ -57,7 +65,7 @@ class Receiver:
         self.machine = machine
 
     def _paths(self, tid: str) -> tuple[Path, Path, Path]:
-        if not _TRANSFER_ID.match(tid):
+        if not TRANSFER_ID.match(tid):
             raise InvalidRequest(f"transfer id {tid!r} is invalid")
         d = self.dir / tid
         return d / "state.json", d / "staging.img", d / "staging.hashes"
@@ -92,7 +100,7 @@ class Receiver:
             state = self._load(req.transfer_id)
             if state.record.guid != req.record.guid:
                 raise Conflict(f"transfer {req.transfer_id!r} is for another repository")
-            return state  # a resumed transfer
+            return _not_full(state)  # a resumed transfer
         guid = req.record.guid
         if self.store.exists(guid) and self.store.is_mounted(guid):
             raise Conflict(
@@ -135,11 +143,21 @@ class Receiver:
         return state
 
     def status(self, tid: str) -> TransferState:
-        return self._load(tid)
+        return _not_full(self._load(tid))
+
+    def _end_full(self, state: TransferState, why: str) -> None:
+        """Free what a transfer that filled the datastore holds, keeping why, so that
+        the sender's next look says so (an abort removes the rest)."""
+        _, staging, hashes = self._paths(state.transfer_id)
+        staging.unlink(missing_ok=True)
+        hashes.unlink(missing_ok=True)
+        state.full = why
+        self._save(state)
+        log.warning("transfer refused: datastore full", extra={"transfer": state.transfer_id})
 
     # --- data --------------------------------------------------------------------------
     def open_session(self, tid: str, token: str, from_block: int) -> ReceiveSession:
-        state = self._load(tid)
+        state = _not_full(self._load(tid))
         self._authorise(token, state.record.guid, state.migration_id)
         if from_block != state.next_block:
             raise Conflict(
@@ -227,6 +245,9 @@ class ReceiveSession:
             raise CorruptData(
                 f"transfer {state.transfer_id}: {err}; resend from block {state.next_block}"
             ) from None
+        except OSError as err:
+            self._refuse_if_full(err)
+            raise
 
     def persist(self) -> None:
         os.fdatasync(self.fd)  # progress may only claim data that is on disk
@@ -235,9 +256,32 @@ class ReceiveSession:
         self.unpersisted = 0
 
     def close(self) -> TransferState:
-        """Persist what was applied; a partial frame at the end is dropped, and resent."""
+        """Persist what was applied; a partial frame at the end is dropped, and resent.
+        A datastore that filled up ends the transfer: its partial image is removed."""
         try:
-            self.persist()
+            if self.state.full is None:
+                self.persist()
+        except OSError as err:
+            self._refuse_if_full(err)
+            raise
         finally:
             os.close(self.fd)
+            if self.state.full is not None:
+                self.receiver._end_full(self.state, self.state.full)
         return self.state
+
+    def _refuse_if_full(self, err: OSError) -> None:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            return
+        self.state.full = (
+            f"{self.receiver.machine}'s datastore is full: no space left after "
+            f"{self.state.received_bytes} bytes of transfer {self.state.transfer_id}; "
+            "its partial image was removed"
+        )
+        raise InsufficientSpace(self.state.full) from None
+
+
+def _not_full(state: TransferState) -> TransferState:
+    if state.full is not None:
+        raise InsufficientSpace(state.full)
+    return state

@@ -22,7 +22,7 @@ import httpx
 import zstandard
 
 from berth_agent.client import AgentAPIError, AgentClient
-from berth_agent.errors import AgentError
+from berth_agent.errors import AgentError, InvalidRequest
 from berth_agent.store.store import RepositoryRecord, RepositoryStore
 from berth_agent.transfer import frames, layout
 from berth_agent.transfer.bases import BaseStore
@@ -34,6 +34,7 @@ from berth_agent.transfer.plan import (
     plan_full,
 )
 from berth_agent.transfer.prefetch import prefetched
+from berth_agent.transfer.receiver import TRANSFER_ID
 from berth_agent.transfer.throttle import Throttle
 from berth_common.crash import CrashPoints
 
@@ -133,8 +134,15 @@ class Sender:
         restarted mid-transfer) waits for the first to end, then continues from there."""
         with self._guard:
             lock = self._locks.setdefault(transfer_id, threading.Lock())
+        if not TRANSFER_ID.match(transfer_id):  # it names a directory here and there
+            raise InvalidRequest(f"transfer id {transfer_id!r} is invalid")
         with lock:
-            return self._push(ref, target, token, transfer_id, **options)
+            try:
+                return self._push(ref, target, token, transfer_id, **options)
+            except BaseException:
+                # Its snapshot may be as large as the image; a replay takes a fresh one.
+                shutil.rmtree(self.dir / transfer_id, ignore_errors=True)
+                raise
 
     def _push(
         self,
@@ -302,6 +310,7 @@ class Sender:
                 except (httpx.TransportError, AgentAPIError, _Dropped) as err:
                     retriable = not isinstance(err, AgentAPIError) or err.status in RETRIABLE
                     if not retriable or progress.attempts >= MAX_ATTEMPTS:
+                        _abandon(target, tid)
                         raise TransferFailed(
                             f"transfer {tid} failed after {progress.attempts} attempts: {err}"
                         ) from err
@@ -368,6 +377,15 @@ class Sender:
                 on_progress(progress.snapshot())
         if on_progress:
             on_progress(progress.snapshot())
+
+
+def _abandon(target: AgentClient, tid: str) -> None:
+    """A transfer that failed for good frees what the target holds of it (best effort:
+    a target that cannot be reached keeps it until the transfer id is aborted)."""
+    try:
+        target.abort_transfer(tid)
+    except (httpx.HTTPError, AgentAPIError) as err:
+        log.warning("abandoned transfer not aborted", extra={"transfer": tid, "error": str(err)})
 
 
 class _Dropped(ConnectionError):
