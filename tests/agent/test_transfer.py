@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
 import sys
 import threading
 import time
@@ -14,6 +15,7 @@ import pytest
 
 from berth_agent.client import AgentAPIError
 from berth_common import tokens
+from berth_common.process import run
 from berth_lab import Lab
 from berth_lab.agents import agent_endpoint
 
@@ -161,6 +163,28 @@ def test_corrupt_range_is_caught_and_resent(lab: Lab, repo: tuple[str, str]) -> 
     assert sha256(base_a) == sha256(image_b)
     log = (lab.host("a").plan.state_dir / "agent.log").read_text()
     assert "checksum mismatch" in log  # the sender's record of the receiver's refusal
+
+
+@pytest.mark.faults
+def test_a_target_that_fills_up_mid_transfer_says_so_and_keeps_nothing(
+    lab: Lab, repo: tuple[str, str]
+) -> None:
+    name, guid = repo
+    write(lab, "a", guid, 96)
+    datastore = lab.host("b").plan.datastore_mount
+    ballast = datastore / "ballast"
+    # Room for a third of the data: the transfer starts, then the disk fills.
+    run(["fallocate", "-l", str(shutil.disk_usage(datastore).free - 32 * MiB), str(ballast)])
+    try:
+        with pytest.raises(AgentAPIError) as refused:
+            push(lab, name, guid, "a", "b")
+        assert "host-b's datastore is full" in refused.value.message, refused.value.message
+        assert not list((datastore / "transfers").glob("*")), "the partial image was kept"
+        assert not list((lab.host("a").plan.datastore_mount / "transfers").glob("*"))
+    finally:
+        ballast.unlink()
+    result = push(lab, name, guid, "a", "b")  # with room again, the same push succeeds
+    assert result["bytes_sent"] >= 96 * MiB
 
 
 @pytest.mark.faults

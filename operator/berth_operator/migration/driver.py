@@ -146,8 +146,7 @@ class MigrationDriver:
         needed = int(status["allocatedBytes"] * SPACE_MARGIN)
         if free < needed:
             raise MigrationError(
-                f"{state.target} has {free / 2**30:.1f} GiB free; "
-                f"{state.repository} needs {needed / 2**30:.1f} GiB"
+                f"{state.target} has {_size(free)} free; {state.repository} needs {_size(needed)}"
             )
 
     def _push(self, state: MigrationState, label: str) -> int:
@@ -249,6 +248,14 @@ class MigrationDriver:
         with self._agent(state.source) as source:
             source.resume(state.repository, state.id)
         state.phase, state.result = Phase.ROLLED_BACK, "RolledBack"
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
 
 
 def _steps(state: MigrationState, prefix: str, durations: dict[str, float]) -> None:
