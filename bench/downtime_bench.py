@@ -40,7 +40,16 @@ from berth_lab.kubeconfig import Kubectl
 GiB, MiB = 2**30, 2**20
 RESULTS = Path(__file__).resolve().parent / "results"
 NAMESPACE = "bench"
-FILL = 0.75  # share of the image holding data
+FILL = 0.75  # share of the image holding data, where the churn leaves room for it
+HEADROOM_MIB = 256  # docker's own files and the checkpoints, beside the data
+
+
+def filled_mib(size_gib: int, write_mib: int) -> int:
+    """How much data the image holds: 75 % of it, or less where the churn needs the room
+    (a rewrite lands in new blocks before the old ones are freed)."""
+    return min(int(size_gib * 1024 * FILL), size_gib * 1024 - write_mib - HEADROOM_MIB)
+
+
 DOCKER = ["env", "DOCKER_CLI_EXPERIMENTAL=enabled", "/usr/bin/docker"]
 
 
@@ -226,7 +235,8 @@ def pulse_case(
     services = pulse.services(interval=0.2, host_port=port).model_dump()["services"]
     place(kubectl, name, size_gib, services)
     guid = guid_of(lab, "a", name)
-    write_random(lab, "a", guid, "data.bin", int(size_gib * FILL * 1024))
+    data = filled_mib(size_gib, write_mib)
+    write_random(lab, "a", guid, "data.bin", data)
     a, b = lab.host("a").address, lab.host("b").address
     runs, floors, here = [], [], "a"
     for _ in range(repeat):
@@ -264,7 +274,7 @@ def pulse_case(
     typical = median_by(runs, "downtime_status_s")
     result = {
         "repository_gib": size_gib,
-        "data_gib": size_gib * FILL,
+        "data_gib": round(data / 1024, 3),
         "written_during_bulk_mib": write_mib,
         **{k: typical[k] for k in ("downtime_status_s", "downtime_prober_s", "prober_followed",
                                    "delta_bytes", "phase_seconds", "step_seconds")},
