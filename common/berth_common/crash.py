@@ -30,7 +30,7 @@ class CrashPoints:
             return
         try:
             wanted = self.path.read_text().strip()
-        except FileNotFoundError:
+        except (OSError, ValueError):  # absent (the usual case) or unreadable: no crash
             return
         if wanted != point:
             return

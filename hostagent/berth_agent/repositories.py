@@ -111,7 +111,7 @@ class Repositories:
                 self.crash.reached("up.restored")
                 if frozen:
                     t = time.monotonic()
-                    neighbours.announce(
+                    neighbours.write_entries(
                         client,
                         frozen.checkpointed + frozen.stopped,
                         {NETWORK: bridge_name(record.guid)},

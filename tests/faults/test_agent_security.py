@@ -26,10 +26,10 @@ from berth_common import tokens
 from berth_common.pki import CertFiles
 from berth_lab import Lab
 from berth_lab.agents import agent_endpoint
+from faults.workload import PEM_IN_BASE64
 
 pytestmark = pytest.mark.faults
 REPO = "sec-target"
-PEM_IN_BASE64 = "LS0tLS1CRUdJTi"  # "-----BEGIN" base64-encoded: how every token starts
 
 
 def expired_certificate(ca: CertFiles, out: Path) -> CertFiles:

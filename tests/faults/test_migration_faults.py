@@ -22,11 +22,17 @@ from berth_lab import Lab
 from berth_lab.cluster import LabCluster
 from berth_lab.kubeconfig import Kubectl
 from e2e.helpers import fill, move, placement, until, wait_current
-from faults.workload import acks, assert_intact, leftovers, place, running_on
+from faults.workload import (
+    PEM_IN_BASE64,
+    acks,
+    assert_intact,
+    leftovers,
+    place,
+    running_on,
+)
 
 pytestmark = pytest.mark.faults
 APP, PORT = "ledger-app", 8090
-PEM_IN_BASE64 = "LS0tLS1CRUdJTi"  # "-----BEGIN" base64-encoded: how every token starts
 
 
 @pytest.fixture(scope="module")
@@ -87,9 +93,13 @@ def test_operator_killed_in_each_phase(
     source, target = where(kubectl, namespace)
     before = acked(lab, source)
     operator.crash_at(point)
-    move(kubectl, namespace, app, target)
-    assert operator.wait_exit(timeout=120) == EXIT_CODE, operator.log_tail()
-    operator.start()
+    try:
+        move(kubectl, namespace, app, target)
+        assert operator.wait_exit(timeout=120) == EXIT_CODE, operator.log_tail()
+    finally:  # a point never reached must not fire in a later test
+        operator.crash_file.unlink(missing_ok=True)
+        if operator.proc is None:
+            operator.start()
     status = settled_on(kubectl, namespace, target)
     assert status["lastMigration"]["result"] == "Succeeded", status["lastMigration"]
     intact = assert_intact(lab, app, before)
@@ -109,10 +119,14 @@ def test_agent_killed_mid_move(
     victim = target if point.startswith("up.") else source
     before = acked(lab, source)
     lab.host(victim).crash_agent_at(point)
-    move(kubectl, namespace, app, target)
-    lab.wait_agent_exit(victim)
-    time.sleep(2)  # the operator meets a dead agent for a while
-    lab.start_agent(lab.host(victim))
+    try:
+        move(kubectl, namespace, app, target)
+        lab.wait_agent_exit(victim)
+        time.sleep(2)  # the operator meets a dead agent for a while
+    finally:  # a point never reached must not fire in a later test
+        (lab.host(victim).plan.datastore_mount / "crash-at").unlink(missing_ok=True)
+        if lab.host(victim).agent_pid is None:
+            lab.start_agent(lab.host(victim))
     status = settled_on(kubectl, namespace, target)
     intact = assert_intact(lab, app, before)
     assert intact.host == target, status
@@ -128,19 +142,22 @@ def test_link_cut_during_bulk_sync_then_restored(
     kubectl("patch", "-n", namespace, f"rp/{app}", "--type", "merge", "-p", json.dumps(slow))
     before = acked(lab, source)
     link = lab.host(source).plan.veth_root  # the source's cable to the lab's switch
-    move(kubectl, namespace, app, target)
-    until("the bulk sync to send", lambda: progress(kubectl, namespace), 60)
-    run(["ip", "link", "set", link, "down"])
-    try:
-        time.sleep(5)
-    finally:
-        run(["ip", "link", "set", link, "up"])
-    status = settled_on(kubectl, namespace, target)
-    intact = assert_intact(lab, app, before)
-    assert intact.host == target, status
-    assert_nothing_left(lab)
     unlimited = {"spec": {"transfer": {"bandwidthLimit": None}}}
-    kubectl("patch", "-n", namespace, f"rp/{app}", "--type", "merge", "-p", json.dumps(unlimited))
+    try:
+        move(kubectl, namespace, app, target)
+        until("the bulk sync to send", lambda: progress(kubectl, namespace), 60)
+        run(["ip", "link", "set", link, "down"])
+        try:
+            time.sleep(5)
+        finally:
+            run(["ip", "link", "set", link, "up"])
+        status = settled_on(kubectl, namespace, target)
+        intact = assert_intact(lab, app, before)
+        assert intact.host == target, status
+        assert_nothing_left(lab)
+    finally:
+        patch = json.dumps(unlimited)
+        kubectl("patch", "-n", namespace, f"rp/{app}", "--type", "merge", "-p", patch)
 
 
 def progress(kubectl: Kubectl, namespace: str) -> bool:
@@ -165,7 +182,7 @@ def test_target_datastore_full_fails_cleanly_then_moves_once_there_is_room(
             return last if last.get("result") == "Failed" else None
 
         last = until("the migration to fail for want of space", refused, 120, 0.2)
-        # Refused up front ("has 0.0 GiB free") or, if the estimate let it start, when
+        # Refused up front ("has 4.0 MiB free"), or, had the estimate let it start, when
         # the target's datastore filled up ("datastore is full"): either way, said so.
         assert "free" in last["reason"] or "full" in last["reason"], last
         assert target in last["reason"], last

@@ -20,6 +20,7 @@ from berth_lab import Lab
 from berth_lab.kubeconfig import Kubectl
 
 DOCKER = ["env", "DOCKER_CLI_EXPERIMENTAL=enabled", "/usr/bin/docker"]
+PEM_IN_BASE64 = "LS0tLS1CRUdJTi"  # "-----BEGIN" base64-encoded: how every token starts
 LEDGER_FILE = "/ledger"
 # The record is durable (fsync) before the ack is printed; a restarted writer (no
 # checkpoint) would go on from the file's last record, so a reset shows as a repeat.

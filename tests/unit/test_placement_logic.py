@@ -100,15 +100,20 @@ def test_transient_problems_wait(obs: Observed, reason: str) -> None:
 @pytest.mark.parametrize(
     "obs",
     [
-        observed(copies=[], unobserved=("a",)),  # would otherwise create a second copy
-        observed(copies=[], has_template=False, unobserved=("a",)),  # or say it is gone
-        observed(copies=[Copy("b", False, True)], unobserved=("a",)),  # or only stale
+        observed(copies=[], unobserved=("a",), ever_placed=True),  # not a second copy
+        observed(copies=[], has_template=False, unobserved=("a",)),  # nor "it is gone"
+        observed(copies=[Copy("b", False, True)], unobserved=("a",), ever_placed=True),
     ],
 )
 def test_no_live_copy_seen_while_a_machine_is_unobserved_waits(obs: Observed) -> None:
     action = decide(obs)
     assert isinstance(action, Wait) and action.reason == "MachinesUnobserved"
     assert "a could not be asked" in action.message
+
+
+def test_a_placement_never_placed_is_created_while_another_machine_is_unobserved() -> None:
+    action = decide(observed(copies=[], unobserved=("a",)))
+    assert isinstance(action, Create) and action.machine == "b"
 
 
 def test_a_live_copy_seen_is_acted_on_while_another_machine_is_unobserved() -> None:

@@ -57,19 +57,18 @@ def replace_argv(endpoint: Endpoint) -> list[str]:
     ]  # fmt: skip
 
 
-def announce(client: docker.DockerClient, names: list[str], bridges: dict[str, str]) -> int:
+def write_entries(client: docker.DockerClient, names: list[str], bridges: dict[str, str]) -> int:
     """Write the host's neighbour entries of the named containers; returns how many. A
-    failure is logged, not raised: without the entry the kernel still resolves by ARP."""
+    failure is logged, never raised: the restore it follows has succeeded, and without
+    the entry the kernel still resolves the address by ARP, only later."""
     written = 0
     for name in names:
-        attrs = client.api.inspect_container(name)
-        for endpoint in endpoints_of(attrs, bridges):
-            try:
+        try:
+            for endpoint in endpoints_of(client.api.inspect_container(name), bridges):
                 run(replace_argv(endpoint), timeout=5)
                 written += 1
-            except (CommandError, OSError) as err:
-                log.warning(
-                    "neighbour entry not written",
-                    extra={"container": name, "address": endpoint.address, "error": str(err)},
-                )
+        except (docker.errors.APIError, CommandError, OSError, ValueError) as err:
+            log.warning(
+                "neighbour entries not written", extra={"container": name, "error": str(err)}
+            )
     return written

@@ -20,7 +20,7 @@ from berth_agent.config import AgentConfig
 from berth_agent.errors import AgentError, InvalidRequest
 from berth_agent.repositories import Repositories
 from berth_agent.server.metrics import OPERATIONS, TRANSFER_BYTES
-from berth_agent.transfer.receiver import BeginRequest, Receiver
+from berth_agent.transfer.receiver import TRANSFER_ID, BeginRequest, Receiver
 from berth_agent.transfer.sender import Faults, Sender
 
 
@@ -32,7 +32,7 @@ class CommitRequest(BaseModel):
 class PushRequest(BaseModel):
     target: str = Field(description="the receiving agent's endpoint, https://HOST:PORT")
     token: str
-    transfer_id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,80}$")
+    transfer_id: str = Field(pattern=TRANSFER_ID.pattern)
     compress: bool = False
     bandwidth: float | None = Field(None, gt=0, description="bytes per second")
     faults: dict[str, int] = Field(

@@ -46,7 +46,7 @@ class TransferState(BaseModel):
     base_root: str | None
     next_block: int = 0
     received_bytes: int = 0
-    full: str | None = None  # why it ended: the datastore filled up (its data was freed)
+    full_reason: str | None = None  # set when the datastore filled up (data freed)
 
 
 class BeginRequest(BaseModel):
@@ -100,7 +100,7 @@ class Receiver:
             state = self._load(req.transfer_id)
             if state.record.guid != req.record.guid:
                 raise Conflict(f"transfer {req.transfer_id!r} is for another repository")
-            return _not_full(state)  # a resumed transfer
+            return _raise_if_full(state)  # a resumed transfer
         guid = req.record.guid
         if self.store.exists(guid) and self.store.is_mounted(guid):
             raise Conflict(
@@ -143,21 +143,24 @@ class Receiver:
         return state
 
     def status(self, tid: str) -> TransferState:
-        return _not_full(self._load(tid))
+        return _raise_if_full(self._load(tid))
 
-    def _end_full(self, state: TransferState, why: str) -> None:
+    def _end_full(self, state: TransferState) -> None:
         """Free what a transfer that filled the datastore holds, keeping why, so that
-        the sender's next look says so (an abort removes the rest)."""
+        the sender's next look says so (an abort removes the rest). The reason is saved
+        first: a crash in between must not leave a resumable transfer without its data."""
         _, staging, hashes = self._paths(state.transfer_id)
+        try:
+            self._save(state)
+        except OSError as err:  # still full: the data goes anyway, the state says less
+            log.warning("full transfer's state not saved", extra={"error": str(err)})
         staging.unlink(missing_ok=True)
         hashes.unlink(missing_ok=True)
-        state.full = why
-        self._save(state)
         log.warning("transfer refused: datastore full", extra={"transfer": state.transfer_id})
 
     # --- data --------------------------------------------------------------------------
     def open_session(self, tid: str, token: str, from_block: int) -> ReceiveSession:
-        state = _not_full(self._load(tid))
+        state = _raise_if_full(self._load(tid))
         self._authorise(token, state.record.guid, state.migration_id)
         if from_block != state.next_block:
             raise Conflict(
@@ -232,7 +235,7 @@ class ReceiveSession:
                     layout.punch_hole(self.fd, offset, frame.count * bs)
                     digests = zero_digests(frame.count)
                 else:
-                    os.pwrite(self.fd, data, offset)
+                    _write_all(self.fd, data, offset)
                     digests = frame.digests
                 for i in range(frame.count):
                     hashes.set(frame.first_block + i, digests[i * 16 : (i + 1) * 16])
@@ -259,29 +262,39 @@ class ReceiveSession:
         """Persist what was applied; a partial frame at the end is dropped, and resent.
         A datastore that filled up ends the transfer: its partial image is removed."""
         try:
-            if self.state.full is None:
+            if self.state.full_reason is None:
                 self.persist()
         except OSError as err:
             self._refuse_if_full(err)
             raise
         finally:
             os.close(self.fd)
-            if self.state.full is not None:
-                self.receiver._end_full(self.state, self.state.full)
+            if self.state.full_reason is not None:
+                self.receiver._end_full(self.state)
         return self.state
 
     def _refuse_if_full(self, err: OSError) -> None:
         if err.errno not in (errno.ENOSPC, errno.EDQUOT):
             return
-        self.state.full = (
+        self.state.full_reason = (
             f"{self.receiver.machine}'s datastore is full: no space left after "
             f"{self.state.received_bytes} bytes of transfer {self.state.transfer_id}; "
             "its partial image was removed"
         )
-        raise InsufficientSpace(self.state.full) from None
+        raise InsufficientSpace(self.state.full_reason) from None
 
 
-def _not_full(state: TransferState) -> TransferState:
-    if state.full is not None:
-        raise InsufficientSpace(state.full)
+def _raise_if_full(state: TransferState) -> TransferState:
+    if state.full_reason is not None:
+        raise InsufficientSpace(state.full_reason)
     return state
+
+
+def _write_all(fd: int, data: bytes, offset: int) -> None:
+    """pwrite until all of data is written: a filling disk may take only part of it."""
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        if written == 0:
+            raise OSError(errno.ENOSPC, "no space left on device (short write)")
+        view, offset = view[written:], offset + written

@@ -64,7 +64,7 @@ class Progress:
     mode: str = "planning"
     bytes_total: int = 0
     bytes_done: int = 0  # planned block bytes processed
-    bytes_sent: int = 0  # payload bytes that went over the wire, all attempts
+    bytes_sent: int = 0  # payload bytes handed to the wire (made ahead), all attempts
     started: float = field(default_factory=time.monotonic)
     attempts: int = 0
 
@@ -132,16 +132,18 @@ class Sender:
     ) -> PushResult:
         """One push per transfer id at a time: a caller that replays a push (an operator
         restarted mid-transfer) waits for the first to end, then continues from there."""
-        with self._guard:
-            lock = self._locks.setdefault(transfer_id, threading.Lock())
         if not TRANSFER_ID.match(transfer_id):  # it names a directory here and there
             raise InvalidRequest(f"transfer id {transfer_id!r} is invalid")
+        with self._guard:
+            lock = self._locks.setdefault(transfer_id, threading.Lock())
         with lock:
             try:
                 return self._push(ref, target, token, transfer_id, **options)
-            except BaseException:
-                # Its snapshot may be as large as the image; a replay takes a fresh one.
-                shutil.rmtree(self.dir / transfer_id, ignore_errors=True)
+            except Exception:
+                # The snapshot may be as large as the image. It goes only with the target's
+                # partial copy: a replay resuming that copy must send from the same snapshot.
+                if _abandon(target, transfer_id):
+                    shutil.rmtree(self.dir / transfer_id, ignore_errors=True)
                 raise
 
     def _push(
@@ -197,7 +199,7 @@ class Sender:
         try:
             target.commit_transfer(transfer_id, token, root)
         except AgentAPIError as err:
-            target.abort_transfer(transfer_id)
+            _abandon(target, transfer_id)
             raise TransferFailed(f"target refused the image: {err.message}") from err
         self.bases.replace(record.guid, source if snap_is_copy else None, hashes)
         shutil.rmtree(work, ignore_errors=True)
@@ -379,13 +381,15 @@ class Sender:
             on_progress(progress.snapshot())
 
 
-def _abandon(target: AgentClient, tid: str) -> None:
-    """A transfer that failed for good frees what the target holds of it (best effort:
-    a target that cannot be reached keeps it until the transfer id is aborted)."""
+def _abandon(target: AgentClient, tid: str) -> bool:
+    """A transfer that failed for good frees what the target holds of it; False when the
+    target could not be told (it keeps its copy until the transfer id is aborted)."""
     try:
         target.abort_transfer(tid)
+        return True
     except (httpx.HTTPError, AgentAPIError) as err:
         log.warning("abandoned transfer not aborted", extra={"transfer": tid, "error": str(err)})
+        return False
 
 
 class _Dropped(ConnectionError):

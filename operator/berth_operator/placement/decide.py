@@ -40,6 +40,7 @@ class Observed:
     # Machines whose repositories could not be listed (not Ready, or their agent did not
     # answer): a copy there is unknown, so its absence proves nothing.
     unobserved: tuple[str, ...] = ()
+    ever_placed: bool = False  # berth has run it before (status names a machine)
 
 
 # Actions ---------------------------------------------------------------------------------
@@ -99,9 +100,10 @@ def decide(obs: Observed) -> Action:
             f"the repository is live on several machines: {where}; berth will not choose one",
         )
     if not live:
-        if obs.unobserved:
+        if obs.unobserved and (obs.ever_placed or not obs.has_template):
             # Creating it now could start a second, empty copy beside a live one that a
             # dead agent hides; a stale-copy or not-found verdict could be just as wrong.
+            # A placement never placed is created: one machine down must not stop that.
             where = ", ".join(sorted(obs.unobserved))
             return Wait(
                 "MachinesUnobserved",

@@ -112,6 +112,7 @@ class PlacementReconciler:
             cluster_migrations=len(in_flight),
             cluster_max_migrations=self.config.cluster_max_migrations,
             unobserved=tuple(unobserved),
+            ever_placed=bool(status.get("currentMachine") or status.get("lastMigration")),
         )
 
     def _migrations_in_flight(self) -> list[dict[str, Any]]:
