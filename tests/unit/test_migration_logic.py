@@ -16,7 +16,10 @@ MB = 2**20
         ([300 * MB], False),  # a first full round: go again
         ([300 * MB, 40 * MB], False),  # shrinking and still big
         ([300 * MB, 40 * MB, 2 * MB], True),  # small enough
-        ([300 * MB, 40 * MB, 41 * MB], True),  # not shrinking: the app writes as fast
+        ([300 * MB, 40 * MB, 41 * MB], False),  # grew once: a burst, most likely
+        ([300 * MB, 40 * MB, 41 * MB, 20 * MB], False),  # ...it was: shrinking again
+        ([300 * MB, 40 * MB, 41 * MB, 41 * MB], True),  # twice: the app writes as fast
+        ([20 * MB, 500 * MB, 30 * MB, 4 * MB], True),  # a 500 MB burst carried by rounds
         ([SMALL_ROUND], True),
         ([100 * MB - i for i in range(MAX_ROUNDS)], True),  # the round limit
     ],
