@@ -29,8 +29,13 @@ OPERATOR_NAMESPACE = "berth-system"
 RELEASE = "berth"
 
 
+# Others' CRDs the lab stands in for: external-dns's DNSEndpoint (berth writes its records).
+EXTERNAL_CRDS = Path(__file__).resolve().parent / "crds"
+
+
 def install_crds(kubectl: Kubectl) -> None:
-    for path in sorted(CRDS.glob("*.yaml")):
+    """berth's CRDs, the stand-ins for others' that berth writes to, and the peering."""
+    for path in [*sorted(CRDS.glob("*.yaml")), *sorted(EXTERNAL_CRDS.glob("*.yaml"))]:
         docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
         crds = [d for d in docs if d["kind"] == "CustomResourceDefinition"]
         for crd in crds:

@@ -12,6 +12,7 @@ from berth_api.v1alpha1 import GROUP, VERSION
 
 log = logging.getLogger("berth.operator.kube")
 PLACEMENTS, MACHINES = "repositoryplacements", "machines"
+DNS_ENDPOINTS = "dnsendpoints"  # externaldns.k8s.io
 
 
 class Kube:
@@ -53,6 +54,23 @@ class Kube:
         self.custom.patch_cluster_custom_object_status(
             GROUP, VERSION, MACHINES, name, {"status": status}
         )
+
+    def apply_dns_endpoint(self, body: dict[str, Any]) -> None:
+        """Create the external-dns DNSEndpoint, or replace its records and owner."""
+        group, version = body["apiVersion"].split("/")
+        meta = body["metadata"]
+        try:
+            self.custom.create_namespaced_custom_object(
+                group, version, meta["namespace"], DNS_ENDPOINTS, body
+            )
+        except client.ApiException as err:
+            if err.status != 409:
+                raise
+            self.custom.patch_namespaced_custom_object(
+                group, version, meta["namespace"], DNS_ENDPOINTS, meta["name"],
+                {"metadata": {"labels": meta["labels"], "ownerReferences": meta["ownerReferences"]},
+                 "spec": body["spec"]},
+            )  # fmt: skip
 
     def event(self, obj: dict[str, Any], reason: str, message: str, type_: str = "Normal") -> None:
         meta = obj["metadata"]

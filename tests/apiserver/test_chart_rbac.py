@@ -21,6 +21,7 @@ import httpx
 import pytest
 import yaml
 
+from berth_lab.cluster import EXTERNAL_CRDS
 from berth_lab.kube import helm_binary
 from berth_lab.kubeconfig import (
     KubeClient,
@@ -44,6 +45,7 @@ CRDS = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
 PLACEMENT = "/apis/berth.dev/v1alpha1/namespaces/{ns}/repositoryplacements/rp-1"
 MACHINE = "/apis/berth.dev/v1alpha1/machines/{machine}"
 CLUSTER_PEERING = "/apis/kopf.dev/v1/clusterkopfpeerings/{peering}"
+DNS_ENDPOINT = "/apis/externaldns.k8s.io/v1alpha1/namespaces/{ns}/dnsendpoints/rp-1"
 
 
 def annotate(_: Names) -> Any:
@@ -57,6 +59,11 @@ def status_patch(_: Names) -> Any:
 def peering_patch(_: Names) -> Any:
     # What kopf writes: its own entry in the peering object's status.
     return {"status": {"rbac-test": {"priority": 0, "lifetime": 60}}}
+
+
+def dns_endpoint(_: Names) -> Any:
+    return {"apiVersion": "externaldns.k8s.io/v1alpha1", "kind": "DNSEndpoint",
+            "metadata": {"generateName": "rp-1-"}, "spec": {"endpoints": []}}  # fmt: skip
 
 
 def event(names: Names) -> Any:
@@ -126,6 +133,9 @@ CALLS: list[Call] = [
           "/apis/berth.dev/v1alpha1/repositoryplacements"),
     *crud("berth.dev", "machines", MACHINE, "/apis/berth.dev/v1alpha1/machines"),
     Call("", "events", "create", "POST", "/api/v1/namespaces/{ns}/events", event),
+    Call("externaldns.k8s.io", "dnsendpoints", "create", "POST",
+         "/apis/externaldns.k8s.io/v1alpha1/namespaces/{ns}/dnsendpoints", dns_endpoint),
+    Call("externaldns.k8s.io", "dnsendpoints", "patch", "PATCH", DNS_ENDPOINT, annotate),
     *peering("clusterkopfpeerings", CLUSTER_PEERING, "/apis/kopf.dev/v1/clusterkopfpeerings"),
 ]  # fmt: skip
 
@@ -144,6 +154,9 @@ REFUSED: list[Call] = [
          "/apis/berth.dev/v1alpha1/namespaces/{ns}/repositoryplacements", annotate),
     Call("apiextensions.k8s.io", "customresourcedefinitions", "delete", "DELETE",
          f"{CRDS}/repositoryplacements.berth.dev"),
+    Call("externaldns.k8s.io", "dnsendpoints", "delete", "DELETE", DNS_ENDPOINT),
+    Call("externaldns.k8s.io", "dnsendpoints", "list", "GET",
+         "/apis/externaldns.k8s.io/v1alpha1/dnsendpoints"),
 ]  # fmt: skip
 
 
@@ -217,8 +230,9 @@ class Operator:
 @pytest.fixture(scope="module")
 def names(kubectl: Kubectl, namespace: str, suffix: str) -> Iterator[Names]:
     """The objects the calls act on, created by the admin, and the CRDs they need."""
-    # The real CRDs, as the chart installs them.
-    crds = [d for path in sorted(CRD_FILES.glob("*.yaml")) for d in load_manifests(path)]
+    # The real CRDs, as the chart installs them, and the lab's external-dns DNSEndpoint.
+    files = [*sorted(CRD_FILES.glob("*.yaml")), *sorted(EXTERNAL_CRDS.glob("*.yaml"))]
+    crds = [d for path in files for d in load_manifests(path)]
     created = ensure_crds(kubectl, crds)
     names = {
         "ns": namespace,
@@ -236,6 +250,8 @@ def names(kubectl: Kubectl, namespace: str, suffix: str) -> Iterator[Names]:
          "metadata": {"name": names["peering"]}},
         {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering",
          "metadata": {"name": names["other_peering"]}},
+        {"apiVersion": "externaldns.k8s.io/v1alpha1", "kind": "DNSEndpoint",
+         "metadata": {"name": "rp-1", "namespace": namespace}, "spec": {"endpoints": []}},
         {"apiVersion": "v1", "kind": "Secret",
          "metadata": {"name": "berth-credentials", "namespace": namespace},
          "stringData": {"token": "not-a-secret"}},

@@ -7,6 +7,7 @@ from pydantic import ValidationError
 from berth_agent.apps import pulse
 from berth_agent.errors import InvalidRequest
 from berth_agent.runtime import neighbours
+from berth_agent.runtime.services import published_ports
 from berth_agent.runtime.spec import (
     CHECKPOINT_LABEL,
     RepositoryServices,
@@ -120,3 +121,24 @@ def test_a_refused_request_never_echoes_its_input() -> None:
     message = describe_invalid(errors)
     assert message == "name: Field required; key: Input should be a valid string"
     assert secret not in message
+
+
+def test_published_ports_are_what_a_client_outside_reaches() -> None:
+    attrs = {
+        "NetworkSettings": {
+            "Ports": {
+                "8080/tcp": [
+                    {"HostIp": "0.0.0.0", "HostPort": "18000"},
+                    {"HostIp": "::", "HostPort": "18000"},
+                ],
+                "53/udp": [{"HostIp": "0.0.0.0", "HostPort": "5353"}],
+                "9000/tcp": None,  # exposed, not published
+                "9100/tcp": [{"HostIp": "127.0.0.1", "HostPort": "9100"}],  # host-local only
+            }
+        }
+    }
+    assert published_ports(attrs) == [  # by host port
+        {"container": 53, "protocol": "udp", "host": 5353},
+        {"container": 8080, "protocol": "tcp", "host": 18000},
+    ]
+    assert published_ports({}) == [] and published_ports({"NetworkSettings": None}) == []

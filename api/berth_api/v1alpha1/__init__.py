@@ -5,10 +5,12 @@ source of truth: the CRDs in charts/berth/files/crds/ are generated from them
 from berth_api.v1alpha1.common import GROUP, VERSION, Condition
 from berth_api.v1alpha1.machine_types import Machine, MachineSpec, MachineStatus
 from berth_api.v1alpha1.placement_types import (
+    DNSOptions,
     LastMigration,
     RepositoryPlacement,
     RepositoryPlacementSpec,
     RepositoryPlacementStatus,
+    ServiceEndpoint,
 )
 
 API_VERSION = f"{GROUP}/{VERSION}"
@@ -18,6 +20,7 @@ __all__ = [
     "GROUP",
     "VERSION",
     "Condition",
+    "DNSOptions",
     "LastMigration",
     "Machine",
     "MachineSpec",
@@ -25,4 +28,5 @@ __all__ = [
     "RepositoryPlacement",
     "RepositoryPlacementSpec",
     "RepositoryPlacementStatus",
+    "ServiceEndpoint",
 ]

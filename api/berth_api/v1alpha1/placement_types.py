@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 from pydantic import Field
 
@@ -50,6 +50,30 @@ class ServiceTemplate(Model):
     ports: list[PortTemplate] = Field(default_factory=list)
 
 
+Hostname = Annotated[str, Field(pattern=DNS_SUBDOMAIN, max_length=253)]
+
+
+class DNSOptions(Model):
+    """Names that should resolve to the machine the repository runs on. berth writes them
+    into an external-dns DNSEndpoint it owns, switched as the last step of each move."""
+
+    hostnames: list[Hostname] = Field(min_length=1, max_length=16)
+    ttl: int = Field(60, ge=1, le=86400, description="seconds; short, so clients follow a move")
+    skip: bool = Field(
+        False, description="leave the records as they are (kubectl berth migrate --skip-dns)"
+    )
+
+
+class ServiceEndpoint(Model):
+    """Where one published port of a service answers: the machine's address and the port."""
+
+    service: str
+    machine: str
+    address: str
+    port: int = Field(ge=1, le=65535)
+    protocol: str = "tcp"
+
+
 class RepositoryTemplate(Model):
     """How to create the repository when it exists on no machine yet."""
 
@@ -78,6 +102,7 @@ class RepositoryPlacementSpec(Model):
     credentials_secret_ref: SecretRef | None = None
     deletion_policy: DeletionPolicy = DeletionPolicy.RETAIN
     template: RepositoryTemplate | None = None
+    dns: DNSOptions | None = None
 
     CEL: ClassVar[list[dict[str, str]]] = [
         {
@@ -125,6 +150,11 @@ class RepositoryPlacementStatus(Model):
     phase: str | None = Field(None, description="informational; use conditions to decide")
     migration: dict[str, object] | None = Field(
         None, description="the running migration's persisted state (operator-internal)"
+    )
+    endpoints: list[ServiceEndpoint] = Field(
+        default_factory=list,
+        description="where the services answer, from the agent running it; updated at the "
+        "end of every move, before Ready turns True",
     )
     last_migration: LastMigration | None = None
     retry: RetryState | None = None

@@ -97,6 +97,24 @@ def stop_services(client: docker.DockerClient, timeout: int = 5) -> list[str]:
     return stopped
 
 
+def published_ports(attrs: dict[str, Any]) -> list[dict[str, Any]]:
+    """The container's ports published on the host, from its `docker inspect`: what a
+    client outside reaches at the host's address."""
+    found = []
+    ports = (attrs.get("NetworkSettings") or {}).get("Ports") or {}
+    for key, bindings in sorted(ports.items()):
+        number, _, protocol = key.partition("/")
+        for binding in bindings or []:
+            if binding.get("HostIp", "") in ("", "0.0.0.0", "::") and binding.get("HostPort"):
+                found.append(
+                    {"container": int(number), "protocol": protocol or "tcp",
+                     "host": int(binding["HostPort"])}
+                )  # fmt: skip
+    # docker lists a port once per address family; one entry per host port is enough
+    unique = {(p["host"], p["protocol"]): p for p in found}
+    return [unique[k] for k in sorted(unique)]
+
+
 def describe(container: Container) -> dict[str, Any]:
     labels = container.labels or {}
     return {
@@ -106,6 +124,7 @@ def describe(container: Container) -> dict[str, Any]:
         "state": container.status,
         "checkpoint": labels.get(CHECKPOINT_LABEL) == "true",
         "startedAt": container.attrs.get("State", {}).get("StartedAt"),
+        "ports": published_ports(container.attrs) if container.status == "running" else [],
     }
 
 

@@ -29,6 +29,7 @@ from berth_operator.migration.driver import MigrationDriver
 from berth_operator.migration.state import MigrationState, Mode, Phase, now
 from berth_operator.placement import decide as d
 from berth_operator.placement.conditions import Verdict, build_conditions
+from berth_operator.placement.publish import EndpointPublisher, PublishError
 from berth_operator.placement.status import last_migration, parse_seconds
 
 log = logging.getLogger("berth.operator.placement")
@@ -43,6 +44,7 @@ class PlacementReconciler:
         # Every placement's observation counts the migrations in flight: one listing of
         # the placements serves all of them for a few seconds, not one listing each.
         self._in_flight = agents.shared(self._migrations_in_flight)
+        self.publisher = EndpointPublisher(kube, agents)
 
     # --- entry point -------------------------------------------------------------------
     def reconcile(self, obj: dict[str, Any]) -> float:
@@ -155,6 +157,11 @@ class PlacementReconciler:
         if isinstance(action, d.Settled):
             status["currentMachine"] = action.machine
             status["retry"] = None  # null: a merge patch removes it
+            try:
+                self.publisher.publish(obj, spec, status, action.machine)
+            except PublishError as err:
+                self._write(obj, status, Verdict(False, True, False, "DNSNotUpdated", str(err)))
+                return self.config.poll_seconds * 2
             self._write(
                 obj, status, Verdict(True, False, False, "Placed", action.message), phase="Placed"
             )
@@ -281,10 +288,17 @@ class PlacementReconciler:
             compress=spec.transfer.compression,
             crash=CrashPoints(self.config.crash_file),
         )
+        before = state.phase
         try:
             state = driver.advance(state)
         finally:  # the step changed what both machines hold, or may have
             self.agents.invalidate(state.source, state.target)
+        if before != Phase.FINALIZING and state.phase == Phase.FINALIZING:
+            # The target answers: clients are sent there before the source is stopped.
+            try:
+                self.publisher.publish(obj, spec, status, state.target)
+            except PublishError as err:  # the settled placement tries again
+                log.warning("publish failed", extra={"migration": state.id, "error": str(err)})
         for old, new in changes:
             failed = new in (Phase.FAILED.value, Phase.ROLLED_BACK.value)
             self.kube.event(

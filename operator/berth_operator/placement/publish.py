@@ -1,0 +1,77 @@
+"""Publishing where a placement answers: status.endpoints and its DNS records.
+
+Called when a placement is settled and as soon as a move's target answered (before the
+source is stopped and before Ready turns True), so clients that follow either the status
+or the DNS names find the repository on its new machine at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import httpx
+from kubernetes import client
+
+from berth_agent.client import AgentAPIError
+from berth_api.v1alpha1 import RepositoryPlacementSpec
+from berth_operator.agents import MachineAgents
+from berth_operator.kube import Kube
+from berth_operator.placement.endpoints import (
+    build_dns_endpoint,
+    build_endpoints,
+    machine_address,
+)
+
+log = logging.getLogger("berth.operator.publish")
+
+
+class PublishError(RuntimeError):
+    """The DNS records could not be written (the reason is for a condition)."""
+
+
+class EndpointPublisher:
+    def __init__(self, kube: Kube, agents: MachineAgents) -> None:
+        self.kube, self.agents = kube, agents
+        # What each placement's DNSEndpoint was last written with (by uid): written again
+        # only when that changes, or once after the operator starts.
+        self._written: dict[str, tuple[str, tuple[str, ...], int]] = {}
+
+    def publish(
+        self,
+        obj: dict[str, Any],
+        spec: RepositoryPlacementSpec,
+        status: dict[str, Any],
+        machine: str,
+    ) -> None:
+        """Set status["endpoints"] from machine's agent, and point the DNS names there
+        unless spec.dns is absent or skipped. An agent that does not answer leaves the
+        endpoints as they were; a DNS write that fails raises PublishError."""
+        address = machine_address(self.agents.machine(machine))
+        try:
+            found = [r for r in self.agents.repositories(machine) if r["name"] == spec.repository]
+        except (httpx.HTTPError, AgentAPIError, OSError) as err:
+            log.warning("endpoints not refreshed", extra={"machine": machine, "error": str(err)})
+        else:
+            if found:
+                status["endpoints"] = build_endpoints(machine, address, found[0])
+        if spec.dns is None or spec.dns.skip:
+            return
+        uid = obj["metadata"]["uid"]
+        wanted = (address, tuple(spec.dns.hostnames), spec.dns.ttl)
+        if self._written.get(uid) == wanted:
+            return
+        try:
+            self.kube.apply_dns_endpoint(build_dns_endpoint(obj, spec.dns, address))
+        except client.ApiException as err:
+            raise PublishError(
+                f"DNS records for {', '.join(spec.dns.hostnames)} not written: "
+                f"{err.status} {err.reason} (is external-dns's DNSEndpoint CRD installed?)"
+            ) from None
+        self._written[uid] = wanted
+        names = ", ".join(spec.dns.hostnames)
+        self.kube.event(obj, "DNSUpdated", f"{names} -> {address} ({machine})")
+        log.info(
+            "dns records switched",
+            extra={"placement": obj["metadata"]["name"], "address": address, "machine": machine},
+        )
