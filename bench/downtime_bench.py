@@ -165,6 +165,13 @@ def move(
     raise TimeoutError(f"{name}: migration did not finish")
 
 
+def forget_copy(lab: Lab, host: str, name: str) -> None:
+    """Delete the stale copy (and retained base) a previous move left on host."""
+    with lab.agent(host) as agent:
+        agent.down(name)
+        agent.delete(name, confirm=name)
+
+
 def guid_of(lab: Lab, host: str, name: str) -> str:
     with lab.agent(host) as agent:
         return str(next(r["guid"] for r in agent.repositories() if r["name"] == name))
@@ -230,7 +237,9 @@ def pulse_case(
 ) -> dict[str, Any]:
     """Place pulse on host-a, fill it, then move it `repeat` times between the hosts,
     writing write_mib MiB during each bulk phase; the median move and the median floor
-    stand for the case (these machines are noisy), every move is kept under "runs"."""
+    stand for the case (these machines are noisy), every move is kept under "runs".
+    Before each move the target's stale copy is deleted, so that every move is a first
+    one: a full bulk sync with the churn written while it runs."""
     name = f"p{size_gib}g{write_mib}m"
     services = pulse.services(interval=0.2, host_port=port).model_dump()["services"]
     place(kubectl, name, size_gib, services)
@@ -239,8 +248,10 @@ def pulse_case(
     write_random(lab, "a", guid, "data.bin", data)
     a, b = lab.host("a").address, lab.host("b").address
     runs, floors, here = [], [], "a"
-    for _ in range(repeat):
+    for i in range(repeat):
         there = "b" if here == "a" else "a"
+        if i:  # each move like the first: a full bulk sync, long enough for the churn
+            forget_copy(lab, there, name)
         writer: list[threading.Thread] = []
 
         def write_during_bulk(source: str = here, started: list[threading.Thread] = writer) -> None:

@@ -1,6 +1,6 @@
 """kubectl berth: move repositories between machines and follow the moves.
 
-kubectl berth migrate NAME --to MACHINE [--no-checkpoint] [--wait]
+kubectl berth migrate NAME --to MACHINE [--no-checkpoint] [--skip-dns] [--wait]
 kubectl berth list | status NAME | history NAME | machines
 kubectl berth cordon|uncordon|drain MACHINE
 kubectl berth pki init DIR            # the berth CA and the operator's certificate
@@ -53,6 +53,11 @@ def _parser() -> argparse.ArgumentParser:
         "--no-checkpoint",
         action="store_true",
         help="stop and restart instead of keeping processes' memory",
+    )
+    migrate.add_argument(
+        "--skip-dns",
+        action="store_true",
+        help="leave spec.dns's records where they point (sets spec.dns.skip)",
     )
     migrate.add_argument("--wait", action="store_true", help="follow the migration to its end")
     migrate.add_argument("--timeout", type=float, default=900)
@@ -127,12 +132,18 @@ def cmd_migrate(berth: Berth, namespace: str, args: argparse.Namespace) -> int:
     spec: dict[str, Any] = {"machine": args.to}
     if args.no_checkpoint:
         spec["checkpoint"] = False
+    if args.skip_dns:
+        if not obj["spec"].get("dns"):
+            raise CLIError(f"{args.name} has no spec.dns: there are no DNS records to leave")
+        spec["dns"] = {"skip": True}
     patched = berth.patch_placement(namespace, args.name, spec)
     generation = int(patched["metadata"]["generation"])
     print(
         f"{namespace}/{args.name}: spec.machine {obj['spec']['machine']} -> {args.to} "
         f"(generation {generation})"
     )
+    if args.skip_dns:
+        print("spec.dns.skip: true: DNS records stay as they are (set it false to follow again)")
     if not args.wait:
         print(f"follow it: kubectl berth status {args.name} -n {namespace}")
         return 0

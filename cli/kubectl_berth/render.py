@@ -144,6 +144,17 @@ def status_text(obj: dict[str, Any]) -> str:
                 f"  {type_:16} {c['status']:5} {c.get('reason', '')}"
                 + (f": {c['message']}" if c.get("message") else "")
             )
+    for e in status.get("endpoints") or []:
+        lines.append(
+            f"  endpoint         {e['service']} {e['address']}:{e['port']}/{e['protocol']} "
+            f"({e['machine']})"
+        )
+    dns = obj["spec"].get("dns")
+    if dns:
+        lines.append(
+            f"  dns              {', '.join(dns['hostnames'])} (ttl {dns.get('ttl', 60)}s)"
+            + (": skipped, records left as they are" if dns.get("skip") else "")
+        )
     migration = status.get("migration")
     if migration:
         lines.append(

@@ -29,6 +29,7 @@ from berth_agent.runtime.services import (
 )
 from berth_agent.runtime.spec import RepositoryServices, bridge_name
 from berth_agent.store.store import META_DIR, RepositoryRecord, RepositoryStore
+from berth_agent.transfer.bases import BaseStore
 from berth_common.crash import CrashPoints
 from berth_common.process import run
 
@@ -234,7 +235,10 @@ class Repositories:
         with self._locked(record.guid):
             if self.daemon(record.guid).running():
                 raise Conflict(f"repository {record.name!r} is running; take it down first")
-            return self.store.delete(record.guid)
+            deleted = self.store.delete(record.guid)
+            # The base kept for the next delta is as large as the image: it goes too.
+            BaseStore(self.config.data_dir).drop(record.guid)
+            return deleted
 
     # --- inspection ------------------------------------------------------------------
     def status(self, ref: str) -> dict[str, Any]:

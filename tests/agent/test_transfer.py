@@ -233,3 +233,15 @@ def test_admin_push_prints_what_moved(lab: Lab, repo: tuple[str, str]) -> None:
     write(lab, "a", guid, 5, seek_mib=1)
     out = lab.host("a").run(cli, timeout=300).stdout.decode()
     assert "(delta vs base" in out and "image 2.1 GB" in out
+
+
+def test_deleting_a_repository_removes_its_retained_base(lab: Lab, repo: tuple[str, str]) -> None:
+    name, guid = repo
+    push(lab, name, guid, "a", "b")
+    bases = [lab.host(h).plan.datastore_mount / "bases" / guid for h in ("a", "b")]
+    assert all(b.exists() for b in bases), "both ends keep a base after a push"
+    for host in ("a", "b"):
+        with lab.agent(host) as agent:
+            agent.down(name)
+            agent.delete(name, confirm=name)
+    assert not any(b.exists() for b in bases), "a deleted repository's base was kept"
