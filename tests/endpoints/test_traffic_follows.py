@@ -1,0 +1,135 @@
+"""Traffic follows the repository: status.endpoints and the DNS records after a move.
+
+A third lab host runs a client that knows only a DNS name: it resolves it through the
+lab's stand-in for external-dns (which serves the DNSEndpoint objects berth writes) and
+keeps connecting to pulse while pulse moves from host-a to host-b.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from berth_agent.apps import pulse
+from berth_lab import Lab, plan_lab
+from berth_lab.cluster import LabCluster
+from berth_lab.dns import PORT as DNS_PORT
+from berth_lab.dns import LabDNS
+from berth_lab.kubeconfig import Kubectl
+from e2e.helpers import move, placement, wait_current
+
+pytestmark = pytest.mark.endpoints
+NAME, PORT, HOSTNAME = "pulse-dns", 8095, "pulse.berth.lab"
+
+
+@pytest.fixture(scope="module")
+def lab3() -> Iterator[Lab]:
+    """Three hosts: two to move between, one for the client."""
+    Lab(plan_lab("e", hosts=3)).down()
+    running = Lab(plan_lab("e", hosts=3, datastore_size="8G")).up()
+    try:
+        yield running
+    finally:
+        running.down()
+
+
+@pytest.fixture(scope="module")
+def cluster3(lab3: Lab, kubectl: Kubectl, namespace: str) -> Iterator[LabCluster]:
+    running = LabCluster(lab3, kubectl, [namespace]).up()
+    try:
+        yield running
+    finally:
+        running.down()
+        for host in lab3.hosts:
+            with lab3.agent(host) as agent:
+                for repo in agent.repositories():
+                    if repo["name"] == NAME:
+                        agent.down(NAME)
+                        agent.delete(NAME, confirm=NAME)
+
+
+@pytest.fixture(scope="module")
+def dns(lab3: Lab, kubectl: Kubectl, cluster3: LabCluster) -> Iterator[LabDNS]:
+    with LabDNS(kubectl, str(lab3.plan.bridge_address)) as server:
+        yield server
+
+
+def place(kubectl: Kubectl, namespace: str) -> None:
+    service = pulse.services(interval=0.2, host_port=PORT).model_dump()["services"][0]
+    keep = ("name", "image", "command", "environment", "checkpoint", "ports")
+    kubectl.apply(
+        {
+            "apiVersion": "berth.dev/v1alpha1",
+            "kind": "RepositoryPlacement",
+            "metadata": {"name": NAME, "namespace": namespace},
+            "spec": {
+                "repository": NAME,
+                "machine": "host-a",
+                "dns": {"hostnames": [HOSTNAME], "ttl": 1},
+                "template": {"size": "1G", "services": [{k: service[k] for k in keep}]},
+            },
+        }
+    )
+
+
+def dns_targets(kubectl: Kubectl, namespace: str) -> list[str]:
+    obj = kubectl.json("get", "dnsendpoints", NAME, "-n", namespace, "-o", "json")
+    return [t for e in obj["spec"]["endpoints"] for t in e["targets"]]
+
+
+def endpoints(obj: dict[str, Any]) -> list[tuple[str, str, int]]:
+    return [(e["machine"], e["address"], e["port"]) for e in obj["status"]["endpoints"]]
+
+
+def test_a_client_that_follows_the_dns_name_keeps_reaching_pulse_through_a_move(
+    lab3: Lab, kubectl: Kubectl, namespace: str, dns: LabDNS
+) -> None:
+    a, b = lab3.host("a").address, lab3.host("b").address
+    place(kubectl, namespace)
+    obj = wait_current(kubectl, namespace, NAME)
+    assert endpoints(obj) == [("host-a", a, PORT)]
+    assert dns_targets(kubectl, namespace) == [a]
+
+    client = subprocess.Popen(
+        [*lab3.host("c").nsenter(), sys.executable, "-m", "berth_lab.dns", "follow", HOSTNAME,
+         "--server", f"{lab3.plan.bridge_address}:{DNS_PORT}", "--port", str(PORT),
+         "--seconds", "30"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        time.sleep(3)  # the client reaches host-a for a while first
+        move(kubectl, namespace, NAME, "host-b")
+        obj = wait_current(kubectl, namespace, NAME, timeout=120)
+        out, _ = client.communicate(timeout=60)
+    finally:
+        client.kill()
+    followed = json.loads(out)
+    print(f"\n[endpoints] client on host-c: {followed}")
+    assert obj["status"]["currentMachine"] == "host-b"
+    assert endpoints(obj) == [("host-b", b, PORT)], "status.endpoints did not follow"
+    assert dns_targets(kubectl, namespace) == [b], "the DNS records did not follow"
+    assert followed["addresses"] == [a, b], "the client did not follow the name to host-b"
+    assert followed["last"] is not None and followed["answers"] > 100
+
+
+def test_skip_dns_moves_the_repository_and_leaves_the_records(
+    lab3: Lab, kubectl: Kubectl, namespace: str, dns: LabDNS
+) -> None:
+    before = dns_targets(kubectl, namespace)
+    kubectl(
+        "patch", "-n", namespace, f"rp/{NAME}", "--type", "merge", "-p",
+        json.dumps({"spec": {"machine": "host-c", "dns": {"skip": True}}}),
+    )  # fmt: skip
+    obj = wait_current(kubectl, namespace, NAME, timeout=120)
+    assert endpoints(obj) == [("host-c", lab3.host("c").address, PORT)]
+    assert dns_targets(kubectl, namespace) == before, "skip: the records must stay as they were"
+    events = kubectl.json("get", "events", "-n", namespace, "-o", "json")["items"]
+    switched = [e for e in events if e["reason"] == "DNSUpdated" and NAME in e["message"]]
+    assert switched and not any(lab3.host("c").address in e["message"] for e in switched)
+    assert placement(kubectl, namespace, NAME)["spec"]["dns"]["skip"] is True
