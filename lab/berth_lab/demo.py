@@ -17,6 +17,7 @@ from berth_agent.apps import pulse
 from berth_agent.client import AgentClient
 from berth_lab.agents import agent_endpoint
 from berth_lab.cluster import LabCluster
+from berth_lab.dns import LabDNS
 from berth_lab.kube import KubeAPIServer
 from berth_lab.lab import Lab
 from berth_lab.plan import plan_lab
@@ -25,6 +26,7 @@ DEMO_LAB = "demo"
 NAMESPACE = "demo"
 REPO = "pulse"
 BEAT = 0.25  # seconds between beats: fine enough to see the gap
+HOSTNAME = "pulse.demo.lab"  # spec.dns: served by the lab's external-dns stand-in
 
 
 def say(text: str = "") -> None:
@@ -37,30 +39,36 @@ def _beats(agent: AgentClient, tail: int = 400) -> list[tuple[Any, int]]:
 
 def run_demo(keep: bool = False, json_path: Path | None = None) -> int:
     say("berth demo: a running repository moves to another host with its processes' memory\n")
-    Lab(plan_lab(DEMO_LAB, hosts=2)).down()  # a previous run may have left it up
-    say("1. the embedded lab: two hosts (network + mount namespaces, btrfs datastores, a")
-    say("   berth-agent each), a real kube-apiserver, berth's CRDs and its operator")
+    Lab(plan_lab(DEMO_LAB, hosts=3)).down()  # a previous run may have left it up
+    say("1. the embedded lab: three hosts (network + mount namespaces, btrfs datastores, a")
+    say("   berth-agent each), a real kube-apiserver, berth's CRDs and its operator, and a")
+    say("   stand-in for external-dns that serves the DNS records berth writes")
     started = time.monotonic()
-    lab = Lab(plan_lab(DEMO_LAB, hosts=2, datastore_size="10G")).up()
+    lab = Lab(plan_lab(DEMO_LAB, hosts=3, datastore_size="10G")).up()
     server: KubeAPIServer | None = None
+    dns: LabDNS | None = None
     try:
         server = KubeAPIServer.for_lab(DEMO_LAB, detached=keep).start()
         cluster = LabCluster(lab, server.kubectl(), [NAMESPACE])
         server.kubectl()("create", "namespace", NAMESPACE)
         cluster.up()
+        dns = LabDNS(server.kubectl(), str(lab.plan.bridge_address)).start()
         for host in lab.hosts.values():
             say(f"   {host.name}  {host.address}  agent {agent_endpoint(host)}")
         say(
             f"   kube-apiserver {server.url}; operator running; ready in "
             f"{time.monotonic() - started:.1f}s\n"
         )
-        summary = _demo(lab, server)
+        summary = _demo(lab, server, dns)
     except BaseException:
         say("\ndemo failed; tearing the lab down")
+        if dns:
+            dns.stop()
         if server:
             server.stop()
         lab.down()
         raise
+    dns.stop()
     if json_path:
         json_path.write_text(json.dumps(summary, indent=2, default=str))
         say(f"\nsummary written to {json_path}")
@@ -90,7 +98,12 @@ def _kubectl_berth(server: KubeAPIServer, *args: str) -> int:
     return subprocess.run(["kubectl", "berth", *args], env=env, check=False).returncode
 
 
-def _demo(lab: Lab, server: KubeAPIServer) -> dict[str, Any]:
+def _answers_at(obj: dict[str, Any]) -> str:
+    found = obj.get("status", {}).get("endpoints") or []
+    return ", ".join(f"{e['address']}:{e['port']} ({e['machine']})" for e in found) or "-"
+
+
+def _demo(lab: Lab, server: KubeAPIServer, dns: LabDNS) -> dict[str, Any]:
     kubectl = server.kubectl()
     say(f"2. deploy pulse on host-a (a counter kept only in RAM, a beat every {BEAT}s)")
     services = pulse.services(interval=BEAT).model_dump()["services"]
@@ -103,6 +116,7 @@ def _demo(lab: Lab, server: KubeAPIServer) -> dict[str, Any]:
             "spec": {
                 "repository": REPO,
                 "machine": "host-a",
+                "dns": {"hostnames": [HOSTNAME], "ttl": 1},
                 "template": {
                     "size": "2G",
                     "services": [
@@ -131,14 +145,28 @@ def _demo(lab: Lab, server: KubeAPIServer) -> dict[str, Any]:
         ]
     )
     say("   RepositoryPlacement pulse: Ready on host-a; 200 MB of app data written into it")
+    placed = kubectl.json("get", "-n", NAMESPACE, f"rp/{REPO}", "-o", "json")
+    say(f"   pulse answers at {_answers_at(placed)} (status.endpoints); "
+        f"{HOSTNAME} -> {', '.join(dns.records.get(HOSTNAME, ([], 0))[0]) or '-'}")  # fmt: skip
     for _ in range(3):
         time.sleep(1)
         say(f"   host-a  pulse: memory counter={_beats(a, tail=1)[-1][1]}")
 
-    say("\n3. move it to host-b, live (CRIU), with the kubectl plugin")
-    code = _kubectl_berth(server, "migrate", REPO, "-n", NAMESPACE, "--to", "host-b", "--wait")
-    if code != 0:
-        raise RuntimeError(f"kubectl berth migrate exited {code}")
+    say("\n3. move it to host-b, live (CRIU), with the kubectl plugin; meanwhile a client on")
+    say(f"   host-c that knows only the name {HOSTNAME} keeps connecting to it")
+    client = subprocess.Popen(
+        [*lab.host("c").nsenter(), sys.executable, "-m", "berth_lab.dns", "follow", HOSTNAME,
+         "--server", f"{dns.address}:{dns.port}", "--port", str(pulse.PORT), "--seconds", "30"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        time.sleep(2)
+        code = _kubectl_berth(server, "migrate", REPO, "-n", NAMESPACE, "--to", "host-b", "--wait")
+        if code != 0:
+            raise RuntimeError(f"kubectl berth migrate exited {code}")
+        followed = json.loads(client.communicate(timeout=60)[0])
+    finally:
+        client.kill()
     obj = kubectl.json("get", "-n", NAMESPACE, f"rp/{REPO}", "-o", "json")
     last = obj["status"]["lastMigration"]
 
@@ -161,6 +189,9 @@ def _demo(lab: Lab, server: KubeAPIServer) -> dict[str, Any]:
         f"   heartbeat gap {gaps[gap_at]:.3f}s; measured downtime "
         f"{last['downtimeSeconds']:.3f}s (Rediacc's reference: about 20 s)"
     )
+    reached = " then ".join(followed["addresses"])
+    say(f"   pulse answers at {_answers_at(obj)} now; the client on host-c reached it at "
+        f"{reached}, longest gap {followed['longest_gap_s']:.3f}s")  # fmt: skip
 
     say("\n5. both hosts")
     for name, agent in (("host-a", a), ("host-b", b)):
@@ -189,4 +220,7 @@ def _demo(lab: Lab, server: KubeAPIServer) -> dict[str, Any]:
         "bulkBytes": last["bulkBytes"],
         "deltaBytes": last["deltaBytes"],
         "phaseSeconds": last["phaseSeconds"],
+        "endpointsBefore": placed["status"].get("endpoints", []),
+        "endpointsAfter": obj["status"].get("endpoints", []),
+        "dnsClient": followed,
     }
