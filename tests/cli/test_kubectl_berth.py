@@ -53,6 +53,7 @@ def pulse_on_a(cluster: LabCluster, kubectl: Kubectl, namespace: str) -> str:
         (["migrate", "cli-pulse", "--to", "host-a"], "already runs on host-a"),
         (["status", "nope"], "not found"),
         (["cordon", "host-z"], "does not exist"),
+        (["migrate", "cli-pulse", "--to", "host-b", "--skip-dns"], "has no spec.dns"),
     ],
 )
 def test_bad_input_is_refused_before_anything_changes(
@@ -104,6 +105,9 @@ def test_migrate_wait_shows_phases_progress_and_downtime(
     assert history[0]["to"] == "host-b" and history[0]["result"] == "Succeeded"
     status = berth(kubectl, "-n", namespace, "status", pulse_on_a).stdout
     assert "current machine  host-b" in status and "Ready" in status
+    # status.endpoints: where pulse answers now, at host-b's address and its published port
+    b = lab.host("b").address
+    assert f"endpoint         pulse {b}:8090/tcp (host-b)" in status, status
 
 
 def test_drain_moves_everything_off_a_machine(
