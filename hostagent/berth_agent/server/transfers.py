@@ -45,10 +45,27 @@ def peer_client(config: AgentConfig, endpoint: str) -> AgentClient:
     return AgentClient(endpoint, config.tls.client_ca, config.tls.cert, config.tls.key)
 
 
+class PeerClients:
+    """One client per peer endpoint, kept between pushes: a move's final push then reuses
+    the connection its bulk rounds opened instead of a TLS handshake while frozen."""
+
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        self._clients: dict[str, AgentClient] = {}
+        self._guard = threading.Lock()
+
+    def get(self, endpoint: str) -> AgentClient:
+        with self._guard:
+            if endpoint not in self._clients:
+                self._clients[endpoint] = peer_client(self.config, endpoint)
+            return self._clients[endpoint]
+
+
 def build_router(repos: Repositories, config: AgentConfig) -> APIRouter:
     router = APIRouter()
     receiver = Receiver(config.data_dir, repos.store, config.tls.client_ca, config.name)
     sender = Sender(config.data_dir, repos.store, repos.crash)
+    peers = PeerClients(config)
 
     @router.post("/v1/transfers")
     def begin(req: BeginRequest) -> dict[str, Any]:
@@ -88,31 +105,28 @@ def build_router(repos: Repositories, config: AgentConfig) -> APIRouter:
             raise InvalidRequest("fault injection is disabled on this agent")
         repos.store.find(ref)  # a clear 404 before the stream starts
         return StreamingResponse(
-            _push_events(sender, config, ref, req), media_type="application/x-ndjson"
+            _push_events(sender, peers, ref, req), media_type="application/x-ndjson"
         )
 
     return router
 
 
-def _push_events(
-    sender: Sender, config: AgentConfig, ref: str, req: PushRequest
-) -> Iterator[bytes]:
+def _push_events(sender: Sender, peers: PeerClients, ref: str, req: PushRequest) -> Iterator[bytes]:
     """Run the push in a thread and stream its progress, then its result, as NDJSON."""
     events: queue.Queue[dict[str, Any] | None] = queue.Queue()
 
     def work() -> None:
         try:
-            with peer_client(config, req.target) as target:
-                result = sender.push(
-                    ref,
-                    target,
-                    req.token,
-                    req.transfer_id,
-                    compress=req.compress,
-                    bandwidth=req.bandwidth,
-                    faults=Faults(**req.faults),
-                    on_progress=lambda p: events.put({"event": "progress", **p}),
-                )
+            result = sender.push(
+                ref,
+                peers.get(req.target),  # kept open for the next push to this peer
+                req.token,
+                req.transfer_id,
+                compress=req.compress,
+                bandwidth=req.bandwidth,
+                faults=Faults(**req.faults),
+                on_progress=lambda p: events.put({"event": "progress", **p}),
+            )
             OPERATIONS.labels("push", "ok").inc()
             TRANSFER_BYTES.labels("sent").inc(result.bytes_sent)
             events.put({"event": "result", "summary": result.summary(), **vars(result)})

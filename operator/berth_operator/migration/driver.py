@@ -187,6 +187,11 @@ class MigrationDriver:
             state.frozen_at_epoch = time.time()  # wall clock: survives an operator restart
             # Persisted before the freeze, so a restarted operator measures from here.
             self.on_event(state, {"event": "freezing"})
+        # TLS handshakes before the freeze, not after: the connections are opened now, while
+        # the application still runs, and reused for the freeze and the revival.
+        for machine in (state.source, state.target):
+            with self._agent(machine) as agent:
+                agent.healthz()
         with self._agent(state.source) as source:
             if first:  # the application runs until this call; the downtime starts here
                 state.frozen_at_epoch = time.time()
