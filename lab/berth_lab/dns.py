@@ -156,8 +156,8 @@ def resolve(name: str, server: tuple[str, int], timeout: float = 0.2) -> tuple[l
 
 def _answers(address: str, port: int, expect: bytes) -> bool:
     try:
-        with socket.create_connection((address, port), timeout=0.2) as conn:
-            conn.settimeout(0.5)
+        with socket.create_connection((address, port), timeout=0.1) as conn:
+            conn.settimeout(0.25)
             return conn.recv(64).startswith(expect)
     except OSError:
         return False

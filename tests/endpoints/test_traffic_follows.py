@@ -130,6 +130,8 @@ def test_skip_dns_moves_the_repository_and_leaves_the_records(
     assert endpoints(obj) == [("host-c", lab3.host("c").address, PORT)]
     assert dns_targets(kubectl, namespace) == before, "skip: the records must stay as they were"
     events = kubectl.json("get", "events", "-n", namespace, "-o", "json")["items"]
-    switched = [e for e in events if e["reason"] == "DNSUpdated" and NAME in e["message"]]
+    switched = [
+        e for e in events if e["reason"] == "DNSUpdated" and e["involvedObject"]["name"] == NAME
+    ]
     assert switched and not any(lab3.host("c").address in e["message"] for e in switched)
     assert placement(kubectl, namespace, NAME)["spec"]["dns"]["skip"] is True
