@@ -15,9 +15,9 @@ import pytest
 
 from berth_agent.client import AgentAPIError
 from berth_common import tokens
-from berth_common.process import run
 from berth_lab import Lab
 from berth_lab.agents import agent_endpoint
+from faults.workload import fill_up
 
 pytestmark = pytest.mark.transfer
 MiB = 2**20
@@ -172,9 +172,8 @@ def test_a_target_that_fills_up_mid_transfer_says_so_and_keeps_nothing(
     name, guid = repo
     write(lab, "a", guid, 96)
     datastore = lab.host("b").plan.datastore_mount
-    ballast = datastore / "ballast"
     # Room for a third of the data: the transfer starts, then the disk fills.
-    run(["fallocate", "-l", str(shutil.disk_usage(datastore).free - 32 * MiB), str(ballast)])
+    ballast = fill_up(datastore, leave=32 * MiB)
     try:
         with pytest.raises(AgentAPIError) as refused:
             push(lab, name, guid, "a", "b")
@@ -182,7 +181,7 @@ def test_a_target_that_fills_up_mid_transfer_says_so_and_keeps_nothing(
         assert not list((datastore / "transfers").glob("*")), "the partial image was kept"
         assert not list((lab.host("a").plan.datastore_mount / "transfers").glob("*"))
     finally:
-        ballast.unlink()
+        shutil.rmtree(ballast)
     result = push(lab, name, guid, "a", "b")  # with room again, the same push succeeds
     assert result["bytes_sent"] >= 96 * MiB
 

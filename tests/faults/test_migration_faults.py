@@ -26,6 +26,7 @@ from faults.workload import (
     PEM_IN_BASE64,
     acks,
     assert_intact,
+    fill_up,
     leftovers,
     place,
     running_on,
@@ -170,10 +171,7 @@ def test_target_datastore_full_fails_cleanly_then_moves_once_there_is_room(
 ) -> None:
     source, target = where(kubectl, namespace)
     before = acked(lab, source)
-    datastore = lab.host(target).plan.datastore_mount
-    ballast = datastore / "ballast"
-    free = shutil.disk_usage(datastore).free
-    run(["fallocate", "-l", str(max(free - 4 * 2**20, 0)), str(ballast)])
+    ballast = fill_up(lab.host(target).plan.datastore_mount, leave=8 * 2**20)
     try:
         move(kubectl, namespace, app, target)
 
@@ -182,7 +180,7 @@ def test_target_datastore_full_fails_cleanly_then_moves_once_there_is_room(
             return last if last.get("result") == "Failed" else None
 
         last = until("the migration to fail for want of space", refused, 120, 0.2)
-        # Refused up front ("has 4.0 MiB free"), or, had the estimate let it start, when
+        # Refused up front ("has 8.0 MiB free"), or, had the estimate let it start, when
         # the target's datastore filled up ("datastore is full"): either way, said so.
         assert "free" in last["reason"] or "full" in last["reason"], last
         assert target in last["reason"], last
@@ -194,7 +192,7 @@ def test_target_datastore_full_fails_cleanly_then_moves_once_there_is_room(
             copies = [r for r in agent.repositories() if r["name"] == app]
             assert all(r["moved_to"] and not r["mounted"] for r in copies), copies
     finally:
-        ballast.unlink(missing_ok=True)
+        shutil.rmtree(ballast)
     status = settled_on(kubectl, namespace, target)  # the retry, once there is room
     assert status["lastMigration"]["result"] == "Succeeded"
     assert assert_intact(lab, app, before).host == target

@@ -12,10 +12,13 @@ import itertools
 import json
 import os
 import re
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from berth_agent.apps import pulse
+from berth_common.process import run
 from berth_lab import Lab
 from berth_lab.kubeconfig import Kubectl
 
@@ -198,3 +201,21 @@ def _processes() -> list[tuple[int, str]]:
         if cmdline:
             out.append((int(entry), cmdline))
     return out
+
+
+def fill_up(datastore: Path, leave: int) -> Path:
+    """Fill a datastore until about `leave` bytes are free, in files under ballast/
+    (one file of the whole free space fails on btrfs: it reports more than it gives)."""
+    ballast = datastore / "ballast"
+    ballast.mkdir(exist_ok=True)
+    chunk = 1 << 30
+    while chunk >= 1 << 20:
+        free = shutil.disk_usage(datastore).free
+        if free - chunk < leave:
+            chunk //= 2
+            continue
+        piece = ballast / str(len(list(ballast.iterdir())))
+        if run(["fallocate", "-l", str(chunk), str(piece)], check=False).returncode != 0:
+            piece.unlink(missing_ok=True)
+            chunk //= 2
+    return ballast
