@@ -53,18 +53,21 @@ def install_crds(kubectl: Kubectl) -> None:
     kubectl.apply({**peering, "metadata": {"name": PEERING}}, "--server-side", "--force-conflicts")
 
 
-def _wait_not_terminating(kubectl: Kubectl, name: str, timeout: float = 60) -> None:
-    """A CRD being deleted (with all its objects) must be gone before it is applied again:
-    applying it meanwhile changes nothing, and the deletion then removes it for good."""
+def _wait_not_terminating(
+    kubectl: Kubectl, name: str, timeout: float = 60, kind: str = "crd"
+) -> None:
+    """An object being deleted must be gone before it is applied again: applying it
+    meanwhile changes nothing, and the deletion then removes it for good. (Labs share
+    host names, so one lab's Machines can still be going when the next lab's come.)"""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         got = kubectl(
-            "get", "crd", name, "-o", "jsonpath={.metadata.deletionTimestamp}", check=False
+            "get", kind, name, "-o", "jsonpath={.metadata.deletionTimestamp}", check=False
         )
         if got.returncode != 0 or not got.stdout.strip():
             return
         time.sleep(0.2)
-    raise RuntimeError(f"CRD {name} is still being deleted after {timeout:.0f}s")
+    raise RuntimeError(f"{kind} {name} is still being deleted after {timeout:.0f}s")
 
 
 def chart_rbac() -> list[dict[str, Any]]:
@@ -197,6 +200,7 @@ class LabCluster:
         ):
             shutil.copyfile(src, tls / name)
         for host in self.lab.hosts.values():
+            _wait_not_terminating(self.kubectl, host.name, kind="machines.berth.dev")
             self.kubectl.apply(
                 {
                     "apiVersion": "berth.dev/v1alpha1",
