@@ -17,7 +17,6 @@ from berth_operator.agents import MachineAgents, Shared
 from berth_operator.config import OperatorConfig
 from berth_operator.kube import Kube
 from berth_operator.migration.state import MigrationState, Phase
-from berth_operator.placement.conditions import Verdict
 from berth_operator.placement.decide import Start
 from berth_operator.placement.reconciler import PlacementReconciler
 
@@ -238,21 +237,6 @@ def test_a_settled_placement_whose_status_holds_is_not_written_again() -> None:
     reconciler.reconcile(obj)
     assert len(agents.fake_kube.statuses) == 2
     assert agents.fake_kube.statuses[-1]["observedGeneration"] == 3
-
-
-def test_every_write_of_a_migration_step_reaches_the_api_server() -> None:
-    """A step writes the same status dict more than once (persisted before the freeze,
-    then at its end); each write is compared with the last one, not with itself."""
-    agents = FakeAgents()
-    reconciler = reconciler_with(agents)
-    obj = placement("web", "a")
-    status = dict(obj.get("status") or {})
-    migrating = Verdict(False, True, False, "Migrating", "moving")
-    reconciler._write(obj, status, migrating, phase=Phase.CUTOVER.value)
-    status["migration"] = {"phase": Phase.VERIFYING.value}
-    reconciler._write(obj, status, migrating, phase=Phase.VERIFYING.value)
-    written = [s["phase"] for s in agents.fake_kube.statuses]
-    assert written == [Phase.CUTOVER.value, Phase.VERIFYING.value]
 
 
 def test_zero_seconds_looks_on_every_reconcile_as_before() -> None:

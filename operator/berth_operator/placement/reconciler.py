@@ -7,7 +7,6 @@ point resumes (or rolls back) the migration it was driving.
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
 import logging
 import secrets
@@ -393,9 +392,7 @@ class PlacementReconciler:
         # there cost the API server 44 patches a second for 500 placements at rest.
         if not _same_status(obj.get("status") or {}, status):
             self.kube.patch_placement_status(meta["namespace"], meta["name"], status)
-        # A copy: the caller goes on changing `status` (a step writes more than once), and
-        # what the next write is compared with is what the API server holds now.
-        obj["status"] = copy.deepcopy(status)
+        obj["status"] = status
 
 
 _TERMINAL = {p.value for p in (Phase.SUCCEEDED, Phase.FAILED, Phase.ROLLED_BACK)}
