@@ -225,20 +225,6 @@ def test_settled_placements_share_each_look_instead_of_taking_their_own() -> Non
     assert agents.fake_kube.lists == {"machines": 2, "placements": 2}
 
 
-def test_a_settled_placement_whose_status_holds_is_not_written_again() -> None:
-    agents = FakeAgents()
-    reconciler = reconciler_with(agents)
-    obj = placement("a-app", "a")
-    reconciler.reconcile(obj)
-    assert len(agents.fake_kube.statuses) == 1 and obj["status"]["phase"] == "Placed"
-    reconciler.reconcile(obj)  # the same object, its status as written
-    assert len(agents.fake_kube.statuses) == 1
-    obj["metadata"]["generation"] = 3  # a change: observedGeneration must follow
-    reconciler.reconcile(obj)
-    assert len(agents.fake_kube.statuses) == 2
-    assert agents.fake_kube.statuses[-1]["observedGeneration"] == 3
-
-
 def test_zero_seconds_looks_on_every_reconcile_as_before() -> None:
     agents = FakeAgents(cache_seconds=0)
     reconciler = reconciler_with(agents)
