@@ -19,6 +19,7 @@ from berth_agent.checkpoint import freeze as freezing
 from berth_agent.config import AgentConfig
 from berth_agent.errors import Conflict, InvalidRequest, NotFound
 from berth_agent.runtime import neighbours
+from berth_agent.runtime.bridge import remove_bridge
 from berth_agent.runtime.dockerd import DaemonPaths, RepositoryDaemon
 from berth_agent.runtime.services import (
     NETWORK,
@@ -219,6 +220,7 @@ class Repositories:
             self._unquiesce(record.guid)
             t = time.monotonic()
             self.daemon(record.guid).stop()
+            remove_bridge(record.guid)
             durations["dockerd"] = time.monotonic() - t
             t = time.monotonic()
             self.store.unmount(record.guid)

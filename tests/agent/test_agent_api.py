@@ -15,6 +15,7 @@ import pytest
 
 from berth_agent.apps import pulse
 from berth_agent.client import AgentAPIError, AgentClient
+from berth_agent.runtime.spec import bridge_name
 from berth_agent.store.mounts import dm_crypt_available
 from berth_common.pki import CertFiles, create_ca, issue
 from berth_lab import Lab
@@ -189,6 +190,29 @@ def test_repositories_get_their_own_dockerd_socket_and_network(lab: Lab) -> None
             for name in ("iso-one", "iso-two"):
                 agent.down(name)
                 agent.delete(name, confirm=name)
+
+
+def test_down_removes_the_bridge_and_up_brings_it_back(lab: Lab) -> None:
+    """dockerd leaves its bridges behind; a moved-away repository must not keep one."""
+    host = lab.host("a")
+
+    def bridge_exists(name: str) -> bool:
+        return host.run(["ip", "link", "show", "dev", name], check=False).returncode == 0
+
+    with lab.agent("a") as agent:
+        bridge = bridge_name(agent.create("bridged", "1G", template="pulse")["guid"])
+        try:
+            agent.up("bridged")
+            assert bridge_exists(bridge)
+            agent.down("bridged")
+            assert not bridge_exists(bridge), f"{bridge} outlived its dockerd"
+            agent.up("bridged")
+            assert bridge_exists(bridge)
+            with socket.create_connection((host.address, 8080), timeout=5) as conn:
+                assert conn.recv(100).startswith(b"pulse")
+        finally:
+            agent.down("bridged")
+            agent.delete("bridged", confirm="bridged")
 
 
 def test_a_host_port_taken_by_another_repository_is_a_clear_conflict(lab: Lab) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from berth_agent.apps import pulse
+from berth_agent.runtime.spec import bridge_name
 from berth_common.process import run
 from berth_lab import Lab
 from berth_lab.kubeconfig import Kubectl
@@ -143,9 +144,10 @@ def _runs(values: list[int]) -> str:
 
 
 def leftovers(lab: Lab) -> list[str]:
-    """Mounts, loop devices and processes (dockerd, containerd, shims) of repositories no
-    agent holds mounted, stale copies still mounted, and unfinished transfers: what a
-    fault must not leave once the application has settled."""
+    """Mounts, loop devices, bridges and processes (dockerd, containerd, shims) of
+    repositories no agent holds mounted, stale copies still mounted, and unfinished
+    transfers: what a fault must not leave once the application has settled. Container
+    network namespaces are nsfs mounts under /run/berth/<guid>/, so they count as mounts."""
     found = []
     for name, host in lab.hosts.items():
         with lab.agent(name) as agent:
@@ -173,6 +175,10 @@ def leftovers(lab: Lab) -> list[str]:
             guid = _GUID.search(image)
             if guid and guid.group() not in mounted:
                 found.append(f"{name}: loop device {device} on {image}")
+        running_bridges = {bridge_name(guid) for guid in mounted}
+        links = json.loads(host.run(["ip", "-j", "link", "show", "type", "bridge"]).stdout)
+        bridges = [link["ifname"] for link in links if link["ifname"].startswith("bb")]
+        found += [f"{name}: bridge {b}" for b in bridges if b not in running_bridges]
         own_ns = host.run(["readlink", "/proc/self/ns/mnt"]).stdout.decode().strip()
         for pid, cmdline in _processes():
             guid = _GUID.search(cmdline)
