@@ -30,6 +30,13 @@ class AgentConfig(BaseModel):
     tls: TLSConfig = Field(default_factory=TLSConfig)
     dockerd: str = "/usr/sbin/dockerd"
     log_level: str = "info"
+    transfer_idle_expiry: float = Field(
+        6 * 3600,
+        gt=0,
+        description="seconds; a transfer untouched this long (partial image on the target, "
+        "snapshot on the source) is removed. Long enough for a migration retried after an "
+        "outage to resume; a removed one begins again",
+    )
     fault_injection: bool = Field(False, description="test only: honour injected faults")
 
 

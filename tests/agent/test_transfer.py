@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import sys
 import threading
@@ -244,3 +245,39 @@ def test_deleting_a_repository_removes_its_retained_base(lab: Lab, repo: tuple[s
             agent.down(name)
             agent.delete(name, confirm=name)
     assert not any(b.exists() for b in bases), "a deleted repository's base was kept"
+
+
+@pytest.mark.faults
+def test_a_transfer_abandoned_while_its_target_was_down_is_swept_once_idle(
+    lab: Lab, repo: tuple[str, str]
+) -> None:
+    """The sender gives up while the target is down, so neither end hears the abort: the
+    source keeps its snapshot and the target its partial image. Agents remove such
+    transfers once idle for transfer_idle_expiry (6 h; the files are aged here)."""
+    name, guid = repo
+    write(lab, "a", guid, 150)
+    host_b = lab.host("b")
+    tid = f"t-{uuid.uuid4().hex[:12]}"
+    token = tokens.issue(tid, guid, "host-a", "host-b", lab.pki.client)
+    killer = threading.Timer(2.5, lab.stop_agent, [host_b])  # ~75 MiB in at 30 MB/s
+    killer.start()
+    try:
+        with lab.agent("a") as agent, pytest.raises(AgentAPIError, match="after 8 attempts"):
+            list(agent.push(name, agent_endpoint(host_b), token, tid, bandwidth=30e6))
+    finally:
+        killer.join()
+        lab.start_agent(host_b)
+    left = [lab.host(h).plan.datastore_mount / "transfers" / tid for h in ("a", "b")]
+    assert all(d.exists() for d in left), "the abandoned transfer left nothing to sweep"
+
+    seven_hours_ago = time.time() - 7 * 3600
+    for directory in left:
+        for path in [*directory.iterdir(), directory]:
+            os.utime(path, (seven_hours_ago, seven_hours_ago))
+    for host in ("a", "b"):  # an agent sweeps when it starts, then every 10 minutes
+        lab.stop_agent(lab.host(host))
+        lab.start_agent(lab.host(host))
+    deadline = time.monotonic() + 15
+    while any(d.exists() for d in left) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(d.exists() for d in left), [str(d) for d in left if d.exists()]

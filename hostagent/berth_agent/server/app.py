@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
@@ -22,6 +23,7 @@ from berth_agent.repositories import Repositories
 from berth_agent.runtime.spec import RepositoryServices
 from berth_agent.server.metrics import OPERATION_SECONDS, OPERATIONS, REGISTRY, REPOSITORIES
 from berth_agent.server.transfers import build_router
+from berth_agent.transfer.sweeper import InUse, Sweeper
 
 T = TypeVar("T")
 log = logging.getLogger("berth.agent.api")
@@ -86,10 +88,21 @@ def _measured(operation: str, call: Callable[[], T]) -> T:
 
 def build_app(repos: Repositories, config: AgentConfig) -> FastAPI:
     machine = config.name
+    in_use = InUse()
+    sweeper = Sweeper(config.data_dir / "transfers", config.transfer_idle_expiry, in_use)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # Often enough that a datastore is not held long past the limit.
+        sweeper.start(every=min(config.transfer_idle_expiry / 4, 600))
+        yield
+        sweeper.stop()
+
     app = FastAPI(
         title="berth-agent",
         version=__version__,
         description="Runs repositories on this host and moves their images.",
+        lifespan=lifespan,
     )
 
     @app.exception_handler(AgentError)
@@ -185,5 +198,5 @@ def build_app(repos: Repositories, config: AgentConfig) -> FastAPI:
     def delete(ref: str, confirm: str = "") -> dict[str, Any]:
         return _measured("delete", lambda: repos.delete(ref, confirm)).model_dump(mode="json")
 
-    app.include_router(build_router(repos, config))
+    app.include_router(build_router(repos, config, in_use))
     return app

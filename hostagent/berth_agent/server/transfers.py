@@ -22,6 +22,7 @@ from berth_agent.repositories import Repositories
 from berth_agent.server.metrics import OPERATIONS, TRANSFER_BYTES
 from berth_agent.transfer.receiver import TRANSFER_ID, BeginRequest, Receiver
 from berth_agent.transfer.sender import Faults, Sender
+from berth_agent.transfer.sweeper import InUse
 
 
 class CommitRequest(BaseModel):
@@ -61,10 +62,11 @@ class PeerClients:
             return self._clients[endpoint]
 
 
-def build_router(repos: Repositories, config: AgentConfig) -> APIRouter:
+def build_router(repos: Repositories, config: AgentConfig, in_use: InUse) -> APIRouter:
+    """in_use is shared with the transfer sweeper, which leaves those transfers alone."""
     router = APIRouter()
-    receiver = Receiver(config.data_dir, repos.store, config.tls.client_ca, config.name)
-    sender = Sender(config.data_dir, repos.store, repos.crash)
+    receiver = Receiver(config.data_dir, repos.store, config.tls.client_ca, config.name, in_use)
+    sender = Sender(config.data_dir, repos.store, repos.crash, in_use)
     peers = PeerClients(config)
 
     @router.post("/v1/transfers")

@@ -32,6 +32,7 @@ from berth_agent.transfer import layout
 from berth_agent.transfer.bases import BaseStore
 from berth_agent.transfer.frames import ZERO, Decoder, FrameError, zero_digests
 from berth_agent.transfer.hashtree import BlockHashes
+from berth_agent.transfer.sweeper import InUse
 from berth_common import tokens
 
 log = logging.getLogger("berth.agent.transfer.receiver")
@@ -58,12 +59,20 @@ class BeginRequest(BaseModel):
 
 
 class Receiver:
-    def __init__(self, data_dir: Path, store: RepositoryStore, ca_cert: Path, machine: str) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        store: RepositoryStore,
+        ca_cert: Path,
+        machine: str,
+        in_use: InUse | None = None,
+    ) -> None:
         self.dir = data_dir / "transfers"
         self.store = store
         self.bases = BaseStore(data_dir)
         self.ca_cert = ca_cert
         self.machine = machine
+        self.in_use = in_use or InUse()  # shared with the sweeper, which skips these
 
     def _paths(self, tid: str) -> tuple[Path, Path, Path]:
         if not TRANSFER_ID.match(tid):
@@ -96,6 +105,11 @@ class Receiver:
     def begin(self, req: BeginRequest) -> TransferState:
         # A token names the one transfer it allows: replayed for any other, it is refused.
         migration_id = self._authorise(req.token, req.record.guid, req.transfer_id)
+        self._paths(req.transfer_id)  # a bad id is refused before it is held
+        with self.in_use.hold(req.transfer_id):
+            return self._begin(req, migration_id)
+
+    def _begin(self, req: BeginRequest, migration_id: str) -> TransferState:
         state_path, staging, hashes_path = self._paths(req.transfer_id)
         if state_path.exists():
             state = self._load(req.transfer_id)
@@ -161,16 +175,28 @@ class Receiver:
 
     # --- data --------------------------------------------------------------------------
     def open_session(self, tid: str, token: str, from_block: int) -> ReceiveSession:
-        state = _raise_if_full(self._load(tid))
-        self._authorise(token, state.record.guid, state.migration_id)
-        if from_block != state.next_block:
-            raise Conflict(
-                f"transfer {tid} continues at block {state.next_block}, not {from_block}"
-            )
-        return ReceiveSession(self, state)
+        """Held in use until the session closes."""
+        self._paths(tid)
+        self.in_use.acquire(tid)
+        try:
+            state = _raise_if_full(self._load(tid))
+            self._authorise(token, state.record.guid, state.migration_id)
+            if from_block != state.next_block:
+                raise Conflict(
+                    f"transfer {tid} continues at block {state.next_block}, not {from_block}"
+                )
+            return ReceiveSession(self, state)
+        except BaseException:
+            self.in_use.release(tid)
+            raise
 
     # --- commit / abort ----------------------------------------------------------------
     def commit(self, tid: str, token: str, root: str) -> dict[str, object]:
+        self._paths(tid)
+        with self.in_use.hold(tid):
+            return self._commit(tid, token, root)
+
+    def _commit(self, tid: str, token: str, root: str) -> dict[str, object]:
         state = self._load(tid)
         self._authorise(token, state.record.guid, state.migration_id)
         _, staging, hashes_path = self._paths(tid)
@@ -305,6 +331,7 @@ class ReceiveSession:
             os.close(self.fd)
             if self.state.full_reason is not None:
                 self.receiver._end_full(self.state)
+            self.receiver.in_use.release(self.state.transfer_id)
         return self.state
 
     def _refuse_if_full(self, err: OSError) -> None:

@@ -35,6 +35,7 @@ from berth_agent.transfer.plan import (
 )
 from berth_agent.transfer.prefetch import prefetched
 from berth_agent.transfer.receiver import TRANSFER_ID
+from berth_agent.transfer.sweeper import InUse
 from berth_agent.transfer.throttle import Throttle
 from berth_common.crash import CrashPoints
 
@@ -118,11 +119,16 @@ PREFETCH_FRAMES = 16  # 1 MiB frames made ahead of the socket: 16 MiB at most
 
 class Sender:
     def __init__(
-        self, data_dir: Path, store: RepositoryStore, crash: CrashPoints | None = None
+        self,
+        data_dir: Path,
+        store: RepositoryStore,
+        crash: CrashPoints | None = None,
+        in_use: InUse | None = None,
     ) -> None:
         self.dir = data_dir / "transfers"
         self.store = store
         self.crash = crash or CrashPoints(None)  # test only: "push.sending"
+        self.in_use = in_use or InUse()  # shared with the sweeper, which skips these
         self.bases = BaseStore(data_dir)
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
@@ -136,7 +142,7 @@ class Sender:
             raise InvalidRequest(f"transfer id {transfer_id!r} is invalid")
         with self._guard:
             lock = self._locks.setdefault(transfer_id, threading.Lock())
-        with lock:
+        with lock, self.in_use.hold(transfer_id):
             try:
                 return self._push(ref, target, token, transfer_id, **options)
             except Exception:
