@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 
 import pytest
@@ -182,6 +183,12 @@ def test_problems_a_person_must_fix_stall(
 
     move(kubectl, namespace, name, "host-zz")
     until("Stalled=UnknownMachine", lambda: stalled("UnknownMachine"), 30)
+    time.sleep(5)  # the operator looks again every 2 s while stalled
+    events = kubectl.json(
+        "get", "events", "-n", namespace,
+        "--field-selector", f"involvedObject.name={name},reason=UnknownMachine",
+    )["items"]  # fmt: skip
+    assert len(events) == 1, f"a stall was announced {len(events)} times"
     obj = placement(kubectl, namespace, name)
     assert condition(obj, "Ready")["status"] == "False"
     assert obj["status"]["currentMachine"] == "host-a"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from berth_operator.placement.conditions import Verdict, build_conditions
+from berth_operator.placement.conditions import Verdict, already_stalled, build_conditions
 from berth_operator.placement.decide import (
     Continue,
     Copy,
@@ -139,3 +139,16 @@ def test_conditions_keep_transition_time_while_status_holds() -> None:
     assert ready["Ready"]["status"] == "True" and ready["Ready"]["lastTransitionTime"] == "t3"
     assert ready["Stalled"]["lastTransitionTime"] == "t1"  # was False, still False
     assert ready["Ready"]["observedGeneration"] == 3
+
+
+def test_a_stall_is_announced_once_per_reason_message_and_generation() -> None:
+    stall = Verdict(False, False, True, "UnknownMachine", "no Machine named 'zz'")
+    fresh: list[dict[str, object]] = []
+    assert not already_stalled(fresh, stall, 2)
+    written = build_conditions(fresh, stall, 2, "t1")
+    assert already_stalled(written, stall, 2)
+    assert not already_stalled(written, stall, 3), "a new generation is a new stall"
+    other = Verdict(False, False, True, "UnknownMachine", "no Machine named 'yy'")
+    assert not already_stalled(written, other, 2)
+    placed = build_conditions(written, Verdict(True, False, False, "Placed", "on a"), 2, "t2")
+    assert not already_stalled(placed, stall, 2), "stalling again after it cleared"

@@ -80,3 +80,18 @@ def build_conditions(
     )
     order = {READY: 0, RECONCILING: 1, STALLED: 2}
     return sorted(conditions, key=lambda c: order.get(c["type"], 3))
+
+
+def already_stalled(
+    conditions: list[dict[str, Any]], verdict: Verdict, generation: int | None
+) -> bool:
+    """Whether `conditions` already say this stall, for this generation: a stall is
+    announced once (an Event), not on every look while it lasts."""
+    stalled = next((c for c in conditions if c.get("type") == STALLED), None)
+    return bool(
+        verdict.stalled
+        and stalled
+        and stalled.get("status") == "True"
+        and (stalled.get("reason"), stalled.get("message")) == (verdict.reason, verdict.message)
+        and stalled.get("observedGeneration") == generation
+    )

@@ -28,7 +28,7 @@ from berth_operator.machine.heartbeat import is_ready
 from berth_operator.migration.driver import MigrationDriver
 from berth_operator.migration.state import MigrationState, Mode, Phase, now
 from berth_operator.placement import decide as d
-from berth_operator.placement.conditions import Verdict, build_conditions
+from berth_operator.placement.conditions import Verdict, already_stalled, build_conditions
 from berth_operator.placement.publish import EndpointPublisher, PublishError
 from berth_operator.placement.status import last_migration, parse_seconds
 
@@ -167,13 +167,12 @@ class PlacementReconciler:
             )
             return self.config.poll_seconds * 2
         if isinstance(action, d.Stall):
-            self._write(
-                obj,
-                status,
-                Verdict(False, False, True, action.reason, action.message),
-                phase="Stalled",
-            )
-            self.kube.event(obj, action.reason, action.message, "Warning")
+            verdict = Verdict(False, False, True, action.reason, action.message)
+            generation = obj["metadata"].get("generation")
+            announced = already_stalled(status.get("conditions") or [], verdict, generation)
+            self._write(obj, status, verdict, phase="Stalled")
+            if not announced:
+                self.kube.event(obj, action.reason, action.message, "Warning")
             return self.config.poll_seconds * 2
         if isinstance(action, d.Wait):
             self._write(
