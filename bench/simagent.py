@@ -318,8 +318,9 @@ class SimAgent:
         if target is None:
             yield {"event": "error", "status": 502, "code": "PeerUnreachable", "message": "?"}
             return
-        # What the receiving agent holds once the transfer commits: the image, unmounted.
-        copy = dataclasses.replace(repo, moved_to=None, frozen_by=None, pushes=0)
+        # What the receiving agent holds once the transfer commits: the image, unmounted,
+        # marked as the sender's until a forced `up` runs it.
+        copy = dataclasses.replace(repo, moved_to=self.name, frozen_by=None, pushes=0)
         copy.mounted = copy.dockerd = copy.containers_running = False
         target.repos[repo.name] = copy
         took = time.monotonic() - started

@@ -50,6 +50,12 @@ def _parser() -> argparse.ArgumentParser:
     up = repo.add_parser("up", help="mount, start its dockerd and its services")
     up.add_argument("name")
     up.add_argument("--key-file", type=Path)
+    up.add_argument(
+        "--force",
+        action="store_true",
+        help="start a copy marked as moved to another machine (stale, or received and not "
+        "yet started by its migration): make sure it runs nowhere else",
+    )
     repo.add_parser("down", help="stop its dockerd and unmount").add_argument("name")
     freeze = repo.add_parser("freeze", help="checkpoint labelled containers, stop the rest")
     freeze.add_argument("name")
@@ -163,7 +169,7 @@ def _repo_command(repos: Repositories, args: argparse.Namespace) -> int:
         )
         print(f"repository {record.name} created ({record.guid}, {args.size})")
     elif cmd == "up":
-        durations = repos.up(args.name, key=_read_key(args.key_file))
+        durations = repos.up(args.name, key=_read_key(args.key_file), force=args.force)
         print(f"repository {args.name} up ({_fmt(durations)})")
     elif cmd == "down":
         print(f"repository {args.name} down ({_fmt(repos.down(args.name))})")

@@ -93,7 +93,8 @@ class Repositories:
         if record.moved_to and not force:
             raise Conflict(
                 f"repository {record.name!r} moved to {record.moved_to}; this copy is stale "
-                "(start it anyway with force)"
+                "or was received and not yet started by its migration (start it anyway with "
+                "force, once it runs nowhere else)"
             )
         durations: dict[str, float] = {}
         with self._locked(record.guid):

@@ -101,7 +101,7 @@ def test_full_then_delta_then_delta_back(lab: Lab, repo: tuple[str, str]) -> Non
     with lab.agent("a") as a:
         a.down(name)
     with lab.agent("b") as b:
-        b.up(name)
+        b.up(name, force=True)  # received: marked as host-a's until started, as a move does
     write(lab, "b", guid, 20, seek_mib=10)
     back = push(lab, name, guid, "b", "a")
     # Mounting and starting the repository's dockerd on b wrote a little metadata too.
@@ -112,7 +112,7 @@ def test_full_then_delta_then_delta_back(lab: Lab, repo: tuple[str, str]) -> Non
     with lab.agent("b") as b:
         b.down(name)
     with lab.agent("a") as a:
-        a.up(name)  # the received image mounts and its data is there
+        a.up(name, force=True)  # the received image mounts and its data is there
         assert a.status(name)["mounted"]
     size = lab.host("a").run(["stat", "-c", "%s", f"/var/lib/berth/mounts/{guid}/data"])
     assert int(size.stdout) == 300 * MiB
@@ -203,7 +203,7 @@ def test_bad_token_and_mounted_target_are_refused(lab: Lab, repo: tuple[str, str
     # A target where the repository is mounted never has its image replaced.
     push(lab, name, guid, "a", "b")
     with lab.agent("b") as b:
-        b.up(name)
+        b.up(name, force=True)
     try:
         with pytest.raises(AgentAPIError) as err:
             push(lab, name, guid, "a", "b")

@@ -130,3 +130,40 @@ def test_failure_before_the_freeze_leaves_the_source_untouched(
     assert state.result == "Failed" and "both host-a" in (state.reason or "")
     with lab.agent("a") as a:
         assert a.status(name)["containers"][0]["state"] == "running"
+
+
+@pytest.mark.faults
+def test_a_move_failing_after_a_bulk_round_leaves_the_received_copy_stale(
+    lab: Lab, app: tuple[str, str]
+) -> None:
+    """A bulk round installs a whole image on the target. If a later round fails (here the
+    target's agent is down, so nobody can tidy up), that copy must not count as live, or
+    the placement would see the repository on two machines (SplitBrain) and stall."""
+    name, _ = app
+    state = MigrationState(
+        id=f"m-{uuid.uuid4().hex[:8]}", repository=name, guid="", source="host-a", target="host-b"
+    )
+    driver = MigrationDriver(LabAgents(lab), lab.pki.client)
+    while not state.bulk_rounds:  # Preparing, then the first bulk round
+        state = driver.advance(state)
+    with lab.agent("b") as b:
+        received = next(r for r in b.repositories() if r["name"] == name)
+    assert received["moved_to"] == "host-a", "a received copy counted as live before it ran"
+    with lab.agent("b") as b, pytest.raises(AgentAPIError, match="stale"):
+        b.up(name)  # nobody starts it by mistake; the migration starts it with force
+
+    state.phase = Phase.BULK_SYNC  # one more round, whatever the rounds rule said
+    lab.stop_agent(lab.host("b"))
+    try:
+        state = driver.advance(state)  # the sender retries, then gives up
+    finally:
+        lab.start_agent(lab.host("b"))
+    assert state.result == "Failed" and state.reason and state.reason.startswith("BulkSync")
+    with lab.agent("a") as a:
+        assert a.status(name)["containers"][0]["state"] == "running"
+    with lab.agent("b") as b:
+        copy = next(r for r in b.repositories() if r["name"] == name)
+    assert copy["moved_to"] == "host-a" and not copy["mounted"], copy
+    # The failed round's snapshot on the source went with the migration.
+    transfers = lab.host("a").plan.datastore_mount / "transfers"
+    assert not list(transfers.glob(f"{state.id}-*")), list(transfers.iterdir())

@@ -216,7 +216,8 @@ class RepositoryStore:
         record = self.find(guid)
         self._write_record(record.model_copy(update={"moved_to": machine}))
 
-    def adopt_record(self, record: RepositoryRecord) -> None:
-        """Record an image that arrived from another host (the transfer wrote the image)."""
+    def adopt_record(self, record: RepositoryRecord, moved_to: str | None) -> None:
+        """Record an image that arrived from another host (the transfer wrote the image).
+        moved_to names where the repository runs meanwhile (see Receiver.commit)."""
         self.images_dir.mkdir(parents=True, exist_ok=True)
-        self._write_record(record.model_copy(update={"moved_to": None}))
+        self._write_record(record.model_copy(update={"moved_to": moved_to}))

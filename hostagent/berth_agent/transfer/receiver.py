@@ -46,6 +46,7 @@ class TransferState(BaseModel):
     record: RepositoryRecord
     mode: str  # full | delta
     base_root: str | None
+    source: str | None = None  # the sending machine, from the token
     next_block: int = 0
     received_bytes: int = 0
     full_reason: str | None = None  # set when the datastore filled up (data freed)
@@ -92,24 +93,25 @@ class Receiver:
         tmp.write_text(state.model_dump_json())
         tmp.replace(state_path)
 
-    def _authorise(self, token: str, guid: str, migration_id: str | None = None) -> str:
+    def _authorise(
+        self, token: str, guid: str, migration_id: str | None = None
+    ) -> tokens.TransferClaims:
         try:
-            claims = tokens.verify(
+            return tokens.verify(
                 token, self.ca_cert, target=self.machine, repository=guid, migration_id=migration_id
             )
         except tokens.TokenError as err:
             raise InvalidRequest(str(err)) from None
-        return claims.migration_id
 
     # --- begin -------------------------------------------------------------------------
     def begin(self, req: BeginRequest) -> TransferState:
         # A token names the one transfer it allows: replayed for any other, it is refused.
-        migration_id = self._authorise(req.token, req.record.guid, req.transfer_id)
+        claims = self._authorise(req.token, req.record.guid, req.transfer_id)
         self._paths(req.transfer_id)  # a bad id is refused before it is held
         with self.in_use.hold(req.transfer_id):
-            return self._begin(req, migration_id)
+            return self._begin(req, claims)
 
-    def _begin(self, req: BeginRequest, migration_id: str) -> TransferState:
+    def _begin(self, req: BeginRequest, claims: tokens.TransferClaims) -> TransferState:
         state_path, staging, hashes_path = self._paths(req.transfer_id)
         if state_path.exists():
             state = self._load(req.transfer_id)
@@ -140,10 +142,11 @@ class Receiver:
             BlockHashes.of_zeros(req.record.size_bytes).save(hashes_path)
         state = TransferState(
             transfer_id=req.transfer_id,
-            migration_id=migration_id,
+            migration_id=claims.migration_id,
             record=req.record,
             mode=mode,
             base_root=base_root,
+            source=claims.source,
         )
         self._save(state)
         log.info(
@@ -152,7 +155,7 @@ class Receiver:
                 "transfer": req.transfer_id,
                 "mode": mode,
                 "repository": req.record.name,
-                "migration": migration_id,
+                "migration": claims.migration_id,
             },
         )
         return state
@@ -218,7 +221,10 @@ class Receiver:
             base_copy = None
         self.store.images_dir.mkdir(parents=True, exist_ok=True)
         os.replace(staging, self.store.image_path(guid))
-        self.store.adopt_record(state.record)
+        # Not live until it runs here: until then the repository runs on the sender, and
+        # a copy that counted as live beside it (a move failing after a bulk round) would
+        # be a split brain. `up` with force (the migration's revival) clears the mark.
+        self.store.adopt_record(state.record, moved_to=state.source)
         info = self.bases.replace(guid, base_copy, hashes)
         shutil.rmtree(staging.parent)
         log.info(
@@ -233,6 +239,8 @@ class Receiver:
         return {"root": info.root, "mode": state.mode, "commit_seconds": time.monotonic() - started}
 
     def abort(self, tid: str) -> None:
+        """Forget the transfer on this host, whichever end this host was: both ends keep
+        what they hold of it (partial image, or the sender's snapshot) in its directory."""
         state_path, _, _ = self._paths(tid)
         shutil.rmtree(state_path.parent, ignore_errors=True)
 

@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
+import httpx
+
 from berth_agent.client import AgentAPIError, AgentClient
 from berth_common import tokens
 from berth_common.crash import CrashPoints
@@ -213,7 +215,8 @@ class MigrationDriver:
 
     def _verify(self, state: MigrationState) -> None:
         with self._agent(state.target) as target:
-            revived = target.up(state.repository, wait_answer=self.answer_timeout)
+            # force: the copy just received stays marked as the source's until it runs.
+            revived = target.up(state.repository, wait_answer=self.answer_timeout, force=True)
         self.crash.reached("Verifying.answered")
         answered = time.time()
         _steps(state, "up", revived.get("durations") or {})
@@ -239,6 +242,8 @@ class MigrationDriver:
         state.finished_at = now()
         if phase not in FROZEN:
             state.phase, state.result = Phase.FAILED, "Failed"
+            if phase == Phase.BULK_SYNC:
+                self._forget_transfer(state, f"bulk{len(state.bulk_rounds) + 1}")
             return
         # After the freeze: the target must not run it; the source takes it back.
         try:
@@ -253,6 +258,23 @@ class MigrationDriver:
         with self._agent(state.source) as source:
             source.resume(state.repository, state.id)
         state.phase, state.result = Phase.ROLLED_BACK, "RolledBack"
+        self._forget_transfer(state, "final")
+
+    def _forget_transfer(self, state: MigrationState, label: str) -> None:
+        """An ended migration is never replayed, so its last transfer frees what both ends
+        hold of it: the source's snapshot and the target's partial image, each as large
+        as the image. Best effort: an agent that cannot be told sweeps it once idle."""
+        tid = state.transfer_id(label)
+        for machine in (state.source, state.target):
+            try:
+                with self._agent(machine) as agent:
+                    agent.abort_transfer(tid)
+            except (AgentAPIError, httpx.HTTPError) as err:
+                log.info(
+                    "transfer left to the agent's sweeper",
+                    extra={"migration": state.id, "transfer": tid, "machine": machine,
+                           "error": str(err)},
+                )  # fmt: skip
 
 
 def _size(n: float) -> str:
