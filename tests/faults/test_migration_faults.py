@@ -161,6 +161,47 @@ def test_link_cut_during_bulk_sync_then_restored(
         kubectl("patch", "-n", namespace, f"rp/{app}", "--type", "merge", "-p", patch)
 
 
+def test_target_unreachable_after_the_freeze_rolls_back_then_moves_once_back(
+    cluster: LabCluster, lab: Lab, kubectl: Kubectl, namespace: str, app: str
+) -> None:
+    """The operator dies right after the freeze; the target's link is cut before it comes
+    back. The target was never told to start the application, and whatever it received
+    is marked as the source's, so the source resumes instead of waiting frozen for the
+    target. Once the link is back, the retry moves it."""
+    operator = cluster.operator
+    assert operator is not None
+    source, target = where(kubectl, namespace)
+    before = acked(lab, source)
+    link = lab.host(target).plan.veth_root
+    operator.crash_at("Cutover.frozen")
+    try:
+        move(kubectl, namespace, app, target)
+        assert operator.wait_exit(timeout=120) == EXIT_CODE, operator.log_tail()
+        run(["ip", "link", "set", link, "down"])
+        operator.start()
+
+        def rolled_back() -> dict[str, Any] | None:
+            last = placement(kubectl, namespace, APP)["status"].get("lastMigration") or {}
+            return last if last.get("result") == "RolledBack" else None
+
+        last = until("the frozen move to roll back", rolled_back, 120, 0.2)
+        print(f"\n[faults] target unreachable after the freeze: {last['reason']}")
+        assert target in last["reason"], last
+        with lab.agent(source) as agent:
+            status = agent.status(APP)
+        assert not status["quiesced"] and status["frozenBy"] is None, status
+        assert all(c["state"] == "running" for c in status["containers"]), status
+    finally:
+        operator.crash_file.unlink(missing_ok=True)
+        if operator.proc is None:
+            operator.start()
+        run(["ip", "link", "set", link, "up"])
+    status = settled_on(kubectl, namespace, target)  # the retry, 15 s later
+    assert status["lastMigration"]["result"] == "Succeeded", status["lastMigration"]
+    assert assert_intact(lab, app, before).host == target
+    assert_nothing_left(lab)
+
+
 def progress(kubectl: Kubectl, namespace: str) -> bool:
     migration = placement(kubectl, namespace, APP)["status"].get("migration") or {}
     return migration.get("phase") == "BulkSync" and bool(migration.get("progress"))

@@ -191,9 +191,16 @@ class MigrationDriver:
             self.on_event(state, {"event": "freezing"})
         # TLS handshakes before the freeze, not after: the connections are opened now, while
         # the application still runs, and reused for the freeze and the revival.
-        for machine in (state.source, state.target):
-            with self._agent(machine) as agent:
-                agent.healthz()
+        with self._agent(state.source) as source:
+            source.healthz()
+        try:
+            with self._agent(state.target) as target:
+                target.healthz()
+        except httpx.HTTPError as err:
+            if first:
+                raise  # nothing is frozen: the step is simply tried again later
+            # A replay, frozen by an earlier attempt: the source takes it back (see _fail).
+            raise MigrationError(f"{state.target} cannot be reached: {err}") from err
         with self._agent(state.source) as source:
             if first:  # the application runs until this call; the downtime starts here
                 state.frozen_at_epoch = time.time()
@@ -255,6 +262,17 @@ class MigrationDriver:
                 log.warning(
                     "target cleanup failed", extra={"migration": state.id, "error": err.message}
                 )
+        except httpx.HTTPError as err:
+            if phase != Phase.CUTOVER:
+                # Verifying may have told it to start the application: resuming the source
+                # now could run it twice. Kept frozen; the step is tried again.
+                raise
+            # In Cutover the target was never told to start it, and what it received is
+            # marked as the source's until a migration's Verifying starts it: safe to resume.
+            log.warning(
+                "target unreachable; resuming on the source",
+                extra={"migration": state.id, "target": state.target, "error": str(err)},
+            )
         with self._agent(state.source) as source:
             source.resume(state.repository, state.id)
         state.phase, state.result = Phase.ROLLED_BACK, "RolledBack"
