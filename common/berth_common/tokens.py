@@ -12,6 +12,7 @@ import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -30,7 +31,7 @@ class TokenError(ValueError):
 
 @dataclass(frozen=True)
 class TransferClaims:
-    migration_id: str
+    transfer_id: str  # the one transfer the token allows
     repository: str  # GUID
     source: str  # machine names
     target: str
@@ -57,14 +58,22 @@ def sign(claims: TransferClaims, signer: CertFiles) -> str:
 
 
 def issue(
-    migration_id: str,
+    transfer_id: str,
     repository: str,
     source: str,
     target: str,
     signer: CertFiles,
     ttl: float = 900,
 ) -> str:
-    return sign(TransferClaims(migration_id, repository, source, target, time.time() + ttl), signer)
+    return sign(TransferClaims(transfer_id, repository, source, target, time.time() + ttl), signer)
+
+
+def _renamed(body: dict[str, Any]) -> dict[str, Any]:
+    # Tokens from before the claim was renamed (they live 15 minutes): an operator and its
+    # agents upgraded one after the other must not refuse each other's transfers.
+    if "migration_id" in body and "transfer_id" not in body:
+        body["transfer_id"] = body.pop("migration_id")
+    return body
 
 
 def _common_name(cert: x509.Certificate) -> str:
@@ -78,13 +87,13 @@ def verify(
     *,
     target: str,
     repository: str | None = None,
-    migration_id: str | None = None,
+    transfer_id: str | None = None,
     now: float | None = None,
 ) -> TransferClaims:
     try:
         cert_part, body_part, sig_part = token.split(".")
         cert = x509.load_pem_x509_certificate(_unb64(cert_part))
-        claims = TransferClaims(**json.loads(_unb64(body_part)))
+        claims = TransferClaims(**_renamed(json.loads(_unb64(body_part))))
         signature = _unb64(sig_part)
     except (ValueError, TypeError) as err:
         raise TokenError(f"malformed transfer token: {err}") from None
@@ -114,7 +123,7 @@ def verify(
         )
     if claims.expires_at < now:
         raise TokenError("transfer token has expired")
-    expected = {"target": target, "repository": repository, "migration_id": migration_id}
+    expected = {"target": target, "repository": repository, "transfer_id": transfer_id}
     for field, want in expected.items():
         if want is not None and getattr(claims, field) != want:
             raise TokenError(

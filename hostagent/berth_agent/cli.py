@@ -68,7 +68,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="HOST[:PORT]|URL",
         help="the receiving agent, e.g. 10.0.0.12 or https://host-b:7443",
     )
-    push.add_argument("--migration-id", help="transfer id (default: a new one)")
+    push.add_argument(
+        "--transfer-id",
+        "--migration-id",  # its old name, kept for scripts
+        dest="transfer_id",
+        help="resume this transfer (default: a new one)",
+    )
     push.add_argument("--compress", action="store_true", help="zstd-compress blocks")
     push.add_argument("--bandwidth", help="limit, bytes per second: e.g. 50M, 1G")
     push.add_argument("-o", "--output", choices=["text", "json"], default="text")
@@ -211,7 +216,7 @@ def _push(repos: Repositories, args: argparse.Namespace) -> int:
     )
     bandwidth = parse_rate(args.bandwidth) if args.bandwidth else None
     record = repos.store.find(args.name)
-    transfer_id = args.migration_id or f"push-{int(time.time())}-{uuid.uuid4().hex[:6]}"
+    transfer_id = args.transfer_id or f"push-{int(time.time())}-{uuid.uuid4().hex[:6]}"
     with peer_client(config, endpoint) as target:
         target_name = target.healthz()["machine"]
         token = tokens.issue(

@@ -169,7 +169,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, CertFiles]:
 def test_tokens_verify_claims(pki: dict[str, CertFiles]) -> None:
     ca: Path = pki["ca"].cert
     token = tokens.issue("m1", "guid-1", "host-a", "host-b", pki["operator"])
-    claims = tokens.verify(token, ca, target="host-b", repository="guid-1", migration_id="m1")
+    claims = tokens.verify(token, ca, target="host-b", repository="guid-1", transfer_id="m1")
     assert (claims.source, claims.target) == ("host-a", "host-b")
     # The source agent may sign its own push; another agent may not.
     tokens.verify(tokens.issue("m1", "g", "host-a", "host-b", pki["host-a"]), ca, target="host-b")
@@ -180,11 +180,25 @@ def test_tokens_verify_claims(pki: dict[str, CertFiles]) -> None:
     for kwargs, words in (
         ({"target": "host-c"}, "target"),
         ({"target": "host-b", "repository": "other"}, "repository"),
-        ({"target": "host-b", "migration_id": "m2"}, "migration_id"),
+        ({"target": "host-b", "transfer_id": "m2"}, "transfer_id"),
         ({"target": "host-b", "now": time.time() + 3600}, "expired"),
     ):
         with pytest.raises(tokens.TokenError, match=words):
             tokens.verify(token, ca, **kwargs)
+
+
+def test_a_token_from_before_the_claim_was_renamed_still_verifies(
+    pki: dict[str, CertFiles], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An operator and its agents are upgraded one after the other."""
+    legacy = {"migration_id": "t1", "repository": "g", "source": "host-a", "target": "host-b"}
+    monkeypatch.setattr(
+        tokens, "asdict", lambda claims: {**legacy, "expires_at": claims.expires_at}
+    )
+    token = tokens.issue("ignored", "g", "host-a", "host-b", pki["operator"])
+    monkeypatch.undo()
+    claims = tokens.verify(token, pki["ca"].cert, target="host-b", transfer_id="t1")
+    assert claims.transfer_id == "t1"
 
 
 def test_forged_and_foreign_tokens_are_refused(pki: dict[str, CertFiles]) -> None:

@@ -42,7 +42,6 @@ PERSIST_EVERY = 16 * 2**20  # bytes applied between durable progress records
 
 class TransferState(BaseModel):
     transfer_id: str
-    migration_id: str
     record: RepositoryRecord
     mode: str  # full | delta
     base_root: str | None
@@ -93,12 +92,10 @@ class Receiver:
         tmp.write_text(state.model_dump_json())
         tmp.replace(state_path)
 
-    def _authorise(
-        self, token: str, guid: str, migration_id: str | None = None
-    ) -> tokens.TransferClaims:
+    def _authorise(self, token: str, guid: str, transfer_id: str) -> tokens.TransferClaims:
         try:
             return tokens.verify(
-                token, self.ca_cert, target=self.machine, repository=guid, migration_id=migration_id
+                token, self.ca_cert, target=self.machine, repository=guid, transfer_id=transfer_id
             )
         except tokens.TokenError as err:
             raise InvalidRequest(str(err)) from None
@@ -142,7 +139,6 @@ class Receiver:
             BlockHashes.of_zeros(req.record.size_bytes).save(hashes_path)
         state = TransferState(
             transfer_id=req.transfer_id,
-            migration_id=claims.migration_id,
             record=req.record,
             mode=mode,
             base_root=base_root,
@@ -155,7 +151,6 @@ class Receiver:
                 "transfer": req.transfer_id,
                 "mode": mode,
                 "repository": req.record.name,
-                "migration": claims.migration_id,
             },
         )
         return state
@@ -183,7 +178,7 @@ class Receiver:
         self.in_use.acquire(tid)
         try:
             state = _raise_if_full(self._load(tid))
-            self._authorise(token, state.record.guid, state.migration_id)
+            self._authorise(token, state.record.guid, state.transfer_id)
             if from_block != state.next_block:
                 raise Conflict(
                     f"transfer {tid} continues at block {state.next_block}, not {from_block}"
@@ -201,7 +196,7 @@ class Receiver:
 
     def _commit(self, tid: str, token: str, root: str) -> dict[str, object]:
         state = self._load(tid)
-        self._authorise(token, state.record.guid, state.migration_id)
+        self._authorise(token, state.record.guid, state.transfer_id)
         _, staging, hashes_path = self._paths(tid)
         hashes = BlockHashes.load(hashes_path, state.record.size_bytes)
         if hashes.root() != root:
