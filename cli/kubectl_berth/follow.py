@@ -6,8 +6,9 @@ import sys
 import time
 from typing import Any, TextIO
 
+from berth_common.units import human_bytes
 from kubectl_berth.client import Berth, CLIError
-from kubectl_berth.render import condition, human_bytes, progress_bar, seconds
+from kubectl_berth.render import condition, progress_bar, seconds
 
 
 class MigrationFailed(CLIError):

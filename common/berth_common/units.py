@@ -1,4 +1,4 @@
-"""Units people type: bandwidth as bytes per second (pure)."""
+"""Units people type and read: bandwidth as bytes per second, sizes (pure)."""
 
 from __future__ import annotations
 
@@ -16,3 +16,18 @@ def parse_rate(text: str) -> float:
     if value <= 0:
         raise ValueError(f"bandwidth {text!r} must be positive")
     return value
+
+
+def human_bytes(n: float | None, *, binary: bool = False) -> str:
+    """12.3 MB (powers of 1000: what moved, how fast), or with binary 12.3 MiB (powers of
+    1024: room on a disk, as `df -h` and repository sizes like 2G count it)."""
+    if n is None:
+        return "-"
+    step, units = (1024, ("B", "KiB", "MiB", "GiB", "TiB")) if binary else (
+        1000, ("B", "KB", "MB", "GB", "TB")
+    )  # fmt: skip
+    for unit in units:
+        if abs(n) < step or unit == units[-1]:
+            break
+        n /= step
+    return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"

@@ -23,6 +23,7 @@ from berth_agent.transfer.plan import plan_delta_from_extents, plan_full
 from berth_agent.transfer.throttle import Throttle
 from berth_common import tokens
 from berth_common.pki import CertFiles, create_ca, issue
+from berth_common.units import human_bytes
 
 pytestmark = pytest.mark.unit
 KiB, MiB = 1024, 1024 * 1024
@@ -222,3 +223,19 @@ def test_rates_people_type() -> None:
     for bad in ("fast", "0", "-5M", "5T"):
         with pytest.raises(ValueError, match="bandwidth"):
             parse_rate(bad)
+
+
+@pytest.mark.parametrize(
+    ("n", "binary", "text"),
+    [
+        (None, False, "-"),
+        (999, False, "999 B"),
+        (1000, False, "1.0 KB"),
+        (222_700_000, False, "222.7 MB"),
+        (3 * 2**20, True, "3.0 MiB"),
+        (1023, True, "1023 B"),
+        (5 * 2**50, True, "5120.0 TiB"),
+    ],
+)
+def test_human_bytes(n: float | None, binary: bool, text: str) -> None:
+    assert human_bytes(n, binary=binary) == text

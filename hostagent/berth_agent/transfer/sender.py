@@ -38,6 +38,7 @@ from berth_agent.transfer.receiver import TRANSFER_ID
 from berth_agent.transfer.sweeper import InUse
 from berth_agent.transfer.throttle import Throttle
 from berth_common.crash import CrashPoints
+from berth_common.units import human_bytes
 
 log = logging.getLogger("berth.agent.transfer.sender")
 MAX_ATTEMPTS = 8
@@ -96,22 +97,14 @@ class PushResult:
     durations: dict[str, float]
 
     def summary(self) -> str:
-        size = _human(self.bytes_sent)
+        size = human_bytes(self.bytes_sent)
         took = sum(self.durations.values())
         if self.mode == "full":
             return f"{size} transferred in {took:.2f}s (full)"
         return (
             f"{size} transferred in {took:.2f}s (delta vs base {self.base_id}, "
-            f"image {_human(self.image_size)})"
+            f"image {human_bytes(self.image_size)})"
         )
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1000
-    return f"{n:.1f} GB"
 
 
 PREFETCH_FRAMES = 16  # 1 MiB frames made ahead of the socket: 16 MiB at most

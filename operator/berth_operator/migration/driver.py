@@ -21,6 +21,7 @@ from berth_agent.client import AgentAPIError, AgentClient
 from berth_common import tokens
 from berth_common.crash import CrashPoints
 from berth_common.pki import CertFiles
+from berth_common.units import human_bytes
 from berth_operator.migration.rounds import should_cut_over
 from berth_operator.migration.state import FROZEN, MigrationState, Mode, Phase, now
 
@@ -148,7 +149,8 @@ class MigrationDriver:
         needed = int(status["allocatedBytes"] * SPACE_MARGIN)
         if free < needed:
             raise MigrationError(
-                f"{state.target} has {_size(free)} free; {state.repository} needs {_size(needed)}"
+                f"{state.target} has {human_bytes(free, binary=True)} free; "
+                f"{state.repository} needs {human_bytes(needed, binary=True)}"
             )
 
     def _push(self, state: MigrationState, label: str) -> int:
@@ -293,14 +295,6 @@ class MigrationDriver:
                     extra={"migration": state.id, "transfer": tid, "machine": machine,
                            "error": str(err)},
                 )  # fmt: skip
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
 
 
 def _steps(state: MigrationState, prefix: str, durations: dict[str, float]) -> None:
