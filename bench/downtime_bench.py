@@ -31,7 +31,7 @@ from typing import Any
 
 from berth_agent.apps import pulse
 from berth_common import tokens
-from berth_lab import Lab, plan_lab
+from berth_lab import Lab, manifests, plan_lab
 from berth_lab.agents import agent_endpoint
 from berth_lab.cluster import LabCluster
 from berth_lab.kube import KubeAPIServer
@@ -108,23 +108,10 @@ def placement(kubectl: Kubectl, name: str) -> dict[str, Any]:
 
 
 def place(kubectl: Kubectl, name: str, size_gib: int, services: list[dict[str, Any]]) -> None:
-    keep = ("name", "image", "command", "environment", "checkpoint", "ports")
-    kubectl.apply(
-        {
-            "apiVersion": "berth.dev/v1alpha1",
-            "kind": "RepositoryPlacement",
-            "metadata": {"name": name, "namespace": NAMESPACE},
-            "spec": {
-                "repository": name,
-                "machine": "host-a",
-                "deletionPolicy": "Delete",
-                "template": {
-                    "size": f"{size_gib}G",
-                    "services": [{k: v for k, v in s.items() if k in keep} for s in services],
-                },
-            },
-        }
+    manifest = manifests.placement(
+        name, NAMESPACE, "host-a", services, size=f"{size_gib}G", deletionPolicy="Delete"
     )
+    kubectl.apply(manifest)
     kubectl("wait", "-n", NAMESPACE, "--for=condition=Ready", "--timeout=180s", f"rp/{name}",
             timeout=200)  # fmt: skip
 

@@ -20,6 +20,7 @@ from berth_lab.cluster import LabCluster
 from berth_lab.dns import LabDNS
 from berth_lab.kube import KubeAPIServer
 from berth_lab.lab import Lab
+from berth_lab.manifests import placement
 from berth_lab.plan import plan_lab
 
 DEMO_LAB = "demo"
@@ -106,26 +107,9 @@ def _answers_at(obj: dict[str, Any]) -> str:
 def _demo(lab: Lab, server: KubeAPIServer, dns: LabDNS) -> dict[str, Any]:
     kubectl = server.kubectl()
     say(f"2. deploy pulse on host-a (a counter kept only in RAM, a beat every {BEAT}s)")
-    services = pulse.services(interval=BEAT).model_dump()["services"]
-    keep_fields = ("name", "image", "command", "environment", "checkpoint", "ports")
-    kubectl.apply(
-        {
-            "apiVersion": "berth.dev/v1alpha1",
-            "kind": "RepositoryPlacement",
-            "metadata": {"name": REPO, "namespace": NAMESPACE},
-            "spec": {
-                "repository": REPO,
-                "machine": "host-a",
-                "dns": {"hostnames": [HOSTNAME], "ttl": 1},
-                "template": {
-                    "size": "2G",
-                    "services": [
-                        {k: v for k, v in svc.items() if k in keep_fields} for svc in services
-                    ],
-                },
-            },
-        }
-    )
+    services = pulse.services(interval=BEAT)
+    names = {"hostnames": [HOSTNAME], "ttl": 1}
+    kubectl.apply(placement(REPO, NAMESPACE, "host-a", services, size="2G", dns=names))
     kubectl(
         "wait",
         "-n",

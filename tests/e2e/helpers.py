@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from berth_agent.apps import pulse
-from berth_lab import Lab
+from berth_lab import Lab, manifests
 from berth_lab.kubeconfig import Kubectl
 
 
@@ -37,31 +37,8 @@ def create_pulse(
     **spec: Any,
 ) -> None:
     """A placement of pulse; each test's pulse publishes a host port of its own."""
-    services = pulse.services(interval=interval, host_port=port).model_dump()["services"]
-    kubectl.apply(
-        {
-            "apiVersion": "berth.dev/v1alpha1",
-            "kind": "RepositoryPlacement",
-            "metadata": {"name": name, "namespace": namespace},
-            "spec": {
-                "repository": name,
-                "machine": machine,
-                "template": {
-                    "size": "1G",
-                    "services": [
-                        {
-                            k: v
-                            for k, v in s.items()
-                            if k
-                            in ("name", "image", "command", "environment", "checkpoint", "ports")
-                        }
-                        for s in services
-                    ],
-                },
-                **spec,
-            },
-        }
-    )
+    services = pulse.services(interval=interval, host_port=port)
+    kubectl.apply(manifests.placement(name, namespace, machine, services, **spec))
 
 
 def move(kubectl: Kubectl, namespace: str, name: str, machine: str) -> None:

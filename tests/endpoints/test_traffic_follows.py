@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from berth_agent.apps import pulse
-from berth_lab import Lab, plan_lab
+from berth_lab import Lab, manifests, plan_lab
 from berth_lab.cluster import LabCluster
 from berth_lab.dns import PORT as DNS_PORT
 from berth_lab.dns import LabDNS
@@ -61,21 +61,9 @@ def dns(lab3: Lab, kubectl: Kubectl, cluster3: LabCluster) -> Iterator[LabDNS]:
 
 
 def place(kubectl: Kubectl, namespace: str) -> None:
-    service = pulse.services(interval=0.2, host_port=PORT).model_dump()["services"][0]
-    keep = ("name", "image", "command", "environment", "checkpoint", "ports")
-    kubectl.apply(
-        {
-            "apiVersion": "berth.dev/v1alpha1",
-            "kind": "RepositoryPlacement",
-            "metadata": {"name": NAME, "namespace": namespace},
-            "spec": {
-                "repository": NAME,
-                "machine": "host-a",
-                "dns": {"hostnames": [HOSTNAME], "ttl": 1},
-                "template": {"size": "1G", "services": [{k: service[k] for k in keep}]},
-            },
-        }
-    )
+    services = pulse.services(interval=0.2, host_port=PORT)
+    dns = {"hostnames": [HOSTNAME], "ttl": 1}
+    kubectl.apply(manifests.placement(NAME, namespace, "host-a", services, dns=dns))
 
 
 def dns_targets(kubectl: Kubectl, namespace: str) -> list[str]:

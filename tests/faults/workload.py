@@ -20,7 +20,7 @@ from typing import Any
 from berth_agent.apps import pulse
 from berth_agent.runtime.spec import bridge_name
 from berth_common.process import run
-from berth_lab import Lab
+from berth_lab import Lab, manifests
 from berth_lab.kubeconfig import Kubectl
 
 DOCKER = ["env", "DOCKER_CLI_EXPERIMENTAL=enabled", "/usr/bin/docker"]
@@ -45,8 +45,7 @@ _GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12
 
 
 def services(port: int) -> list[dict[str, Any]]:
-    beat = pulse.services(interval=0.2, host_port=port).model_dump()["services"][0]
-    keep = ("name", "image", "command", "environment", "checkpoint", "ports")
+    beat = pulse.services(interval=0.2, host_port=port)
     ledger = {
         "name": "ledger",
         "image": "berth/busybox:1",
@@ -55,22 +54,11 @@ def services(port: int) -> list[dict[str, Any]]:
         "checkpoint": True,
         "ports": [],
     }
-    return [{k: beat[k] for k in keep}, ledger]
+    return [*manifests.template_services(beat), ledger]
 
 
 def place(kubectl: Kubectl, namespace: str, name: str, machine: str, port: int) -> None:
-    kubectl.apply(
-        {
-            "apiVersion": "berth.dev/v1alpha1",
-            "kind": "RepositoryPlacement",
-            "metadata": {"name": name, "namespace": namespace},
-            "spec": {
-                "repository": name,
-                "machine": machine,
-                "template": {"size": "1G", "services": services(port)},
-            },
-        }
-    )
+    kubectl.apply(manifests.placement(name, namespace, machine, services(port)))
 
 
 def running_on(lab: Lab, name: str) -> list[str]:

@@ -2,6 +2,9 @@ import ipaddress
 
 import pytest
 
+from berth_agent.apps import pulse
+from berth_api.v1alpha1 import RepositoryPlacementSpec
+from berth_lab import manifests
 from berth_lab.plan import PlanError, lab_network, plan_lab
 
 pytestmark = pytest.mark.unit
@@ -50,3 +53,16 @@ def test_host_lookup_by_letter_or_name() -> None:
 def test_bad_input_is_refused(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(PlanError, match=message):
         plan_lab(**kwargs)  # type: ignore[arg-type]
+
+
+def test_placement_manifest_is_a_valid_spec_with_the_template_fields_only() -> None:
+    services = pulse.services(interval=0.2, host_port=8089)
+    manifest = manifests.placement(
+        "web", "ns", "host-a", services, size="2G", dns={"hostnames": ["web.lab"]}
+    )
+    spec = RepositoryPlacementSpec.model_validate(manifest["spec"])
+    assert (spec.repository, spec.machine) == ("web", "host-a")
+    assert spec.template is not None and spec.template.size == "2G"
+    [service] = manifest["spec"]["template"]["services"]
+    assert set(service) <= set(manifests.TEMPLATE_SERVICE_FIELDS)
+    assert service["ports"][0]["host"] == 8089
