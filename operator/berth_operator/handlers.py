@@ -14,6 +14,7 @@ from typing import Any
 
 import kopf
 from kubernetes import config as kube_config
+from kubernetes.client import ApiException
 
 from berth_api.v1alpha1 import GROUP, VERSION
 from berth_operator.agents import MachineAgents
@@ -104,9 +105,17 @@ def placement_changed(body: kopf.Body, namespace: str | None, name: str, **_: An
 
 
 @kopf.on.delete(GROUP, VERSION, PLACEMENTS, when=_served)
-def placement_deleted(spec: kopf.Spec, namespace: str | None, name: str, **_: Any) -> None:
-    """Retain (the default) keeps the repository's data; Delete removes it everywhere."""
+def placement_deleted(
+    spec: kopf.Spec, meta: kopf.Meta, namespace: str | None, name: str, **_: Any
+) -> None:
+    """Its DNS records go (a cluster without a garbage collector would keep them); Retain
+    (the default) keeps the repository's data; Delete removes it everywhere."""
     _wake.pop((namespace or "", name), None)
+    if spec.get("dns") and namespace:
+        try:
+            _kube().delete_dns_endpoint(namespace, name, str(meta.get("uid")))
+        except ApiException as err:  # its owner reference still lets a collector remove it
+            log.warning("dns records not removed", extra={"placement": name, "error": err.reason})
     if spec.get("deletionPolicy", "Retain") != "Delete":
         return
     agents: MachineAgents = _runtime["agents"]

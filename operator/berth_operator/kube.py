@@ -9,6 +9,7 @@ from typing import Any, cast
 from kubernetes import client
 
 from berth_api.v1alpha1 import GROUP, VERSION
+from berth_operator.placement.endpoints import DNS_API_VERSION
 
 log = logging.getLogger("berth.operator.kube")
 PLACEMENTS, MACHINES = "repositoryplacements", "machines"
@@ -71,6 +72,33 @@ class Kube:
                 {"metadata": {"labels": meta["labels"], "ownerReferences": meta["ownerReferences"]},
                  "spec": body["spec"]},
             )  # fmt: skip
+
+    def delete_dns_endpoint(self, namespace: str, name: str, owner_uid: str) -> bool:
+        """Delete the DNSEndpoint named like a placement if that placement owns it (one of
+        the same name that someone else wrote is left alone); True if one was deleted.
+        Garbage collection would do it for a deleted placement, where a cluster runs it."""
+        group, version = DNS_API_VERSION.split("/")
+        try:
+            found = self.custom.get_namespaced_custom_object(
+                group, version, namespace, DNS_ENDPOINTS, name
+            )
+        except client.ApiException as err:
+            if err.status == 404:
+                return False
+            raise
+        meta = cast(dict[str, Any], found)["metadata"]
+        if not any(o.get("uid") == owner_uid for o in meta.get("ownerReferences") or []):
+            return False
+        try:
+            self.custom.delete_namespaced_custom_object(
+                group, version, namespace, DNS_ENDPOINTS, name,
+                body=client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=meta["uid"])),
+            )  # fmt: skip
+        except client.ApiException as err:
+            if err.status not in (404, 409):  # gone, or replaced meanwhile: not ours to delete
+                raise
+            return False
+        return True
 
     def event(self, obj: dict[str, Any], reason: str, message: str, type_: str = "Normal") -> None:
         meta = obj["metadata"]

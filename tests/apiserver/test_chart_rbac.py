@@ -46,6 +46,7 @@ PLACEMENT = "/apis/berth.dev/v1alpha1/namespaces/{ns}/repositoryplacements/rp-1"
 MACHINE = "/apis/berth.dev/v1alpha1/machines/{machine}"
 CLUSTER_PEERING = "/apis/kopf.dev/v1/clusterkopfpeerings/{peering}"
 DNS_ENDPOINT = "/apis/externaldns.k8s.io/v1alpha1/namespaces/{ns}/dnsendpoints/rp-1"
+DNS_ENDPOINT_DELETED = "/apis/externaldns.k8s.io/v1alpha1/namespaces/{ns}/dnsendpoints/rp-gone"
 
 
 def annotate(_: Names) -> Any:
@@ -135,7 +136,9 @@ CALLS: list[Call] = [
     Call("", "events", "create", "POST", "/api/v1/namespaces/{ns}/events", event),
     Call("externaldns.k8s.io", "dnsendpoints", "create", "POST",
          "/apis/externaldns.k8s.io/v1alpha1/namespaces/{ns}/dnsendpoints", dns_endpoint),
+    Call("externaldns.k8s.io", "dnsendpoints", "get", "GET", DNS_ENDPOINT),
     Call("externaldns.k8s.io", "dnsendpoints", "patch", "PATCH", DNS_ENDPOINT, annotate),
+    Call("externaldns.k8s.io", "dnsendpoints", "delete", "DELETE", DNS_ENDPOINT_DELETED),
     *peering("clusterkopfpeerings", CLUSTER_PEERING, "/apis/kopf.dev/v1/clusterkopfpeerings"),
 ]  # fmt: skip
 
@@ -154,7 +157,6 @@ REFUSED: list[Call] = [
          "/apis/berth.dev/v1alpha1/namespaces/{ns}/repositoryplacements", annotate),
     Call("apiextensions.k8s.io", "customresourcedefinitions", "delete", "DELETE",
          f"{CRDS}/repositoryplacements.berth.dev"),
-    Call("externaldns.k8s.io", "dnsendpoints", "delete", "DELETE", DNS_ENDPOINT),
     Call("externaldns.k8s.io", "dnsendpoints", "list", "GET",
          "/apis/externaldns.k8s.io/v1alpha1/dnsendpoints"),
 ]  # fmt: skip
@@ -252,6 +254,8 @@ def names(kubectl: Kubectl, namespace: str, suffix: str) -> Iterator[Names]:
          "metadata": {"name": names["other_peering"]}},
         {"apiVersion": "externaldns.k8s.io/v1alpha1", "kind": "DNSEndpoint",
          "metadata": {"name": "rp-1", "namespace": namespace}, "spec": {"endpoints": []}},
+        {"apiVersion": "externaldns.k8s.io/v1alpha1", "kind": "DNSEndpoint",
+         "metadata": {"name": "rp-gone", "namespace": namespace}, "spec": {"endpoints": []}},
         {"apiVersion": "v1", "kind": "Secret",
          "metadata": {"name": "berth-credentials", "namespace": namespace},
          "stringData": {"token": "not-a-secret"}},

@@ -22,7 +22,7 @@ from berth_lab.cluster import LabCluster
 from berth_lab.dns import PORT as DNS_PORT
 from berth_lab.dns import LabDNS
 from berth_lab.kubeconfig import Kubectl
-from e2e.helpers import move, placement, wait_current
+from e2e.helpers import move, placement, until, wait_current
 
 pytestmark = pytest.mark.endpoints
 NAME, PORT, HOSTNAME = "pulse-dns", 8095, "pulse.berth.lab"
@@ -123,3 +123,33 @@ def test_skip_dns_moves_the_repository_and_leaves_the_records(
     ]
     assert switched and not any(lab3.host("c").address in e["message"] for e in switched)
     assert placement(kubectl, namespace, NAME)["spec"]["dns"]["skip"] is True
+
+
+def test_records_go_when_spec_dns_goes_and_when_the_placement_goes(
+    lab3: Lab, kubectl: Kubectl, namespace: str, dns: LabDNS
+) -> None:
+    """The lab runs no garbage collector, so this shows the operator removing what it
+    wrote: names that stayed would keep pointing at a machine the repository left."""
+    name, names = "pulse-gone", {"hostnames": ["gone.berth.lab"], "ttl": 1}
+    services = pulse.services(interval=0.5, host_port=PORT + 1)
+    manifest = manifests.placement(
+        name, namespace, "host-a", services, dns=names, deletionPolicy="Delete"
+    )
+    kubectl.apply(manifest)
+
+    def records() -> bool:
+        got = kubectl("get", "dnsendpoints", name, "-n", namespace, check=False)
+        return got.returncode == 0
+
+    try:
+        wait_current(kubectl, namespace, name)
+        assert records()
+        dropped = json.dumps({"spec": {"dns": None}})
+        kubectl("patch", "-n", namespace, f"rp/{name}", "--type", "merge", "-p", dropped)
+        until("the records to go with spec.dns", lambda: not records(), 30, 0.2)
+        restored = json.dumps({"spec": {"dns": names}})
+        kubectl("patch", "-n", namespace, f"rp/{name}", "--type", "merge", "-p", restored)
+        until("the records to come back with spec.dns", records, 30, 0.2)
+    finally:
+        kubectl("delete", "-n", namespace, f"rp/{name}", "--timeout=120s", timeout=150)
+    assert not records(), "the records outlived their placement"

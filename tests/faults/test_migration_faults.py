@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -61,6 +62,16 @@ def settled_on(kubectl: Kubectl, namespace: str, machine: str) -> dict[str, Any]
     status: dict[str, Any] = obj["status"]
     assert status["currentMachine"] == machine, status
     return status
+
+
+def ended(kubectl: Kubectl, namespace: str, result: str) -> Callable[[], dict[str, Any] | None]:
+    """A check for until(): the last migration, once it ended with result."""
+
+    def check() -> dict[str, Any] | None:
+        last = placement(kubectl, namespace, APP)["status"].get("lastMigration") or {}
+        return last if last.get("result") == result else None
+
+    return check
 
 
 def assert_nothing_left(lab: Lab) -> None:
@@ -179,12 +190,7 @@ def test_target_unreachable_after_the_freeze_rolls_back_then_moves_once_back(
         assert operator.wait_exit(timeout=120) == EXIT_CODE, operator.log_tail()
         run(["ip", "link", "set", link, "down"])
         operator.start()
-
-        def rolled_back() -> dict[str, Any] | None:
-            last = placement(kubectl, namespace, APP)["status"].get("lastMigration") or {}
-            return last if last.get("result") == "RolledBack" else None
-
-        last = until("the frozen move to roll back", rolled_back, 120, 0.2)
+        last = until("the move to roll back", ended(kubectl, namespace, "RolledBack"), 120, 0.2)
         print(f"\n[faults] target unreachable after the freeze: {last['reason']}")
         assert target in last["reason"], last
         with lab.agent(source) as agent:
@@ -200,6 +206,82 @@ def test_target_unreachable_after_the_freeze_rolls_back_then_moves_once_back(
     assert status["lastMigration"]["result"] == "Succeeded", status["lastMigration"]
     assert assert_intact(lab, app, before).host == target
     assert_nothing_left(lab)
+
+
+def test_restore_failing_on_the_target_resumes_on_the_source_then_moves(
+    cluster: LabCluster, lab: Lab, kubectl: Kubectl, namespace: str, app: str
+) -> None:
+    """Something holds the application's port on the target, so restoring it there fails
+    after the freeze: the source takes it back with its memory; the retry, once the port
+    is free, moves it."""
+    source, target = where(kubectl, namespace)
+    before = acked(lab, source)
+    squatter = subprocess.Popen(
+        [*lab.host(target).nsenter(), "busybox", "nc", "-l", "-p", str(PORT)],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(0.5)
+        move(kubectl, namespace, app, target)
+        last = until("the move to roll back", ended(kubectl, namespace, "RolledBack"), 180, 0.2)
+        print(f"\n[faults] restore failing on the target: {last['reason'][:160]}")
+        assert last["reason"].startswith("Verifying"), last
+        intact = assert_intact(lab, app, before)
+        assert intact.host == source
+        assert_nothing_left(lab)
+        with lab.agent(target) as agent:
+            copy = next(r for r in agent.repositories() if r["name"] == APP)
+        assert copy["moved_to"] == source and not copy["mounted"], copy
+    finally:
+        squatter.kill()
+        squatter.wait()
+    status = settled_on(kubectl, namespace, target)  # the retry, 15 s later
+    assert status["lastMigration"]["result"] == "Succeeded", status["lastMigration"]
+    assert assert_intact(lab, app, before).host == target
+    assert_nothing_left(lab)
+
+
+def test_conflicting_edits_of_the_machine_end_on_the_last_one(
+    cluster: LabCluster, lab: Lab, kubectl: Kubectl, namespace: str, app: str
+) -> None:
+    """spec.machine set to the other machine, and set back while that move runs: the
+    running move completes, then the repository moves back. It ends on the machine the
+    last edit named, having run on one machine at a time."""
+    source, target = where(kubectl, namespace)
+    fill(lab, source, app, 150)
+    slow = {"spec": {"transfer": {"bandwidthLimit": "20M"}}}
+    kubectl("patch", "-n", namespace, f"rp/{app}", "--type", "merge", "-p", json.dumps(slow))
+    before = acked(lab, source)
+    try:
+        move(kubectl, namespace, app, target)
+        until("the bulk sync to send", lambda: progress(kubectl, namespace), 60)
+        move(kubectl, namespace, app, source)  # the conflicting edit, mid-move
+        status = settled_on(kubectl, namespace, source)
+    finally:
+        unlimited = json.dumps({"spec": {"transfer": {"bandwidthLimit": None}}})
+        kubectl("patch", "-n", namespace, f"rp/{app}", "--type", "merge", "-p", unlimited)
+    moves = [(h["from"], h["to"], h["result"]) for h in status["history"][:2]]
+    assert moves == [(target, source, "Succeeded"), (source, target, "Succeeded")], moves
+    assert assert_intact(lab, app, before).host == source
+    assert_nothing_left(lab)
+
+
+def test_agent_restarted_while_the_application_runs_adopts_it(
+    cluster: LabCluster, lab: Lab, kubectl: Kubectl, namespace: str, app: str
+) -> None:
+    source, _ = where(kubectl, namespace)
+    before = acked(lab, source)
+    with lab.agent(source) as agent:
+        dockerd = agent.status(APP)["docker"]["pid"]
+    lab.stop_agent(lab.host(source))  # SIGKILL
+    time.sleep(2)  # ledger goes on writing without its agent
+    lab.start_agent(lab.host(source))
+    with lab.agent(source) as agent:
+        assert agent.status(APP)["docker"]["pid"] == dockerd, "a second dockerd was started"
+    assert assert_intact(lab, app, before).host == source
+    assert_nothing_left(lab)
+    obj = wait_current(kubectl, namespace, APP)
+    assert obj["status"]["currentMachine"] == source
 
 
 def progress(kubectl: Kubectl, namespace: str) -> bool:

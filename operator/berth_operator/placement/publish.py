@@ -36,6 +36,9 @@ class EndpointPublisher:
         # What each placement's DNSEndpoint was last written with (by uid): written again
         # only when that changes, or once after the operator starts.
         self._written: dict[str, tuple[str, tuple[str, ...], int]] = {}
+        # Placements without spec.dns whose DNSEndpoint was looked for (and deleted) since
+        # the operator started: looked for once each, not on every settled look.
+        self._retired: set[str] = set()
 
     def publish(
         self,
@@ -45,8 +48,9 @@ class EndpointPublisher:
         machine: str,
     ) -> None:
         """Set status["endpoints"] from machine's agent, and point the DNS names there
-        unless spec.dns is absent or skipped. An agent that does not answer leaves the
-        endpoints as they were; a DNS write that fails raises PublishError."""
+        unless spec.dns is skipped; without spec.dns, remove the records this placement
+        wrote before. An agent that does not answer leaves the endpoints as they were; a
+        DNS write that fails raises PublishError."""
         address = machine_address(self.agents.machine(machine))
         try:
             found = [r for r in self.agents.repositories(machine) if r["name"] == spec.repository]
@@ -55,9 +59,13 @@ class EndpointPublisher:
         else:
             if found:
                 status["endpoints"] = build_endpoints(machine, address, found[0])
-        if spec.dns is None or spec.dns.skip:
-            return
         uid = obj["metadata"]["uid"]
+        if spec.dns is None:
+            self._retire(obj)
+            return
+        self._retired.discard(uid)
+        if spec.dns.skip:
+            return
         wanted = (address, tuple(spec.dns.hostnames), spec.dns.ttl)
         if self._written.get(uid) == wanted:
             return
@@ -75,3 +83,24 @@ class EndpointPublisher:
             "dns records switched",
             extra={"placement": obj["metadata"]["name"], "address": address, "machine": machine},
         )
+
+    def _retire(self, obj: dict[str, Any]) -> None:
+        """spec.dns was removed (or never set): its names must not keep pointing at a
+        machine the repository may leave."""
+        meta = obj["metadata"]
+        if meta["uid"] in self._retired:
+            return
+        try:
+            deleted = self.kube.delete_dns_endpoint(meta["namespace"], meta["name"], meta["uid"])
+        except client.ApiException as err:
+            if err.status != 404:  # 404: no DNSEndpoint kind in this cluster, so none to remove
+                raise PublishError(
+                    f"the DNS records of a placement without spec.dns were not removed: "
+                    f"{err.status} {err.reason}"
+                ) from None
+            deleted = False
+        self._retired.add(meta["uid"])
+        self._written.pop(meta["uid"], None)
+        if deleted:
+            self.kube.event(obj, "DNSRemoved", "spec.dns was removed: its DNS records are deleted")
+            log.info("dns records removed", extra={"placement": meta["name"]})
