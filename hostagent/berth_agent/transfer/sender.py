@@ -123,7 +123,7 @@ class Sender:
         self.crash = crash or CrashPoints(None)  # test only: "push.sending"
         self.in_use = in_use or InUse()  # shared with the sweeper, which skips these
         self.bases = BaseStore(data_dir)
-        self._locks: dict[str, threading.Lock] = {}
+        self._locks: dict[str, tuple[threading.Lock, int]] = {}  # the lock, its users
         self._guard = threading.Lock()
 
     def push(
@@ -134,16 +134,26 @@ class Sender:
         if not TRANSFER_ID.match(transfer_id):  # it names a directory here and there
             raise InvalidRequest(f"transfer id {transfer_id!r} is invalid")
         with self._guard:
-            lock = self._locks.setdefault(transfer_id, threading.Lock())
-        with lock, self.in_use.hold(transfer_id):
-            try:
-                return self._push(ref, target, token, transfer_id, **options)
-            except Exception:
-                # The snapshot may be as large as the image. It goes only with the target's
-                # partial copy: a replay resuming that copy must send from the same snapshot.
-                if _abandon(target, transfer_id):
-                    shutil.rmtree(self.dir / transfer_id, ignore_errors=True)
-                raise
+            lock, users = self._locks.get(transfer_id, (threading.Lock(), 0))
+            self._locks[transfer_id] = (lock, users + 1)
+        try:
+            with lock, self.in_use.hold(transfer_id):
+                try:
+                    return self._push(ref, target, token, transfer_id, **options)
+                except Exception:
+                    # The snapshot may be as large as the image. It goes only with the
+                    # target's partial copy: a replay resuming that copy must send from the
+                    # same snapshot.
+                    if _abandon(target, transfer_id):
+                        shutil.rmtree(self.dir / transfer_id, ignore_errors=True)
+                    raise
+        finally:
+            with self._guard:  # the last user forgets the lock: one per transfer ever made
+                lock, users = self._locks[transfer_id]
+                if users == 1:
+                    del self._locks[transfer_id]
+                else:
+                    self._locks[transfer_id] = (lock, users - 1)
 
     def _push(
         self,
