@@ -74,6 +74,15 @@ def ended(kubectl: Kubectl, namespace: str, result: str) -> Callable[[], dict[st
     return check
 
 
+def assert_moved(kubectl: Kubectl, namespace: str, lab: Lab, target: str, before: int) -> None:
+    """The move, or its retry, ended Succeeded on target: the application runs there
+    alone, intact, and nothing is left behind."""
+    status = settled_on(kubectl, namespace, target)
+    assert status["lastMigration"]["result"] == "Succeeded", status["lastMigration"]
+    assert assert_intact(lab, APP, before).host == target, status
+    assert_nothing_left(lab)
+
+
 def assert_nothing_left(lab: Lab) -> None:
     # A stopped dockerd's shims take a moment to go: look again before calling it a leak.
     left = leftovers(lab)
@@ -112,11 +121,7 @@ def test_operator_killed_in_each_phase(
         operator.crash_file.unlink(missing_ok=True)
         if operator.proc is None:
             operator.start()
-    status = settled_on(kubectl, namespace, target)
-    assert status["lastMigration"]["result"] == "Succeeded", status["lastMigration"]
-    intact = assert_intact(lab, app, before)
-    assert intact.host == target
-    assert_nothing_left(lab)
+    assert_moved(kubectl, namespace, lab, target, before)
 
 
 @pytest.mark.parametrize("point", ["push.sending", "freeze.frozen", "up.restoring", "up.restored"])
@@ -139,10 +144,7 @@ def test_agent_killed_mid_move(
         (lab.host(victim).plan.datastore_mount / "crash-at").unlink(missing_ok=True)
         if lab.host(victim).agent_pid is None:
             lab.start_agent(lab.host(victim))
-    status = settled_on(kubectl, namespace, target)
-    intact = assert_intact(lab, app, before)
-    assert intact.host == target, status
-    assert_nothing_left(lab)
+    assert_moved(kubectl, namespace, lab, target, before)
 
 
 def test_link_cut_during_bulk_sync_then_restored(
@@ -163,10 +165,7 @@ def test_link_cut_during_bulk_sync_then_restored(
             time.sleep(5)
         finally:
             run(["ip", "link", "set", link, "up"])
-        status = settled_on(kubectl, namespace, target)
-        intact = assert_intact(lab, app, before)
-        assert intact.host == target, status
-        assert_nothing_left(lab)
+        assert_moved(kubectl, namespace, lab, target, before)
     finally:
         patch = json.dumps(unlimited)
         kubectl("patch", "-n", namespace, f"rp/{app}", "--type", "merge", "-p", patch)
@@ -202,10 +201,7 @@ def test_target_unreachable_after_the_freeze_rolls_back_then_moves_once_back(
         if operator.proc is None:
             operator.start()
         run(["ip", "link", "set", link, "up"])
-    status = settled_on(kubectl, namespace, target)  # the retry, 15 s later
-    assert status["lastMigration"]["result"] == "Succeeded", status["lastMigration"]
-    assert assert_intact(lab, app, before).host == target
-    assert_nothing_left(lab)
+    assert_moved(kubectl, namespace, lab, target, before)  # by the retry, 15 s later
 
 
 def test_restore_failing_on_the_target_resumes_on_the_source_then_moves(
@@ -235,10 +231,7 @@ def test_restore_failing_on_the_target_resumes_on_the_source_then_moves(
     finally:
         squatter.kill()
         squatter.wait()
-    status = settled_on(kubectl, namespace, target)  # the retry, 15 s later
-    assert status["lastMigration"]["result"] == "Succeeded", status["lastMigration"]
-    assert assert_intact(lab, app, before).host == target
-    assert_nothing_left(lab)
+    assert_moved(kubectl, namespace, lab, target, before)  # by the retry, 15 s later
 
 
 def test_conflicting_edits_of_the_machine_end_on_the_last_one(
@@ -316,10 +309,7 @@ def test_target_datastore_full_fails_cleanly_then_moves_once_there_is_room(
             assert all(r["moved_to"] and not r["mounted"] for r in copies), copies
     finally:
         shutil.rmtree(ballast)
-    status = settled_on(kubectl, namespace, target)  # the retry, once there is room
-    assert status["lastMigration"]["result"] == "Succeeded"
-    assert assert_intact(lab, app, before).host == target
-    assert_nothing_left(lab)
+    assert_moved(kubectl, namespace, lab, target, before)  # by the retry, once there is room
 
 
 def test_no_token_reaches_the_operators_log_status_or_events(

@@ -149,6 +149,7 @@ class FakeKube:
     def __init__(self) -> None:
         self.lists: dict[str, int] = {"machines": 0, "placements": 0}
         self.statuses: list[dict[str, Any]] = []
+        self.dns_deletions: list[str] = []
 
     def machines(self) -> list[dict[str, Any]]:
         self.lists["machines"] += 1
@@ -163,6 +164,10 @@ class FakeKube:
 
     def event(self, obj: dict[str, Any], reason: str, message: str, type_: str = "Normal") -> None:
         pass
+
+    def delete_dns_endpoint(self, namespace: str, name: str, owner_uid: str) -> bool:
+        self.dns_deletions.append(name)
+        return False
 
 
 class FakeAgent:
@@ -223,6 +228,9 @@ def test_settled_placements_share_each_look_instead_of_taking_their_own() -> Non
     reconciler.reconcile(placement("p0", "a"))
     assert agents.asked == ["a", "b", "c"] * 2
     assert agents.fake_kube.lists == {"machines": 2, "placements": 2}
+    for _ in range(3):  # without spec.dns: old records are looked for once, not every look
+        reconciler.reconcile(placement("a-app", "a"))
+    assert agents.fake_kube.dns_deletions == ["a-app"]
 
 
 def test_zero_seconds_looks_on_every_reconcile_as_before() -> None:
