@@ -32,9 +32,13 @@ def _error(response: httpx.Response) -> AgentAPIError:
 
 class AgentClient:
     def __init__(
-        self, endpoint: str, ca: Path, cert: Path, key: Path, timeout: float = 120
+        self, endpoint: str, ca: Path | bytes, cert: Path, key: Path, timeout: float = 120
     ) -> None:
-        context = ssl.create_default_context(cafile=str(ca))
+        """ca: a file of CA certificates, or PEM data (a Machine's caBundle)."""
+        if isinstance(ca, bytes):
+            context = ssl.create_default_context(cadata=ca.decode())
+        else:
+            context = ssl.create_default_context(cafile=str(ca))
         context.load_cert_chain(str(cert), str(key))
         self.endpoint = endpoint
         self._http = httpx.Client(base_url=endpoint, verify=context, timeout=timeout)

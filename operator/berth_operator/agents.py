@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -79,7 +77,6 @@ class MachineAgents:
     def __init__(self, kube: Kube, config: OperatorConfig, clock: Clock = time.monotonic) -> None:
         self.kube, self.config, self.clock = kube, config, clock
         self._machines: dict[str, dict[str, Any]] = {}
-        self._ca_dir = Path(tempfile.mkdtemp(prefix="berth-ca-"))
         self._machine_list = self.shared(self.refresh)
         self._inventories: dict[str, Shared[list[dict[str, Any]]]] = {}
         self._lock = threading.Lock()
@@ -106,14 +103,10 @@ class MachineAgents:
         endpoint: str = self.machine(machine)["spec"]["endpoint"]
         return endpoint
 
-    def _ca(self, machine: str) -> Path:
+    def _ca(self, machine: str) -> Path | bytes:
+        """The Machine's caBundle (PEM, used from memory), else the operator's CA file."""
         bundle = self.machine(machine)["spec"].get("caBundle")
-        if not bundle:
-            return self.config.ca
-        path = self._ca_dir / (hashlib.sha256(bundle.encode()).hexdigest()[:16] + ".crt")
-        if not path.exists():
-            path.write_text(bundle)
-        return path
+        return bundle.encode() if bundle else self.config.ca
 
     def client(self, machine: str, timeout: float = 300) -> AgentClient:
         identity = self.config.identity

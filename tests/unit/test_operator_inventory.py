@@ -24,12 +24,6 @@ pytestmark = pytest.mark.unit
 NOW = "2099-01-01T00:00:00Z"  # a heartbeat that never gets stale
 
 
-@pytest.fixture(autouse=True)
-def _ca_dir_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """MachineAgents keeps Machines' CA bundles in a temporary dir: the test's own."""
-    monkeypatch.setattr("berth_operator.agents.tempfile.mkdtemp", lambda prefix: str(tmp_path))
-
-
 # --- Shared ------------------------------------------------------------------------------
 class Source:
     def __init__(self) -> None:
