@@ -104,7 +104,6 @@ class Receiver:
     def begin(self, req: BeginRequest) -> TransferState:
         # A token names the one transfer it allows: replayed for any other, it is refused.
         claims = self._authorise(req.token, req.record.guid, req.transfer_id)
-        self._paths(req.transfer_id)  # a bad id is refused before it is held
         with self.in_use.hold(req.transfer_id):
             return self._begin(req, claims)
 
@@ -174,7 +173,6 @@ class Receiver:
     # --- data --------------------------------------------------------------------------
     def open_session(self, tid: str, token: str, from_block: int) -> ReceiveSession:
         """Held in use until the session closes."""
-        self._paths(tid)
         self.in_use.acquire(tid)
         try:
             state = _raise_if_full(self._load(tid))
@@ -190,7 +188,6 @@ class Receiver:
 
     # --- commit / abort ----------------------------------------------------------------
     def commit(self, tid: str, token: str, root: str) -> dict[str, object]:
-        self._paths(tid)
         with self.in_use.hold(tid):
             return self._commit(tid, token, root)
 

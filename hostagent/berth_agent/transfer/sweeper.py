@@ -75,7 +75,7 @@ class InUse:
 
     def ids(self) -> frozenset[str]:
         with self._changed:
-            return frozenset(tid for tid, n in self._count.items() if n > 0)
+            return frozenset(self._count)  # release() drops an id whose count reaches 0
 
 
 def idle_transfers(
