@@ -11,6 +11,11 @@ from typing import Any
 
 import httpx
 
+# Agents are on the machines' own network: a connection not made in this long will not
+# be. A partitioned peer (packets dropped) then fails in seconds, not after the whole
+# request timeout, which matters while a migration holds the application frozen.
+CONNECT_TIMEOUT = 10.0
+
 
 class AgentAPIError(RuntimeError):
     def __init__(self, status: int, code: str, message: str) -> None:
@@ -41,7 +46,11 @@ class AgentClient:
             context = ssl.create_default_context(cafile=str(ca))
         context.load_cert_chain(str(cert), str(key))
         self.endpoint = endpoint
-        self._http = httpx.Client(base_url=endpoint, verify=context, timeout=timeout)
+        self._http = httpx.Client(
+            base_url=endpoint,
+            verify=context,
+            timeout=httpx.Timeout(timeout, connect=min(timeout, CONNECT_TIMEOUT)),
+        )
 
     def close(self) -> None:
         self._http.close()
@@ -171,8 +180,10 @@ class AgentClient:
         )
         return result
 
-    def abort_transfer(self, transfer_id: str) -> None:
-        self._call("DELETE", f"/v1/transfers/{transfer_id}")
+    def abort_transfer(self, transfer_id: str, timeout: float | None = None) -> None:
+        """timeout: seconds for this call alone (default: the client's)."""
+        options = {} if timeout is None else {"timeout": timeout}
+        self._call("DELETE", f"/v1/transfers/{transfer_id}", **options)
 
     # --- transfers: asking the sending agent to push ------------------------------------
     def push(
@@ -196,7 +207,10 @@ class AgentClient:
             "faults": faults or {},
         }
         with self._http.stream(
-            "POST", f"/v1/repositories/{ref}/push", json=body, timeout=None
+            "POST",
+            f"/v1/repositories/{ref}/push",
+            json=body,
+            timeout=httpx.Timeout(None, connect=CONNECT_TIMEOUT),  # a push streams for long
         ) as response:
             if response.status_code >= 400:
                 response.read()

@@ -42,6 +42,9 @@ class MigrationError(RuntimeError):
 
 # Room on the target for the image as allocated now, plus what it may grow by meanwhile.
 SPACE_MARGIN = 1.2
+# Forgetting an ended migration's transfer is tidying with each agent's sweeper behind it:
+# a partitioned machine must not hold the step (and the status it ends with) for minutes.
+FORGET_TIMEOUT = 5.0
 Listener = Callable[[MigrationState, dict[str, Any]], None]
 
 
@@ -288,7 +291,7 @@ class MigrationDriver:
         for machine in (state.source, state.target):
             try:
                 with self._agent(machine) as agent:
-                    agent.abort_transfer(tid)
+                    agent.abort_transfer(tid, timeout=FORGET_TIMEOUT)
             except (AgentAPIError, httpx.HTTPError) as err:
                 log.info(
                     "transfer left to the agent's sweeper",
