@@ -25,19 +25,22 @@
 #   BERTH_CRIU_PREFIX   (default /opt/berth/criu)
 #   BERTH_CRIU_CACHE    (default /var/cache/berth/criu)
 #   BERTH_CRIU_WRAPPER  (default /usr/local/sbin/criu)
-#   BERTH_CRIU_MIRROR   (default: the Debian mirror from the apt sources,
-#                        else http://deb.debian.org/debian)
+#   BERTH_DEBIAN_MIRROR (default: the Debian mirror from the apt sources,
+#                        else Debian's redirector; BERTH_CRIU_MIRROR still works)
 #   BERTH_CRIU_SUITE    (default sid)
 #   BERTH_CRIU_REFRESH=1  ignore the cached .debs, download the current ones
 #   BERTH_CRIU_FORCE=1    reinstall even if `criu` on PATH is fine
+#   BERTH_CRIU_CHECK=0    skip `criu check` (installing into a root filesystem that
+#                         is not running as a host, such as a chroot)
 set -euo pipefail
 
 MIN_VERSION=4.2
+run_check=true
+[ "${BERTH_CRIU_CHECK:-1}" = 0 ] && run_check=false
 PREFIX=${BERTH_CRIU_PREFIX:-/opt/berth/criu}
 CACHE=${BERTH_CRIU_CACHE:-/var/cache/berth/criu}
 WRAPPER=${BERTH_CRIU_WRAPPER:-/usr/local/sbin/criu}
 SUITE=${BERTH_CRIU_SUITE:-sid}
-MANIFEST_NAME=MANIFEST
 # What dockerd/containerd/runc see when started by systemd.
 SERVICE_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
@@ -54,7 +57,7 @@ install-criu: Other ways to get CRIU >= ${MIN_VERSION}:
       libgnutls28-dev libnftables-dev libbsd-dev uuid-dev python3-protobuf),
       then put the binary as 'criu' early in PATH (e.g. /usr/local/sbin).
   - point this script at another Debian mirror carrying ${SUITE}:
-      BERTH_CRIU_MIRROR=http://mirror.example/debian $0
+      BERTH_DEBIAN_MIRROR=http://mirror.example/debian $0
 EOF
     exit 1
 }
@@ -67,7 +70,7 @@ criu_ok() { # $1 = criu command; true if >= MIN_VERSION and `criu check` passes
     local v
     v=$(criu_version "$1")
     [ -n "$v" ] && dpkg --compare-versions "$v" ge "$MIN_VERSION" &&
-        "$1" check >/dev/null 2>&1
+        { ! $run_check || "$1" check >/dev/null 2>&1; }
 }
 
 [ "$(id -u)" = 0 ] || die "must run as root (writes $PREFIX, $CACHE, $WRAPPER)"
@@ -111,148 +114,16 @@ case "$arch" in
     *) die "architecture '$arch' is not handled (only amd64, arm64)" ;;
 esac
 
-# ----------------------------------------------------------- mirror, keyring
-detect_mirror() { # prints "URI KEYRING" of the machine's main Debian source
-    local f
-    for f in /etc/apt/sources.list.d/*.sources; do
-        [ -r "$f" ] || continue
-        awk '
-            function flush() {
-                if (types ~ /(^| )deb( |$)/ && uris != "" && suites != "" && suites !~ /-security/) {
-                    split(uris, u, " "); print u[1], keyring; found = 1; exit
-                }
-                types = uris = suites = keyring = ""
-            }
-            /^[ \t]*#/ { next }
-            /^[ \t]*$/ { flush(); next }
-            tolower($1) == "types:"     { sub(/^[^:]*:[ \t]*/, ""); types = $0 }
-            tolower($1) == "uris:"      { sub(/^[^:]*:[ \t]*/, ""); uris = $0 }
-            tolower($1) == "suites:"    { sub(/^[^:]*:[ \t]*/, ""); suites = $0 }
-            tolower($1) == "signed-by:" { sub(/^[^:]*:[ \t]*/, ""); if ($0 ~ /^\//) keyring = $1 }
-            END { if (!found) flush() }
-        ' "$f" | head -n1
-    done | head -n1
-    for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
-        [ -r "$f" ] || continue
-        awk '
-            $1 != "deb" { next }
-            { kr = ""; i = 2
-              if ($2 ~ /^\[/) { while (i <= NF) { if ($i ~ /signed-by=/) { kr = $i; sub(/.*signed-by=/, "", kr); sub(/\]$/, "", kr) }
-                                                  if ($i ~ /\]$/) { i++; break } ; i++ } }
-              if ($(i+1) ~ /-security/) next
-              if ($i ~ /debian/) { print $i, kr; exit } }
-        ' "$f"
-    done | head -n1
-}
-read -r det_mirror det_keyring < <(detect_mirror | head -n1) || true
-MIRROR=${BERTH_CRIU_MIRROR:-${det_mirror:-http://deb.debian.org/debian}}
-MIRROR=${MIRROR%/}
-KEYRING=
-for k in ${BERTH_CRIU_KEYRING:-} "$det_keyring" \
-         /usr/share/keyrings/debian-archive-keyring.pgp \
-         /usr/share/keyrings/debian-archive-keyring.gpg; do
-    if [ -n "$k" ] && [ -r "$k" ]; then KEYRING=$k; break; fi
-done
-
 # ------------------------------------------------------------ get the .debs
-mkdir -p "$CACHE"
-manifest=$CACHE/$MANIFEST_NAME
-
-cache_valid() {
-    [ -s "$manifest" ] || return 1
-    local pkg ver file sum
-    while read -r pkg ver file sum; do
-        [ -f "$CACHE/$file" ] || return 1
-        [ "$(sha256sum "$CACHE/$file" | cut -d' ' -f1)" = "$sum" ] || return 1
-    done <"$manifest"
-}
-
-download_debs() {
-    [ -n "$KEYRING" ] || die "no Debian archive keyring found (install the 'debian-archive-keyring' package)"
-    local work; work=$(mktemp -d /tmp/berth-criu-apt.XXXXXX)
-    # shellcheck disable=SC2064
-    trap "rm -rf '$work'" EXIT
-    mkdir -p "$work/lists/partial" "$work/cache/archives/partial" "$work/debs"
-    : >"$work/status"
-    echo "deb [signed-by=$KEYRING] $MIRROR $SUITE main" >"$work/sources.list"
-    # Everything apt reads or writes lives in $work; the machine's sources,
-    # preferences, lists and dpkg status are not used. apt.conf.d (proxies) is.
-    local -a O=(
-        -o "Dir::Etc::SourceList=$work/sources.list"
-        -o "Dir::Etc::SourceParts=/dev/null"
-        -o "Dir::Etc::Preferences=/dev/null"
-        -o "Dir::Etc::PreferencesParts=/dev/null"
-        -o "Dir::State::Lists=$work/lists"
-        -o "Dir::State::status=$work/status"
-        -o "Dir::Cache=$work/cache"
-        -o "APT::Architecture=$arch"
-        -o "APT::Architectures=$arch"
-        -o "Acquire::Languages=none"
-        -o "Acquire::IndexTargets::deb::DEP-11::DefaultEnabled=false"
-        -o "Acquire::IndexTargets::deb::DEP-11-icons::DefaultEnabled=false"
-        -o "Acquire::IndexTargets::deb::DEP-11-icons-small::DefaultEnabled=false"
-        -o "Acquire::IndexTargets::deb::DEP-11-icons-hidpi::DefaultEnabled=false"
-        -o "Acquire::IndexTargets::deb::Contents-deb::DefaultEnabled=false"
-        -o "Acquire::IndexTargets::deb::CNF::DefaultEnabled=false"
-    )
-    # apt fetches as the unprivileged _apt user: let it into $work.
-    chmod 0755 "$work"
-    if id _apt >/dev/null 2>&1; then
-        chown _apt "$work/lists/partial" "$work/cache/archives/partial" "$work/debs"
-    fi
-    apt_update() { # apt-get update exits 0 on some errors: also look for E: lines
-        apt-get "${O[@]}" -qq update >"$work/update.log" 2>&1 && ! grep -q '^E:' "$work/update.log"
-    }
-    log "fetching the $SUITE package index from $MIRROR (keyring $KEYRING)"
-    if ! apt_update && grep -q 'is expired' "$work/update.log"; then
-        # Frozen/snapshot mirrors serve a Release whose Valid-Until has
-        # passed; its signature is still checked.
-        log "WARNING: $MIRROR serves an expired $SUITE Release file; retrying with Acquire::Check-Valid-Until=false"
-        O+=(-o "Acquire::Check-Valid-Until=false")
-        apt_update || true
-    fi
-    if grep -q '^E:' "$work/update.log" || ! ls "$work"/lists/*Packages* >/dev/null 2>&1; then
-        cat "$work/update.log" >&2
-        die "apt-get update of '$SUITE' from $MIRROR failed"
-    fi
-
-    local cand
-    cand=$(apt-cache "${O[@]}" policy criu | awk '/Candidate:/ {print $2}')
-    if [ -z "$cand" ] || [ "$cand" = "(none)" ]; then die "no 'criu' package in $MIRROR $SUITE"; fi
-    dpkg --compare-versions "$cand" ge "$MIN_VERSION" ||
-        die "$SUITE at $MIRROR only has criu $cand (< $MIN_VERSION)"
-
-    # Dependency closure (Depends/Pre-Depends only) of criu in $SUITE.
-    local -a pkgs
-    mapfile -t pkgs < <(apt-cache "${O[@]}" depends --recurse --no-recommends \
-        --no-suggests --no-conflicts --no-breaks --no-replaces --no-enhances criu |
-        grep -v '^[ <]' | sort -u)
-    [ "${#pkgs[@]}" -gt 1 ] || die "could not resolve the dependencies of criu in $SUITE"
-    log "downloading ${#pkgs[@]} packages: ${pkgs[*]}"
-
-    (cd "$work/debs" && apt-get "${O[@]}" -qq download "${pkgs[@]/%//$SUITE}") >"$work/dl.log" 2>&1 ||
-        { cat "$work/dl.log" >&2; die "apt-get download from $MIRROR $SUITE failed"; }
-
-    local new=$CACHE/.new.$$
-    rm -rf "$new"; mkdir -p "$new"
-    local f pkg ver
-    for f in "$work"/debs/*.deb; do
-        pkg=$(dpkg-deb -f "$f" Package); ver=$(dpkg-deb -f "$f" Version)
-        cp "$f" "$new/"
-        printf '%s %s %s %s\n' "$pkg" "$ver" "$(basename "$f")" "$(sha256sum "$f" | cut -d' ' -f1)"
-    done | sort >"$new/$MANIFEST_NAME"
-    # Replace the cache contents in one go.
-    find "$CACHE" -maxdepth 1 -type f \( -name '*.deb' -o -name "$MANIFEST_NAME" \) -delete
-    mv "$new"/*.deb "$CACHE/"
-    mv "$new/$MANIFEST_NAME" "$manifest"
-    rmdir "$new"
-    rm -rf "$work"; trap - EXIT
-}
-
-if [ -z "${BERTH_CRIU_REFRESH:-}" ] && cache_valid; then
+BERTH_DEBIAN_MIRROR=${BERTH_CRIU_MIRROR:-${BERTH_DEBIAN_MIRROR:-}}
+. "$(dirname "${BASH_SOURCE[0]}")/lib/debian.sh"
+manifest=$CACHE/$DEBIAN_MANIFEST
+if [ -z "${BERTH_CRIU_REFRESH:-}" ] && debian_cache_valid "$CACHE"; then
     log "using the cached .debs in $CACHE (BERTH_CRIU_REFRESH=1 to download current ones)"
 else
-    download_debs
+    debian_fetch "$CACHE" "$SUITE" criu
+    v=$(awk '$1 == "criu" {print $2}' "$manifest")
+    dpkg --compare-versions "$v" ge "$MIN_VERSION" || die "$SUITE only has criu $v (< $MIN_VERSION)"
 fi
 
 log "pinned package versions ($manifest):"
@@ -278,8 +149,8 @@ if [ -f "$PREFIX/.berth-manifest" ] && cmp -s "$PREFIX/.berth-manifest" "$manife
     log "$PREFIX already holds exactly these packages"
 else
     stage=$PREFIX.new.$$
-    rm -rf "$stage"; mkdir -p "$stage"
-    while read -r pkg ver file sum; do dpkg -x "$CACHE/$file" "$stage"; done <"$manifest"
+    rm -rf "$stage"
+    debian_unpack "$CACHE" "$stage"
     mkdir -p "$stage/usr/lib/criu"   # private, empty plugin dir (CRIU_LIBS_DIR)
     sl=$(find_ldso "$stage"); [ -n "$sl" ] || { rm -rf "$stage"; die "no $ldso in the unpacked libc6"; }
     # Every library must resolve inside the prefix (not to the host's).
@@ -290,7 +161,6 @@ else
         rm -rf "$stage"
         die "libraries not provided by the downloaded packages (add their packages): $bad"
     fi
-    cp "$manifest" "$stage/.berth-manifest"
     if [ -e "$PREFIX" ]; then mv "$PREFIX" "$PREFIX.old.$$"; fi
     mkdir -p "$(dirname "$PREFIX")"
     mv "$stage" "$PREFIX"
@@ -326,7 +196,9 @@ fi
 v=$(criu_version "$WRAPPER")
 [ -n "$v" ] || die "$WRAPPER --version gives no version: $("$WRAPPER" --version 2>&1 | head -n3)"
 dpkg --compare-versions "$v" ge "$MIN_VERSION" || die "$WRAPPER is criu $v, need >= $MIN_VERSION"
-if ! chk=$("$WRAPPER" check 2>&1); then
+if ! $run_check; then
+    log "BERTH_CRIU_CHECK=0: 'criu check' skipped"
+elif ! chk=$("$WRAPPER" check 2>&1); then
     die "'criu check' fails with criu $v — the kernel (CONFIG_CHECKPOINT_RESTORE and friends) or this environment (e.g. a chroot that is not the root of its own mount namespace) lacks something CRIU needs:
 $chk"
 fi
@@ -339,4 +211,4 @@ cur=$(command -v criu || true)
 if [ "$cur" != "$WRAPPER" ]; then
     log "WARNING: in this shell's PATH 'criu' is '$cur' (version '$(criu_version "${cur:-false}")'), shadowing $WRAPPER; services use $WRAPPER"
 fi
-log "OK: criu $v ($WRAPPER -> $PREFIX), 'criu check' passes"
+log "OK: criu $v ($WRAPPER -> $PREFIX)$($run_check && echo ", 'criu check' passes")"

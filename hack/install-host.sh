@@ -1,9 +1,27 @@
 #!/usr/bin/env bash
-# Makes a Debian 12 or 13 machine ready to be a berth host and a test machine:
-# Docker engine from Debian, btrfs-progs, iproute2, CRIU >= 4.2, and a virtual
-# environment (.venv) with berth installed. Idempotent: a second run changes nothing.
-# Each piece is checked at the end; a missing one stops the script with what to do.
+# Makes a bare Debian 12 or 13 machine ready to be a berth host and a test machine:
+# Docker engine, btrfs-progs, iproute2, cryptsetup and etcd from Debian; CRIU >= 4.2
+# (hack/install-criu.sh) and Go (hack/install-go.sh) from newer Debian suites through a
+# private apt configuration; kube-apiserver, kubectl and helm built from the Go module
+# proxy (hack/kube/build.sh); and a virtual environment (.venv) with berth installed.
+# Idempotent: a second run changes nothing and takes seconds.
+#
+#   hack/install-host.sh                    # install, then check each piece really works
+#   hack/install-host.sh --no-host-checks   # install only: for a root filesystem that is
+#                                           # not running as a host (a chroot, an image)
+#
+# The checks (criu check, a throwaway dockerd, btrfs on a loop device, network
+# namespaces) stop the script with what is missing.
 set -euo pipefail
+
+host_checks=true
+for arg in "$@"; do
+  case "$arg" in
+    --no-host-checks) host_checks=false ;;
+    -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; exit 0 ;;
+    *) printf '[install-host] ERROR: unknown argument: %s (see --help)\n' "$arg" >&2; exit 2 ;;
+  esac
+done
 
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 venv="$repo_root/.venv"
@@ -20,7 +38,7 @@ esac
 # --- Debian packages -------------------------------------------------------------
 packages=(docker.io containerd runc btrfs-progs iproute2 iptables util-linux e2fsprogs
           busybox-static rsync zstd openssl etcd-server kmod procps psmisc curl ca-certificates
-          python3-venv iputils-ping debootstrap)
+          python3-venv iputils-ping debootstrap cryptsetup)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -38,7 +56,11 @@ if command -v systemctl >/dev/null && systemctl is-active -q etcd 2>/dev/null; t
 fi
 
 # --- CRIU >= 4.2, and runc's CRIU options ------------------------------------------
+$host_checks || export BERTH_CRIU_CHECK=0
 bash "$repo_root/hack/install-criu.sh"
+
+# --- Go, for the Kubernetes programs below ---------------------------------------------
+go=$(bash "$repo_root/hack/install-go.sh")
 
 # --- Python environment ------------------------------------------------------------
 python=""
@@ -61,8 +83,27 @@ else
   say "python environment up to date"
 fi
 
-# --- kube-apiserver and helm for the apiserver tests (cached; ~0.1 s when built) -----
-bash "$repo_root/hack/kube/build.sh" >/dev/null
+# --- kube-apiserver, kubectl and helm (cached; ~0.1 s when built) ---------------------
+kube_bin=$(GO="$go" bash "$repo_root/hack/kube/build.sh")
+# kubectl and helm on PATH, as a person uses them; a foreign file there is left alone.
+for tool in kubectl helm; do
+  link=/usr/local/bin/$tool
+  if [ -L "$link" ] && [ "$(readlink "$link")" = "$kube_bin/$tool" ]; then
+    :
+  elif [ -e "$link" ] || [ -L "$link" ]; then
+    say "warning: $link exists and is not berth's; berth uses $kube_bin/$tool"
+  else
+    ln -s "$kube_bin/$tool" "$link"
+    say "linked $link -> $kube_bin/$tool"
+  fi
+done
+
+if ! $host_checks; then
+  "$venv/bin/python" -c 'import berth_agent, berth_lab, berth_operator, kubectl_berth' \
+    || die "berth is not importable from $venv"
+  say "installed; host checks skipped (--no-host-checks)"
+  exit 0
+fi
 
 # --- Checks: each piece must really work on this kernel ----------------------------
 check_dir=$(mktemp -d /tmp/berth-install-check.XXXXXX)

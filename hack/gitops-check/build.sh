@@ -10,7 +10,7 @@
 #   $GITOPS_CHECK_CACHE/bin/gitops-check.stamp   hash of go.mod, go.sum, *.go and the Go version
 #
 # Rebuilt only when the binary is missing or the stamp differs, so a second run takes
-# milliseconds and needs no Go. The module versions are pinned in go.mod/go.sum here.
+# well under a second. The module versions are pinned in go.mod/go.sum here.
 # Like hack/kube/build.sh: only the module proxy is reachable (no sum.golang.org), so
 # GOSUMDB is off and go.sum pins the hashes; the build is niced for a shared 2-core box.
 set -euo pipefail
@@ -22,13 +22,13 @@ OUT="$BIN/gitops-check"
 STAMP="$OUT.stamp"
 log() { echo "gitops-check/build.sh: $*" >&2; }
 
-# Go: $GO, else `go` on PATH, else the official tarball's place, which is not on PATH for
-# non-login shells (CI steps, sudo).
-GO="${GO:-$(command -v go || echo /usr/local/go/bin/go)}"
+# Go: berth's own (hack/install-go.sh) unless $GO names another; its version is part of
+# the stamp, so a new toolchain rebuilds.
+. "$here/../lib/go.sh"
 
 sources_hash() {
-	local go_version="none"
-	[ -x "$GO" ] && go_version="$("$GO" env GOVERSION 2>/dev/null || echo none)"
+	local go_version
+	go_version="$("$GO" env GOVERSION 2>/dev/null || echo none)"
 	(
 		cd "$here"
 		cat go.mod go.sum build.sh
@@ -42,6 +42,7 @@ mkdir -p "$BIN"
 exec 9>"$CACHE/build.lock"
 flock 9
 
+go_use "$here" "$CACHE"
 want="$(sources_hash)"
 if [ -x "$OUT" ] && [ "$(cat "$STAMP" 2>/dev/null)" = "$want" ]; then
 	log "cached ($OUT)"
@@ -49,24 +50,6 @@ if [ -x "$OUT" ] && [ "$(cat "$STAMP" 2>/dev/null)" = "$want" ]; then
 	exit 0
 fi
 
-[ -x "$GO" ] || {
-	log "no Go toolchain (looked at \$GO, go on PATH, /usr/local/go/bin/go):" \
-		"install Go >= $(awk '$1=="go" {print $2}' "$here/go.mod") into /usr/local/go"
-	exit 1
-}
-need="$(awk '$1=="go" {print $2}' "$here/go.mod")"
-have="$("$GO" env GOVERSION)"; have="${have#go}"
-if [ "$(printf '%s\n%s\n' "$need" "$have" | sort -V | head -n1)" != "$need" ]; then
-	log "$GO is Go $have; gitops-check needs >= $need"
-	exit 1
-fi
-# Without HOME (some CI runners) go has nowhere for its caches: keep them in the cache dir.
-if [ -z "${HOME:-}" ] && [ -z "${GOCACHE:-}" ]; then
-	export GOCACHE="$CACHE/go-build" GOMODCACHE="${GOMODCACHE:-$CACHE/go-mod}"
-	export GOPATH="${GOPATH:-$CACHE/go}"
-fi
-export GOSUMDB="${GOSUMDB:-off}"
-export GOTOOLCHAIN="${GOTOOLCHAIN:-local}"
 export GOFLAGS="${GOFLAGS:--buildvcs=false} -mod=readonly -p=${GITOPS_CHECK_BUILD_JOBS:-2}"
 export CGO_ENABLED=0
 

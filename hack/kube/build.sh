@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build (once) a real kube-apiserver and helm for integration tests, cached
+# Build (once) a real kube-apiserver, kubectl and helm for the lab and the tests, cached
 # OUTSIDE the repository, and check that etcd is available.
 #
 #   hack/kube/build.sh            # build what is missing, print the bin dir
@@ -7,9 +7,11 @@
 #
 # Outputs (default KUBE_CACHE=/var/cache/berth/kube):
 #   $KUBE_CACHE/bin/kube-apiserver   k8s.io/kubernetes v$KUBE_VERSION
+#   $KUBE_CACHE/bin/kubectl          the same module graph and version
 #   $KUBE_CACHE/bin/helm             helm.sh/helm/v3 $HELM_VERSION
 #   etcd                              Debian package etcd-server (/usr/bin/etcd)
 #
+# Go comes from hack/install-go.sh (Debian's golang-1.26) unless $GO names another.
 # A binary is rebuilt only when it is missing or reports another version, so a
 # second run takes well under a second. The versions live in hack/kube/go.mod
 # (kube-apiserver: require k8s.io/kubernetes + replace of every k8s.io/* staging
@@ -26,42 +28,17 @@ HELM_VERSION="${HELM_VERSION:-v3.22.0}"
 KUBE_VERSION="$(awk '$1=="require" && $2=="k8s.io/kubernetes" {print $3} $1=="k8s.io/kubernetes" && $2 ~ /^v/ {print $2}' "$here/go.mod" | head -n1)"
 [ -n "$KUBE_VERSION" ] || { echo "build.sh: no k8s.io/kubernetes requirement in $here/go.mod" >&2; exit 1; }
 
-# Go: $GO, else `go` on PATH, else the official tarball's place (/usr/local/go), which
-# is not on PATH for non-login shells such as CI steps or install-host.sh under sudo.
-# Checked only when something has to be built: cached binaries need no Go.
-GO="${GO:-$(command -v go || echo /usr/local/go/bin/go)}"
-require_go() {
-	local need have
-	need="$(awk '$1=="go" {print $2}' "$here/go.mod")"
-	[ -x "$GO" ] || {
-		log "no Go toolchain (looked at \$GO, go on PATH, /usr/local/go/bin/go):" \
-			"install Go >= $need from https://go.dev/dl into /usr/local/go"
-		exit 1
-	}
-	# go.mod's `go` line is a minimum; with GOTOOLCHAIN=local an older Go would fail
-	# late, in the middle of a build.
-	have="$("$GO" env GOVERSION)"; have="${have#go}"
-	if [ "$(printf '%s\n%s\n' "$need" "$have" | sort -V | head -n1)" != "$need" ]; then
-		log "$GO is Go $have; building kube-apiserver $KUBE_VERSION needs >= $need"
-		exit 1
-	fi
-	# Without HOME (some CI runners, systemd units) go has nowhere for its caches:
-	# keep them next to the binaries, outside the repository.
-	if [ -z "${HOME:-}" ] && [ -z "${GOCACHE:-}" ]; then
-		export GOCACHE="$KUBE_CACHE/go-build" GOMODCACHE="${GOMODCACHE:-$KUBE_CACHE/go-mod}"
-		export GOPATH="${GOPATH:-$KUBE_CACHE/go}"
-	fi
-}
-# Only the module proxy is reachable (no sum.golang.org); go.sum in hack/kube
-# pins the hashes. Keep builds gentle on a shared 2-core machine.
-export GOSUMDB="${GOSUMDB:-off}"
-export GOTOOLCHAIN="${GOTOOLCHAIN:-local}"
+. "$here/../lib/go.sh"
+# Keep builds gentle on a shared 2-core machine.
 export GOFLAGS="${GOFLAGS:--buildvcs=false} -p=${KUBE_BUILD_JOBS:-1}"
-export CGO_ENABLED="${CGO_ENABLED:-0}"
+require_go() { [ -n "${GO_READY:-}" ] || { go_use "$here" "$KUBE_CACHE"; GO_READY=1; }; }
 NICE=(nice -n "${KUBE_NICE:-19}")
 
 mkdir -p "$BIN"
 log() { echo "build.sh: $*" >&2; }
+# Two installs at once (a test and a person): one builds, the other waits.
+exec 9>"$KUBE_CACHE/build.lock"
+flock 9
 
 # --- kube-apiserver ----------------------------------------------------------
 have_version() { # $1 binary, $2 expected substring, $3... version command
@@ -69,25 +46,34 @@ have_version() { # $1 binary, $2 expected substring, $3... version command
 	[ -x "$bin" ] && "$bin" "$@" 2>/dev/null | grep -qF -- "$want"
 }
 
-if have_version "$BIN/kube-apiserver" "Kubernetes $KUBE_VERSION" --version; then
-	log "kube-apiserver $KUBE_VERSION cached"
-else
-	require_go
-	log "building kube-apiserver $KUBE_VERSION (cold: ~4 min on 2 idle cores, seconds with a warm GOCACHE)"
+# kube-apiserver and kubectl: one module graph, one version, the same stamps.
+kube_ldflags() {
+	local minor major flags pkg
 	minor="${KUBE_VERSION#v}"; major="${minor%%.*}"; minor="${minor#*.}"; minor="${minor%%.*}"
-	ldflags="-s -w"
+	flags="-s -w"
 	# Same stamps as kubernetes' hack/lib/version.sh, so that `--version`,
-	# /version and helm's kubeVersion checks see the real version.
+	# /version, `kubectl version` and helm's kubeVersion checks see the real version.
 	for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-		ldflags+=" -X $pkg.gitVersion=$KUBE_VERSION -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor"
-		ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
+		flags+=" -X $pkg.gitVersion=$KUBE_VERSION -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor"
+		flags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
 	done
-	(cd "$here" && "${NICE[@]}" "$GO" build -trimpath -ldflags "$ldflags" \
-		-o "$BIN/kube-apiserver.tmp" k8s.io/kubernetes/cmd/kube-apiserver)
-	mv -f "$BIN/kube-apiserver.tmp" "$BIN/kube-apiserver"
-	have_version "$BIN/kube-apiserver" "Kubernetes $KUBE_VERSION" --version ||
-		{ log "built kube-apiserver does not report $KUBE_VERSION"; exit 1; }
-fi
+	echo "$flags"
+}
+build_kube_command() { # $1 command name, $2 expected version text, $3... version command
+	local name="$1" want="$2"; shift 2
+	if have_version "$BIN/$name" "$want" "$@"; then
+		log "$name $KUBE_VERSION cached"
+		return
+	fi
+	require_go
+	log "building $name $KUBE_VERSION with $("$GO" env GOVERSION) (cold: a few minutes on 2 idle cores, seconds with a warm GOCACHE)"
+	(cd "$here" && "${NICE[@]}" "$GO" build -trimpath -ldflags "$(kube_ldflags)" \
+		-o "$BIN/$name.tmp" "k8s.io/kubernetes/cmd/$name")
+	mv -f "$BIN/$name.tmp" "$BIN/$name"
+	have_version "$BIN/$name" "$want" "$@" || { log "built $name does not report $KUBE_VERSION"; exit 1; }
+}
+build_kube_command kube-apiserver "Kubernetes $KUBE_VERSION" --version
+build_kube_command kubectl "Client Version: $KUBE_VERSION" version --client
 
 # --- helm ----------------------------------------------------------------------
 # Built on its own module graph (helm needs newer k8s.io libraries than the

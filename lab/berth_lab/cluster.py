@@ -16,7 +16,8 @@ from typing import Any
 import yaml
 
 from berth_lab.agents import agent_endpoint
-from berth_lab.kube import free_ports, helm_binary
+from berth_lab.kube import free_ports
+from berth_lab.kube_tools import helm_binary
 from berth_lab.kubeconfig import Kubectl, service_account_kubeconfig
 from berth_lab.lab import Lab
 

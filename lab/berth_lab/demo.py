@@ -19,6 +19,7 @@ from berth_lab.agents import agent_endpoint
 from berth_lab.cluster import LabCluster
 from berth_lab.dns import LabDNS
 from berth_lab.kube import KubeAPIServer
+from berth_lab.kube_tools import kubectl_binary
 from berth_lab.lab import Lab
 from berth_lab.manifests import placement
 from berth_lab.plan import plan_lab
@@ -96,7 +97,7 @@ def _kubectl_berth(server: KubeAPIServer, *args: str) -> int:
         "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
     }
     say(f"   $ kubectl berth {' '.join(args)}")
-    return subprocess.run(["kubectl", "berth", *args], env=env, check=False).returncode
+    return subprocess.run([str(kubectl_binary()), "berth", *args], env=env, check=False).returncode
 
 
 def _answers_at(obj: dict[str, Any]) -> str:

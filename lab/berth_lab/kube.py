@@ -3,8 +3,8 @@
 What controller-runtime's envtest runs: etcd plus kube-apiserver, no controller-manager,
 scheduler or kubelet. Authentication by client certificates (the admin is in
 system:masters) and ServiceAccount tokens; RBAC authorization. The binaries come from
-`hack/kube/build.sh` (kube-apiserver, helm) and Debian's etcd-server; the flags are the
-ones verified in hack/kube/NOTES.md.
+`hack/kube/build.sh` (kube-apiserver, kubectl, helm: `berth_lab.kube_tools`) and Debian's
+etcd-server; the flags are the ones verified in hack/kube/NOTES.md.
 
     with KubeAPIServer() as kube:
         Kubectl(kube.admin_kubeconfig)("get", "ns")
@@ -34,6 +34,7 @@ from types import TracebackType
 import httpx
 
 from berth_common.kubepki import KubePKI, create_kube_pki
+from berth_lab.kube_tools import BUILD_HINT, KubeError, bin_dir
 from berth_lab.kubeconfig import (
     Kubectl,
     client_cert_credentials,
@@ -45,24 +46,14 @@ from berth_lab.procs import alive
 
 log = logging.getLogger("berth.lab.kube")
 
-DEFAULT_BIN_DIR = Path("/var/cache/berth/kube/bin")
-BUILD_HINT = "run `bash hack/kube/build.sh` (builds kube-apiserver and helm, cached, ~5 min cold)"
 READY_TIMEOUT = 60.0
 _PORT_RETRIES = 3
-
-
-class KubeError(RuntimeError):
-    """The API server could not be started (or its binaries are missing)."""
 
 
 @dataclass(frozen=True)
 class KubeBinaries:
     apiserver: Path
     etcd: Path
-
-
-def bin_dir() -> Path:
-    return Path(os.environ.get("BERTH_KUBE_BIN") or DEFAULT_BIN_DIR)
 
 
 def find_binaries() -> KubeBinaries:
@@ -73,17 +64,6 @@ def find_binaries() -> KubeBinaries:
     if not etcd:
         raise KubeError("etcd not found: apt-get install etcd-server (or set BERTH_ETCD)")
     return KubeBinaries(apiserver=apiserver, etcd=Path(etcd))
-
-
-def helm_binary() -> Path:
-    """The helm built by hack/kube/build.sh, else one on PATH."""
-    built = bin_dir() / "helm"
-    if os.access(built, os.X_OK):
-        return built
-    found = shutil.which("helm")
-    if not found:
-        raise KubeError(f"{built} not found: {BUILD_HINT}")
-    return Path(found)
 
 
 @dataclass(frozen=True)

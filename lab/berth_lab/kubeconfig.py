@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import yaml
 
-KUBECTL = os.environ.get("BERTH_KUBECTL", "kubectl")
+from berth_lab.kube_tools import kubectl_binary
 
 
 def _b64(data: bytes) -> str:
@@ -79,7 +79,7 @@ class Kubectl:
         return env
 
     def argv(self, *args: str) -> list[str]:
-        return [KUBECTL, *args]
+        return [str(kubectl_binary()), *args]
 
     def __call__(
         self,

@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from berth_lab.cluster import EXTERNAL_CRDS
-from berth_lab.kube import helm_binary
+from berth_lab.kube_tools import helm_binary
 from berth_lab.kubeconfig import (
     KubeClient,
     Kubectl,

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from berth_lab import kube
-from berth_lab.kube import KubeAPIServer, KubeError
+from berth_lab.kube import KubeAPIServer
+from berth_lab.kube_tools import KubeError
 from berth_lab.kubeconfig import KubeClient, Kubectl, service_account_kubeconfig
 from berth_lab.procs import alive
 

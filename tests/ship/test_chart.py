@@ -17,7 +17,8 @@ import yaml
 
 from berth_common.pki import CertFiles, create_ca, issue
 from berth_lab.cluster import CHART, CRDS
-from berth_lab.kube import KubeAPIServer, helm_binary
+from berth_lab.kube import KubeAPIServer
+from berth_lab.kube_tools import helm_binary
 from berth_lab.kubeconfig import Kubectl
 
 pytestmark = pytest.mark.ship

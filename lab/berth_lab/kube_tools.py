@@ -1,0 +1,47 @@
+"""Where the lab finds the Kubernetes programs that `hack/kube/build.sh` builds.
+
+kube-apiserver, kubectl and helm come from one cache (`/var/cache/berth/kube/bin`, or
+`$BERTH_KUBE_BIN`); kubectl is built from the same Kubernetes modules and version as the
+API server, so the lab never depends on whichever kubectl a machine happens to carry.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+DEFAULT_BIN_DIR = Path("/var/cache/berth/kube/bin")
+BUILD_HINT = (
+    "run `bash hack/kube/build.sh` (builds kube-apiserver, kubectl and helm, cached, "
+    "a few minutes cold)"
+)
+
+
+class KubeError(RuntimeError):
+    """The API server could not be started (or a Kubernetes program is missing)."""
+
+
+def bin_dir() -> Path:
+    return Path(os.environ.get("BERTH_KUBE_BIN") or DEFAULT_BIN_DIR)
+
+
+def _built_else_on_path(name: str) -> Path:
+    built = bin_dir() / name
+    if os.access(built, os.X_OK):
+        return built
+    found = shutil.which(name)
+    if not found:
+        raise KubeError(f"{built} not found: {BUILD_HINT}")
+    return Path(found)
+
+
+def helm_binary() -> Path:
+    """The helm built by hack/kube/build.sh, else one on PATH."""
+    return _built_else_on_path("helm")
+
+
+def kubectl_binary() -> Path:
+    """`$BERTH_KUBECTL`, else the kubectl built by hack/kube/build.sh, else one on PATH."""
+    chosen = os.environ.get("BERTH_KUBECTL")
+    return Path(chosen) if chosen else _built_else_on_path("kubectl")
