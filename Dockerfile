@@ -1,4 +1,4 @@
-# The berth operator image (the agent runs on bare hosts, see hostagent/systemd).
+# The berth operator image (the agent runs on bare hosts: hostagent/berth_agent/install/).
 #
 # Built by hack/image/build.sh, which first makes what this file needs: the base image
 # berth/base:bookworm (hack/image/base.sh, debootstrap + docker import, as no registry is

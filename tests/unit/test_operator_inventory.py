@@ -1,5 +1,6 @@
 """What every placement's reconcile looks at is looked at once for all of them: each
-machine's repositories, the Machines, the migrations in flight (operator/agents.py)."""
+machine's repositories, the Machines, the migrations in flight
+(operator/berth_operator/agents.py)."""
 
 from __future__ import annotations
 

@@ -3,8 +3,9 @@
 Each call to `advance` does the work of the current phase and returns the state with
 the next phase; the caller persists it in between (the operator writes it to status),
 so a restarted caller replays at most one phase, and every agent call it makes is keyed
-by the migration id. Failure rules (DESIGN.md): before the freeze, abort and leave the
-source running; after the freeze and before the target answers, resume on the source.
+by the migration id. Failure rules (docs/design.md#failure-rules): before the freeze,
+abort and leave the source running; after the freeze and before the target answers,
+resume on the source.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ class Phase(enum.StrEnum):
 
 TERMINAL = {Phase.SUCCEEDED, Phase.FAILED, Phase.ROLLED_BACK}
 # Phases after which the application is stopped on the source: a failure from here on
-# must resume it there (DESIGN.md, failure rules).
+# must resume it there (docs/design.md#failure-rules).
 FROZEN = {Phase.CUTOVER, Phase.VERIFYING}
 
 
