@@ -76,6 +76,7 @@ from berth_lab.cluster import (
 from berth_lab.kube import KubeAPIServer
 from berth_lab.kubeconfig import service_account_kubeconfig
 from berth_operator.config import OperatorConfig
+from report import OPERATOR_ROWS, operator_figure
 
 BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results"
@@ -762,25 +763,6 @@ def run_variant(s: Setup, variant: str) -> dict[str, Any]:
 
 
 def summary(result: dict[str, Any], variants: list[str]) -> str:
-    rows = [
-        ("all Ready after start (s)", "all_ready_s"),
-        ("most Ready at once during start", "ready_most_during_startup"),
-        ("Stalled on the way during start", "stalled_during_startup"),
-        ("API server 429s during start", "apiserver_rejected_429_during_startup"),
-        ("RSS at rest (MiB)", "rss_mib_rest"),
-        ("CPU at rest (% of a core)", "cpu_percent_rest"),
-        ("agent requests/s at rest", "agent_requests_per_s_rest"),
-        ("agent TLS connections/s at rest", "agent_connections_per_s_rest"),
-        ("API server requests/s at rest", "apiserver_requests_per_s_rest"),
-        ("API server 429s/s at rest", "apiserver_rejected_429_per_s_rest"),
-        ("RSS migrating (MiB, peak)", "rss_mib_migrating"),
-        ("CPU migrating (% of a core)", "cpu_percent_migrating"),
-        ("agent requests/s migrating", "agent_requests_per_s_migrating"),
-        ("patch -> first phase, single (s)", ("patch_to_first_phase_s", "single")),
-        ("patch -> first phase, median (s)", ("patch_to_first_phase_s", "median")),
-        ("patch -> first phase, max (s)", ("patch_to_first_phase_s", "max")),
-        ("patch -> Ready, concurrent max (s)", ("patch_to_ready_s", "concurrent_max")),
-    ]
     op = result["operator"]
     columns = {v: (op if v == variants[-1] else op[v]) for v in variants}
     lines = [
@@ -790,15 +772,8 @@ def summary(result: dict[str, Any], variants: list[str]) -> str:
         f"kopf pool {op['settings']['kopf_max_workers']} threads",
         f"{'':36}" + "".join(f"{v:>12}" for v in variants),
     ]
-    for label, key in rows:
-        cells = []
-        for v in variants:
-            value = (
-                columns[v].get(key)
-                if isinstance(key, str)
-                else (columns[v].get(key[0]) or {}).get(key[1])
-            )
-            cells.append(f"{'-' if value is None else value:>12}")
+    for label, key in OPERATOR_ROWS:
+        cells = [f"{operator_figure(columns[v], key):>12}" for v in variants]
         lines.append(f"{label:36}" + "".join(cells))
     return "\n".join(lines)
 

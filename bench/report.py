@@ -1,29 +1,68 @@
-"""Turn the benchmarks' JSON into bench/results/{latest.json,results.md,*.png}.
+"""Turn the benchmarks' JSON into the kept figures: bench/results/latest.json and
+docs/performance.md, with its plots in docs/performance/.
 
-    .venv/bin/python bench/report.py
+    .venv/bin/python bench/report.py --stamp [--suite quick]   # before measuring
+    .venv/bin/python bench/report.py                           # after
 
-latest.json holds every figure under stable keys (documented in bench/README.md) and each
-target with its verdict, so a script can check them; results.md is the same as tables.
+`bash bench/run.sh` runs both around the benchmarks. --stamp records what is measured:
+the commit ("+dirty" when tracked files differ from it), the UTC date and the machine, in
+bench/results/measured.json. The report puts that stamp, every figure under stable keys
+(documented in bench/README.md) and each target with its verdict into latest.json, so a
+script can check them; docs/performance.md is the same as tables and plots.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
+import os
+import platform
+import re
+import subprocess
 import sys
+import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import matplotlib
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # files only, no display
-import matplotlib.pyplot as plt
-
-RESULTS = Path(__file__).resolve().parent / "results"
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+STAMP = RESULTS / "measured.json"
+LATEST = RESULTS / "latest.json"
+PAGE = ROOT / "docs" / "performance.md"
+PLOTS = ROOT / "docs" / "performance"
+# The plots as the page links them (relative to docs/).
+PLOT_LINKS = {"downtime": "performance/downtime.png", "steps": "performance/steps.png"}
+# What the report writes: a tree changed only there still runs the commit's code.
+OUTPUTS = ("bench/results", "docs/performance.md", "docs/performance")
 DOWNTIME_TARGET_S = 1.0  # 2 GiB repository, 50 MiB written during bulk
 GROWTH_TARGET = 0.10  # downtime from 1 GiB to 8 GiB
 FLOOR_FACTOR = 1.5
 LINK_SHARE_TARGET = 0.90
+# operator_scale.py's figures, in its summary and on the page: (label, key or (key, sub)).
+OPERATOR_ROWS: list[tuple[str, str | tuple[str, str]]] = [
+    ("all Ready after start (s)", "all_ready_s"),
+    ("most Ready at once during start", "ready_most_during_startup"),
+    ("Stalled on the way during start", "stalled_during_startup"),
+    ("API server 429s during start", "apiserver_rejected_429_during_startup"),
+    ("RSS at rest (MiB)", "rss_mib_rest"),
+    ("CPU at rest (% of a core)", "cpu_percent_rest"),
+    ("agent requests/s at rest", "agent_requests_per_s_rest"),
+    ("agent TLS connections/s at rest", "agent_connections_per_s_rest"),
+    ("API server requests/s at rest", "apiserver_requests_per_s_rest"),
+    ("API server 429s/s at rest", "apiserver_rejected_429_per_s_rest"),
+    ("RSS migrating (MiB, peak)", "rss_mib_migrating"),
+    ("CPU migrating (% of a core)", "cpu_percent_migrating"),
+    ("agent requests/s migrating", "agent_requests_per_s_migrating"),
+    ("patch -> first phase, single (s)", ("patch_to_first_phase_s", "single")),
+    ("patch -> first phase, median (s)", ("patch_to_first_phase_s", "median")),
+    ("patch -> first phase, max (s)", ("patch_to_first_phase_s", "max")),
+    ("patch -> Ready, concurrent max (s)", ("patch_to_ready_s", "concurrent_max")),
+]
 
 
 def load(name: str) -> dict[str, Any] | None:
@@ -97,10 +136,30 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def plot_downtime(cases: dict[str, Any]) -> None:
+def new_figure(width: float, height: float) -> tuple[Figure, Axes]:
+    # matplotlib loads only to plot: the unit tests and operator_scale.py import this
+    # module for its rendering and its rows, and need no backend.
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=(width, height))
+
+
+def save(fig: Figure, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_downtime(cases: dict[str, Any], path: Path) -> None:
     sizes = sorted({int(k.split("g_")[0]) for k in cases})
     writes = sorted({int(k.split("_")[1][:-1]) for k in cases})
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = new_figure(7, 4)
     for write in writes:
         got = [cases.get(f"{s}g_{write}m") for s in sizes]
         xs = [s for s, c in zip(sizes, got, strict=True) if c]
@@ -116,9 +175,7 @@ def plot_downtime(cases: dict[str, Any]) -> None:
     ax.set_ylim(bottom=0)
     ax.legend(fontsize=7)
     ax.set_title("pulse: downtime of a live move")
-    fig.tight_layout()
-    fig.savefig(RESULTS / "downtime.png", dpi=120)
-    plt.close(fig)
+    save(fig, path)
 
 
 STEP_GROUPS = [
@@ -141,9 +198,9 @@ def step_breakdown(steps: dict[str, float]) -> list[tuple[str, float]]:
     return out
 
 
-def plot_steps(cases: dict[str, Any]) -> None:
+def plot_steps(cases: dict[str, Any], path: Path) -> None:
     names = list(cases)
-    fig, ax = plt.subplots(figsize=(8, 4))
+    fig, ax = new_figure(8, 4)
     bottoms = [0.0] * len(names)
     for i, (label, _) in enumerate(STEP_GROUPS):
         values = [step_breakdown(cases[n]["steps_s"])[i][1] for n in names]
@@ -155,46 +212,109 @@ def plot_steps(cases: dict[str, Any]) -> None:
     ax.set_ylabel("seconds")
     ax.set_title("downtime by step, next to the floor (same run)")
     ax.legend(fontsize=7)
-    plt.setp(ax.get_xticklabels(), rotation=30, ha="right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(RESULTS / "steps.png", dpi=120)
-    plt.close(fig)
+    ax.tick_params(axis="x", labelrotation=30, labelsize=8)
+    for tick in ax.get_xticklabels():
+        tick.set_horizontalalignment("right")
+    save(fig, path)
 
 
-def markdown(latest: dict[str, Any]) -> str:
-    parts = ["# berth benchmark results", "", f"Run: {latest.get('started', '?')}.", ""]
+def measured_line(measured: dict[str, Any]) -> str:
+    machine = measured.get("machine", {})
+    cpu = f" ({machine['cpu']})" if machine.get("cpu") else ""
+    return (
+        f"Measured at commit `{measured.get('commit', '?')}` on {measured.get('date', '?')} "
+        f"(UTC), {measured.get('suite', 'full')} suite, on {machine.get('nproc', '?')} CPUs"
+        f"{cpu}, {machine.get('memory_gib', '?')} GiB of memory, Linux "
+        f"{machine.get('kernel', '?')}."
+    )
+
+
+def targets_section(goals: dict[str, Any], latest: dict[str, Any]) -> list[str]:
+    met = sum(1 for g in goals.values() if g["met"])
+    rows = [[k, str(v["value"]), str(v["target"]), "met" if v["met"] else "**not met**"]
+            for k, v in goals.items()]  # fmt: skip
+    parts = [
+        "## Targets", "", f"{met} of {len(goals)} met.", "",
+        table(["target", "value", "target", "verdict"], rows), "",
+    ]  # fmt: skip
+    notes = missed_notes(latest)
+    if notes:
+        parts += ["### Not met: by how much, why, and what would close it", "", *notes, ""]
+    return parts
+
+
+def downtime_section(cases: dict[str, Any]) -> list[str]:
+    rows = [
+        [k, f"{c['downtime_status_s']:.3f}",
+         " ".join(f"{d:.2f}" for d in c.get("downtime_runs_s", [])),
+         f"{c['downtime_prober_s']:.3f}",
+         f"{c['floor_s']:.3f}", f"{c['final_delta_s']:.3f}", f"{c['delta_bytes'] / 1e6:.1f}",
+         f"{c['bulk_bytes'] / 1e9:.2f}", f"{c['budget_s']:.3f}", f"{c['of_budget']:.2f}"]
+        for k, c in cases.items()
+    ]  # fmt: skip
+    step_rows = [
+        [k, *[f"{v:.3f}" for _, v in step_breakdown(c["steps_s"])]] for k, c in cases.items()
+    ]
+    return [
+        "## Downtime of pulse (live move through the operator)", "",
+        "Each case moves pulse back and forth; the median move stands for it, and its",
+        "steps and prober gap are that move's. The floor is the median of one bare",
+        "checkpoint and restore after each move.", "",
+        table(["case (size_written)", "downtime, status (s)", "every move (s)",
+               "prober gap (s)", "floor (s)", "final delta (s)", "delta (MB)", "bulk (GB)",
+               "budget 1.5 floor + delta (s)", "of budget"], rows),
+        "", f"![downtime]({PLOT_LINKS['downtime']})", "", f"![steps]({PLOT_LINKS['steps']})", "",
+        "### Steps (agents' own timings)", "",
+        table(["case", *[g for g, _ in STEP_GROUPS]], step_rows), "",
+    ]  # fmt: skip
+
+
+def operator_figure(figures: dict[str, Any], key: str | tuple[str, str]) -> str:
+    value = figures.get(key) if isinstance(key, str) else (figures.get(key[0]) or {}).get(key[1])
+    return "-" if value is None else str(value)
+
+
+def operator_section(operator: dict[str, Any]) -> list[str]:
+    """One column per variant of the operator's settings; the last variant's figures sit
+    at the top level, earlier ones under their names (operator_scale.py)."""
+    settings = operator.get("settings", {})
+    variants = list(settings.get("variants", {})) or ["figures"]
+    columns = {v: operator if v == variants[-1] else operator.get(v, {}) for v in variants}
+    rows = [
+        [label, *(operator_figure(columns[v], key) for v in variants)]
+        for label, key in OPERATOR_ROWS
+    ]
+    setup = (
+        f"{operator.get('placements', '?')} placements on {operator.get('machines', '?')} "
+        f"simulated machines, {operator.get('concurrent', '?')} concurrent moves; poll "
+        f"{settings.get('poll_seconds', '?')} s, heartbeat "
+        f"{settings.get('heartbeat_seconds', '?')} s."
+    )
+    return ["## Operator at scale", "", setup, "", table(["", *variants], rows), ""]
+
+
+def performance_markdown(latest: dict[str, Any]) -> str:
+    """docs/performance.md from latest.json's content."""
+    parts = [
+        "# Performance", "",
+        "The benchmarks' latest figures, written by `bench/report.py` at the end of",
+        "`bash bench/run.sh` (what each benchmark measures: `bench/README.md`; every figure",
+        "under stable keys, for scripts: `bench/results/latest.json`).", "",
+        measured_line(latest.get("measured", {})), "",
+    ]  # fmt: skip
+    goals = latest.get("targets", {})
+    if goals:
+        parts += targets_section(goals, latest)
     cases = latest.get("downtime", {})
     if cases:
-        rows = [
-            [k, f"{c['downtime_status_s']:.3f}",
-             " ".join(f"{d:.2f}" for d in c.get("downtime_runs_s", [])),
-             f"{c['downtime_prober_s']:.3f}",
-             f"{c['floor_s']:.3f}", f"{c['final_delta_s']:.3f}", f"{c['delta_bytes'] / 1e6:.1f}",
-             f"{c['bulk_bytes'] / 1e9:.2f}", f"{c['budget_s']:.3f}", f"{c['of_budget']:.2f}"]
-            for k, c in cases.items()
-        ]  # fmt: skip
-        parts += [
-            "## Downtime of pulse (live move through the operator)", "",
-            "Each case moves pulse back and forth; the median move stands for it, and its",
-            "steps and prober gap are that move's. The floor is the median of one bare",
-            "checkpoint and restore after each move.", "",
-            table(["case (size_written)", "downtime, status (s)", "every move (s)",
-                   "prober gap (s)", "floor (s)", "final delta (s)", "delta (MB)", "bulk (GB)",
-                   "budget 1.5 floor + delta (s)", "of budget"], rows),
-            "", "![downtime](downtime.png)", "", "![steps](steps.png)", "",
-        ]  # fmt: skip
-        step_rows = [
-            [k, *[f"{v:.3f}" for _, v in step_breakdown(c["steps_s"])]] for k, c in cases.items()
-        ]
-        parts += ["### Steps (agents' own timings)", "",
-                  table(["case", *[g for g, _ in STEP_GROUPS]], step_rows), ""]  # fmt: skip
+        parts += downtime_section(cases)
     memory = latest.get("memory")
     if memory:
         parts += [
             "## Memory-heavy container", "",
             f"{memory['ram_mib']} MiB in RAM: downtime {memory['downtime_status_s']:.3f} s, "
             f"final delta {memory['delta_bytes'] / 1e6:.0f} MB; CRIU lazy pages: "
-            f"{memory['lazy_pages']}.", "",
+            f"{memory.get('lazy_pages', '?')}.", "",
         ]  # fmt: skip
     pushes = latest.get("throughput", [])
     if pushes:
@@ -203,17 +323,15 @@ def markdown(latest: dict[str, Any]) -> str:
                 for p in pushes]  # fmt: skip
         parts += ["## Bulk throughput (full push)", "",
                   table(["link", "GB", "s", "MB/s", "share of link"], rows), ""]  # fmt: skip
+    transfer = latest.get("transfer")
+    if transfer:
+        rows = [[k, f"{v:.3f}"] for k, v in transfer.items()]
+        parts += ["## Delta transfer vs rsync, full push vs a copy", "",
+                  "Ratios; lower is better for berth.", "",
+                  table(["ratio", "value"], rows), ""]  # fmt: skip
     operator = latest.get("operator")
     if operator:
-        parts += ["## Operator", "", "```json", json.dumps(operator, indent=2), "```", ""]
-    goals = latest.get("targets", {})
-    if goals:
-        rows = [[k, str(v["value"]), str(v["target"]), "met" if v["met"] else "**missed**"]
-                for k, v in goals.items()]  # fmt: skip
-        parts += ["## Targets", "", table(["target", "value", "target", "verdict"], rows), ""]
-        notes = missed_notes(latest)
-        if notes:
-            parts += ["### Missed: by how much, why, and what would close it", "", *notes, ""]
+        parts += operator_section(operator)
     return "\n".join(parts)
 
 
@@ -273,7 +391,62 @@ def missed_notes(latest: dict[str, Any]) -> list[str]:
     return notes
 
 
-def main() -> int:
+def git(root: Path, *args: str) -> str:
+    # run.sh runs as root in a checkout another user may own: without safe.directory git
+    # refuses it ("dubious ownership").
+    command = ["git", "-c", f"safe.directory={root}", "-C", str(root), *args]
+    return subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def commit_label(root: Path) -> str:
+    """The short commit, with "+dirty" when tracked files differ from it. The report's own
+    outputs do not count: the last run's figures, not yet committed, change no code."""
+    try:
+        short = git(root, "rev-parse", "--short", "HEAD")
+        excluded = [f":(exclude){path}" for path in OUTPUTS]
+        changed = git(root, "status", "--porcelain", "--untracked-files=no", "--", ".", *excluded)
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return short + ("+dirty" if changed else "")
+
+
+def memory_gib(meminfo: str) -> float | None:
+    found = re.search(r"^MemTotal:\s+(\d+) kB", meminfo, re.MULTILINE)
+    return round(int(found.group(1)) / 2**20, 1) if found else None
+
+
+def cpu_model(cpuinfo: str) -> str | None:
+    found = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.MULTILINE)
+    return found.group(1).strip() if found else None
+
+
+def stamp(suite: str) -> dict[str, Any]:
+    """What is about to be measured: the code, when, and on what machine."""
+    return {
+        "commit": commit_label(ROOT),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "suite": suite,
+        "machine": {
+            "nproc": len(os.sched_getaffinity(0)),  # what `nproc` says
+            "cpu": cpu_model(Path("/proc/cpuinfo").read_text()),
+            "memory_gib": memory_gib(Path("/proc/meminfo").read_text()),
+            "kernel": platform.release(),
+        },
+    }
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--stamp", action="store_true", help="record the commit, date, machine")
+    parser.add_argument("--suite", choices=["full", "quick"], default="full", help="with --stamp")
+    args = parser.parse_args(argv)
+    if args.stamp:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        STAMP.write_text(json.dumps(stamp(args.suite), indent=2) + "\n")
+        print(f"wrote {STAMP}")
+        return 0
     latest: dict[str, Any] = {}
     downtime = load("downtime")
     if downtime:
@@ -282,9 +455,6 @@ def main() -> int:
         latest["memory"] = downtime.get("memory")
         latest["throughput"] = downtime.get("throughput", [])
         latest["targets"] = targets(latest["downtime"], downtime)
-        if latest["downtime"]:
-            plot_downtime(latest["downtime"])
-            plot_steps(latest["downtime"])
     operator = load("operator_scale")
     if operator:
         latest["operator"] = operator.get("operator", operator)
@@ -294,11 +464,22 @@ def main() -> int:
     if not latest:
         print("no results in bench/results: run the benchmarks first", file=sys.stderr)
         return 1
-    (RESULTS / "latest.json").write_text(json.dumps(latest, indent=2) + "\n")
-    (RESULTS / "results.md").write_text(markdown(latest) + "\n")
-    print(markdown(latest))
+    if STAMP.exists():
+        measured = json.loads(STAMP.read_text())
+    else:
+        print(f"no {STAMP} (bench/run.sh writes it before measuring): stamped now", file=sys.stderr)
+        measured = stamp("unknown")
+    latest = {"measured": measured, **latest}
+    if latest.get("downtime"):
+        plot_downtime(latest["downtime"], PLOTS / "downtime.png")
+        plot_steps(latest["downtime"], PLOTS / "steps.png")
+    page = performance_markdown(latest) + "\n"
+    LATEST.write_text(json.dumps(latest, indent=2) + "\n")
+    PAGE.write_text(page)
+    print(page)
+    print(f"wrote {LATEST}, {PAGE} and the plots in {PLOTS}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -23,8 +23,9 @@ from berth_lab.lab import Lab
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHART = REPO_ROOT / "charts" / "berth"
-# One copy of the CRDs: the chart templates them, the lab and `kubectl apply -f` use the files.
-CRDS = CHART / "files" / "crds"
+# The generated CRDs, as `kubectl apply -f crds/` installs them (the chart templates a copy
+# of the same files; tests/unit/test_crds_generated.py keeps the two equal).
+CRDS = REPO_ROOT / "crds"
 PEERING = "berth"
 OPERATOR_NAMESPACE = "berth-system"
 RELEASE = "berth"

@@ -35,7 +35,7 @@ pytestmark = [pytest.mark.apiserver, pytest.mark.faults]  # faults: least privil
 HERE = Path(__file__).resolve().parent
 
 CHART = HERE.parent.parent / "charts" / "berth"
-CRD_FILES = CHART / "files" / "crds"
+CRD_FILES = HERE.parent.parent / "crds"
 RBAC_KINDS = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding"}
 # RBAC changes reach the authorizer through an informer: allow it a moment.
 PROPAGATION = 10.0
@@ -232,7 +232,7 @@ class Operator:
 @pytest.fixture(scope="module")
 def names(kubectl: Kubectl, namespace: str, suffix: str) -> Iterator[Names]:
     """The objects the calls act on, created by the admin, and the CRDs they need."""
-    # The real CRDs, as the chart installs them, and the lab's external-dns DNSEndpoint.
+    # The real CRDs (crds/, the chart's are the same), and the lab's external-dns DNSEndpoint.
     files = [*sorted(CRD_FILES.glob("*.yaml")), *sorted(EXTERNAL_CRDS.glob("*.yaml"))]
     crds = [d for path in files for d in load_manifests(path)]
     created = ensure_crds(kubectl, crds)

@@ -1,4 +1,4 @@
-"""The committed CRDs are exactly what the pydantic models generate."""
+"""crds/ and the chart's copy hold exactly what the pydantic models generate."""
 
 import re
 from pathlib import Path
@@ -6,19 +6,29 @@ from pathlib import Path
 import pytest
 import yaml
 
-from berth_api.crdgen import crds, render
+from berth_api.crdgen import OUTPUT_DIRS, REGENERATE, crds, render
 
 pytestmark = pytest.mark.unit
-CRDS = Path(__file__).resolve().parents[2] / "charts" / "berth" / "files" / "crds"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+# What `kubectl apply -f DIR` reads from a directory (README.md is left alone).
+MANIFEST_SUFFIXES = {".yaml", ".yml", ".json"}
 
 
-def test_committed_crds_match_the_models() -> None:
-    for name, text in render().items():
-        committed = CRDS / name
-        assert committed.exists(), f"{name} missing: run python -m berth_api.crdgen"
-        assert committed.read_text() == text, (
-            f"{name} differs from the models: run python -m berth_api.crdgen"
-        )
+def test_crds_dir_and_the_charts_copy_are_what_the_models_generate() -> None:
+    generated = render()
+    assert [str(d) for d in OUTPUT_DIRS] == ["crds", "charts/berth/files/crds"]
+    for directory in OUTPUT_DIRS:
+        committed = {
+            path.name: path.read_text()
+            for path in sorted((REPO_ROOT / directory).iterdir())
+            if path.suffix in MANIFEST_SUFFIXES
+        }
+        fix = f"regenerate with `{REGENERATE}` at the repository root"
+        missing, extra = generated.keys() - committed.keys(), committed.keys() - generated.keys()
+        assert not missing, f"{directory}: {sorted(missing)} missing: {fix}"
+        assert not extra, f"{directory}: {sorted(extra)} not generated from the models: {fix}"
+        differ = sorted(name for name, text in generated.items() if committed[name] != text)
+        assert not differ, f"{directory}: {differ} differ from the models: {fix}"
 
 
 def _walk(node: object, path: str = "") -> list[str]:

@@ -1,5 +1,5 @@
 """berth.dev/v1alpha1: RepositoryPlacement and Machine. These models are the single
-source of truth: the CRDs in charts/berth/files/crds/ are generated from them
+source of truth: the CRDs in crds/ (and the chart's copy) are generated from them
 (`python -m berth_api.crdgen`)."""
 
 from berth_api.v1alpha1.common import GROUP, VERSION, Condition
