@@ -78,12 +78,13 @@ def start_agent(
     pki: LabPKI,
     fault_injection: bool = False,
     timeout: float = 30,
-    owner_env: Mapping[str, str] | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> int:
-    """Start `berth-agent serve` inside the host and wait until it answers over mTLS."""
+    """Start `berth-agent serve` inside the host and wait until it answers over mTLS;
+    env: variables added to this process's (the lab's mark, TMPDIR)."""
     write_agent_config(host, pki, fault_injection)
     argv = [sys.executable, "-m", "berth_agent.cli", "--log-format", "json", "serve"]
-    proc = host.spawn(argv, host.plan.state_dir / "agent.log", env=owner_env)
+    proc = host.spawn(argv, host.plan.state_dir / "agent.log", env=env)
     deadline = time.monotonic() + timeout
     with agent_client(host, pki, timeout=2) as client:
         while True:

@@ -145,6 +145,7 @@ class Lab:
             run(["tc", "-n", host.netns, "qdisc", "add", "dev", "eth0", "root", *tbf])
 
         host.state_dir.mkdir(parents=True, exist_ok=True)
+        host.tmp_dir.mkdir(exist_ok=True)
         run(["truncate", "-s", p.datastore_size, str(host.datastore_image)])
         run(["mkfs.btrfs", "-q", "-f", "-L", f"berth-{host.name}", str(host.datastore_image)])
         host.datastore_mount.mkdir(exist_ok=True)
@@ -191,9 +192,8 @@ class Lab:
         return LabPKI(self.plan.state_dir)
 
     def start_agent(self, host: LabHost) -> None:
-        host.agent_pid = start_agent(
-            host, self.pki, self.fault_injection, owner_env=self.plan.owner_env()
-        )
+        env = {**self.plan.owner_env(), "TMPDIR": str(host.plan.tmp_dir)}
+        host.agent_pid = start_agent(host, self.pki, self.fault_injection, env=env)
         self._save_state()
 
     def stop_agent(self, host: LabHost) -> None:

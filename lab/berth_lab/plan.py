@@ -45,6 +45,13 @@ class HostPlan:
     def datastore_mount(self) -> Path:
         return self.state_dir / "datastore"
 
+    @property
+    def tmp_dir(self) -> Path:
+        """The TMPDIR of the host's agent and all below it (dockerd, containerd): Docker's
+        restore leaves a copy of each checkpoint in a temporary directory for good, which
+        then goes with the lab instead of staying in the machine's /tmp."""
+        return self.state_dir / "tmp"
+
     def private_dir(self, canonical: Path) -> Path:
         """Where this host's own copy of a canonical directory lives, seen from outside."""
         return self.state_dir / "private" / str(canonical).strip("/").replace("/", "_")
