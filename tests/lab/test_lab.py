@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -91,6 +92,14 @@ def test_cli_up_status_exec_down_leaves_nothing() -> None:
         assert "tbf" in qdisc and "500Mbit" in qdisc
         hostname = output([*base, "exec", "host-c", "--", "ip", "-o", "-4", "addr", "show", "eth0"])
         assert status["hosts"][2]["address"] in hostname
+        # As the README has it, from a shell whose PATH lacks the venv's bin dir.
+        bare = {**os.environ, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+        listed = subprocess.run(
+            [*base, "exec", "host-a", "--", "berth-agent", "repo", "list", "-o", "json"],
+            capture_output=True, text=True, env=bare, timeout=60,
+        )  # fmt: skip
+        assert listed.returncode == 0, listed.stderr
+        assert json.loads(listed.stdout) == []
         bad = run([*base, "exec", "host-q", "--", "true"], check=False)
         assert bad.returncode == 1 and b"no host 'host-q'" in bad.stderr
     finally:
