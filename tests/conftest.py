@@ -16,7 +16,17 @@ from kube_fixtures import kubectl, namespace, server_version, suffix
 __all__ = ["cluster", "kubectl", "namespace", "server_version", "suffix"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-LAB_MARKERS = {"lab", "agent", "transfer", "apiserver", "e2e", "cli", "faults", "endpoints"}
+LAB_MARKERS = {
+    "lab",
+    "agent",
+    "transfer",
+    "apiserver",
+    "e2e",
+    "cli",
+    "faults",
+    "endpoints",
+    "demo",
+}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

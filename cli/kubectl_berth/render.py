@@ -120,6 +120,26 @@ MACHINE_HEADERS = [
 ]
 
 
+def observation(obj: dict[str, Any]) -> str | None:
+    """Why nothing in status may describe the current spec yet; None when it does.
+
+    An operator can be limited to some namespaces (BERTH_NAMESPACES, the chart's
+    watchNamespaces): a placement elsewhere is then never observed, and an empty status
+    alone does not say that nothing will ever act on it.
+    """
+    observed = (obj.get("status") or {}).get("observedGeneration")
+    generation = obj["metadata"].get("generation")
+    if observed is None or observed < 0:
+        namespace = obj["metadata"].get("namespace")
+        return (
+            "not yet observed by any operator: is one running, and does it watch "
+            f"namespace {namespace}?"
+        )
+    if generation is not None and observed < generation:
+        return f"generation {observed} of {generation}: the operator has not yet seen the change"
+    return None
+
+
 def status_text(obj: dict[str, Any]) -> str:
     status = obj.get("status") or {}
     meta = obj["metadata"]
@@ -129,6 +149,9 @@ def status_text(obj: dict[str, Any]) -> str:
         f"  current machine  {status.get('currentMachine') or '-'}",
         f"  phase            {status.get('phase') or '-'}",
     ]
+    unobserved = observation(obj)
+    if unobserved:
+        lines.append(f"  observed         {unobserved}")
     for type_ in ("Ready", "Reconciling", "Stalled"):
         c = condition(obj, type_)
         if c:

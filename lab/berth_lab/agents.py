@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -73,12 +74,17 @@ def write_agent_config(host: LabHost, pki: LabPKI, fault_injection: bool) -> Non
 
 
 def start_agent(
-    host: LabHost, pki: LabPKI, fault_injection: bool = False, timeout: float = 30
+    host: LabHost,
+    pki: LabPKI,
+    fault_injection: bool = False,
+    timeout: float = 30,
+    env: Mapping[str, str] | None = None,
 ) -> int:
-    """Start `berth-agent serve` inside the host and wait until it answers over mTLS."""
+    """Start `berth-agent serve` inside the host and wait until it answers over mTLS;
+    env: variables added to this process's (the lab's mark, TMPDIR)."""
     write_agent_config(host, pki, fault_injection)
     argv = [sys.executable, "-m", "berth_agent.cli", "--log-format", "json", "serve"]
-    proc = host.spawn(argv, host.plan.state_dir / "agent.log")
+    proc = host.spawn(argv, host.plan.state_dir / "agent.log", env=env)
     deadline = time.monotonic() + timeout
     with agent_client(host, pki, timeout=2) as client:
         while True:

@@ -4,6 +4,7 @@ and a Machine per lab host."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -13,9 +14,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import yaml
 
+from berth_lab import procs
 from berth_lab.agents import agent_endpoint
+from berth_lab.host import LabError
 from berth_lab.kube import free_ports
 from berth_lab.kube_tools import helm_binary
 from berth_lab.kubeconfig import Kubectl, service_account_kubeconfig
@@ -149,6 +153,22 @@ class OperatorProcess:
         """Make the operator exit as if killed when it reaches point (berth_common.crash)."""
         self.crash_file.write_text(point)
 
+    def wait_healthy(self, timeout: float = 60) -> None:
+        """Until kopf's liveness endpoint answers: its watches stream, its handlers live."""
+        assert self.proc is not None, "the operator is not running"
+        deadline = time.monotonic() + timeout
+        url = f"http://127.0.0.1:{self.health_port}/healthz"
+        with httpx.Client(trust_env=False, timeout=2) as http:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    code = self.proc.returncode
+                    raise LabError(f"the operator exited {code}:\n{self.log_tail()}")
+                with contextlib.suppress(httpx.TransportError):
+                    if http.get(url).status_code == 200:
+                        return
+                time.sleep(0.1)
+        raise LabError(f"the operator is not healthy after {timeout:.0f}s; see {self.log_path}")
+
     def wait_exit(self, timeout: float) -> int:
         """Until the operator has exited (a crash point fired); its exit code."""
         assert self.proc is not None, "the operator is not running"
@@ -177,11 +197,14 @@ class OperatorProcess:
 
 
 class LabCluster:
-    """Install berth into a cluster (admin kubectl) and run its operator for a lab."""
+    """Install berth into a cluster (admin kubectl) and run its operator for a lab.
+
+    namespaces: the ones whose placements the operator reconciles; empty: all of them,
+    as the chart's default (watchNamespaces: [])."""
 
     def __init__(self, lab: Lab, kubectl: Kubectl, namespaces: list[str]) -> None:
         self.lab, self.kubectl, self.namespaces = lab, kubectl, namespaces
-        self.dir = lab.plan.state_dir / "cluster"
+        self.dir = lab.plan.cluster_dir
         self.operator: OperatorProcess | None = None
 
     def up(self) -> LabCluster:
@@ -189,9 +212,6 @@ class LabCluster:
         install_crds(self.kubectl)
         self.kubectl("create", "namespace", OPERATOR_NAMESPACE, check=False)
         self.kubectl.apply(chart_rbac())
-        kubeconfig = service_account_kubeconfig(
-            self.kubectl, OPERATOR_NAMESPACE, RELEASE, self.dir / "operator.kubeconfig"
-        )
         tls = self.dir / "operator-tls"
         tls.mkdir(exist_ok=True)
         pki = self.lab.pki
@@ -211,10 +231,46 @@ class LabCluster:
                     "spec": {"endpoint": agent_endpoint(host), "caBundle": pki.ca.cert.read_text()},
                 }
             )
-        self.operator = OperatorProcess(kubeconfig, tls, self.dir / "operator.log", self.namespaces)
-        self.operator.start()
+        self.start_operator()
         self.wait_machines_ready()
         return self
+
+    @property
+    def operator_pidfile(self) -> Path:
+        return self.dir / "operator.pid"
+
+    def start_operator(self) -> OperatorProcess:
+        """The operator as the chart's ServiceAccount, with a token issued now: one
+        restarted in a lab kept for hours must not get the first one's expired token."""
+        kubeconfig = service_account_kubeconfig(
+            self.kubectl, OPERATOR_NAMESPACE, RELEASE, self.dir / "operator.kubeconfig"
+        )
+        # The Kubernetes client writes the kubeconfig's CA to a temporary file that only a
+        # clean exit removes: those of operators killed (restarts, down, crash tests) go
+        # with the lab's state dir instead of piling up in /tmp.
+        tmp = self.dir / "tmp"
+        tmp.mkdir(parents=True, exist_ok=True)
+        self.operator = OperatorProcess(
+            kubeconfig,
+            self.dir / "operator-tls",
+            self.dir / "operator.log",
+            self.namespaces,
+            extra_env={**self.lab.plan.owner_env(), "TMPDIR": str(tmp)},
+        )
+        self.operator.start()
+        return self.operator
+
+    def restart_operator(self, timeout: float = 60) -> OperatorProcess:
+        """Stop the lab's operator if it runs (also one another process started: found by
+        its pid file), start a new one, and wait until it is healthy."""
+        if self.operator:
+            self.operator.stop()
+        # SIGTERM first: kopf then leaves the peering, which would otherwise keep the new
+        # operator waiting until the old one's record expires.
+        procs.kill_pidfile(self.operator_pidfile, "berth_operator", grace=20)
+        operator = self.start_operator()
+        operator.wait_healthy(timeout)
+        return operator
 
     def wait_machines_ready(self, timeout: float = 60) -> None:
         names = [f"machine.berth.dev/{h}" for h in self.lab.hosts]
@@ -226,16 +282,10 @@ class LabCluster:
         hosts: a placement's deletionPolicy decides, and the default keeps them."""
         running = self.operator is not None and self.operator.proc is not None
         if running:
-            for namespace in self.namespaces:
+            scopes = [["-n", n] for n in self.namespaces] or [["--all-namespaces"]]
+            for scope in scopes:
                 self.kubectl(
-                    "delete",
-                    "rp",
-                    "--all",
-                    "-n",
-                    namespace,
-                    "--timeout=60s",
-                    check=False,
-                    timeout=90,
+                    "delete", "rp", "--all", *scope, "--timeout=60s", check=False, timeout=90
                 )
             machines = [f"machine.berth.dev/{h}" for h in self.lab.hosts]
             self.kubectl("delete", *machines, "--timeout=60s", check=False, timeout=90)

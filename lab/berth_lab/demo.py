@@ -1,6 +1,9 @@
 """`berth-lab demo`: the main job on the embedded lab, narrated.
 
 pulse runs on host-a; it moves with its memory to host-b; the counter keeps counting.
+`--json FILE` writes a summary: `migration` and `currentMachine` are the placement's
+status as the operator wrote it (`status.lastMigration`, `status.currentMachine`); the
+counters and the heartbeat gap are read from pulse's own log on host-b.
 """
 
 from __future__ import annotations
@@ -16,15 +19,14 @@ from typing import Any
 from berth_agent.apps import pulse
 from berth_agent.client import AgentClient
 from berth_lab.agents import agent_endpoint
-from berth_lab.cluster import LabCluster
-from berth_lab.dns import LabDNS
+from berth_lab.controlplane import LabControlPlane
+from berth_lab.dns import resolve
 from berth_lab.kube import KubeAPIServer
 from berth_lab.kube_tools import kubectl_binary
 from berth_lab.lab import Lab
 from berth_lab.manifests import placement
-from berth_lab.plan import plan_lab
+from berth_lab.plan import DEMO_LAB, plan_lab
 
-DEMO_LAB = "demo"
 NAMESPACE = "demo"
 REPO = "pulse"
 BEAT = 0.25  # seconds between beats: fine enough to see the gap
@@ -39,52 +41,41 @@ def _beats(agent: AgentClient, tail: int = 400) -> list[tuple[Any, int]]:
     return pulse.beats(agent.logs(REPO, "pulse", tail=tail))
 
 
-def run_demo(keep: bool = False, json_path: Path | None = None) -> int:
+def run_demo(name: str = DEMO_LAB, keep: bool = False, json_path: Path | None = None) -> int:
     say("berth demo: a running repository moves to another host with its processes' memory\n")
-    Lab(plan_lab(DEMO_LAB, hosts=3)).down()  # a previous run may have left it up
+    Lab(plan_lab(name, hosts=3)).down()  # a previous run may have left it up
     say("1. the embedded lab: three hosts (network + mount namespaces, btrfs datastores, a")
     say("   berth-agent each), a real kube-apiserver, berth's CRDs and its operator, and a")
     say("   stand-in for external-dns that serves the DNS records berth writes")
     started = time.monotonic()
-    lab = Lab(plan_lab(DEMO_LAB, hosts=3, datastore_size="10G")).up()
-    server: KubeAPIServer | None = None
-    dns: LabDNS | None = None
+    lab = Lab(plan_lab(name, hosts=3, datastore_size="10G")).up()
     try:
-        server = KubeAPIServer.for_lab(DEMO_LAB, detached=keep).start()
-        cluster = LabCluster(lab, server.kubectl(), [NAMESPACE])
-        server.kubectl()("create", "namespace", NAMESPACE)
-        cluster.up()
-        dns = LabDNS(server.kubectl(), str(lab.plan.bridge_address)).start()
+        plane = LabControlPlane(lab).up()
+        plane.kubectl()("create", "namespace", NAMESPACE)
         for host in lab.hosts.values():
             say(f"   {host.name}  {host.address}  agent {agent_endpoint(host)}")
         say(
-            f"   kube-apiserver {server.url}; operator running; ready in "
+            f"   kube-apiserver {plane.server.url}; operator running; ready in "
             f"{time.monotonic() - started:.1f}s\n"
         )
-        summary = _demo(lab, server, dns)
+        summary = _demo(lab, plane)
     except BaseException:
         say("\ndemo failed; tearing the lab down")
-        if dns:
-            dns.stop()
-        if server:
-            server.stop()
         lab.down()
         raise
-    dns.stop()
     if json_path:
         json_path.write_text(json.dumps(summary, indent=2, default=str))
         say(f"\nsummary written to {json_path}")
     if keep:
-        say("\nThe lab is still up. Look around:")
-        say(f"  export KUBECONFIG={server.admin_kubeconfig}")
-        say(f"  kubectl berth list -n {NAMESPACE}; kubectl berth machines")
+        flag = f"--name {name} "
+        say("\nThe lab is still up (hosts, API server, operator, DNS). Look around:")
+        say(f"  export KUBECONFIG={plane.admin_kubeconfig}")
+        say(f"  kubectl berth list -A; kubectl berth machines; berth-lab {flag}status")
         say(f"  kubectl berth migrate {REPO} -n {NAMESPACE} --to host-a --wait")
-        say(f"  berth-lab --name {DEMO_LAB} exec host-b -- berth-agent repo status {REPO}")
-        say(f"Tear it down: berth-lab --name {DEMO_LAB} down")
+        say(f"  berth-lab {flag}exec host-b -- berth-agent repo status {REPO}")
+        say(f"Tear it down: berth-lab {flag}down")
     else:
-        cluster.down()
-        server.stop()
-        lab.down()
+        lab.down()  # the API server, operator and DNS server too
         say("\nlab torn down (run with --keep to explore it)")
     return 0 if summary["counterContinued"] else 1
 
@@ -100,13 +91,21 @@ def _kubectl_berth(server: KubeAPIServer, *args: str) -> int:
     return subprocess.run([str(kubectl_binary()), "berth", *args], env=env, check=False).returncode
 
 
+def _resolved(name: str, server: tuple[str, int]) -> list[str]:
+    """What the lab's DNS server answers for name now, as a client would see it."""
+    try:
+        return resolve(name, server, timeout=1)[0]
+    except OSError:
+        return []
+
+
 def _answers_at(obj: dict[str, Any]) -> str:
     found = obj.get("status", {}).get("endpoints") or []
     return ", ".join(f"{e['address']}:{e['port']} ({e['machine']})" for e in found) or "-"
 
 
-def _demo(lab: Lab, server: KubeAPIServer, dns: LabDNS) -> dict[str, Any]:
-    kubectl = server.kubectl()
+def _demo(lab: Lab, plane: LabControlPlane) -> dict[str, Any]:
+    server, kubectl = plane.server, plane.kubectl()
     say(f"2. deploy pulse on host-a (a counter kept only in RAM, a beat every {BEAT}s)")
     services = pulse.services(interval=BEAT)
     names = {"hostnames": [HOSTNAME], "ttl": 1}
@@ -131,8 +130,8 @@ def _demo(lab: Lab, server: KubeAPIServer, dns: LabDNS) -> dict[str, Any]:
     )
     say("   RepositoryPlacement pulse: Ready on host-a; 200 MB of app data written into it")
     placed = kubectl.json("get", "-n", NAMESPACE, f"rp/{REPO}", "-o", "json")
-    say(f"   pulse answers at {_answers_at(placed)} (status.endpoints); "
-        f"{HOSTNAME} -> {', '.join(dns.records.get(HOSTNAME, ([], 0))[0]) or '-'}")  # fmt: skip
+    named = ", ".join(_resolved(HOSTNAME, plane.dns_address)) or "-"
+    say(f"   pulse answers at {_answers_at(placed)} (status.endpoints); {HOSTNAME} -> {named}")
     for _ in range(3):
         time.sleep(1)
         say(f"   host-a  pulse: memory counter={_beats(a, tail=1)[-1][1]}")
@@ -141,7 +140,8 @@ def _demo(lab: Lab, server: KubeAPIServer, dns: LabDNS) -> dict[str, Any]:
     say(f"   host-c that knows only the name {HOSTNAME} keeps connecting to it")
     client = subprocess.Popen(
         [*lab.host("c").nsenter(), sys.executable, "-m", "berth_lab.dns", "follow", HOSTNAME,
-         "--server", f"{dns.address}:{dns.port}", "--port", str(pulse.PORT), "--seconds", "30"],
+         "--server", ":".join(map(str, plane.dns_address)), "--port", str(pulse.PORT),
+         "--seconds", "30"],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
@@ -197,6 +197,7 @@ def _demo(lab: Lab, server: KubeAPIServer, dns: LabDNS) -> dict[str, Any]:
     _kubectl_berth(server, "history", REPO, "-n", NAMESPACE)
     return {
         "migration": last,
+        "currentMachine": obj["status"].get("currentMachine"),
         "downtimeSeconds": last["downtimeSeconds"],
         "heartbeatGapSeconds": round(gaps[gap_at], 3),
         "counterBefore": before_c,

@@ -2,10 +2,12 @@
 
 `LabDNS` answers A queries from the DNSEndpoint objects in the cluster (what external-dns
 would publish), on the lab's bridge address, so a client on a lab host resolves a
-placement's names as it would on a real network. `follow` is that client: it resolves a
-name, connects to the address on a port, and keeps doing so, re-resolving when the TTL
-ends or a connection fails; `python -m berth_lab.dns follow ...` runs it inside a host.
-Only what the lab needs of the protocol: one question, A records, UDP.
+placement's names as it would on a real network; `python -m berth_lab.dns serve ...` runs
+it as a process of its own (the lab's, for as long as the lab is up). `follow` is that
+client: it resolves a name, connects to the address on a port, and keeps doing so,
+re-resolving when the TTL ends or a connection fails; `python -m berth_lab.dns follow ...`
+runs it inside a host. Only what the lab needs of the protocol: one question, A records,
+UDP.
 """
 
 from __future__ import annotations
@@ -13,16 +15,26 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import logging
 import random
+import signal
 import socket
+import ssl
 import struct
 import sys
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any
+from pathlib import Path
+from types import FrameType
+from typing import Any, Protocol
 
+import httpx
+
+from berth_common.logs import setup_logging
 from berth_lab.kubeconfig import Kubectl
+
+log = logging.getLogger("berth.lab.dns")
 
 PORT = 5353  # not 53: nothing in the lab should look like the host's own resolver
 TYPE_A, CLASS_IN = 1, 1
@@ -92,12 +104,62 @@ def records_of(dns_endpoints: list[dict[str, Any]]) -> Records:
     return found
 
 
+# --- where the records come from -----------------------------------------------------------
+class EndpointSource(Protocol):
+    def dns_endpoints(self) -> list[dict[str, Any]] | None:
+        """Every DNSEndpoint in the cluster; None when they could not be listed."""
+
+
+class KubectlEndpoints:
+    """Lists them with kubectl: works with any kubeconfig, also an exec plugin's."""
+
+    def __init__(self, kubectl: Kubectl) -> None:
+        self.kubectl = kubectl
+
+    def dns_endpoints(self) -> list[dict[str, Any]] | None:
+        listed = self.kubectl("get", "dnsendpoints", "-A", "-o", "json", check=False)
+        if listed.returncode != 0:
+            return None
+        items: list[dict[str, Any]] = json.loads(listed.stdout)["items"]
+        return items
+
+
+class APIEndpoints:
+    """Lists them over one kept-alive HTTPS connection, with a client certificate: a
+    server that lives as long as the lab looks ten times a second, and a kubectl process
+    each time would keep a lab left up for hours busy for nothing."""
+
+    PATH = "/apis/externaldns.k8s.io/v1alpha1/dnsendpoints"
+
+    def __init__(self, server: str, ca: Path, cert: Path, key: Path) -> None:
+        tls = ssl.create_default_context(cafile=str(ca))
+        tls.load_cert_chain(str(cert), str(key))
+        # Loopback: an HTTP(S)_PROXY from the environment must not be used.
+        self._http = httpx.Client(base_url=server, verify=tls, trust_env=False, timeout=5)
+
+    def dns_endpoints(self) -> list[dict[str, Any]] | None:
+        try:
+            response = self._http.get(self.PATH)
+        except httpx.HTTPError as err:  # the API server restarting
+            log.debug("dnsendpoints not listed", extra={"error": str(err)})
+            return None
+        if response.status_code != 200:  # the CRD not there yet
+            return None
+        items: list[dict[str, Any]] = response.json()["items"]
+        return items
+
+    def close(self) -> None:
+        self._http.close()
+
+
 # --- the server ----------------------------------------------------------------------------
 class LabDNS:
     """Serves the cluster's DNSEndpoint records on address:port until stopped."""
 
-    def __init__(self, kubectl: Kubectl, address: str, port: int = PORT, every: float = 0.1):
-        self.kubectl, self.address, self.port, self.every = kubectl, address, port, every
+    def __init__(
+        self, source: EndpointSource, address: str, port: int = PORT, every: float = 0.1
+    ) -> None:
+        self.source, self.address, self.port, self.every = source, address, port, every
         self.records: Records = {}
         self._stop = threading.Event()
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -126,9 +188,9 @@ class LabDNS:
         self.stop()
 
     def _refresh(self) -> None:
-        listed = self.kubectl("get", "dnsendpoints", "-A", "-o", "json", check=False)
-        if listed.returncode == 0:
-            self.records = records_of(json.loads(listed.stdout)["items"])
+        listed = self.source.dns_endpoints()
+        if listed is not None:  # else: keep serving what was last seen
+            self.records = records_of(listed)
 
     def _watch(self) -> None:
         while not self._stop.wait(self.every):
@@ -198,6 +260,23 @@ def follow(
     }
 
 
+def serve(source: APIEndpoints, address: str, port: int) -> int:
+    """Serve until SIGTERM or SIGINT."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, _: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    with LabDNS(source, address, port):
+        log.info("dns serving", extra={"address": address, "port": port})
+        stop.wait()
+    source.close()
+    log.info("dns stopped", extra={"address": address, "port": port})
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m berth_lab.dns", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -206,7 +285,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     cmd.add_argument("--server", required=True, help="ADDRESS:PORT of the DNS server")
     cmd.add_argument("--port", type=int, required=True)
     cmd.add_argument("--seconds", type=float, required=True)
+    server = sub.add_parser("serve", help="answer from the cluster's DNSEndpoints until stopped")
+    server.add_argument("--api-server", required=True, help="the kube-apiserver's URL")
+    for name in ("ca", "cert", "key"):
+        server.add_argument(f"--{name}", type=Path, required=True, help=f"{name} PEM file")
+    server.add_argument("--address", required=True, help="the address to answer on")
+    server.add_argument("--port", type=int, default=PORT)
     args = parser.parse_args(argv)
+    if args.command == "serve":
+        setup_logging("info", json_format=True)
+        source = APIEndpoints(args.api_server, args.ca, args.cert, args.key)
+        return serve(source, args.address, args.port)
     host, _, server_port = args.server.rpartition(":")
     result = follow(args.name, (host, int(server_port)), args.port, args.seconds)
     print(json.dumps(result), flush=True)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,13 +50,17 @@ class LabHost:
     ) -> subprocess.CompletedProcess[bytes]:
         return run([*self.nsenter(), *argv], check=check, input=input, timeout=timeout)
 
-    def spawn(self, argv: Sequence[str], log_path: Path) -> subprocess.Popen[bytes]:
-        """Start a long-running process inside the host, detached from the caller's session."""
-        log_file = log_path.open("ab")
-        return subprocess.Popen(
-            [*self.nsenter(), *argv],
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+    def spawn(
+        self, argv: Sequence[str], log_path: Path, env: Mapping[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Start a long-running process inside the host, detached from the caller's session;
+        env: variables added to the caller's."""
+        with log_path.open("ab") as log_file:
+            return subprocess.Popen(
+                [*self.nsenter(), *argv],
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                env={**os.environ, **(env or {})},
+            )

@@ -26,7 +26,7 @@ import ssl
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -41,7 +41,7 @@ from berth_lab.kubeconfig import (
     service_account_kubeconfig,
     write_kubeconfig,
 )
-from berth_lab.plan import STATE_ROOT
+from berth_lab.plan import plan_lab
 from berth_lab.procs import alive
 
 log = logging.getLogger("berth.lab.kube")
@@ -113,6 +113,7 @@ class KubeAPIServer:
         *,
         keep_state: bool | None = None,
         detached: bool = False,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         # A caller-given state dir (the lab's) keeps its logs and kubeconfig after stop()
         # for a look afterwards; a temporary one is removed.
@@ -127,14 +128,14 @@ class KubeAPIServer:
         # Detached: outlives its starter (the demo's --keep); `reap_stale` or Lab.down()
         # stop it later by its pid files.
         self.detached = detached
+        self.extra_env = dict(env or {})  # a lab's mark (plan.OWNER_ENV)
 
     @classmethod
     def for_lab(cls, lab: str, detached: bool = False) -> KubeAPIServer:
-        """The API server of lab `lab`, state in /var/lib/berth-lab/<lab>/kube.
-
-        Stop it before `Lab.down()`, which removes the lab's state dir.
-        """
-        return cls(STATE_ROOT / lab / "kube", detached=detached)
+        """The API server of lab `lab`, state in /var/lib/berth-lab/<lab>/kube, its
+        processes marked as the lab's: `Lab.down()` stops them."""
+        plan = plan_lab(lab)
+        return cls(plan.kube_dir, detached=detached, env=plan.owner_env())
 
     # --- paths -----------------------------------------------------------------------
     @property
@@ -252,6 +253,7 @@ class KubeAPIServer:
     def _spawn(self, name: str, argv: list[str]) -> None:
         # etcd reads ETCD_* variables as flags; none of the caller's may leak in.
         env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD_")}
+        env.update(self.extra_env)
         with open(self.log_path(name), "wb") as out:
             proc = subprocess.Popen(
                 argv if self.detached else _die_with_parent(argv),

@@ -145,6 +145,7 @@ class Lab:
             run(["tc", "-n", host.netns, "qdisc", "add", "dev", "eth0", "root", *tbf])
 
         host.state_dir.mkdir(parents=True, exist_ok=True)
+        host.tmp_dir.mkdir(exist_ok=True)
         run(["truncate", "-s", p.datastore_size, str(host.datastore_image)])
         run(["mkfs.btrfs", "-q", "-f", "-L", f"berth-{host.name}", str(host.datastore_image)])
         host.datastore_mount.mkdir(exist_ok=True)
@@ -174,6 +175,7 @@ class Lab:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             start_new_session=True,
+            env={**os.environ, **p.owner_env()},
         )
         deadline = time.monotonic() + 10
         while procs.comm(holder.pid) != "sleep":
@@ -190,7 +192,8 @@ class Lab:
         return LabPKI(self.plan.state_dir)
 
     def start_agent(self, host: LabHost) -> None:
-        host.agent_pid = start_agent(host, self.pki, self.fault_injection)
+        env = {**self.plan.owner_env(), "TMPDIR": str(host.plan.tmp_dir)}
+        host.agent_pid = start_agent(host, self.pki, self.fault_injection, env=env)
         self._save_state()
 
     def stop_agent(self, host: LabHost) -> None:
@@ -275,9 +278,10 @@ class Lab:
     # --- down --------------------------------------------------------------------
     def down(self) -> None:
         """Remove every process, namespace, link, mount, loop device and file of the lab."""
-        # The lab's API server and operator, if a demo left them running (--keep).
-        reap_stale(self.plan.state_dir / "kube")
-        procs.kill_pidfile(self.plan.state_dir / "cluster" / "operator.pid", "berth_operator")
+        # The lab's API server, operator and DNS server (berth-lab up --cluster, the demo).
+        reap_stale(self.plan.kube_dir)
+        procs.kill_pidfile(self.plan.cluster_dir / "operator.pid", "berth_operator")
+        procs.kill_pidfile(self.plan.dns_dir / "dns.pid", "berth_lab.dns")
         prefix = self._netns_prefix()
         namespaces = set(_netns_with_prefix(prefix)) | {h.netns for h in self.plan.hosts}
         namespaces = {ns for ns in namespaces if Path(f"/var/run/netns/{ns}").exists()}
@@ -285,6 +289,10 @@ class Lab:
         pids |= {h.agent_pid for h in self.hosts.values() if h.agent_pid}
         for ns in namespaces:
             pids |= procs.netns_pids(ns)
+        # Whatever else carries the lab's mark: also what a crashed run left, outside any
+        # namespace of the lab (never the process running this, nor its parents).
+        pids |= {p.pid for p in procs.lab_processes(self.plan.state_dir) if p.marked}
+        pids -= {os.getpid()} | procs.ancestors(os.getpid())
         pids = {p for p in pids if procs.alive(p)}
         for host in self.hosts.values():
             _thaw_repositories(host)

@@ -14,7 +14,12 @@ CANONICAL_DATA_DIR = Path("/var/lib/berth")
 # Per-host directories: runtime state, containerd's shim sockets, the agent's config.
 CANONICAL_PRIVATE_DIRS = (Path("/run/berth"), Path("/run/containerd"), Path("/etc/berth"))
 AGENT_PORT = 7443
+DEFAULT_LAB = "lab"
+DEMO_LAB = "demo"  # the demo's own, so that it never tears down a lab someone brought up
 MAX_HOSTS = 26
+# Set on every process a lab starts (children inherit it): names the lab's state dir, so
+# `Lab.down()` and the leftover check find its processes once its namespaces are gone.
+OWNER_ENV = "BERTH_LAB_DIR"
 
 _LAB_NAME = re.compile(r"^[a-z][a-z0-9]{0,5}$")
 _RATE = re.compile(r"^[1-9][0-9]*(bit|kbit|mbit|gbit|bps|kbps|mbps|gbps)$")
@@ -40,6 +45,13 @@ class HostPlan:
     def datastore_mount(self) -> Path:
         return self.state_dir / "datastore"
 
+    @property
+    def tmp_dir(self) -> Path:
+        """The TMPDIR of the host's agent and all below it (dockerd, containerd): Docker's
+        restore leaves a copy of each checkpoint in a temporary directory for good, which
+        then goes with the lab instead of staying in the machine's /tmp."""
+        return self.state_dir / "tmp"
+
     def private_dir(self, canonical: Path) -> Path:
         """Where this host's own copy of a canonical directory lives, seen from outside."""
         return self.state_dir / "private" / str(canonical).strip("/").replace("/", "_")
@@ -55,6 +67,25 @@ class LabPlan:
     bandwidth: str | None
     datastore_size: str
     state_dir: Path
+
+    @property
+    def kube_dir(self) -> Path:
+        """The lab's kube-apiserver and etcd: state, logs, pid files, admin kubeconfig."""
+        return self.state_dir / "kube"
+
+    @property
+    def cluster_dir(self) -> Path:
+        """berth on that API server: the operator's kubeconfig, certificates, log, pid."""
+        return self.state_dir / "cluster"
+
+    @property
+    def dns_dir(self) -> Path:
+        """The lab's DNS server (a stand-in for external-dns): log and pid file."""
+        return self.state_dir / "dns"
+
+    def owner_env(self) -> dict[str, str]:
+        """The variable that marks a process as this lab's (see OWNER_ENV)."""
+        return {OWNER_ENV: str(self.state_dir)}
 
     def host(self, name: str) -> HostPlan:
         for host in self.hosts:
@@ -79,7 +110,7 @@ def validate_rate(rate: str) -> str:
 
 
 def plan_lab(
-    name: str = "lab",
+    name: str = DEFAULT_LAB,
     hosts: int = 2,
     bandwidth: str | None = None,
     datastore_size: str = "20G",

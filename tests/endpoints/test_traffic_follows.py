@@ -20,7 +20,7 @@ from berth_agent.apps import pulse
 from berth_lab import Lab, manifests, plan_lab
 from berth_lab.cluster import LabCluster
 from berth_lab.dns import PORT as DNS_PORT
-from berth_lab.dns import LabDNS
+from berth_lab.dns import KubectlEndpoints, LabDNS
 from berth_lab.kubeconfig import Kubectl
 from e2e.helpers import move, placement, until, wait_current
 
@@ -56,7 +56,7 @@ def cluster3(lab3: Lab, kubectl: Kubectl, namespace: str) -> Iterator[LabCluster
 
 @pytest.fixture(scope="module")
 def dns(lab3: Lab, kubectl: Kubectl, cluster3: LabCluster) -> Iterator[LabDNS]:
-    with LabDNS(kubectl, str(lab3.plan.bridge_address)) as server:
+    with LabDNS(KubectlEndpoints(kubectl), str(lab3.plan.bridge_address)) as server:
         yield server
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -14,36 +15,18 @@ import pytest
 from berth_common.process import output, run
 from berth_lab import Lab, plan_lab
 from berth_lab.host import LabError
+from berth_lab.leftovers import Leftovers, find_leftovers
 
 pytestmark = pytest.mark.lab
 BERTH_LAB = [sys.executable, "-m", "berth_lab.cli"]
 
 
 def leftovers(name: str) -> dict[str, list[str]]:
-    state_dir = str(plan_lab(name).state_dir)
-    mounts = [
-        line
-        for line in Path("/proc/mounts").read_text().splitlines()
-        if state_dir in line or f"berth-{name}-" in line
-    ]
-    loops = [line for line in output(["losetup", "-a"]).splitlines() if state_dir in line]
-    netns = [
-        line
-        for line in output(["ip", "netns", "list"]).splitlines()
-        if line.startswith(f"berth-{name}-")
-    ]
-    links = [
-        link["ifname"]
-        for link in json.loads(output(["ip", "-j", "link"]))
-        if link["ifname"].startswith((f"bl-{name}-", f"blbr-{name}"))
-    ]
-    return {
-        "mounts": mounts,
-        "loops": loops,
-        "netns": netns,
-        "links": links,
-        "state": [state_dir] if Path(state_dir).exists() else [],
-    }
+    """What is left of lab `name`: mounts, loops, netns, links, processes, state."""
+    return find_leftovers(plan_lab(name)).as_dict()
+
+
+NOTHING_LEFT = Leftovers().as_dict()
 
 
 def test_hosts_have_own_address_and_reach_each_other(lab: Lab) -> None:
@@ -109,11 +92,19 @@ def test_cli_up_status_exec_down_leaves_nothing() -> None:
         assert "tbf" in qdisc and "500Mbit" in qdisc
         hostname = output([*base, "exec", "host-c", "--", "ip", "-o", "-4", "addr", "show", "eth0"])
         assert status["hosts"][2]["address"] in hostname
+        # As the README has it, from a shell whose PATH lacks the venv's bin dir.
+        bare = {**os.environ, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+        listed = subprocess.run(
+            [*base, "exec", "host-a", "--", "berth-agent", "repo", "list", "-o", "json"],
+            capture_output=True, text=True, env=bare, timeout=60,
+        )  # fmt: skip
+        assert listed.returncode == 0, listed.stderr
+        assert json.loads(listed.stdout) == []
         bad = run([*base, "exec", "host-q", "--", "true"], check=False)
         assert bad.returncode == 1 and b"no host 'host-q'" in bad.stderr
     finally:
         run([*base, "down"], timeout=120)
-    assert leftovers(name) == {"mounts": [], "loops": [], "netns": [], "links": [], "state": []}
+    assert leftovers(name) == NOTHING_LEFT
 
 
 def test_down_cleans_up_after_a_run_killed_midway() -> None:
@@ -136,13 +127,13 @@ def test_down_cleans_up_after_a_run_killed_midway() -> None:
         assert leftovers(name)["netns"], "the killed run should have left something to clean"
     finally:
         run([*base, "down"], timeout=120)
-    assert leftovers(name) == {"mounts": [], "loops": [], "netns": [], "links": [], "state": []}
+    assert leftovers(name) == NOTHING_LEFT
 
 
 def test_bad_input_changes_nothing() -> None:
     for args in (["up", "--hosts", "0"], ["up", "--bandwidth", "fast"]):
         proc = run([*BERTH_LAB, "--name", "tbad", *args], check=False)
         assert proc.returncode == 1 and proc.stderr
-    assert leftovers("tbad") == {"mounts": [], "loops": [], "netns": [], "links": [], "state": []}
+    assert leftovers("tbad") == NOTHING_LEFT
     missing = run([*BERTH_LAB, "--name", "tbad", "status"], check=False)
     assert missing.returncode == 1 and b"is not up" in missing.stderr

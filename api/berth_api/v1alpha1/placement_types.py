@@ -118,13 +118,19 @@ class LastMigration(Model):
     target: str = Field(alias="to")
     mode: str
     phase: str | None = None
-    started_at: str | None = None
-    cutover_at: str | None = None
-    finished_at: str | None = None
+    started_at: str | None = Field(None, description="when the operator began the migration")
+    cutover_at: str | None = Field(
+        None,
+        description="when the operator asked the source to freeze: the start of the "
+        "cutover and of the downtime",
+    )
+    finished_at: str | None = Field(None, description="when the migration ended")
     bulk_bytes: int = 0
     delta_bytes: int = 0
     checkpoint_seconds: float | None = None
-    downtime_seconds: float | None = None
+    downtime_seconds: float | None = Field(
+        None, description="from cutoverAt until the target answered on every port"
+    )
     phase_seconds: dict[str, float] = Field(default_factory=dict)
     step_seconds: dict[str, float] = Field(
         default_factory=dict,

@@ -24,7 +24,14 @@ from berth_common.crash import CrashPoints
 from berth_common.pki import CertFiles
 from berth_common.units import human_bytes
 from berth_operator.migration.rounds import should_cut_over
-from berth_operator.migration.state import FROZEN, MigrationState, Mode, Phase, now
+from berth_operator.migration.state import (
+    FROZEN,
+    MigrationState,
+    Mode,
+    Phase,
+    now,
+    timestamp,
+)
 
 log = logging.getLogger("berth.operator.migration")
 
@@ -60,8 +67,11 @@ class MigrationDriver:
         compress: bool = False,
         answer_timeout: float = 60,
         crash: CrashPoints | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.agents, self.signer = agents, signer
+        # Wall clock (seconds since the epoch): the freeze's moment survives a restart.
+        self.clock = clock
         self.crash = crash or CrashPoints(None)
         self.on_event = on_event or (lambda _s, _e: None)
         self.bandwidth, self.compress, self.answer_timeout = bandwidth, compress, answer_timeout
@@ -192,7 +202,7 @@ class MigrationDriver:
     def _cutover(self, state: MigrationState) -> None:
         first = state.frozen_at_epoch is None
         if first:
-            state.frozen_at_epoch = time.time()  # wall clock: survives an operator restart
+            self._mark_freeze(state)
             # Persisted before the freeze, so a restarted operator measures from here.
             self.on_event(state, {"event": "freezing"})
         # TLS handshakes before the freeze, not after: the connections are opened now, while
@@ -209,7 +219,7 @@ class MigrationDriver:
             raise MigrationError(f"{state.target} cannot be reached: {err}") from err
         with self._agent(state.source) as source:
             if first:  # the application runs until this call; the downtime starts here
-                state.frozen_at_epoch = time.time()
+                self._mark_freeze(state)
             frozen = source.freeze(state.repository, state.id, checkpoint=state.mode == Mode.LIVE)
         self.crash.reached("Cutover.frozen")
         state.checkpoint_seconds = sum(
@@ -226,16 +236,20 @@ class MigrationDriver:
         )
         state.delta_bytes = self._push(state, "final")
 
+    def _mark_freeze(self, state: MigrationState) -> None:
+        """The cutover starts with the freeze request: cutoverAt and the downtime's start."""
+        state.frozen_at_epoch = self.clock()
+        state.cutover_at = timestamp(state.frozen_at_epoch)
+
     def _verify(self, state: MigrationState) -> None:
         with self._agent(state.target) as target:
             # force: the copy just received stays marked as the source's until it runs.
             revived = target.up(state.repository, wait_answer=self.answer_timeout, force=True)
         self.crash.reached("Verifying.answered")
-        answered = time.time()
+        answered = self.clock()
         _steps(state, "up", revived.get("durations") or {})
         assert state.frozen_at_epoch is not None
         state.downtime_seconds = round(answered - state.frozen_at_epoch, 3)
-        state.cutover_at = now()
         self.on_event(state, {"event": "answered", "downtime": state.downtime_seconds})
 
     # --- failures ----------------------------------------------------------------------

@@ -31,8 +31,14 @@ class Mode(enum.StrEnum):
     COLD = "cold"  # stop and start fresh
 
 
+def timestamp(epoch: float) -> str:
+    """RFC 3339 in UTC with milliseconds, as status writes every moment."""
+    moment = dt.datetime.fromtimestamp(epoch, dt.UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return timestamp(dt.datetime.now(dt.UTC).timestamp())
 
 
 class MigrationState(BaseModel):
@@ -44,7 +50,7 @@ class MigrationState(BaseModel):
     mode: Mode = Mode.LIVE
     phase: Phase = Phase.PENDING
     started_at: str = Field(default_factory=now)
-    cutover_at: str | None = None
+    cutover_at: str | None = None  # the freeze request: the downtime starts here
     finished_at: str | None = None
     bulk_rounds: list[int] = Field(default_factory=list)  # bytes sent per round
     delta_bytes: int = 0

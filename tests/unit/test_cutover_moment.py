@@ -1,0 +1,124 @@
+"""status.lastMigration.cutoverAt is the freeze request, where the downtime starts; the
+target answering is where it ends. Agents are fakes; the clock is the test's."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+
+from berth_agent.client import AgentClient
+from berth_common.pki import CertFiles, create_ca
+from berth_operator.migration.driver import MigrationDriver
+from berth_operator.migration.state import MigrationState, Phase, timestamp
+from berth_operator.placement.status import last_migration
+
+pytestmark = pytest.mark.unit
+
+FREEZE_REQUESTED = 1_700_000_000.0  # the clock when the driver asks the source to freeze
+# What the fake agents take: the handshakes before the freeze, then freeze, push and up.
+HANDSHAKE, FREEZE, PUSH, UP = 0.5, 2.0, 1.25, 4.0
+
+
+class Clock:
+    """A wall clock that moves only when a fake agent's call takes time."""
+
+    def __init__(self, at: float) -> None:
+        self.at = at
+
+    def __call__(self) -> float:
+        return self.at
+
+
+class FakeAgent:
+    """What the cutover and the revival ask of an agent; each call moves the clock."""
+
+    def __init__(self, clock: Clock, calls: list[tuple[str, float]]) -> None:
+        self.clock, self.calls = clock, calls
+
+    def healthz(self) -> dict[str, Any]:
+        self.calls.append(("healthz", self.clock()))
+        self.clock.at += HANDSHAKE  # before the freeze request
+        return {}
+
+    def freeze(self, ref: str, migration_id: str, *, checkpoint: bool = True) -> dict[str, Any]:
+        self.calls.append(("freeze", self.clock()))
+        self.clock.at += FREEZE
+        return {"durations": {"checkpoint:pulse": 1.5}, "checkpointed": ["pulse"], "stopped": []}
+
+    def push(self, *_: Any, **__: Any) -> Iterator[dict[str, Any]]:
+        self.calls.append(("push", self.clock()))
+        self.clock.at += PUSH
+        yield {"event": "done", "bytes_sent": 4096, "mode": "delta", "durations": {"send": 1.25}}
+
+    def up(self, ref: str, **_: Any) -> dict[str, Any]:
+        self.calls.append(("up", self.clock()))
+        self.clock.at += UP
+        return {"durations": {"restore": 4.0}}
+
+    def close(self) -> None:
+        pass
+
+
+class FakeAgents:
+    def __init__(self, clock: Clock) -> None:
+        self.calls: list[tuple[str, float]] = []
+        self.clock = clock
+
+    def client(self, machine: str) -> AgentClient:
+        return cast(AgentClient, FakeAgent(self.clock, self.calls))
+
+    def endpoint(self, machine: str) -> str:
+        return f"https://{machine}:7443"
+
+
+@pytest.fixture(scope="module")
+def signer(tmp_path_factory: pytest.TempPathFactory) -> CertFiles:
+    directory: Path = tmp_path_factory.mktemp("signer")
+    return create_ca(CertFiles(directory / "ca.crt", directory / "ca.key"))
+
+
+def test_cutover_at_is_the_freeze_request_and_the_downtime_runs_to_the_answer(
+    signer: CertFiles,
+) -> None:
+    clock = Clock(FREEZE_REQUESTED - 2 * HANDSHAKE)  # source's and target's
+    agents = FakeAgents(clock)
+    state = MigrationState(
+        id="m1", repository="pulse", guid="g", source="host-a", target="host-b",
+        phase=Phase.CUTOVER, bulk_rounds=[10],
+    )  # fmt: skip
+    driver = MigrationDriver(agents, signer, clock=clock)
+
+    done = driver.advance(state)  # Cutover, then Verifying at once
+
+    assert done.phase == Phase.FINALIZING
+    freeze_at = dict(agents.calls)["freeze"]
+    assert freeze_at == FREEZE_REQUESTED
+    assert done.cutover_at == timestamp(FREEZE_REQUESTED)
+    assert done.downtime_seconds == FREEZE + PUSH + UP  # from the request to the answer
+    record = last_migration(done)
+    assert record["cutoverAt"] == "2023-11-14T22:13:20.000Z"
+
+
+def test_a_replayed_cutover_keeps_the_first_freeze_moment(signer: CertFiles) -> None:
+    """An operator restarted while frozen replays Cutover: the downtime and cutoverAt
+    still start at the first freeze request, not at the replay."""
+    clock = Clock(FREEZE_REQUESTED + 60)  # the restarted operator's replay
+    agents = FakeAgents(clock)
+    state = MigrationState(
+        id="m1", repository="pulse", guid="g", source="host-a", target="host-b",
+        phase=Phase.CUTOVER, bulk_rounds=[10], frozen_at_epoch=FREEZE_REQUESTED,
+        cutover_at=timestamp(FREEZE_REQUESTED),
+    )  # fmt: skip
+
+    done = MigrationDriver(agents, signer, clock=clock).advance(state)
+
+    assert done.cutover_at == timestamp(FREEZE_REQUESTED)
+    assert done.downtime_seconds == 60 + 2 * HANDSHAKE + FREEZE + PUSH + UP
+
+
+def test_timestamps_are_utc_with_milliseconds() -> None:
+    assert timestamp(0) == "1970-01-01T00:00:00.000Z"
+    assert timestamp(1.2345) == "1970-01-01T00:00:01.234Z"
