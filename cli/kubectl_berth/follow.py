@@ -23,8 +23,14 @@ def follow(
     timeout: float = 900,
     out: TextIO = sys.stdout,
 ) -> dict[str, Any]:
-    """Print a line per phase and a progress bar; return the finished migration."""
+    """Print a line per phase and a progress bar; return the migration that succeeded.
+
+    A failed or rolled-back attempt that the operator will retry is reported and followed
+    into the next attempt, as `kubectl rollout status` follows a rollout; the placement
+    stalling (or an attempt with no retry) ends the wait with MigrationFailed.
+    """
     tty = out.isatty()
+    retried: set[str] = set()
     deadline = time.monotonic() + timeout
     tracked: str | None = None
     phase: str | None = None
@@ -62,7 +68,20 @@ def follow(
                     print(line, file=out, flush=True)
         last = status.get("lastMigration") or {}
         if tracked and not migration and last.get("id") == tracked:
-            return _finish(last, out)
+            if last.get("result") == "Succeeded":
+                return _finish(last, out)
+            retry = status.get("retry") or {}
+            if retry.get("generation") != generation:
+                _finish(last, out)  # raises: no attempt follows this one
+            if tracked not in retried:
+                retried.add(tracked)
+                wait = max(0.0, float(retry.get("notBefore", 0)) - time.time())
+                print(
+                    f"  attempt {retry.get('attempts')} {last.get('result')}: {last.get('reason')}"
+                    f"; the source kept running; the operator tries again in {wait:.0f}s",
+                    file=out,
+                    flush=True,
+                )
         stalled = condition(obj, "Stalled")
         if stalled.get("status") == "True" and stalled.get("observedGeneration") == generation:
             raise MigrationFailed(f"stalled: {stalled.get('reason')}: {stalled.get('message')}")

@@ -1,10 +1,13 @@
 """Pure pieces of the agent: names, sizes, service specs, pulse's heartbeat parsing,
 neighbour entries."""
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
 from berth_agent.apps import pulse
+from berth_agent.checkpoint.freeze import criu_log_excerpt
 from berth_agent.errors import InvalidRequest
 from berth_agent.runtime import neighbours
 from berth_agent.runtime.services import published_ports
@@ -142,3 +145,18 @@ def test_published_ports_are_what_a_client_outside_reaches() -> None:
         {"container": 8080, "protocol": "tcp", "host": 18000},
     ]
     assert published_ports({}) == [] and published_ports({"NetworkSettings": None}) == []
+
+
+def test_a_failed_dump_reports_criu_s_own_error_lines(tmp_path: Path) -> None:
+    log = tmp_path / "criu-dump.log"
+    log.write_text(
+        "(00.001) Dumping task 42\n"
+        "(00.120) Error (criu/sk-inet.c:199): inet: Can't dump a connecting socket\n"
+        "(00.121) Dumping FAILED.\n"
+    )
+    message = f"criu failed: type NOTIFY errno 0 path= {log}: unknown"
+    assert criu_log_excerpt(message) == (
+        "; criu: Error (criu/sk-inet.c:199): inet: Can't dump a connecting socket | Dumping FAILED."
+    )
+    assert criu_log_excerpt("criu failed: type NOTIFY errno 0") == ""
+    assert criu_log_excerpt(f"path= {tmp_path / 'gone.log'}: unknown") == ""

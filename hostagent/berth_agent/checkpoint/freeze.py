@@ -8,6 +8,7 @@ Both operations are keyed by the migration id and safe to repeat.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from pathlib import Path
 
@@ -70,7 +71,12 @@ def freeze(
             continue
         started = time.monotonic()
         if checkpoint and (container.labels or {}).get(CHECKPOINT_LABEL) == "true":
-            docker_api.create(client, container.id, record.checkpoint)
+            try:
+                docker_api.create(client, container.id, record.checkpoint)
+            except docker.errors.APIError as err:
+                raise AgentError(
+                    f"checkpoint of {container.name} failed: {err}{criu_log_excerpt(str(err))}"
+                ) from err
             _wait_exited(client, container.id)
             record.checkpointed.append(container.name)
             record.durations[f"checkpoint:{container.name}"] = time.monotonic() - started
@@ -89,6 +95,30 @@ def freeze(
         },
     )
     return record
+
+
+def criu_log_excerpt(message: str, lines: int = 6) -> str:
+    """CRIU's own error lines from the log a failed dump names ("... path= FILE: ..."):
+    runc's message says only "criu failed: type NOTIFY errno 0", and the log goes with the
+    container's bundle once the repository is taken down."""
+    found = re.search(r"path=\s*(\S+\.log)", message)
+    if not found:
+        return ""
+    try:
+        text = Path(found.group(1)).read_text(errors="replace")
+    except OSError:
+        return ""
+    errors = criu_errors(text)[-lines:]
+    return "; criu: " + " | ".join(errors) if errors else ""
+
+
+def criu_errors(log_text: str) -> list[str]:
+    """The lines of a CRIU log that report an error, without their timestamps."""
+    picked = []
+    for line in log_text.splitlines():
+        if "Error" in line or "error" in line or "fail" in line.lower():
+            picked.append(re.sub(r"^\(\s*[0-9.]+\)\s*", "", line).strip())
+    return picked
 
 
 def _wait_exited(client: docker.DockerClient, container_id: str, timeout: float = 30) -> None:
