@@ -293,6 +293,11 @@ def operator_section(operator: dict[str, Any]) -> list[str]:
     return ["## Operator at scale", "", setup, "", table(["", *variants], rows), ""]
 
 
+def _share(share: float | None) -> str:
+    """A push's share of its shaped link; an unshaped push has no link to share."""
+    return "-" if share is None or math.isnan(share) else f"{share:.0%}"
+
+
 def performance_markdown(latest: dict[str, Any]) -> str:
     """docs/performance.md from latest.json's content."""
     parts = [
@@ -319,7 +324,7 @@ def performance_markdown(latest: dict[str, Any]) -> str:
     pushes = latest.get("throughput", [])
     if pushes:
         rows = [[p["bandwidth"], f"{p['bytes'] / 1e9:.2f}", f"{p['seconds']:.2f}",
-                 f"{p['bytes_per_s'] / 1e6:.1f}", f"{p.get('share_of_link', math.nan):.0%}"]
+                 f"{p['bytes_per_s'] / 1e6:.1f}", _share(p.get("share_of_link"))]
                 for p in pushes]  # fmt: skip
         parts += ["## Bulk throughput (full push)", "",
                   table(["link", "GB", "s", "MB/s", "share of link"], rows), ""]  # fmt: skip
