@@ -55,7 +55,11 @@ class Repositories:
             yield
 
     def daemon(self, guid: str) -> RepositoryDaemon:
-        paths = DaemonPaths(self.config.run_dir / guid, self.store.docker_root(guid))
+        paths = DaemonPaths(
+            self.config.run_dir / guid,
+            self.store.docker_root(guid),
+            self.config.data_dir / "tmp" / guid,
+        )
         return RepositoryDaemon(paths, self.config.dockerd)
 
     # --- lifecycle -------------------------------------------------------------------
@@ -112,6 +116,8 @@ class Repositories:
                 self.crash.reached("up.restoring")
                 durations.update(freezing.thaw(client, meta))
                 self.crash.reached("up.restored")
+                if frozen:
+                    daemon.remove_checkpoint_copies_later()
                 if frozen:
                     t = time.monotonic()
                     neighbours.write_entries(
@@ -188,11 +194,13 @@ class Repositories:
                     f"repository {record.name!r} is frozen by migration "
                     f"{frozen.migration_id}, not {migration_id}"
                 )
-            client = self.daemon(record.guid).client()
+            daemon = self.daemon(record.guid)
+            client = daemon.client()
             try:
                 durations = freezing.thaw(client, meta)
             finally:
                 client.close()
+            daemon.remove_checkpoint_copies_later()
         log.info("repository resumed", extra={"repository": record.name, "migration": migration_id})
         return durations
 

@@ -40,6 +40,24 @@ def tcp_answer(address: str, port: int) -> bytes:
         return conn.recv(100)
 
 
+def assert_checkpoint_copy_removed(lab: Lab, host: str, guid: str, timeout: float = 10) -> None:
+    """Docker's restore unpacks a copy of the checkpoint into its daemon's TMPDIR and never
+    removes it; the agent gives each repository's daemon a TMPDIR of its own on the
+    datastore and empties it once the restore has returned."""
+    tmp_dir = lab.host(host).plan.datastore_mount / "tmp" / guid
+    agent_log = lab.host(host).plan.state_dir / "agent.log"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        removed = "checkpoint copies removed" in agent_log.read_text(errors="replace")
+        if removed and not list(tmp_dir.glob("ctrd-checkpoint*")):
+            return
+        time.sleep(0.1)
+    raise AssertionError(
+        f"checkpoint copy not removed on {host}: {sorted(tmp_dir.glob('*'))}; "
+        f"removal logged: {removed}"
+    )
+
+
 def test_pulse_moves_to_another_host_and_keeps_counting(lab: Lab) -> None:
     a, b = lab.agent("a"), lab.agent("b")
     repo = a.create("move-me", "2G", template="pulse")
@@ -60,6 +78,7 @@ def test_pulse_moves_to_another_host_and_keeps_counting(lab: Lab) -> None:
         copy_image(lab, guid, "a", "b")
         durations = b.up("move-me")["durations"]
         assert "restore:pulse" in durations
+        assert_checkpoint_copy_removed(lab, "b", guid)
 
         after = wait_for_counter(b, "move-me", frozen_at + 2)
         seen = counters(b.logs("move-me", "pulse", tail=1000))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -26,10 +27,18 @@ log = logging.getLogger("berth.agent.dockerd")
 DOCKERD = "/usr/sbin/dockerd"
 
 
+# What containerd (a child of dockerd) unpacks a checkpoint into for each restore; docker
+# 20.10 never removes it, so each copy of the repository's memory would stay for good.
+CHECKPOINT_COPY_GLOB = "ctrd-checkpoint*"
+
+
 @dataclass(frozen=True)
 class DaemonPaths:
     run_dir: Path  # <run-dir>/<guid>
     data_root: Path
+    # The daemon's TMPDIR (on the datastore, not in RAM): where its restores leave their
+    # checkpoint copies, removed after each restore and with the daemon.
+    tmp_dir: Path
 
     @property
     def socket(self) -> Path:
@@ -89,6 +98,8 @@ class RepositoryDaemon:
             return existing
         self.paths.run_dir.mkdir(parents=True, exist_ok=True)
         self.paths.data_root.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(self.paths.tmp_dir, ignore_errors=True)  # a crashed daemon's
+        self.paths.tmp_dir.mkdir(parents=True)
         argv = [
             self.dockerd,
             "--data-root",
@@ -115,7 +126,7 @@ class RepositoryDaemon:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            env={**os.environ, "PATH": _path_with_criu()},
+            env={**os.environ, "PATH": _path_with_criu(), "TMPDIR": str(self.paths.tmp_dir)},
         )
         log_file.close()
         # Reap it when it exits while we run; after an agent restart init reaps it.
@@ -150,6 +161,7 @@ class RepositoryDaemon:
         """SIGTERM, wait for it to go, then SIGKILL; containers stop with it."""
         pid = self.pid()
         if pid is None:
+            shutil.rmtree(self.paths.tmp_dir, ignore_errors=True)
             return
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
@@ -159,6 +171,26 @@ class RepositoryDaemon:
                 break
             time.sleep(0.02)
         log.info("dockerd stopped", extra={"pid": pid, "socket": str(self.paths.socket)})
+        shutil.rmtree(self.paths.tmp_dir, ignore_errors=True)
+
+    def remove_checkpoint_copies_later(self) -> None:
+        """remove_checkpoint_copies() beside the caller: a large copy takes a while to
+        remove, and a restore's caller is inside the repository's downtime. Not a daemon
+        thread: a one-shot `berth-agent repo up` waits for it before exiting."""
+        threading.Thread(target=self.remove_checkpoint_copies, daemon=False).start()
+
+    def remove_checkpoint_copies(self) -> int:
+        """Remove what restores left in the daemon's TMPDIR; returns how many. Once a
+        restore has returned, CRIU has read its images: the copy serves nothing."""
+        copies = list(self.paths.tmp_dir.glob(CHECKPOINT_COPY_GLOB))
+        for copy in copies:
+            shutil.rmtree(copy, ignore_errors=True)
+        if copies:
+            log.info(
+                "checkpoint copies removed",
+                extra={"count": len(copies), "socket": str(self.paths.socket)},
+            )
+        return len(copies)
 
 
 def _path_with_criu() -> str:
