@@ -43,6 +43,9 @@ DOWNTIME_TARGET_S = 1.0  # 2 GiB repository, 50 MiB written during bulk
 GROWTH_TARGET = 0.10  # downtime from 1 GiB to 8 GiB
 FLOOR_FACTOR = 1.5
 LINK_SHARE_TARGET = 0.90
+# A case whose repeats spread wider than this share of their median says more about the
+# machine's noise than about berth (2 shared cores): flagged, not averaged away.
+SPREAD_LIMIT = 0.30
 # operator_scale.py's figures, in its summary and on the page: (label, key or (key, sub)).
 OPERATOR_ROWS: list[tuple[str, str | tuple[str, str]]] = [
     ("all Ready after start (s)", "all_ready_s"),
@@ -78,13 +81,42 @@ def case_key(case: dict[str, Any]) -> str:
     return f"{case['repository_gib']}g_{case['written_during_bulk_mib']}m"
 
 
+def spread(values: list[float]) -> dict[str, float] | None:
+    """min, median and max of a figure's repeats, and (max - min) / median."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    median = ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+    relative = (ordered[-1] - ordered[0]) / median if median else 0.0
+    return {
+        "min": round(ordered[0], 3),
+        "median": round(median, 3),
+        "max": round(ordered[-1], 3),
+        "relative": round(relative, 3),
+    }
+
+
+def wide_spreads(spreads: dict[str, dict[str, float] | None]) -> list[str]:
+    """The figures whose repeats spread wider than SPREAD_LIMIT of their median."""
+    return [name for name, s in spreads.items() if s and s["relative"] > SPREAD_LIMIT]
+
+
 def summarize_downtime(raw: dict[str, Any]) -> dict[str, Any]:
     cases: dict[str, Any] = {}
     for case in raw.get("pulse", []):
         steps = case["step_seconds"]
         delta_s = final_delta_seconds(steps)
         floor = case["floor"]["total"]
+        runs = case.get("runs", [])
+        spreads = {
+            "status": spread([r["downtime_status_s"] for r in runs]),
+            "prober": spread([r["downtime_prober_s"] for r in runs if r.get("prober_followed")]),
+            "floor": spread([f["total"] for f in case.get("floors", [])]),
+        }
         cases[case_key(case)] = {
+            "spread_s": spreads,
+            "wide_spread": wide_spreads(spreads),
             "downtime_status_s": case["downtime_status_s"],
             "downtime_prober_s": case["downtime_prober_s"],
             "downtime_runs_s": [r["downtime_status_s"] for r in case.get("runs", [])],
@@ -243,26 +275,44 @@ def targets_section(goals: dict[str, Any], latest: dict[str, Any]) -> list[str]:
     return parts
 
 
+def spread_cell(case: dict[str, Any], figure: str, single: float) -> str:
+    """min / median / max of a figure's repeats, marked when they spread too wide; the
+    single value where a result predates the repeats."""
+    found = (case.get("spread_s") or {}).get(figure)
+    if not found:
+        return f"{single:.3f}"
+    cell = f"{found['min']:.3f} / {found['median']:.3f} / {found['max']:.3f}"
+    if figure in case.get("wide_spread", []):
+        cell += f" **(spread {found['relative']:.0%})**"
+    return cell
+
+
 def downtime_section(cases: dict[str, Any]) -> list[str]:
     rows = [
-        [k, f"{c['downtime_status_s']:.3f}",
-         " ".join(f"{d:.2f}" for d in c.get("downtime_runs_s", [])),
-         f"{c['downtime_prober_s']:.3f}",
-         f"{c['floor_s']:.3f}", f"{c['final_delta_s']:.3f}", f"{c['delta_bytes'] / 1e6:.1f}",
-         f"{c['bulk_bytes'] / 1e9:.2f}", f"{c['budget_s']:.3f}", f"{c['of_budget']:.2f}"]
+        [k, spread_cell(c, "status", c["downtime_status_s"]),
+         spread_cell(c, "prober", c["downtime_prober_s"]),
+         spread_cell(c, "floor", c["floor_s"]), f"{c['final_delta_s']:.3f}",
+         f"{c['delta_bytes'] / 1e6:.1f}", f"{c['bulk_bytes'] / 1e9:.2f}", f"{c['budget_s']:.3f}",
+         f"{c['of_budget']:.2f}"]
         for k, c in cases.items()
     ]  # fmt: skip
+    wide = [
+        f"{k} ({', '.join(c['wide_spread'])})" for k, c in cases.items() if c.get("wide_spread")
+    ]
     step_rows = [
         [k, *[f"{v:.3f}" for _, v in step_breakdown(c["steps_s"])]] for k, c in cases.items()
     ]
     return [
         "## Downtime of pulse (live move through the operator)", "",
-        "Each case moves pulse back and forth; the median move stands for it, and its",
-        "steps and prober gap are that move's. The floor is the median of one bare",
-        "checkpoint and restore after each move.", "",
-        table(["case (size_written)", "downtime, status (s)", "every move (s)",
-               "prober gap (s)", "floor (s)", "final delta (s)", "delta (MB)", "bulk (GB)",
-               "budget 1.5 floor + delta (s)", "of budget"], rows),
+        "Each case moves pulse back and forth; every figure is min / median / max over",
+        "its moves. The median move stands for the case: its steps, delta and budget are",
+        "that move's. The floor is one bare checkpoint and restore after each move.",
+        f"A figure whose repeats spread wider than {SPREAD_LIMIT:.0%} of their median is",
+        "marked with its spread.", "",
+        table(["case (size_written)", "downtime, status (s)", "prober gap (s)", "floor (s)",
+               "final delta (s)", "delta (MB)", "bulk (GB)", "budget 1.5 floor + delta (s)",
+               "of budget"], rows), "",
+        f"Spread wider than {SPREAD_LIMIT:.0%}: " + (", ".join(wide) if wide else "none") + ".",
         "", f"![downtime]({PLOT_LINKS['downtime']})", "", f"![steps]({PLOT_LINKS['steps']})", "",
         "### Steps (agents' own timings)", "",
         table(["case", *[g for g, _ in STEP_GROUPS]], step_rows), "",

@@ -41,8 +41,12 @@ def raw_downtime() -> dict[str, Any]:
         "written_during_bulk_mib": 50,
         "downtime_status_s": 1.25,
         "downtime_prober_s": 1.3,
-        "runs": [{"downtime_status_s": 1.2}, {"downtime_status_s": 1.25}],
+        "runs": [
+            {"downtime_status_s": 1.2, "downtime_prober_s": 1.3, "prober_followed": True},
+            {"downtime_status_s": 1.25, "downtime_prober_s": 1.9, "prober_followed": True},
+        ],
         "floor": {"total": 0.6},
+        "floors": [{"total": 0.6}, {"total": 0.62}],
         "delta_bytes": 52_000_000,
         "bulk_bytes": 1_600_000_000,
         "step_seconds": steps,
@@ -77,7 +81,13 @@ def test_performance_page_shows_the_stamp_targets_tables_and_plots() -> None:
     assert "| bulk_share_of_1gbit | 0.94 | 0.9 | met |" in page
     assert "| within_floor_budget | 1.25 | 1.0 | **not met** |" in page
     assert "- `downtime_2g_50m`: 1.250 s, 0.250 s over 1.0 s." in page
-    assert "| 2g_50m | 1.250 | 1.20 1.25 | 1.300 | 0.600 | 0.100 | 52.0 | 1.60 | 1.000 |" in page
+    # Every figure as min / median / max of its repeats; the prober's spread (0.6 s over a
+    # median of 1.6 s) is over 30 %, so it is marked and listed.
+    assert (
+        "| 2g_50m | 1.200 / 1.225 / 1.250 | 1.300 / 1.600 / 1.900 **(spread 38%)** "
+        "| 0.600 / 0.610 / 0.620 | 0.100 | 52.0 | 1.60 | 1.000 |"
+    ) in page
+    assert "Spread wider than 30%: 2g_50m (prober)." in page
     assert "| 1gbit | 2.00 | 17.00 | 117.0 | 94% |" in page
     assert "| delta_bytes_over_change | 1.012 |" in page
     # The plots are linked where report.py saves them, relative to the page.
