@@ -140,3 +140,16 @@ def test_bad_printer_column_is_rejected(
         kubectl.apply(crd)
     assert f"additionalPrinterColumns[0].{message}" in error.value.stderr
     assert kubectl("get", "crd", crd["metadata"]["name"], check=False).returncode != 0
+
+
+def test_kubectl_apply_f_crds_is_accepted_as_the_readme_says(kubectl: Kubectl) -> None:
+    """`kubectl apply -f crds/`, checked by the real server (dry run: a cluster the tests
+    borrow keeps its own CRDs); the folder's README is not a manifest and is skipped."""
+    crds_dir = HERE.parents[1] / "crds"
+    out = kubectl("apply", "-f", str(crds_dir), "--dry-run=server").stdout
+    applied = sorted(line.split()[0] for line in out.splitlines())
+    assert applied == [
+        "customresourcedefinition.apiextensions.k8s.io/clusterkopfpeerings.kopf.dev",
+        "customresourcedefinition.apiextensions.k8s.io/machines.berth.dev",
+        "customresourcedefinition.apiextensions.k8s.io/repositoryplacements.berth.dev",
+    ], out
