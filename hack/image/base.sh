@@ -57,43 +57,8 @@ if [ "$have" = "$key" ] && ! $rebuild; then
   exit 0
 fi
 
-# The Debian archive apt uses here (deb822 .sources or one-line lists), preferring an
-# entry for $SUITE; never a security or updates archive.
-debian_mirror() {
-  local files=() f
-  for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources; do
-    [ -f "$f" ] && files+=("$f")
-  done
-  [ ${#files[@]} -gt 0 ] || return 0
-  awk -v suite="$SUITE" '
-    function consider(types, uris, suites,   n, u, s, i, j, us, ss) {
-      if (types !~ /(^|[ \t])deb([ \t]|$)/) return
-      n = split(uris, us, /[ \t]+/); split(suites, ss, /[ \t]+/)
-      for (i = 1; i <= n; i++) {
-        u = us[i]; if (u == "" || u !~ /^https?:\/\//) continue
-        for (j in ss) {
-          s = ss[j]; if (s == "" || s ~ /-(security|updates|backports)$/ || s ~ /\//) continue
-          if (s == suite && exact == "") exact = u
-          if (any == "") any = u
-        }
-      }
-    }
-    FNR == 1 { flush(); deb822 = (FILENAME ~ /\.sources$/) }
-    function flush() { if (t != "") consider(t, us_, ss_); t = ""; us_ = ""; ss_ = "" }
-    deb822 && /^[ \t]*#/ { next }
-    deb822 && /^[ \t]*$/ { flush(); next }
-    deb822 && tolower($1) == "types:" { sub(/^[^:]*:[ \t]*/, ""); t = $0; next }
-    deb822 && tolower($1) == "uris:" { sub(/^[^:]*:[ \t]*/, ""); us_ = $0; next }
-    deb822 && tolower($1) == "suites:" { sub(/^[^:]*:[ \t]*/, ""); ss_ = $0; next }
-    deb822 && tolower($1) == "enabled:" && tolower($2) == "no" { t = "disabled"; next }
-    !deb822 && $1 == "deb" {
-      i = 2
-      if ($2 ~ /^\[/) { while (i <= NF && $i !~ /\]$/) i++; i++ }
-      consider("deb", $i, $(i + 1))
-    }
-    END { flush(); if (exact != "") print exact; else if (any != "") print any }
-  ' "${files[@]}"
-}
+# The Debian archive apt uses here, preferring an entry for $SUITE (BERTH_DEBIAN_MIRROR wins).
+. "$(dirname "${BASH_SOURCE[0]}")/../lib/debian.sh"
 
 work=""
 # debootstrap mounts /proc and /sys inside the target: never leave them behind, also
@@ -112,8 +77,7 @@ build_rootfs() {
   local debootstrap mirror rootfs log started include
   debootstrap=$(command -v debootstrap || echo /usr/sbin/debootstrap)
   [ -x "$debootstrap" ] || die "debootstrap not found (apt-get install debootstrap, or run hack/install-host.sh)"
-  mirror="${BERTH_DEBIAN_MIRROR:-$(debian_mirror)}"
-  mirror="${mirror:-http://deb.debian.org/debian}"
+  mirror=$(debian_mirror "$SUITE")
   mkdir -p "$CACHE"
   work=$(mktemp -d "$CACHE/work.XXXXXX")
   rootfs="$work/rootfs"
