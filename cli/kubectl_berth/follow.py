@@ -72,7 +72,7 @@ def follow(
                 return _finish(last, out)
             retry = status.get("retry") or {}
             if retry.get("generation") != generation:
-                _finish(last, out)  # raises: no attempt follows this one
+                raise _failure(last)  # no attempt follows this one
             if tracked not in retried:
                 retried.add(tracked)
                 wait = max(0.0, float(retry.get("notBefore", 0)) - time.time())
@@ -97,12 +97,15 @@ def follow(
     raise MigrationFailed(f"no result after {timeout:.0f}s; see kubectl berth status {name}")
 
 
+def _failure(last: dict[str, Any]) -> MigrationFailed:
+    return MigrationFailed(
+        f"migration {last['id']} {last.get('result')}: {last.get('reason')}"
+        + ("; the source kept running" if last.get("result") else "")
+    )
+
+
 def _finish(last: dict[str, Any], out: TextIO) -> dict[str, Any]:
-    if last.get("result") != "Succeeded":
-        raise MigrationFailed(
-            f"migration {last['id']} {last.get('result')}: {last.get('reason')}"
-            + ("; the source kept running" if last.get("result") else "")
-        )
+    """The succeeded migration's summary lines."""
     print(
         f"  cutover: DOWNTIME {seconds(last.get('downtimeSeconds'))}, final delta "
         f"{human_bytes(last.get('deltaBytes'))}, bulk {human_bytes(last.get('bulkBytes'))}, "

@@ -118,7 +118,6 @@ class Repositories:
                 self.crash.reached("up.restored")
                 if frozen:
                     daemon.remove_checkpoint_copies_later()
-                if frozen:
                     t = time.monotonic()
                     neighbours.write_entries(
                         client,

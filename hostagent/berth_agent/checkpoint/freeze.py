@@ -114,11 +114,11 @@ def criu_log_excerpt(message: str, lines: int = 6) -> str:
 
 def criu_errors(log_text: str) -> list[str]:
     """The lines of a CRIU log that report an error, without their timestamps."""
-    picked = []
-    for line in log_text.splitlines():
-        if "Error" in line or "error" in line or "fail" in line.lower():
-            picked.append(re.sub(r"^\(\s*[0-9.]+\)\s*", "", line).strip())
-    return picked
+    return [
+        re.sub(r"^\(\s*[0-9.]+\)\s*", "", line).strip()
+        for line in log_text.splitlines()
+        if "error" in line.lower() or "fail" in line.lower()
+    ]
 
 
 def _wait_exited(client: docker.DockerClient, container_id: str, timeout: float = 30) -> None:
