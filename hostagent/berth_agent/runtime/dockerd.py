@@ -25,6 +25,10 @@ from berth_agent.errors import AgentError
 log = logging.getLogger("berth.agent.dockerd")
 
 DOCKERD = "/usr/sbin/dockerd"
+# The Engine API version berth speaks: docker 20.10's, served by every later dockerd. A
+# client that asks the daemon instead ("auto") costs a GET /version, for which dockerd
+# runs `runc --version` and `docker-init --version`: 30 ms of a move's downtime per client.
+API_VERSION = "1.41"
 
 
 # What containerd (a child of dockerd) unpacks a checkpoint into for each restore; docker
@@ -87,7 +91,7 @@ class RepositoryDaemon:
         return self.pid() is not None
 
     def client(self, timeout: int = 60) -> docker.DockerClient:
-        return docker.DockerClient(base_url=self.paths.url, version="auto", timeout=timeout)
+        return docker.DockerClient(base_url=self.paths.url, version=API_VERSION, timeout=timeout)
 
     def start(self, timeout: float = 30) -> int:
         """Start (or adopt) the daemon and wait until it answers."""
