@@ -166,7 +166,9 @@ class Repositories:
                 raise Conflict(f"repository {record.name!r} is not running")
             client = daemon.client()
             try:
-                frozen = freezing.freeze(client, meta, migration_id, checkpoint=checkpoint)
+                frozen = freezing.freeze(
+                    client, daemon.checkpointer(), meta, migration_id, checkpoint=checkpoint
+                )
             finally:
                 client.close()
             # The record is written before the filesystem freezes (a write after would

@@ -7,7 +7,7 @@ import pytest
 from pydantic import ValidationError
 
 from berth_agent.apps import pulse
-from berth_agent.checkpoint.freeze import criu_log_excerpt
+from berth_agent.checkpoint.criu import criu_log_excerpt
 from berth_agent.errors import InvalidRequest
 from berth_agent.runtime import neighbours
 from berth_agent.runtime.services import published_ports

@@ -4,6 +4,7 @@ import pytest
 
 from berth_operator.migration.rounds import MAX_ROUNDS, SMALL_ROUND, should_cut_over
 from berth_operator.migration.state import FROZEN, TERMINAL, MigrationState, Phase
+from berth_operator.placement.reconciler import progress_worth_writing
 
 pytestmark = pytest.mark.unit
 MB = 2**20
@@ -40,3 +41,11 @@ def test_state_counts_and_transfer_ids() -> None:
     assert state.bulk_bytes == 15 and not state.done
     assert state.transfer_id("final") == "m1-final"
     assert MigrationState.model_validate_json(state.model_dump_json()) == state
+
+
+def test_progress_is_written_once_a_second_but_never_while_frozen() -> None:
+    assert progress_worth_writing(Phase.BULK_SYNC, 1.5)
+    assert not progress_worth_writing(Phase.BULK_SYNC, 0.5)
+    # The final push runs in Cutover: the first progress of a step would be written at
+    # once (nothing written yet in this step), inside the downtime.
+    assert not progress_worth_writing(Phase.CUTOVER, 1e9)

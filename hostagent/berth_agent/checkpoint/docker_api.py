@@ -1,16 +1,11 @@
-"""The checkpoint endpoints of the Docker Engine API, which docker-py does not wrap."""
+"""The checkpoint endpoints of the Docker Engine API, which docker-py does not wrap (a
+checkpoint is made with runc: see runc.py)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import docker
-
-
-def create(client: docker.DockerClient, container_id: str, name: str) -> None:
-    api = client.api
-    url = api._url("/containers/{0}/checkpoints", container_id)
-    api._raise_for_status(api._post_json(url, data={"CheckpointID": name, "Exit": True}))
 
 
 def names(client: docker.DockerClient, container_id: str) -> list[str]:

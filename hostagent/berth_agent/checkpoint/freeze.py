@@ -8,7 +8,7 @@ Both operations are keyed by the migration id and safe to repeat.
 from __future__ import annotations
 
 import logging
-import re
+import os
 import time
 from pathlib import Path
 
@@ -16,6 +16,8 @@ import docker
 from pydantic import BaseModel, Field
 
 from berth_agent.checkpoint import docker_api
+from berth_agent.checkpoint.criu import criu_log_excerpt
+from berth_agent.checkpoint.runc import RuncCheckpointer
 from berth_agent.errors import AgentError
 from berth_agent.runtime.services import service_containers
 from berth_agent.runtime.spec import CHECKPOINT_LABEL
@@ -53,7 +55,11 @@ def write_record(meta_dir: Path, record: FreezeRecord) -> None:
 
 
 def freeze(
-    client: docker.DockerClient, meta_dir: Path, migration_id: str, checkpoint: bool = True
+    client: docker.DockerClient,
+    checkpointer: RuncCheckpointer,
+    meta_dir: Path,
+    migration_id: str,
+    checkpoint: bool = True,
 ) -> FreezeRecord:
     """Checkpoint every running container labelled for it; stop every other one (all of
     them for a cold migration, checkpoint=False)."""
@@ -72,12 +78,14 @@ def freeze(
         started = time.monotonic()
         if checkpoint and (container.labels or {}).get(CHECKPOINT_LABEL) == "true":
             try:
-                docker_api.create(client, container.id, record.checkpoint)
-            except docker.errors.APIError as err:
-                raise AgentError(
-                    f"checkpoint of {container.name} failed: {err}{criu_log_excerpt(str(err))}"
-                ) from err
-            _wait_exited(client, container.id)
+                checkpointer.checkpoint(container.id, record.checkpoint)
+            except AgentError as err:
+                raise AgentError(f"checkpoint of {container.name} failed: {err}") from err
+            # Its processes are gone once runc returns. dockerd learns it from containerd
+            # and writes the container's state 70-100 ms later, into the filesystem about
+            # to be frozen: that write waits for the thaw (down, or resume, which waits
+            # for it), and a copy taken meanwhile holds the state from before, which a
+            # dockerd starting on it corrects as after a crash.
             record.checkpointed.append(container.name)
             record.durations[f"checkpoint:{container.name}"] = time.monotonic() - started
         else:
@@ -97,36 +105,10 @@ def freeze(
     return record
 
 
-def criu_log_excerpt(message: str, lines: int = 6) -> str:
-    """CRIU's own error lines from the log a failed dump names ("... path= FILE: ..."):
-    runc's message says only "criu failed: type NOTIFY errno 0", and the log goes with the
-    container's bundle once the repository is taken down."""
-    found = re.search(r"path=\s*(\S+\.log)", message)
-    if not found:
-        return ""
-    try:
-        text = Path(found.group(1)).read_text(errors="replace")
-    except OSError:
-        return ""
-    errors = criu_errors(text)[-lines:]
-    return "; criu: " + " | ".join(errors) if errors else ""
-
-
-def criu_errors(log_text: str) -> list[str]:
-    """The lines of a CRIU log that report an error, without their timestamps."""
-    return [
-        re.sub(r"^\(\s*[0-9.]+\)\s*", "", line).strip()
-        for line in log_text.splitlines()
-        if "error" in line.lower() or "fail" in line.lower()
-    ]
-
-
 def _wait_exited(client: docker.DockerClient, container_id: str, timeout: float = 30) -> None:
-    """Until dockerd has handled the container's exit. A checkpoint returns before that,
-    and dockerd then writes the container's state into its data-root — inside the image
-    the freeze is about to fsfreeze: a write after the freeze blocks dockerd, holding the
-    container's lock, until the thaw. Inspect takes that lock, so it answers only once
-    the state is written."""
+    """Until dockerd has handled the container's exit (a stop, or a checkpoint before a
+    restore): its state written into the data-root. Inspect takes the container's lock,
+    which dockerd holds while it writes, so it answers only once the state is written."""
     deadline = time.monotonic() + timeout
     while client.api.inspect_container(container_id)["State"]["Running"]:
         if time.monotonic() > deadline:
@@ -148,7 +130,7 @@ def thaw(client: docker.DockerClient, meta_dir: Path) -> dict[str, float]:
     for name in record.checkpointed:
         container = client.containers.get(name)
         started = time.monotonic()
-        if container.status != "running":
+        if not _runs(client, container.id):
             _restore_with_retry(client, container.id, record.checkpoint)
         durations[f"restore:{name}"] = time.monotonic() - started
     for name in record.stopped:
@@ -173,6 +155,30 @@ def thaw(client: docker.DockerClient, meta_dir: Path) -> dict[str, float]:
     return durations
 
 
+def _runs(client: docker.DockerClient, container_id: str) -> bool:
+    """Whether the container runs: restored already (thaw is replayed), not merely still
+    taken for running by a dockerd that has not handled its checkpoint's exit yet (a
+    resume right after the thaw): then wait until it has, as a restore needs."""
+    state = client.api.inspect_container(container_id)["State"]
+    if state["Running"] and _alive(int(state["Pid"])):
+        return True
+    if state["Running"]:
+        _wait_exited(client, container_id)
+    return False
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _restore_with_retry(client: docker.DockerClient, container_id: str, checkpoint: str) -> None:
     for attempt in range(1, RESTORE_ATTEMPTS + 1):
         try:
@@ -180,7 +186,9 @@ def _restore_with_retry(client: docker.DockerClient, container_id: str, checkpoi
             return
         except docker.errors.APIError as err:
             if "already exists" not in str(err) or attempt == RESTORE_ATTEMPTS:
-                raise AgentError(f"restore of {container_id[:12]} failed: {err}") from err
+                raise AgentError(
+                    f"restore of {container_id[:12]} failed: {err}{criu_log_excerpt(str(err))}"
+                ) from err
             log.warning(
                 "restore retried",
                 extra={"container": container_id[:12], "attempt": attempt, "error": str(err)},

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import docker
 
+from berth_agent.checkpoint.criu import environment_with_criu
+from berth_agent.checkpoint.runc import RuncCheckpointer
 from berth_agent.errors import AgentError
 
 log = logging.getLogger("berth.agent.dockerd")
@@ -55,6 +57,12 @@ class DaemonPaths:
     @property
     def exec_root(self) -> Path:
         return self.run_dir / "exec"
+
+    @property
+    def runc_root(self) -> Path:
+        # Where dockerd's containerd has runc keep its containers' state ("moby": the
+        # containerd namespace dockerd uses).
+        return self.exec_root / "runtime-runc" / "moby"
 
     @property
     def log_file(self) -> Path:
@@ -93,6 +101,9 @@ class RepositoryDaemon:
     def client(self, timeout: int = 60) -> docker.DockerClient:
         return docker.DockerClient(base_url=self.paths.url, version=API_VERSION, timeout=timeout)
 
+    def checkpointer(self) -> RuncCheckpointer:
+        return RuncCheckpointer(runc_root=self.paths.runc_root, data_root=self.paths.data_root)
+
     def start(self, timeout: float = 30) -> int:
         """Start (or adopt) the daemon and wait until it answers."""
         existing = self.pid()
@@ -130,7 +141,7 @@ class RepositoryDaemon:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            env={**os.environ, "PATH": _path_with_criu(), "TMPDIR": str(self.paths.tmp_dir)},
+            env={**environment_with_criu(), "TMPDIR": str(self.paths.tmp_dir)},
         )
         log_file.close()
         # Reap it when it exits while we run; after an agent restart init reaps it.
@@ -195,9 +206,3 @@ class RepositoryDaemon:
                 extra={"count": len(copies), "socket": str(self.paths.socket)},
             )
         return len(copies)
-
-
-def _path_with_criu() -> str:
-    # runc finds criu on PATH; berth's installer puts a CRIU >= 4.2 in /usr/local/sbin.
-    path = os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-    return "/usr/local/sbin:" + path if "/usr/local/sbin" not in path.split(":") else path

@@ -37,6 +37,12 @@ RETRY_LIMIT = 3
 RETRY_BACKOFF = (15.0, 60.0, 240.0)
 
 
+def progress_worth_writing(phase: Phase, seconds_since_last: float) -> bool:
+    """A push's progress goes into status at most once a second, and never while the
+    application is frozen (the final push): a status write there is downtime."""
+    return phase != Phase.CUTOVER and seconds_since_last > 1
+
+
 class PlacementReconciler:
     def __init__(self, kube: Kube, agents: MachineAgents, config: OperatorConfig) -> None:
         self.kube, self.agents, self.config = kube, agents, config
@@ -269,7 +275,9 @@ class PlacementReconciler:
             if event["event"] == "freezing" or verifying:
                 status["migration"] = _persisted(current)
                 self._write(obj, status, _migrating(current), phase=current.phase.value)
-            elif event["event"] == "progress" and time.monotonic() - last_progress[0] > 1:
+            elif event["event"] == "progress" and progress_worth_writing(
+                current.phase, time.monotonic() - last_progress[0]
+            ):
                 last_progress[0] = time.monotonic()
                 status["migration"] = {
                     **current.model_dump(mode="json"),
