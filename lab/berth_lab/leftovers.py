@@ -25,6 +25,7 @@ class Leftovers:
     links: list[str] = field(default_factory=list)
     processes: list[str] = field(default_factory=list)
     state: list[str] = field(default_factory=list)
+    checkpoint_copies: list[str] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return any(asdict(self).values())
@@ -59,4 +60,20 @@ def find_leftovers(plan: LabPlan) -> Leftovers:
         links=links,
         processes=[str(p) for p in lab_processes(plan.state_dir)],
         state=[state_dir] if plan.state_dir.exists() else [],
+        checkpoint_copies=checkpoint_copies(plan.state_dir),
     )
+
+
+# What docker 20.10's restore unpacks a checkpoint into (containerd's MkdirTemp in its
+# TMPDIR) and never removes; one copy of the container's memory each.
+CHECKPOINT_COPY = "ctrd-checkpoint*"
+# Where a dockerd without a TMPDIR of its own would leave them.
+MACHINE_TMP = (Path("/tmp"), Path("/var/tmp"))
+
+
+def checkpoint_copies(*roots: Path) -> list[str]:
+    """Checkpoint copies in the machine's temporary folders and anywhere under roots (a
+    lab's hosts keep their datastores, with each repository's dockerd TMPDIR, there)."""
+    found = [p for tmp in MACHINE_TMP for p in tmp.glob(CHECKPOINT_COPY)]
+    found += [p for root in roots if root.exists() for p in root.rglob(CHECKPOINT_COPY)]
+    return sorted(str(p) for p in found)

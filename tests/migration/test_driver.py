@@ -15,6 +15,7 @@ from berth_agent.apps import pulse
 from berth_agent.client import AgentAPIError
 from berth_lab import Lab
 from berth_lab.agents import LabAgents
+from berth_lab.leftovers import checkpoint_copies
 from berth_operator.migration.driver import MigrationDriver
 from berth_operator.migration.state import MigrationState, Mode, Phase
 
@@ -77,6 +78,18 @@ def test_live_migration_keeps_the_counter_and_measures_downtime(
         assert source["moved_to"] == "host-b"
         with pytest.raises(AgentAPIError, match="stale"):
             a.up(name)  # the old copy is not started by mistake
+    assert_move_left_no_checkpoint(lab, "b", guid)
+
+
+def assert_move_left_no_checkpoint(lab: Lab, target: str, guid: str, timeout: float = 10) -> None:
+    """No copy of the checkpoint anywhere a restore puts one (the agent removes docker's
+    copies in a thread beside the restore), and none in the running repository."""
+    deadline = time.monotonic() + timeout
+    while (copies := checkpoint_copies(lab.plan.state_dir)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert copies == []
+    containers = lab.host(target).plan.datastore_mount / "mounts" / guid / "docker" / "containers"
+    assert list(containers.glob("*/checkpoints/*")) == []
 
 
 def test_cold_migration_restarts_the_counter(lab: Lab, app: tuple[str, str]) -> None:
