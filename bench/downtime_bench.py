@@ -1,47 +1,63 @@
 """Downtime of live moves through the operator, and what it is made of, side by side with
-the floor (a bare CRIU checkpoint and restore in one dockerd) measured in the same run.
+two floors measured in the same run: a bare CRIU dump and restore of the same process
+trees outside docker, and docker's own checkpoint and restore in one dockerd.
 
-    .venv/bin/python bench/downtime_bench.py [--sizes 1,2,8] [--writes 0,50,500]
+    .venv/bin/python bench/downtime_bench.py [--sizes 1,2,8] [--writes 0,50,500] [--repeat 5]
 
 For each repository size S GiB (an S GiB image holding 0.75*S GiB of data) and each
-amount W MiB written while the bulk phase runs, pulse is placed on host-a and moved to
-host-b by patching spec.machine. Measured: status.lastMigration.downtimeSeconds, the
-longest gap an external prober saw (a TCP probe of pulse on both hosts every 50 ms), the
-steps (freeze, final delta, mount, dockerd, restore, answer) and, on the same dockerd
-afterwards, the floor. Then a memory-heavy container (1 GiB in RAM) is moved, and the
-bulk throughput of a plain push is measured on a TBF-shaped 1 Gbit/s lab and unshaped.
-Writes bench/results/downtime.json; bench/report.py turns the results into a table.
+amount W MiB written while the bulk phase runs, pulse is placed on host-a and moved
+between host-a and host-b by patching spec.machine, `--repeat` times. Then the same for
+`--ledger` (pulse beside ledger, a writer that fsyncs a record every 10 ms: the fault
+tests' application), checking after each move that no record was lost. Measured per
+move: status.lastMigration.downtimeSeconds, the longest gap between pulse's answers as a
+prober on host-c (no repository there) saw them, probing both hosts every `--probe-ms`,
+the steps (freeze, final delta, mount, dockerd, restore, answer), and after the move, with
+no prober, both floors on the target host. Then a memory-heavy container (1 GiB in RAM)
+is moved, and the bulk throughput of a plain push is measured on a TBF-shaped 1 Gbit/s
+lab and unshaped. Writes bench/results/downtime.json; bench/report.py turns the results
+into tables.
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
-import socket
+import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from berth_agent.apps import pulse
+import criu_floor
+from berth_agent.apps import ledger, pulse
+from berth_agent.runtime.spec import RepositoryServices
 from berth_common import tokens
-from berth_lab import Lab, manifests, plan_lab
+from berth_common.process import CommandError
+from berth_lab import Lab, manifests, plan_lab, workloads
 from berth_lab.agents import agent_endpoint
 from berth_lab.cluster import LabCluster
 from berth_lab.kube import KubeAPIServer
 from berth_lab.kubeconfig import Kubectl
+from berth_lab.plan import CANONICAL_DATA_DIR
+from criu_floor import FloorTimes
+from prober import Answer, longest_gap, pulse_answers, read_answers
 
 GiB, MiB = 2**30, 2**20
 RESULTS = Path(__file__).resolve().parent / "results"
+PROBER = Path(__file__).resolve().parent / "prober.py"
 NAMESPACE = "bench"
 FILL = 0.75  # share of the image holding data, where the churn leaves room for it
 HEADROOM_MIB = 256  # docker's own files and the checkpoints, beside the data
+LEDGER_INTERVAL_S = 0.01
+PROBER_HOST = "c"  # runs no repository
+BARE_FLOOR_PORT_OFFSET = 1000  # the bare trees share the host's network namespace
 
 
 def filled_mib(size_gib: int, write_mib: int) -> int:
@@ -50,55 +66,69 @@ def filled_mib(size_gib: int, write_mib: int) -> int:
     return min(int(size_gib * 1024 * FILL), size_gib * 1024 - write_mib - HEADROOM_MIB)
 
 
-DOCKER = ["env", "DOCKER_CLI_EXPERIMENTAL=enabled", "/usr/bin/docker"]
-
-
 def say(text: str) -> None:
     print(f"[downtime] {text}", flush=True)
 
 
-# --- the external prober -------------------------------------------------------------
-class Prober:
-    """Asks pulse on every address every `every` seconds; keeps the times it answered."""
+# --- what a case moves -----------------------------------------------------------------
+@dataclass(frozen=True)
+class Workload:
+    """pulse alone, or pulse beside ledger (whose records are checked after each move).
+    pulse answers the prober in both."""
 
-    # Every 50 ms: pulse serves one connection at a time (busybox nc), so a faster prober
-    # fills its listen queue while it is restored and then measures its own backlog.
-    def __init__(self, addresses: list[str], port: int, every: float = 0.05) -> None:
-        self.addresses, self.port, self.every = addresses, port, every
-        self.answers: list[tuple[float, str]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+    name: str
+    with_ledger: bool
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            for address in self.addresses:
-                if pulse_answers(address, self.port):
-                    self.answers.append((time.time(), address))
-            time.sleep(self.every)
+    def services(self, host_port: int) -> RepositoryServices:
+        if self.with_ledger:
+            return workloads.pulse_and_ledger(host_port, ledger_interval=LEDGER_INTERVAL_S)
+        return pulse.services(interval=0.2, host_port=host_port)
 
-    def __enter__(self) -> Prober:
-        self._thread.start()
+
+PULSE = Workload("pulse", with_ledger=False)
+LEDGER = Workload("ledger", with_ledger=True)
+
+
+# --- the prober, on a lab host of its own ------------------------------------------------
+class HostProber:
+    """bench/prober.py inside host-c's namespaces, probing pulse on addresses every
+    `every` seconds; `answers` holds what it saw once it stopped."""
+
+    def __init__(self, lab: Lab, addresses: list[str], port: int, every: float) -> None:
+        self.lab, self.addresses, self.port, self.every = lab, addresses, port, every
+        self.answers: list[Answer] = []
+        # The host's mount namespace sees this machine's /tmp: the answers come back here.
+        self._dir = tempfile.TemporaryDirectory(prefix="berth-prober-")
+        self._out = Path(self._dir.name) / "answers.txt"
+        self._log = Path(self._dir.name) / "prober.log"
+
+    def __enter__(self) -> HostProber:
+        argv = [sys.executable, str(PROBER), "--port", str(self.port), "--every",
+                f"{self.every:g}", "--out", str(self._out), *self.addresses]  # fmt: skip
+        self._proc = self.lab.host(PROBER_HOST).spawn(argv, self._log)
+        deadline = time.monotonic() + 15
+        while not (self._out.exists() and self._out.read_text()):
+            if self._proc.poll() is not None or time.monotonic() > deadline:
+                self.__exit__()
+                raise RuntimeError(f"the prober saw no answer: {self._log.read_text()[-500:]}")
+            time.sleep(0.05)
         return self
 
     def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join()
+        self._proc.send_signal(signal.SIGTERM)
+        try:
+            self._proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        self.answers = read_answers(self._out) if self._out.exists() else []
+        self._dir.cleanup()
 
     def longest_gap(self, since: float) -> float:
-        times = [t for t, _ in self.answers if t >= since]
-        return max((b - a for a, b in itertools.pairwise(times)), default=float("nan"))
+        return longest_gap(self.answers, since)
 
-    def moved(self, target: str) -> bool:
-        return any(address == target for _, address in self.answers)
-
-
-def pulse_answers(address: str, port: int) -> bool:
-    try:
-        with socket.create_connection((address, port), timeout=0.05) as conn:
-            conn.settimeout(0.2)
-            return conn.recv(64).startswith(b"pulse")
-    except OSError:
-        return False
+    def answered_at(self, address: str, since: float) -> bool:
+        return any(a.address == address and a.time >= since for a in self.answers)
 
 
 # --- placements ------------------------------------------------------------------------
@@ -107,7 +137,9 @@ def placement(kubectl: Kubectl, name: str) -> dict[str, Any]:
     return got
 
 
-def place(kubectl: Kubectl, name: str, size_gib: int, services: list[dict[str, Any]]) -> None:
+def place(
+    kubectl: Kubectl, name: str, size_gib: int, services: RepositoryServices | list[dict[str, Any]]
+) -> None:
     manifest = manifests.placement(
         name, NAMESPACE, "host-a", services, size=f"{size_gib}G", deletionPolicy="Delete"
     )
@@ -159,11 +191,6 @@ def forget_copy(lab: Lab, host: str, name: str) -> None:
         agent.delete(name, confirm=name)
 
 
-def guid_of(lab: Lab, host: str, name: str) -> str:
-    with lab.agent(host) as agent:
-        return str(next(r["guid"] for r in agent.repositories() if r["name"] == name))
-
-
 def write_random(lab: Lab, host: str, guid: str, path: str, mib: int) -> None:
     """mib MiB of incompressible data over the start of a file in the repository (in
     place: a change, not growth), from openssl, which is faster than /dev/urandom."""
@@ -178,39 +205,51 @@ def write_random(lab: Lab, host: str, guid: str, path: str, mib: int) -> None:
     )  # fmt: skip
 
 
-# --- the floor: CRIU in one dockerd, no berth ------------------------------------------
-def floor(lab: Lab, host: str, guid: str, port: int) -> dict[str, float]:
-    """docker checkpoint create + docker start --checkpoint of pulse, on the dockerd the
-    move just started on host, and the time until its port answers."""
-    sock = ["-H", f"unix:///run/berth/{guid}/docker.sock"]
+# --- the floors: CRIU without berth ------------------------------------------------------
+def docker_floor(lab: Lab, host: str, guid: str, containers: list[str], port: int) -> FloorTimes:
+    """docker checkpoint create + docker start --checkpoint of the containers, one after
+    the other as the agent does, on the dockerd the move just started on host, and the
+    time until pulse's port answers."""
+    docker = [*workloads.DOCKER, "-H", f"unix:///run/berth/{guid}/docker.sock"]
     run = lab.host(host).run
     name = f"floor-{uuid.uuid4().hex[:6]}"
     t0 = time.monotonic()
-    run([*DOCKER, *sock, "checkpoint", "create", "pulse", name])
+    for container in containers:
+        run([*docker, "checkpoint", "create", container, name])
     t1 = time.monotonic()
-    for attempt in range(6):
-        # docker 20.10 refuses a first restore now and then ("content ... already
-        # exists"); the agent retries the same way (checkpoint/freeze.py).
-        started = run([*DOCKER, *sock, "start", "--checkpoint", name, "pulse"], check=False)
-        if started.returncode == 0:
-            break
-        if b"already exists" not in started.stderr or attempt == 5:
-            raise RuntimeError(f"floor restore failed: {started.stderr.decode()}")
+    for container in containers:
+        start_from_checkpoint(lab, host, docker, container, name)
     t2 = time.monotonic()
     address = lab.host(host).address
     while time.monotonic() - t2 < 30 and not pulse_answers(address, port):
         time.sleep(0.005)
     t3 = time.monotonic()
-    run([*DOCKER, *sock, "checkpoint", "rm", "pulse", name], check=False)
-    return {"checkpoint": t1 - t0, "restore": t2 - t1, "answer": t3 - t2, "total": t3 - t0}
+    for container in containers:
+        run([*docker, "checkpoint", "rm", container, name], check=False)
+    return FloorTimes(checkpoint=t1 - t0, restore=t2 - t1, answer=t3 - t2)
 
 
-def floor_under_probing(lab: Lab, host: str, guid: str, port: int) -> dict[str, float]:
-    """The floor under the same prober as the move: pulse answers one connection at a
-    time, so the probes queue behind a restore either way and the comparison is fair."""
-    with Prober([lab.host("a").address, lab.host("b").address], port):
-        time.sleep(0.5)
-        return floor(lab, host, guid, port)
+def start_from_checkpoint(
+    lab: Lab, host: str, docker: list[str], container: str, checkpoint: str
+) -> None:
+    for attempt in range(6):
+        # docker 20.10 refuses a first restore now and then ("content ... already
+        # exists"); the agent retries the same way (checkpoint/freeze.py).
+        started = lab.host(host).run(
+            [*docker, "start", "--checkpoint", checkpoint, container], check=False
+        )
+        if started.returncode == 0:
+            return
+        if b"already exists" not in started.stderr or attempt == 5:
+            raise RuntimeError(f"floor restore of {container} failed: {started.stderr.decode()}")
+
+
+def bare_floor(lab: Lab, host: str, services: RepositoryServices, port: int) -> FloorTimes:
+    """criu dump + criu restore of the same process trees, outside docker, on host (its
+    files on the host's datastore, as the repositories' checkpoints are)."""
+    return criu_floor.measure(
+        lab.host(host).nsenter(), services, port + BARE_FLOOR_PORT_OFFSET, str(CANONICAL_DATA_DIR)
+    )
 
 
 def median_by(items: list[dict[str, Any]], key: str) -> dict[str, Any]:
@@ -219,77 +258,131 @@ def median_by(items: list[dict[str, Any]], key: str) -> dict[str, Any]:
 
 
 # --- one case ----------------------------------------------------------------------------
-def pulse_case(
-    lab: Lab, kubectl: Kubectl, size_gib: int, write_mib: int, port: int, repeat: int
+@dataclass(frozen=True)
+class Case:
+    workload: Workload
+    size_gib: int
+    write_mib: int
+    port: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.workload.name[0]}{self.size_gib}g{self.write_mib}m"
+
+
+@dataclass(frozen=True)
+class Measuring:
+    """How every case is measured: moves per case, and the prober's interval (s)."""
+
+    repeat: int
+    probe_every: float
+
+
+def ledger_kept(lab: Lab, host: str, name: str) -> dict[str, Any]:
+    """After a move: ledger's file on host holds records 1..n, every one it acknowledged."""
+    acked = workloads.ledger_acks(lab, host, name)  # first: the file read after has these
+    written = workloads.ledger_records(lab, host, name)
+    return {"ledger_records": len(written), "ledger_lost": ledger.problems(written, acked)}
+
+
+def one_move(
+    lab: Lab, kubectl: Kubectl, case: Case, guid: str, here: str, measuring: Measuring
 ) -> dict[str, Any]:
-    """Place pulse on host-a, fill it, then move it `repeat` times between the hosts,
-    writing write_mib MiB during each bulk phase; the median move and the median floor
-    stand for the case (these machines are noisy), every move is kept under "runs".
-    Before each move the target's stale copy is deleted, so that every move is a first
-    one: a full bulk sync with the churn written while it runs."""
-    name = f"p{size_gib}g{write_mib}m"
-    services = pulse.services(interval=0.2, host_port=port).model_dump()["services"]
-    place(kubectl, name, size_gib, services)
-    guid = guid_of(lab, "a", name)
-    data = filled_mib(size_gib, write_mib)
+    """Move the case's repository from host `here` to the other one under the prober,
+    writing during its bulk phase."""
+    there = "b" if here == "a" else "a"
+    writer: list[threading.Thread] = []
+
+    def write_during_bulk() -> None:
+        thread = threading.Thread(
+            target=write_random, args=(lab, here, guid, "data.bin", case.write_mib), daemon=True
+        )
+        thread.start()
+        writer.append(thread)
+
+    addresses = [lab.host("a").address, lab.host("b").address]
+    with HostProber(lab, addresses, case.port, measuring.probe_every) as prober:
+        time.sleep(0.5)
+        started = time.time()
+        last = move(kubectl, case.name, f"host-{there}", {"BulkSync": write_during_bulk})
+        time.sleep(0.5)
+    for thread in writer:
+        thread.join()
+    run = {
+        "to": f"host-{there}",
+        "downtime_status_s": last["downtimeSeconds"],
+        "downtime_prober_s": round(prober.longest_gap(started), 3),
+        "prober_followed": prober.answered_at(lab.host(there).address, started),
+        "bulk_bytes": last["bulkBytes"],
+        "delta_bytes": last["deltaBytes"],
+        "phase_seconds": last["phaseSeconds"],
+        "step_seconds": last.get("stepSeconds", {}),
+    }
+    if case.workload.with_ledger:
+        run |= ledger_kept(lab, there, case.name)
+    return run
+
+
+def measure_case(lab: Lab, kubectl: Kubectl, case: Case, measuring: Measuring) -> dict[str, Any]:
+    """Place the case's repository on host-a, fill it, then move it `repeat` times
+    between the hosts, writing during each bulk phase; after each move, both floors on
+    its target. The median move and the median floors stand for the case (these machines
+    are noisy), every move and floor is kept. Before each move the target's stale copy
+    is deleted, so that every move is a first one: a full bulk sync with the churn
+    written while it runs."""
+    services = case.workload.services(case.port)
+    containers = [s.name for s in services.services if s.checkpoint]
+    place(kubectl, case.name, case.size_gib, services)
+    guid = workloads.guid(lab, "a", case.name)
+    data = filled_mib(case.size_gib, case.write_mib)
     write_random(lab, "a", guid, "data.bin", data)
-    a, b = lab.host("a").address, lab.host("b").address
-    runs, floors, here = [], [], "a"
-    for i in range(repeat):
+    runs: list[dict[str, Any]] = []
+    docker_floors: list[dict[str, float]] = []
+    bare_floors: list[dict[str, float]] = []
+    here = "a"
+    for i in range(measuring.repeat):
         there = "b" if here == "a" else "a"
         if i:  # each move like the first: a full bulk sync, long enough for the churn
-            forget_copy(lab, there, name)
-        writer: list[threading.Thread] = []
-
-        def write_during_bulk(source: str = here, started: list[threading.Thread] = writer) -> None:
-            thread = threading.Thread(
-                target=write_random, args=(lab, source, guid, "data.bin", write_mib), daemon=True
-            )
-            thread.start()
-            started.append(thread)
-
-        with Prober([a, b], port) as prober:
-            time.sleep(0.5)
-            started = time.time()
-            last = move(kubectl, name, f"host-{there}", {"BulkSync": write_during_bulk})
-            time.sleep(0.5)
-        for thread in writer:
-            thread.join()
-        runs.append(
-            {
-                "to": f"host-{there}",
-                "downtime_status_s": last["downtimeSeconds"],
-                "downtime_prober_s": round(prober.longest_gap(started), 3),
-                "prober_followed": prober.moved(lab.host(there).address),
-                "bulk_bytes": last["bulkBytes"],
-                "delta_bytes": last["deltaBytes"],
-                "phase_seconds": last["phaseSeconds"],
-                "step_seconds": last.get("stepSeconds", {}),
-            }
-        )
-        floors.append(floor_under_probing(lab, there, guid, port))
+            forget_copy(lab, there, case.name)
+        runs.append(one_move(lab, kubectl, case, guid, here, measuring))
+        docker_floors.append(docker_floor(lab, there, guid, containers, case.port).record())
+        bare_floors.append(bare_floor(lab, there, services, case.port).record())
         here = there
+    remove(kubectl, case.name)
     typical = median_by(runs, "downtime_status_s")
     result = {
-        "repository_gib": size_gib,
+        "workload": case.workload.name,
+        "repository_gib": case.size_gib,
         "data_gib": round(data / 1024, 3),
-        "written_during_bulk_mib": write_mib,
+        "written_during_bulk_mib": case.write_mib,
+        "probe_every_s": measuring.probe_every,
         **{k: typical[k] for k in ("downtime_status_s", "downtime_prober_s", "prober_followed",
                                    "delta_bytes", "phase_seconds", "step_seconds")},
         "bulk_bytes": runs[0]["bulk_bytes"],  # the first move's: a full copy
-        "floor": median_by(floors, "total"),
+        "floor_docker": median_by(docker_floors, "total"),
+        "floor_criu": median_by(bare_floors, "total"),
         "runs": runs,
-        "floors": floors,
+        "floors_docker": docker_floors,
+        "floors_criu": bare_floors,
     }  # fmt: skip
-    remove(kubectl, name)
+    report_case(case, result)
+    return result
+
+
+def report_case(case: Case, result: dict[str, Any]) -> None:
+    runs = result["runs"]
     downtimes = ", ".join(f"{r['downtime_status_s']:.3f}" for r in runs)
+    gaps = ", ".join(f"{r['downtime_prober_s']:.3f}" for r in runs)
     say(
-        f"{size_gib} GiB, {write_mib} MiB written: downtime {result['downtime_status_s']:.3f}s "
-        f"(moves: {downtimes}; prober {result['downtime_prober_s']:.3f}s), delta "
-        f"{result['delta_bytes'] / 1e6:.1f} MB, floor {result['floor']['total']:.3f}s"
+        f"{case.workload.name} {case.size_gib} GiB, {case.write_mib} MiB written: downtime "
+        f"{result['downtime_status_s']:.3f}s (moves: {downtimes}; prober: {gaps}), delta "
+        f"{result['delta_bytes'] / 1e6:.1f} MB, floors: bare CRIU "
+        f"{result['floor_criu']['total']:.3f}s, docker {result['floor_docker']['total']:.3f}s"
     )
     say("  steps: " + ", ".join(f"{k} {v:.3f}" for k, v in result["step_seconds"].items()))
-    return result
+    lost = [problem for r in runs for problem in r.get("ledger_lost", [])]
+    if case.workload.with_ledger:
+        say("  ledger: " + ("; ".join(lost) if lost else "nothing lost in any move"))
 
 
 def memory_case(lab: Lab, kubectl: Kubectl, ram_mib: int) -> dict[str, Any]:
@@ -362,8 +455,9 @@ def parse_bits(rate: str) -> float:
 
 @contextmanager
 def cluster_lab(datastore: str) -> Iterator[tuple[Lab, Kubectl]]:
-    Lab(plan_lab("perf", hosts=2)).down()
-    lab = Lab(plan_lab("perf", hosts=2, datastore_size=datastore)).up()
+    """host-a and host-b for the repositories, host-c for the prober."""
+    Lab(plan_lab("perf", hosts=3)).down()
+    lab = Lab(plan_lab("perf", hosts=3, datastore_size=datastore)).up()
     try:
         with KubeAPIServer() as server:
             kubectl = server.kubectl()
@@ -377,27 +471,45 @@ def cluster_lab(datastore: str) -> Iterator[tuple[Lab, Kubectl]]:
         lab.down()
 
 
+def cases(sizes: list[int], writes: list[int], ledger_case: str) -> list[Case]:
+    """pulse for every size and amount written, then the ledger case ("SIZE,WRITE")."""
+    found = [
+        Case(PULSE, size, write, port=18000 + 10 * i + j)
+        for i, size in enumerate(sizes)
+        for j, write in enumerate(writes)
+    ]
+    if ledger_case:
+        size, write = (int(x) for x in ledger_case.split(","))
+        found.append(Case(LEDGER, size, write, port=18500))
+    return found
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--sizes", default="1,2,8", help="repository sizes, GiB")
     parser.add_argument("--writes", default="0,50,500", help="MiB written during bulk")
+    parser.add_argument("--ledger", default="2,50", help="SIZE_GIB,WRITE_MIB; '': skip")
+    parser.add_argument("--repeat", type=int, default=5, help="moves per case (median)")
+    parser.add_argument("--probe-ms", type=int, default=20, help="prober interval, 10-20 ms")
     parser.add_argument("--ram-mib", type=int, default=1024, help="memory-heavy case; 0: skip")
     parser.add_argument("--push-mib", type=int, default=2048, help="throughput case; 0: skip")
-    parser.add_argument("--repeat", type=int, default=3, help="moves per case (median)")
     args = parser.parse_args()
-    sizes = [int(s) for s in args.sizes.split(",")]
-    writes = [int(w) for w in args.writes.split(",")]
+    if not 10 <= args.probe_ms <= 20:
+        parser.error("--probe-ms: 10 to 20 (issue 18's resolution)")
+    measured = cases(
+        [int(s) for s in args.sizes.split(",")], [int(w) for w in args.writes.split(",")],
+        args.ledger,
+    )  # fmt: skip
+    measuring = Measuring(repeat=args.repeat, probe_every=args.probe_ms / 1000)
     results: dict[str, Any] = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    datastore = f"{max(24, 3 * max(sizes) + 8)}G"
+    datastore = f"{max(24, 3 * max(c.size_gib for c in measured) + 8)}G"
     with cluster_lab(datastore) as (lab, kubectl):
-        cases = []
-        for i, size in enumerate(sizes):
-            for j, write in enumerate(writes):
-                port = 18000 + 10 * i + j
-                cases.append(pulse_case(lab, kubectl, size, write, port, args.repeat))
-        results["pulse"] = cases
+        for case in measured:
+            results.setdefault(case.workload.name, []).append(
+                measure_case(lab, kubectl, case, measuring)
+            )
         if args.ram_mib:
             results["memory"] = memory_case(lab, kubectl, args.ram_mib)
     if args.push_mib:
@@ -412,6 +524,9 @@ def main() -> int:
 if __name__ == "__main__":
     try:
         sys.exit(main())
+    except CommandError as err:  # a lab host's command; it names its stderr
+        print(f"[downtime] {err}", file=sys.stderr)
+        sys.exit(1)
     except subprocess.CalledProcessError as err:
         print(f"[downtime] {err}: {err.stderr}", file=sys.stderr)
         sys.exit(1)

@@ -1,6 +1,6 @@
 """Faults in the middle of a move, on the lab with the real operator and agents.
 
-Each test moves the same application (pulse + ledger, see workload.py) from the machine
+Each test moves the same application (pulse + ledger: berth_lab.workloads) from the machine
 it runs on to the other one while something fails, then checks that it runs on exactly
 one machine with pulse's counter unbroken and every acknowledged ledger record kept, and
 that no mount, loop device or daemon of the repository was left behind.
@@ -22,10 +22,10 @@ from berth_common.process import run
 from berth_lab import Lab
 from berth_lab.cluster import LabCluster
 from berth_lab.kubeconfig import Kubectl
+from berth_lab.workloads import ledger_acks
 from e2e.helpers import fill, move, placement, until, wait_current
 from faults.workload import (
     PEM_IN_BASE64,
-    acks,
     assert_intact,
     fill_up,
     leftovers,
@@ -41,7 +41,7 @@ APP, PORT = "ledger-app", 8090
 def app(cluster: LabCluster, lab: Lab, kubectl: Kubectl, namespace: str) -> Iterator[str]:
     place(kubectl, namespace, APP, "host-a", PORT)
     wait_current(kubectl, namespace, APP)
-    until("ledger to acknowledge records", lambda: acks(lab, "host-a", APP), 60)
+    until("ledger to acknowledge records", lambda: ledger_acks(lab, "host-a", APP), 60)
     yield APP
 
 
@@ -52,7 +52,7 @@ def where(kubectl: Kubectl, namespace: str) -> tuple[str, str]:
 
 
 def acked(lab: Lab, host: str) -> int:
-    seen = acks(lab, host, APP)
+    seen = ledger_acks(lab, host, APP)
     assert seen, f"ledger acknowledged nothing on {host}"
     return max(seen)
 

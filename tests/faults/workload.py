@@ -1,64 +1,35 @@
 """The application the fault tests move, and what they check after every fault.
 
-One repository runs two services: pulse (a counter held only in memory) and ledger, a
-writer that appends numbered records, fsyncs each one and only then acknowledges it in
-its log. After any fault the application must run on exactly one machine, pulse's counter
-must never have restarted, and every record ledger acknowledged must be in its file.
+One repository runs two services (berth_lab.workloads): pulse (a counter held only in
+memory) and ledger, a writer that appends numbered records, fsyncs each one and only then
+acknowledges it in its log. After any fault the application must run on exactly one
+machine, pulse's counter must never have restarted, and every record ledger acknowledged
+must be in its file.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from berth_agent.apps import pulse
+from berth_agent.apps import ledger, pulse
 from berth_agent.runtime.spec import bridge_name
 from berth_common.process import run
 from berth_lab import Lab, manifests
 from berth_lab.kubeconfig import Kubectl
+from berth_lab.workloads import ledger_acks, ledger_records, pulse_and_ledger
 
-DOCKER = ["env", "DOCKER_CLI_EXPERIMENTAL=enabled", "/usr/bin/docker"]
 PEM_IN_BASE64 = "LS0tLS1CRUdJTi"  # "-----BEGIN" base64-encoded: how every token starts
-LEDGER_FILE = "/ledger"
-# The record is durable (fsync) before the ack is printed; a restarted writer (no
-# checkpoint) would go on from the file's last record, so a reset shows as a repeat.
-LEDGER_SCRIPT = f"""
-touch {LEDGER_FILE}
-n=$(wc -l < {LEDGER_FILE})
-while :; do
-  n=$((n + 1))
-  echo "record $n" >> {LEDGER_FILE}
-  sync {LEDGER_FILE}
-  echo "ack $n"
-  sleep 0.1
-done
-"""
-_ACK = re.compile(r"^\S+ ack (\d+)$")
 _DAEMONS = {"dockerd", "containerd", "containerd-shim-runc-v2", "docker-proxy"}
 _GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
-def services(port: int) -> list[dict[str, Any]]:
-    beat = pulse.services(interval=0.2, host_port=port)
-    ledger = {
-        "name": "ledger",
-        "image": "berth/busybox:1",
-        "command": ["sh", "-c", LEDGER_SCRIPT],
-        "environment": {},
-        "checkpoint": True,
-        "ports": [],
-    }
-    return [*manifests.template_services(beat), ledger]
-
-
 def place(kubectl: Kubectl, namespace: str, name: str, machine: str, port: int) -> None:
-    kubectl.apply(manifests.placement(name, namespace, machine, services(port)))
+    kubectl.apply(manifests.placement(name, namespace, machine, pulse_and_ledger(port)))
 
 
 def running_on(lab: Lab, name: str) -> list[str]:
@@ -72,20 +43,6 @@ def running_on(lab: Lab, name: str) -> list[str]:
                     if states and all(s == "running" for s in states):
                         where.append(host)
     return where
-
-
-def acks(lab: Lab, host: str, name: str) -> list[int]:
-    with lab.agent(host) as agent:
-        lines = agent.logs(name, "ledger", tail=10000)
-    return [int(m.group(1)) for line in lines if (m := _ACK.match(line))]
-
-
-def records(lab: Lab, host: str, name: str) -> list[int]:
-    with lab.agent(host) as agent:
-        guid = next(r["guid"] for r in agent.repositories() if r["name"] == name)
-    sock = ["-H", f"unix:///run/berth/{guid}/docker.sock"]
-    text = lab.host(host).run([*DOCKER, *sock, "exec", "ledger", "cat", LEDGER_FILE]).stdout
-    return [int(line.split()[1]) for line in text.decode().splitlines()]
 
 
 @dataclass
@@ -104,31 +61,13 @@ def assert_intact(lab: Lab, name: str, acked_before: int) -> Intact:
         counters = pulse.counters(agent.logs(name, "pulse", tail=10000))
     # The logs travel with the repository; the last 10000 beats cover half an hour.
     assert counters and counters == list(range(counters[0], counters[0] + len(counters))), (
-        f"pulse's counter restarted or skipped: {_runs(counters)}"
+        f"pulse's counter restarted or skipped: {ledger.runs(counters)}"
     )
-    logged = acks(lab, host, name)  # first: the file read after holds at least these
-    written = records(lab, host, name)
-    assert written == list(range(1, len(written) + 1)), f"ledger records: {_runs(written)}"
-    assert len(written) >= acked_before, (
-        f"ledger acknowledged {acked_before} records before the fault; {len(written)} survived"
-    )
-    assert logged and max(logged) <= len(written), (
-        f"ledger acknowledged record {max(logged)}; the file ends at {len(written)}"
-    )
+    logged = ledger_acks(lab, host, name)  # first: the file read after holds at least these
+    written = ledger_records(lab, host, name)
+    lost = ledger.problems(written, logged, acked_before)
+    assert not lost, "; ".join(lost)
     return Intact(host, counters[-1], len(written))
-
-
-def _runs(values: list[int]) -> str:
-    """1..5, 1..3: how a sequence restarted, briefly."""
-    if not values:
-        return "none"
-    runs, start = [], values[0]
-    for prev, cur in itertools.pairwise(values):
-        if cur != prev + 1:
-            runs.append(f"{start}..{prev}")
-            start = cur
-    runs.append(f"{start}..{values[-1]}")
-    return ", ".join(runs)
 
 
 def leftovers(lab: Lab) -> list[str]:

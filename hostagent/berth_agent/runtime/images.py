@@ -74,15 +74,16 @@ def _import(client: docker.DockerClient, image: str, rootfs: bytes) -> None:
     client.api.import_image_from_data(rootfs, repository=repository, tag=tag)
 
 
+def pulse_rootfs() -> bytes:
+    """pulse's root filesystem: busybox with pulse's script and its answer."""
+    return busybox_rootfs(
+        {"usr/bin/pulse": pulse.SCRIPT.encode(), "usr/bin/pulse-answer": pulse.ANSWER.encode()}
+    )
+
+
 BUILDERS: dict[str, Callable[[docker.DockerClient], None]] = {
     BUSYBOX_IMAGE: lambda c: _import(c, BUSYBOX_IMAGE, busybox_rootfs()),
-    pulse.IMAGE: lambda c: _import(
-        c,
-        pulse.IMAGE,
-        busybox_rootfs(
-            {"usr/bin/pulse": pulse.SCRIPT.encode(), "usr/bin/pulse-answer": pulse.ANSWER.encode()}
-        ),
-    ),
+    pulse.IMAGE: lambda c: _import(c, pulse.IMAGE, pulse_rootfs()),
 }
 
 
