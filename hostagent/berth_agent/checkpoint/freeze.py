@@ -10,9 +10,14 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import docker
+from docker.models.containers import Container
 from pydantic import BaseModel, Field
 
 from berth_agent.checkpoint import docker_api
@@ -33,6 +38,7 @@ class FreezeRecord(BaseModel):
     checkpointed: list[str] = Field(default_factory=list)  # restore from the checkpoint
     stopped: list[str] = Field(default_factory=list)  # start fresh
     durations: dict[str, float] = Field(default_factory=dict)
+    complete: bool = True  # False: a container failed to freeze; only resume is left
 
 
 def checkpoint_name(migration_id: str) -> str:
@@ -65,34 +71,55 @@ def freeze(
     them for a cold migration, checkpoint=False)."""
     existing = read_record(meta_dir)
     if existing is not None:
-        if existing.migration_id == migration_id:
+        if existing.migration_id == migration_id and existing.complete:
             return existing  # already frozen for this migration: a replay
+        if existing.migration_id == migration_id:
+            raise AgentError(
+                f"the freeze for migration {migration_id} failed part way; resume it first"
+            )
         raise AgentError(
             f"repository is frozen by migration {existing.migration_id}; "
             "restore it before freezing it again"
         )
     record = FreezeRecord(migration_id=migration_id, checkpoint=checkpoint_name(migration_id))
-    for container in service_containers(client):
-        if container.status != "running":
-            continue
-        started = time.monotonic()
-        if checkpoint and (container.labels or {}).get(CHECKPOINT_LABEL) == "true":
-            try:
-                checkpointer.checkpoint(container.id, record.checkpoint)
-            except AgentError as err:
-                raise AgentError(f"checkpoint of {container.name} failed: {err}") from err
-            # Its processes are gone once runc returns. dockerd learns it from containerd
-            # and writes the container's state 70-100 ms later, into the filesystem about
-            # to be frozen: that write waits for the thaw (down, or resume, which waits
-            # for it), and a copy taken meanwhile holds the state from before, which a
-            # dockerd starting on it corrects as after a crash.
-            record.checkpointed.append(container.name)
-            record.durations[f"checkpoint:{container.name}"] = time.monotonic() - started
-        else:
-            container.stop(timeout=10)
-            _wait_exited(client, container.id)
-            record.stopped.append(container.name)
-            record.durations[f"stop:{container.name}"] = time.monotonic() - started
+    running = [c for c in service_containers(client) if c.status == "running"]
+    to_checkpoint = [
+        c for c in running if checkpoint and (c.labels or {}).get(CHECKPOINT_LABEL) == "true"
+    ]
+    to_stop = [c for c in running if c not in to_checkpoint]
+
+    def checkpoint_one(container: Container) -> None:
+        try:
+            checkpointer.checkpoint(container.id, record.checkpoint)
+        except AgentError as err:
+            raise AgentError(f"checkpoint of {container.name} failed: {err}") from err
+        # Its processes are gone once runc returns. dockerd learns it from containerd and
+        # writes the container's state 70-100 ms later, into the filesystem about to be
+        # frozen: that write waits for the thaw (down, or resume, which waits for it), and
+        # a copy taken meanwhile holds the state from before, which a dockerd starting on
+        # it corrects as after a crash.
+
+    def stop_one(container: Container) -> None:
+        container.stop(timeout=10)
+        _wait_exited(client, container.id)
+
+    # All at once: the repository's containers stop as close together as they can (an
+    # app and its database), and the freeze lasts as long as the slowest, not the sum.
+    outcomes = all_at_once(
+        [(f"checkpoint:{c.name}", partial(checkpoint_one, c)) for c in to_checkpoint]
+        + [(f"stop:{c.name}", partial(stop_one, c)) for c in to_stop]
+    )
+    done = {name for name, outcome in outcomes.items() if outcome.error is None}
+    record.durations = {name: outcome.seconds for name, outcome in outcomes.items()}
+    record.checkpointed = [c.name for c in to_checkpoint if f"checkpoint:{c.name}" in done]
+    record.stopped = [c.name for c in to_stop if f"stop:{c.name}" in done]
+    if len(done) < len(outcomes):
+        # A failed dump leaves its container running. What did freeze is recorded, so
+        # that resume revives it; the record says the freeze failed, so that a replay
+        # does not take it for done.
+        record.complete = False
+        write_record(meta_dir, record)
+        _raise_first(outcomes)
     write_record(meta_dir, record)
     log.info(
         "repository frozen",
@@ -103,6 +130,38 @@ def freeze(
         },
     )
     return record
+
+
+@dataclass
+class Outcome:
+    """What a piece of work run by all_at_once took, and how it failed if it did."""
+
+    seconds: float
+    error: Exception | None = None
+
+
+def all_at_once(work: Sequence[tuple[str, Callable[[], None]]]) -> dict[str, Outcome]:
+    """Run each named piece of work in a thread of its own, until all have ended."""
+    if len(work) <= 1:  # no thread for one container, the common case
+        return {name: _run(job) for name, job in work}
+    with ThreadPoolExecutor(max_workers=len(work)) as pool:
+        futures = {name: pool.submit(_run, job) for name, job in work}
+    return {name: future.result() for name, future in futures.items()}
+
+
+def _run(job: Callable[[], None]) -> Outcome:
+    started = time.monotonic()
+    try:
+        job()
+    except Exception as err:  # reported by the caller, with every other outcome
+        return Outcome(time.monotonic() - started, err)
+    return Outcome(time.monotonic() - started)
+
+
+def _raise_first(outcomes: dict[str, Outcome]) -> None:
+    for outcome in outcomes.values():
+        if outcome.error is not None:
+            raise outcome.error
 
 
 def _wait_exited(client: docker.DockerClient, container_id: str, timeout: float = 30) -> None:
@@ -126,19 +185,23 @@ def thaw(client: docker.DockerClient, meta_dir: Path) -> dict[str, float]:
     record = read_record(meta_dir)
     if record is None:
         return {}
-    durations: dict[str, float] = {}
-    for name in record.checkpointed:
+
+    def restore_one(name: str) -> None:
         container = client.containers.get(name)
-        started = time.monotonic()
         if not _runs(client, container.id):
             _restore_with_retry(client, container.id, record.checkpoint)
-        durations[f"restore:{name}"] = time.monotonic() - started
-    for name in record.stopped:
+
+    def start_one(name: str) -> None:
         container = client.containers.get(name)
-        started = time.monotonic()
         if container.status != "running":
             container.start()
-        durations[f"start:{name}"] = time.monotonic() - started
+
+    # Restored all at once, as they were frozen; then the others, which may need them.
+    restored = all_at_once([(f"restore:{n}", partial(restore_one, n)) for n in record.checkpointed])
+    _raise_first(restored)  # the record stays: thaw is tried again as a whole
+    started = all_at_once([(f"start:{n}", partial(start_one, n)) for n in record.stopped])
+    _raise_first(started)
+    durations = {name: outcome.seconds for name, outcome in {**restored, **started}.items()}
     for name in record.checkpointed:
         container = client.containers.get(name)
         if record.checkpoint in docker_api.names(client, container.id):

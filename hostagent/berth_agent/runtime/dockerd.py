@@ -47,6 +47,10 @@ class DaemonPaths:
     tmp_dir: Path
 
     @property
+    def containerd_root(self) -> Path:
+        return self.tmp_dir / "containerd"
+
+    @property
     def socket(self) -> Path:
         return self.run_dir / "docker.sock"
 
@@ -115,6 +119,7 @@ class RepositoryDaemon:
         self.paths.data_root.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(self.paths.tmp_dir, ignore_errors=True)  # a crashed daemon's
         self.paths.tmp_dir.mkdir(parents=True)
+        self._keep_containerd_outside()
         argv = [
             self.dockerd,
             "--data-root",
@@ -149,6 +154,21 @@ class RepositoryDaemon:
         self._wait_ready(proc.pid, timeout)
         log.info("dockerd started", extra={"pid": proc.pid, "socket": str(self.paths.socket)})
         return proc.pid
+
+    def _keep_containerd_outside(self) -> None:
+        """dockerd's own containerd keeps its root in <data-root>/containerd: its database
+        and the content store every restore uploads the checkpoint into, only to delete
+        it. None of it outlives the daemon, and written inside the repository it is slow
+        (a loop device under btrfs) and sent with every move. So that folder is a link
+        to the daemon's scratch folder on the host, made anew at each start (where the
+        repository was made before, the folder it held is dropped)."""
+        link = self.paths.data_root / "containerd"
+        if link.is_symlink():
+            link.unlink()
+        elif link.exists():
+            shutil.rmtree(link)
+        self.paths.containerd_root.mkdir()
+        link.symlink_to(self.paths.containerd_root)
 
     def _wait_ready(self, pid: int, timeout: float) -> None:
         deadline = time.monotonic() + timeout
