@@ -175,9 +175,10 @@ class Repositories:
             # block), so a replay returns exactly what this call returns.
             t = time.monotonic()
             self._quiesce(record.guid)
+            frozen.durations["quiesce"] = time.monotonic() - t
             log.info(
                 "filesystem quiesced",
-                extra={"repository": record.name, "seconds": round(time.monotonic() - t, 4)},
+                extra={"repository": record.name, "seconds": round(frozen.durations["quiesce"], 4)},
             )
             self.crash.reached("freeze.frozen")
             return frozen

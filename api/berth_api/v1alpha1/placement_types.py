@@ -134,7 +134,9 @@ class LastMigration(Model):
     phase_seconds: dict[str, float] = Field(default_factory=dict)
     step_seconds: dict[str, float] = Field(
         default_factory=dict,
-        description="the downtime's steps as the agents timed them: freeze.*, final.*, up.*",
+        description="the downtime's steps: freeze.*, final.*, up.* as the agents timed "
+        "them; operator.persist (the status write before the target starts it) and "
+        "operator.other (the rest: the calls between operator and agents)",
     )
     result: str | None = None
     reason: str | None = None

@@ -118,7 +118,10 @@ class MigrationDriver:
             state.phase_seconds.get(phase.value, 0) + time.monotonic() - started
         )
         if state.phase != phase:
+            persisting = time.monotonic()
             self.on_event(state, {"event": "phase", "from": phase.value, "to": state.phase.value})
+            if state.phase == Phase.VERIFYING:  # written while frozen: part of the downtime
+                state.step_seconds["operator.persist"] = round(time.monotonic() - persisting, 4)
 
     # --- phases ----------------------------------------------------------------------
     def _do(self, state: MigrationState) -> None:
@@ -250,6 +253,9 @@ class MigrationDriver:
         _steps(state, "up", revived.get("durations") or {})
         assert state.frozen_at_epoch is not None
         state.downtime_seconds = round(answered - state.frozen_at_epoch, 3)
+        state.step_seconds["operator.other"] = rest_of_downtime(
+            state.downtime_seconds, state.step_seconds
+        )
         self.on_event(state, {"event": "answered", "downtime": state.downtime_seconds})
 
     # --- failures ----------------------------------------------------------------------
@@ -313,6 +319,14 @@ class MigrationDriver:
                     extra={"migration": state.id, "transfer": tid, "machine": machine,
                            "error": str(err)},
                 )  # fmt: skip
+
+
+def rest_of_downtime(downtime: float, steps: dict[str, float]) -> float:
+    """The downtime no step accounts for: the calls between the operator and the agents
+    (requests, answers, the agents' own bookkeeping around the timed steps) and, after an
+    operator restart while frozen, the time it was away."""
+    timed = sum(v for k, v in steps.items() if k != "operator.other")
+    return round(max(0.0, downtime - timed), 4)
 
 
 def _steps(state: MigrationState, prefix: str, durations: dict[str, float]) -> None:
