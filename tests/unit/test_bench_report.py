@@ -11,7 +11,9 @@ from report import (
     PLOT_LINKS,
     PLOTS,
     commit_label,
+    docker_seconds,
     performance_markdown,
+    step_breakdown,
     summarize_downtime,
     targets,
 )
@@ -222,3 +224,23 @@ def test_commit_label_is_dirty_only_when_code_differs(tmp_path: Path) -> None:
 
     (tmp_path / "code.py").write_text("x = 2\n")
     assert commit_label(tmp_path) == f"{short}+dirty"
+
+
+def test_docker_s_part_of_a_move_counts_containers_frozen_together_once() -> None:
+    steps = {
+        "freeze.checkpoint:pulse": 0.3,
+        "freeze.checkpoint:ledger": 0.2,  # at the same time as pulse's
+        "up.dockerd": 0.4,
+        "up.restore:pulse": 0.7,
+        "up.restore:ledger": 0.8,
+        "final.send": 0.05,
+    }
+    assert docker_seconds(steps) == {"checkpoint": 0.3, "dockerd": 0.4, "restore": 0.8}
+
+
+def test_the_steps_of_containers_frozen_together_count_once_in_the_breakdown() -> None:
+    steps = {"freeze.checkpoint:pulse": 0.3, "freeze.checkpoint:ledger": 0.2,
+             "freeze.quiesce": 0.05, "up.restore:pulse": 0.7, "up.restore:ledger": 0.8}  # fmt: skip
+    breakdown = dict(step_breakdown(steps))
+    assert breakdown["freeze (CRIU dump)"] == pytest.approx(0.35)
+    assert breakdown["restore (CRIU)"] == pytest.approx(0.8)
