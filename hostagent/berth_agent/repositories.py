@@ -298,13 +298,6 @@ class Repositories:
         daemon = self.daemon(record.guid)
         if not daemon.running():
             raise Conflict(f"repository {record.name!r} is not running here")
-        if self._frozen_marker(record.guid).exists():
-            # dockerd holds a checkpointed container's lock until it can write the exit
-            # into the frozen filesystem: reading the logs would wait for the thaw.
-            raise Conflict(
-                f"repository {record.name!r} is frozen for a move; its logs can be read "
-                "once it runs again (here, or on the machine it moved to)"
-            )
         client = daemon.client(timeout=10)
         try:
             try:

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from berth_agent.apps.pulse import counters
-from berth_agent.client import AgentAPIError, AgentClient
+from berth_agent.client import AgentClient
 from berth_common.process import run
 from berth_lab import Lab
 
@@ -70,12 +70,8 @@ def test_pulse_moves_to_another_host_and_keeps_counting(lab: Lab) -> None:
         frozen = a.freeze("move-me", "m-agent-1")
         assert frozen["checkpointed"] == ["pulse"]
         assert a.freeze("move-me", "m-agent-1") == frozen  # a replay changes nothing
-        # Its dockerd writes the checkpointed container's exit into the frozen filesystem
-        # only after the thaw, so what needs the container's lock is refused meanwhile.
-        with pytest.raises(AgentAPIError) as refused:
-            a.logs("move-me", "pulse", tail=3)
-        assert refused.value.status == 409 and "frozen" in refused.value.message
-        frozen_at = before
+        frozen_at = counters(a.logs("move-me", "pulse", tail=3))[-1]
+        assert frozen_at >= before
         a.down("move-me")
         assert a.status("move-me")["mounted"] is False
 

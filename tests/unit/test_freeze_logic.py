@@ -40,14 +40,18 @@ class FakeContainer:
 
 
 class FakeDocker:
-    """What freeze asks of dockerd: the service containers."""
+    """What freeze asks of dockerd: the service containers, and their state (stopped: a
+    checkpoint's exit is recorded at once here)."""
 
     def __init__(self, containers: list[FakeContainer]) -> None:
-        self.containers = self
+        self.containers = self.api = self
         self._listed = containers
 
     def list(self, **_: Any) -> list[FakeContainer]:
         return self._listed
+
+    def inspect_container(self, container_id: str) -> dict[str, Any]:
+        return {"State": {"Running": False, "Pid": 0}}
 
 
 class FakeRunc:
