@@ -11,7 +11,7 @@ import pytest
 
 from berth_agent.client import AgentClient
 from berth_common.pki import CertFiles, create_ca
-from berth_operator.migration.driver import MigrationDriver
+from berth_operator.migration.driver import MigrationDriver, rest_of_downtime
 from berth_operator.migration.state import MigrationState, Phase, timestamp
 from berth_operator.placement.status import last_migration
 
@@ -125,3 +125,10 @@ def test_a_replayed_cutover_keeps_the_first_freeze_moment(signer: CertFiles) -> 
 def test_timestamps_are_utc_with_milliseconds() -> None:
     assert timestamp(0) == "1970-01-01T00:00:00.000Z"
     assert timestamp(1.2345) == "1970-01-01T00:00:01.234Z"
+
+
+def test_the_rest_of_the_downtime_counts_containers_frozen_together_once() -> None:
+    steps = {"freeze.checkpoint:pulse": 0.4, "freeze.checkpoint:ledger": 0.3,
+             "up.restore:pulse": 0.9, "up.restore:ledger": 0.8, "up.dockerd": 0.2}  # fmt: skip
+    assert rest_of_downtime(1.75, steps) == pytest.approx(0.25)
+    assert rest_of_downtime(1.0, steps) == 0.0  # never negative
