@@ -113,7 +113,10 @@ class RepositoryStore:
             if key is not None:
                 luks.format_image(image, key)
                 device = luks.open_image(image, guid, key)
-            run(["mkfs.btrfs", "-q", "-L", name[:255], str(device)])
+            # Metadata single, not btrfs's default DUP: a second copy on the same file
+            # guards against nothing the host's disk does not, and every move sent each
+            # metadata change twice (80 % of a final delta was metadata, measured).
+            run(["mkfs.btrfs", "-q", "-m", "single", "-L", name[:255], str(device)])
             if key is not None:
                 luks.close_image(guid)
             self._write_record(record)
