@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from berth_operator.migration.state import steps_together
+
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
@@ -306,19 +308,8 @@ def step_breakdown(steps: dict[str, float]) -> list[tuple[str, float]]:
     for label, prefix in STEP_GROUPS:
         keys = [k for k in steps if k.startswith(prefix) and k not in used]
         used.update(keys)
-        out.append((label, concurrent_sum({k: steps[k] for k in keys})))
+        out.append((label, steps_together({k: steps[k] for k in keys})))
     return out
-
-
-def concurrent_sum(steps: dict[str, float]) -> float:
-    """The time steps took together: the same step of several containers
-    ("up.restore:pulse", "up.restore:ledger") runs for all of them at once, so it counts
-    for its slowest; different steps follow each other."""
-    slowest: dict[str, float] = {}
-    for key, seconds in steps.items():
-        kind = key.split(":", 1)[0]
-        slowest[kind] = max(slowest.get(kind, 0.0), seconds)
-    return sum(slowest.values())
 
 
 def labelled(cases: dict[str, Any], ledger: dict[str, Any]) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from berth_operator.migration.state import (
     Mode,
     Phase,
     now,
+    steps_together,
     timestamp,
 )
 
@@ -325,12 +326,8 @@ def rest_of_downtime(downtime: float, steps: dict[str, float]) -> float:
     """The downtime no step accounts for: the calls between the operator and the agents
     (requests, answers, the agents' own bookkeeping around the timed steps) and, after an
     operator restart while frozen, the time it was away."""
-    slowest: dict[str, float] = {}  # a step of several containers runs for all at once
-    for key, seconds in steps.items():
-        if key != "operator.other":
-            kind = key.split(":", 1)[0]
-            slowest[kind] = max(slowest.get(kind, 0.0), seconds)
-    return round(max(0.0, downtime - sum(slowest.values())), 4)
+    timed = steps_together({k: v for k, v in steps.items() if k != "operator.other"})
+    return round(max(0.0, downtime - timed), 4)
 
 
 def _steps(state: MigrationState, prefix: str, durations: dict[str, float]) -> None:

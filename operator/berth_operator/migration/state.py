@@ -41,6 +41,17 @@ def now() -> str:
     return timestamp(dt.datetime.now(dt.UTC).timestamp())
 
 
+def steps_together(steps: dict[str, float]) -> float:
+    """How long steps took together: the same step of several containers
+    ("up.restore:pulse", "up.restore:ledger") runs for all of them at once, so it counts
+    for its slowest; different steps follow each other."""
+    slowest: dict[str, float] = {}
+    for key, seconds in steps.items():
+        kind = key.split(":", 1)[0]
+        slowest[kind] = max(slowest.get(kind, 0.0), seconds)
+    return sum(slowest.values())
+
+
 class MigrationState(BaseModel):
     id: str
     repository: str  # name
