@@ -14,13 +14,14 @@ suite=full
 if [ "${1:-}" = "--quick" ]; then suite=quick; fi
 # An earlier run's raw figures would otherwise be reported under this run's stamp (--quick
 # runs no transfer_bench.py, no memory-heavy move and no push).
-rm -f bench/results/{downtime,operator_scale,transfer}.json
+rm -f bench/results/{downtime,memory,operator_scale,transfer}.json
 "$py" bench/report.py --stamp --suite "$suite"
 if [ "$suite" = quick ]; then
   "$py" bench/downtime_bench.py --sizes 1,2 --writes 0,50 --repeat 3 --ram-mib 0 --push-mib 0
   "$py" bench/operator_scale.py --placements 100 --machines 5
 else
   "$py" bench/downtime_bench.py
+  "$py" bench/memory_bench.py
   "$py" bench/operator_scale.py
   "$py" bench/transfer_bench.py
 fi

@@ -11,6 +11,8 @@ from typing import Any
 
 import httpx
 
+from berth_agent.checkpoint.postcopy import PostCopyStatus
+
 # Agents are on the machines' own network: a connection not made in this long will not
 # be. A partitioned peer (packets dropped) then fails in seconds, not after the whole
 # request timeout, which matters while a migration holds the application frozen.
@@ -115,13 +117,31 @@ class AgentClient:
         result: dict[str, Any] = self._call("POST", f"/v1/repositories/{ref}/up", json=body)
         return result
 
-    def freeze(self, ref: str, migration_id: str, *, checkpoint: bool = True) -> dict[str, Any]:
+    def freeze(
+        self,
+        ref: str,
+        migration_id: str,
+        *,
+        checkpoint: bool = True,
+        memory: str = "freeze",
+        page_server_address: str | None = None,
+    ) -> dict[str, Any]:
         result: dict[str, Any] = self._call(
             "POST",
             f"/v1/repositories/{ref}/freeze",
-            json={"migration_id": migration_id, "checkpoint": checkpoint},
+            json={
+                "migration_id": migration_id,
+                "checkpoint": checkpoint,
+                "memory": memory,
+                "page_server_address": page_server_address,
+            },
         )
         return result
+
+    def postcopy(self, ref: str, migration_id: str) -> list[PostCopyStatus]:
+        """Each container's post-copy of the migration on this host."""
+        result = self._call("GET", f"/v1/repositories/{ref}/postcopy/{migration_id}")
+        return [PostCopyStatus.model_validate(s) for s in result["containers"]]
 
     def resume(self, ref: str, migration_id: str) -> dict[str, Any]:
         result: dict[str, Any] = self._call(

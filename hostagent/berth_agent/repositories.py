@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,7 +16,11 @@ import docker
 import requests
 
 from berth_agent.apps import pulse
+from berth_agent.checkpoint import docker_api
 from berth_agent.checkpoint import freeze as freezing
+from berth_agent.checkpoint.memory import MemoryMode
+from berth_agent.checkpoint.postcopy import PostCopyStatus, Progress, abort_dump, read_status
+from berth_agent.checkpoint.runc import RuncCheckpointer
 from berth_agent.config import AgentConfig
 from berth_agent.errors import Conflict, InvalidRequest, NotFound
 from berth_agent.runtime import neighbours
@@ -59,8 +64,22 @@ class Repositories:
             self.config.run_dir / guid,
             self.store.docker_root(guid),
             self.config.data_dir / "tmp" / guid,
+            self.config.run_dir / "bin",
         )
         return RepositoryDaemon(paths, self.config.dockerd)
+
+    def _postcopy_dir(self, guid: str, migration_id: str) -> Path:
+        return self.config.run_dir / guid / "postcopy" / migration_id
+
+    def _postcopy_plan(
+        self, guid: str, migration_id: str, address: str = "", mode: MemoryMode = MemoryMode.FREEZE
+    ) -> freezing.PostCopyPlan:
+        return freezing.PostCopyPlan(
+            work_root=self._postcopy_dir(guid, migration_id),
+            tls=self.config.tls,
+            address=address,
+            mode=mode,
+        )
 
     # --- lifecycle -------------------------------------------------------------------
     def create(
@@ -114,7 +133,8 @@ class Repositories:
                 meta = self.store.mount_path(record.guid) / META_DIR
                 frozen = freezing.read_record(meta)
                 self.crash.reached("up.restoring")
-                durations.update(freezing.thaw(client, meta))
+                fetch = self._postcopy_plan(record.guid, frozen.migration_id) if frozen else None
+                durations.update(freezing.thaw(client, daemon.checkpointer(), meta, fetch))
                 self.crash.reached("up.restored")
                 if frozen:
                     daemon.remove_checkpoint_copies_later()
@@ -150,10 +170,16 @@ class Repositories:
         migration_id: str,
         *,
         checkpoint: bool = True,
+        memory: MemoryMode = MemoryMode.FREEZE,
+        page_server_address: str | None = None,
     ) -> freezing.FreezeRecord:
         """Checkpoint labelled containers (stop them all when checkpoint is False), stop
         the others, then quiesce the filesystem so a snapshot of the image is consistent.
-        The dockerd keeps running: stopping it costs a second, off the critical path."""
+        The dockerd keeps running: stopping it costs a second, off the critical path.
+        Containers whose memory moves after the freeze (memory) keep it here, served on
+        page_server_address (this host's, as the target reaches it)."""
+        if memory != MemoryMode.FREEZE and not page_server_address:
+            raise InvalidRequest(f"memory {memory.value} needs the page server's address")
         record = self.store.find(ref)
         meta = self.store.mount_path(record.guid) / META_DIR
         with self._locked(record.guid):
@@ -166,8 +192,18 @@ class Repositories:
                 raise Conflict(f"repository {record.name!r} is not running")
             client = daemon.client()
             try:
+                plan = None
+                if memory != MemoryMode.FREEZE and page_server_address:
+                    plan = self._postcopy_plan(
+                        record.guid, migration_id, page_server_address, memory
+                    )
                 frozen = freezing.freeze(
-                    client, daemon.checkpointer(), meta, migration_id, checkpoint=checkpoint
+                    client,
+                    daemon.checkpointer(),
+                    meta,
+                    migration_id,
+                    checkpoint=checkpoint,
+                    postcopy=plan,
                 )
             finally:
                 client.close()
@@ -199,12 +235,63 @@ class Repositories:
             daemon = self.daemon(record.guid)
             client = daemon.client()
             try:
-                durations = freezing.thaw(client, meta)
+                if frozen is not None and frozen.postcopy:
+                    self._abort_dumps(record.guid, frozen, client, daemon.checkpointer())
+                durations = freezing.thaw(client, daemon.checkpointer(), meta)
             finally:
                 client.close()
             daemon.remove_checkpoint_copies_later()
         log.info("repository resumed", extra={"repository": record.name, "migration": migration_id})
         return durations
+
+    def _abort_dumps(
+        self,
+        guid: str,
+        frozen: freezing.FreezeRecord,
+        client: docker.DockerClient,
+        checkpointer: RuncCheckpointer,
+    ) -> None:
+        """A resume while the source still serves pages: the target gave the application
+        back, so the dumps stop and their containers run on here."""
+        root = self._postcopy_dir(guid, frozen.migration_id)
+        for name in frozen.postcopy:
+            container_id = client.containers.get(name).id
+            if abort_dump(root / name, checkpointer.resume_argv(container_id)):
+                log.warning(
+                    "post-copy dump aborted",
+                    extra={"migration": frozen.migration_id, "container": name},
+                )
+
+    def postcopy(self, ref: str, migration_id: str) -> list[PostCopyStatus]:
+        """How the post-copy of a migration stands here, per container: the page servers
+        on the source, the page fetches on the target. Once every fetch here is done,
+        the checkpoint the fetches read from is removed."""
+        record = self.store.find(ref)
+        root = self._postcopy_dir(record.guid, migration_id)
+        if not root.is_dir():
+            raise NotFound(f"no post-copy of migration {migration_id} on this host")
+        statuses = [
+            read_status(d.name, d, "dump.log" if (d / "images").exists() else "lazy-pages.log")
+            for d in sorted(root.iterdir())
+            if d.is_dir()
+        ]
+        fetched = [s.container for s in statuses if not (root / s.container / "images").exists()]
+        if fetched and all(s.progress == Progress.DONE for s in statuses):
+            self._drop_checkpoints(record.guid, fetched, freezing.checkpoint_name(migration_id))
+        return statuses
+
+    def _drop_checkpoints(self, guid: str, containers: list[str], name: str) -> None:
+        daemon = self.daemon(guid)
+        if not daemon.running():
+            return
+        client = daemon.client()
+        try:
+            for container_name in containers:
+                container = client.containers.get(container_name)
+                if name in docker_api.names(client, container.id):
+                    docker_api.delete(client, container.id, name)
+        finally:
+            client.close()
 
     def _frozen_marker(self, guid: str) -> Path:
         return self.config.run_dir / f"{guid}.fsfrozen"
@@ -236,6 +323,8 @@ class Repositories:
             t = time.monotonic()
             self.store.unmount(record.guid)
             durations["unmount"] = time.monotonic() - t
+            # What post-copy kept on the host (images, logs) once nothing runs from it.
+            shutil.rmtree(self.config.run_dir / record.guid / "postcopy", ignore_errors=True)
             if moved_to:
                 self.store.set_moved_to(record.guid, moved_to)
         log.info("repository down", extra={"repository": record.name, "durations": durations})

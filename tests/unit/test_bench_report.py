@@ -12,9 +12,12 @@ from report import (
     PLOTS,
     commit_label,
     docker_seconds,
+    memory_section,
+    memory_targets,
     performance_markdown,
     step_breakdown,
     summarize_downtime,
+    summarize_memory,
     targets,
 )
 
@@ -244,3 +247,33 @@ def test_the_steps_of_containers_frozen_together_count_once_in_the_breakdown() -
     breakdown = dict(step_breakdown(steps))
     assert breakdown["freeze (CRIU dump)"] == pytest.approx(0.35)
     assert breakdown["restore (CRIU)"] == pytest.approx(0.8)
+
+
+def memory_run(downtime: float, intact: bool = True) -> dict[str, Any]:
+    return {"downtime_status_s": downtime, "downtime_prober_s": downtime + 0.05,
+            "migration_s": 20.0, "postcopy_s": 1.5, "bulk_bytes": 10**8,
+            "delta_bytes": 2 * 10**6, "memory_intact": intact}  # fmt: skip
+
+
+def test_memory_cases_are_tabled_and_judged_by_issue_19s_targets() -> None:
+    raw = {"cases": [
+        {"resident_mib": 256, "dirty_mib_s": 0, "mode": "postcopy",
+         "runs": [memory_run(0.8), memory_run(0.9), memory_run(1.0)]},
+        {"resident_mib": 1024, "dirty_mib_s": 0, "mode": "postcopy",
+         "runs": [memory_run(0.9), memory_run(0.95), memory_run(2.0)]},
+        {"resident_mib": 1024, "dirty_mib_s": 50, "mode": "postcopy",
+         "runs": [memory_run(1.6), memory_run(1.7), memory_run(1.8, intact=False)]},
+        {"resident_mib": 4096, "dirty_mib_s": 0, "mode": "postcopy",
+         "runs": [memory_run(1.2)]},
+        {"resident_mib": 1024, "dirty_mib_s": 0, "mode": "freeze", "runs": [memory_run(12.0)]},
+    ]}  # fmt: skip
+    rows = summarize_memory(raw)
+    assert rows[1]["downtime_status_s"] == {"min": 0.9, "median": 0.95, "max": 2.0,
+                                            "relative": 1.158}  # fmt: skip
+    goals = memory_targets(rows)
+    assert goals["memory_1g"]["met"] and not goals["memory_1g_busy"]["met"]
+    assert goals["memory_4g_vs_256m"] == {"value": 0.333, "target": 0.2, "met": False}
+    assert not goals["memory_intact"]["met"]
+    page = "\n".join(memory_section(rows))
+    assert "| 1024 | 0 | postcopy | 3 | 0.900 / 0.950 / 2.000 ⚠ |" in page
+    assert "**no**" in page

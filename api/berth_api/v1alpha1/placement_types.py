@@ -17,6 +17,12 @@ class Strategy(enum.StrEnum):
     COLD = "cold"
 
 
+class MemoryMode(enum.StrEnum):
+    FREEZE = "freeze"
+    POSTCOPY = "postcopy"
+    AUTO = "auto"
+
+
 class DeletionPolicy(enum.StrEnum):
     RETAIN = "Retain"
     DELETE = "Delete"
@@ -93,6 +99,18 @@ class RepositoryPlacementSpec(Model):
     )
     checkpoint: bool = Field(True, description="keep processes' memory (CRIU); false: restart")
     strategy: Strategy = Strategy.LIVE
+    memory: MemoryMode = Field(
+        MemoryMode.FREEZE,
+        description="when a checkpointed container's memory moves. freeze: all of it "
+        "while the application is frozen (the downtime grows with the memory). postcopy: "
+        "only the process state inside the freeze; the target runs the application at "
+        "once and its pages follow from the source, on demand and in the background "
+        "(the downtime does not grow with the memory, but until the last page has moved "
+        "the application needs both machines and the link between them: a failure then "
+        "brings it back on the source as it was at the freeze, and what it did on the "
+        "target meanwhile is lost). auto: postcopy for containers holding more than "
+        "64 MiB of memory, freeze for the others",
+    )
     transfer: TransferOptions = Field(default_factory=TransferOptions)
     downtime_budget: str | None = Field(
         None,
@@ -132,6 +150,14 @@ class LastMigration(Model):
         None, description="from cutoverAt until the target answered on every port"
     )
     phase_seconds: dict[str, float] = Field(default_factory=dict)
+    postcopy_containers: list[str] = Field(
+        default_factory=list, description="containers whose memory followed after the freeze"
+    )
+    postcopy_seconds: float | None = Field(
+        None,
+        description="post-copy: from the target's answer until it held every page "
+        "(the source was needed until then)",
+    )
     step_seconds: dict[str, float] = Field(
         default_factory=dict,
         description="the downtime's steps: freeze.*, final.*, up.* as the agents timed "

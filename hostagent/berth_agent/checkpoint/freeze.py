@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -22,7 +23,10 @@ from pydantic import BaseModel, Field
 
 from berth_agent.checkpoint import docker_api
 from berth_agent.checkpoint.criu import criu_log_excerpt
+from berth_agent.checkpoint.memory import MemoryMode, moves_after_freeze, resident_anon_bytes
+from berth_agent.checkpoint.postcopy import LazyDump, PageFetch, PageServer
 from berth_agent.checkpoint.runc import RuncCheckpointer
+from berth_agent.config import TLSConfig
 from berth_agent.errors import AgentError
 from berth_agent.runtime.services import service_containers
 from berth_agent.runtime.spec import CHECKPOINT_LABEL
@@ -39,6 +43,19 @@ class FreezeRecord(BaseModel):
     stopped: list[str] = Field(default_factory=list)  # start fresh
     durations: dict[str, float] = Field(default_factory=dict)
     complete: bool = True  # False: a container failed to freeze; only resume is left
+    # Checkpointed containers whose memory pages stayed at the source, and where from.
+    postcopy: dict[str, PageServer] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PostCopyPlan:
+    """How this host takes part in post-copy: where its page servers listen (source) or
+    its page fetches run (target), and the certificates they speak TLS with."""
+
+    work_root: Path  # on the host: <run-dir>/<guid>/postcopy/<container>
+    tls: TLSConfig
+    address: str = ""  # the source's: where the target reaches its page servers
+    mode: MemoryMode = MemoryMode.FREEZE
 
 
 def checkpoint_name(migration_id: str) -> str:
@@ -66,9 +83,11 @@ def freeze(
     meta_dir: Path,
     migration_id: str,
     checkpoint: bool = True,
+    postcopy: PostCopyPlan | None = None,
 ) -> FreezeRecord:
     """Checkpoint every running container labelled for it; stop every other one (all of
-    them for a cold migration, checkpoint=False)."""
+    them for a cold migration, checkpoint=False). With a post-copy plan, the containers
+    its mode picks keep their memory here, served to the target after the freeze."""
     existing = read_record(meta_dir)
     if existing is not None:
         if existing.migration_id == migration_id and existing.complete:
@@ -87,10 +106,17 @@ def freeze(
         c for c in running if checkpoint and (c.labels or {}).get(CHECKPOINT_LABEL) == "true"
     ]
     to_stop = [c for c in running if c not in to_checkpoint]
+    lazy = {c.name for c in to_checkpoint if postcopy and _after_freeze(client, c, postcopy.mode)}
 
     def checkpoint_one(container: Container) -> None:
         try:
-            checkpointer.checkpoint(container.id, record.checkpoint)
+            if container.name in lazy:
+                assert postcopy is not None
+                record.postcopy[container.name] = _dump_lazily(
+                    checkpointer, container, record.checkpoint, postcopy
+                )
+            else:
+                checkpointer.checkpoint(container.id, record.checkpoint)
         except AgentError as err:
             raise AgentError(f"checkpoint of {container.name} failed: {err}") from err
 
@@ -116,6 +142,8 @@ def freeze(
         # the target's dockerd cleans up at start as after a crash (+0.13-0.18 s to its
         # start, +0.03 s to the restore, against 0.1 s saved here).
         for container in to_checkpoint:
+            if container.name in lazy:
+                continue  # frozen until its pages have gone: dockerd sees the exit then
             started = time.monotonic()
             _wait_exited(client, container.id)
             record.durations[f"checkpoint:{container.name}"] += time.monotonic() - started
@@ -136,6 +164,33 @@ def freeze(
         },
     )
     return record
+
+
+def _after_freeze(client: docker.DockerClient, container: Container, mode: MemoryMode) -> bool:
+    resident = None
+    if mode == MemoryMode.AUTO:
+        pid = int(client.api.inspect_container(container.id)["State"]["Pid"])
+        resident = resident_anon_bytes(pid) if pid > 0 else None
+    return moves_after_freeze(mode, resident)
+
+
+def _dump_lazily(
+    checkpointer: RuncCheckpointer, container: Container, name: str, plan: PostCopyPlan
+) -> PageServer:
+    """Dump all but the container's memory on the host (CRIU writes there until its last
+    page has gone, long after the repository's filesystem is frozen), then copy those
+    images into the checkpoint folder, which travels with the repository."""
+    dump = LazyDump.start(
+        runc=checkpointer.runc,
+        runc_root=checkpointer.runc_root,
+        container=container.name,
+        container_id=container.id,
+        work_dir=plan.work_root / container.name,
+        address=plan.address,
+        tls=plan.tls,
+    )
+    shutil.copytree(dump.image_dir, checkpointer.image_dir(container.id, name), dirs_exist_ok=True)
+    return dump.server
 
 
 @dataclass
@@ -181,8 +236,16 @@ def _wait_exited(client: docker.DockerClient, container_id: str, timeout: float 
         time.sleep(0.005)
 
 
-def thaw(client: docker.DockerClient, meta_dir: Path) -> dict[str, float]:
+def thaw(
+    client: docker.DockerClient,
+    checkpointer: RuncCheckpointer,
+    meta_dir: Path,
+    fetch: PostCopyPlan | None = None,
+) -> dict[str, float]:
     """Restore what freeze() checkpointed and start what it stopped; then forget the record.
+    With fetch (on the target), a container whose pages stayed at the source is restored
+    with a page fetch from there; without (the source resuming), such a container must
+    still run here: its memory may have moved.
 
     docker 20.10 sometimes refuses the first restore with "content sha256:... already
     exists" (containerd's content store keeps the upload of the failed attempt); the same
@@ -194,8 +257,23 @@ def thaw(client: docker.DockerClient, meta_dir: Path) -> dict[str, float]:
 
     def restore_one(name: str) -> None:
         container = client.containers.get(name)
-        if not _runs(client, container.id):
-            _restore_with_retry(client, container.id, record.checkpoint)
+        if _runs(client, container.id):
+            return
+        if name in record.postcopy:
+            if fetch is None:
+                raise AgentError(
+                    f"{name} no longer runs here and its memory went to the target after "
+                    "the freeze: it can only run there"
+                )
+            PageFetch.start(
+                container=name,
+                image_dir=checkpointer.image_dir(container.id, record.checkpoint),
+                work_dir=fetch.work_root / name,
+                server=record.postcopy[name],
+                tls=fetch.tls,
+                kill_on_failure=checkpointer.kill_argv(container.id),
+            )
+        _restore_with_retry(client, container.id, record.checkpoint)
 
     def start_one(name: str) -> None:
         container = client.containers.get(name)
@@ -209,6 +287,8 @@ def thaw(client: docker.DockerClient, meta_dir: Path) -> dict[str, float]:
     _raise_first(started)
     durations = {name: outcome.seconds for name, outcome in {**restored, **started}.items()}
     for name in record.checkpointed:
+        if name in record.postcopy and fetch is not None:
+            continue  # its page fetch reads the images until the last page: dropped then
         container = client.containers.get(name)
         if record.checkpoint in docker_api.names(client, container.id):
             docker_api.delete(client, container.id, record.checkpoint)

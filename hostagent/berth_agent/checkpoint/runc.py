@@ -34,6 +34,14 @@ class RuncCheckpointer:
     def image_dir(self, container_id: str, name: str) -> Path:
         return self.data_root / "containers" / container_id / "checkpoints" / name
 
+    def kill_argv(self, container_id: str) -> list[str]:
+        """The command that kills the container's processes at once."""
+        return [self.runc, "--root", str(self.runc_root), "kill", container_id, "KILL"]
+
+    def resume_argv(self, container_id: str) -> list[str]:
+        """The command that thaws the container's processes (its freezer cgroup)."""
+        return [self.runc, "--root", str(self.runc_root), "resume", container_id]
+
     def checkpoint(self, container_id: str, name: str) -> None:
         """Dump the container's processes into its checkpoint NAME and kill them (CRIU's
         images, and its dump.log, in one folder). The dump reads /etc/criu/runc.conf,

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import docker
 
+from berth_agent.checkpoint import runc_shim
 from berth_agent.checkpoint.criu import environment_with_criu
 from berth_agent.checkpoint.runc import RuncCheckpointer
 from berth_agent.errors import AgentError
@@ -45,6 +46,8 @@ class DaemonPaths:
     # The daemon's TMPDIR (on the datastore, not in RAM): where its restores leave their
     # checkpoint copies, removed after each restore and with the daemon.
     tmp_dir: Path
+    # Where the agent keeps the `runc` dockerd runs (runc_shim), shared by all repositories.
+    shim_dir: Path
 
     @property
     def containerd_root(self) -> Path:
@@ -146,7 +149,7 @@ class RepositoryDaemon:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            env={**environment_with_criu(), "TMPDIR": str(self.paths.tmp_dir)},
+            env=self._environment(),
         )
         log_file.close()
         # Reap it when it exits while we run; after an agent restart init reaps it.
@@ -154,6 +157,12 @@ class RepositoryDaemon:
         self._wait_ready(proc.pid, timeout)
         log.info("dockerd started", extra={"pid": proc.pid, "socket": str(self.paths.socket)})
         return proc.pid
+
+    def _environment(self) -> dict[str, str]:
+        """CRIU >= 4.2 and runc_shim first on PATH; TMPDIR where restores leave copies."""
+        env = environment_with_criu()
+        shim = runc_shim.install(self.paths.shim_dir)
+        return {**env, "PATH": f"{shim}:{env['PATH']}", "TMPDIR": str(self.paths.tmp_dir)}
 
     def _keep_containerd_outside(self) -> None:
         """dockerd's own containerd keeps its root in <data-root>/containerd: its database

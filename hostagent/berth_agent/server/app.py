@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import logging
+import re
 import shutil
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -17,6 +18,7 @@ from prometheus_client import generate_latest
 from pydantic import BaseModel, Field
 
 from berth_agent import __version__
+from berth_agent.checkpoint.memory import MemoryMode
 from berth_agent.config import AgentConfig
 from berth_agent.errors import AgentError, InvalidRequest
 from berth_agent.repositories import Repositories
@@ -50,9 +52,20 @@ class DownRequest(BaseModel):
     moved_to: str | None = Field(None, description="mark this copy stale: it moved there")
 
 
+MIGRATION_ID = r"^[a-z0-9][a-z0-9-]{0,62}$"
+
+
 class FreezeRequest(BaseModel):
-    migration_id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
+    migration_id: str = Field(pattern=MIGRATION_ID)
     checkpoint: bool = Field(True, description="False: stop every container (cold)")
+    memory: MemoryMode = Field(
+        MemoryMode.FREEZE, description="when checkpointed containers' memory moves"
+    )
+    page_server_address: str | None = Field(
+        None,
+        pattern=r"^[0-9.]+$|^[0-9a-fA-F:]+$",
+        description="this host's IP address as the target reaches it (post-copy)",
+    )
 
 
 def _key(encoded: str | None) -> bytes | None:
@@ -175,9 +188,23 @@ def build_app(repos: Repositories, config: AgentConfig) -> FastAPI:
     @app.post("/v1/repositories/{ref}/freeze")
     def freeze(ref: str, req: FreezeRequest) -> dict[str, Any]:
         record = _measured(
-            "freeze", lambda: repos.freeze(ref, req.migration_id, checkpoint=req.checkpoint)
+            "freeze",
+            lambda: repos.freeze(
+                ref,
+                req.migration_id,
+                checkpoint=req.checkpoint,
+                memory=req.memory,
+                page_server_address=req.page_server_address,
+            ),
         )
         return record.model_dump(mode="json")
+
+    @app.get("/v1/repositories/{ref}/postcopy/{migration_id}")
+    def postcopy(ref: str, migration_id: str) -> dict[str, Any]:
+        if not re.fullmatch(MIGRATION_ID, migration_id):
+            raise InvalidRequest(f"not a migration id: {migration_id!r}")
+        statuses = repos.postcopy(ref, migration_id)
+        return {"containers": [s.model_dump(mode="json") for s in statuses]}
 
     @app.post("/v1/repositories/{ref}/resume")
     def resume(ref: str, req: FreezeRequest) -> dict[str, Any]:

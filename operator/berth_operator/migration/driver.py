@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 import httpx
 
+from berth_agent.checkpoint.postcopy import Progress
 from berth_agent.client import AgentAPIError, AgentClient
 from berth_common import tokens
 from berth_common.crash import CrashPoints
@@ -55,6 +58,10 @@ SPACE_MARGIN = 1.2
 # a partitioned machine must not hold the step (and the status it ends with) for minutes.
 FORGET_TIMEOUT = 5.0
 Listener = Callable[[MigrationState, dict[str, Any]], None]
+# Post-copy: how often the target is asked whether every page has arrived, and how long
+# one step waits for it before handing back (so status shows the phase meanwhile).
+POSTCOPY_POLL = 0.1
+POSTCOPY_STEP = 30.0
 
 
 class MigrationDriver:
@@ -142,7 +149,10 @@ class MigrationDriver:
                 state.phase = Phase.VERIFYING
             case Phase.VERIFYING:
                 self._verify(state)
-                state.phase = Phase.FINALIZING
+                state.phase = Phase.POST_COPY if state.postcopy else Phase.FINALIZING
+            case Phase.POST_COPY:
+                if self._memory_arrived(state):
+                    state.phase = Phase.FINALIZING
             case Phase.FINALIZING:
                 with self._agent(state.source) as source:
                     source.down(state.repository, moved_to=state.target)
@@ -224,8 +234,19 @@ class MigrationDriver:
         with self._agent(state.source) as source:
             if first:  # the application runs until this call; the downtime starts here
                 self._mark_freeze(state)
-            frozen = source.freeze(state.repository, state.id, checkpoint=state.mode == Mode.LIVE)
+            frozen = source.freeze(
+                state.repository,
+                state.id,
+                checkpoint=state.mode == Mode.LIVE,
+                memory=state.memory,
+                page_server_address=(
+                    address_of(self.agents.endpoint(state.source))
+                    if state.memory != "freeze"
+                    else None
+                ),
+            )
         self.crash.reached("Cutover.frozen")
+        state.postcopy = sorted(frozen.get("postcopy") or {})
         state.checkpoint_seconds = sum(
             v for k, v in frozen["durations"].items() if k.startswith("checkpoint:")
         )
@@ -251,6 +272,7 @@ class MigrationDriver:
             revived = target.up(state.repository, wait_answer=self.answer_timeout, force=True)
         self.crash.reached("Verifying.answered")
         answered = self.clock()
+        state.answered_at_epoch = answered
         _steps(state, "up", revived.get("durations") or {})
         assert state.frozen_at_epoch is not None
         state.downtime_seconds = round(answered - state.frozen_at_epoch, 3)
@@ -258,6 +280,29 @@ class MigrationDriver:
             state.downtime_seconds, state.step_seconds
         )
         self.on_event(state, {"event": "answered", "downtime": state.downtime_seconds})
+
+    def _memory_arrived(self, state: MigrationState) -> bool:
+        """Wait (up to POSTCOPY_STEP seconds) for the target's page fetches to end. The
+        target decides: once it holds every page the source's copy is spent, whatever
+        the source reports; a fetch that failed killed what it restored, and the source,
+        whose dump failed with it, runs the application again (rolled back)."""
+        deadline = time.monotonic() + POSTCOPY_STEP
+        while True:
+            with self._agent(state.target) as target:
+                statuses = target.postcopy(state.repository, state.id)
+            failed = [s for s in statuses if s.progress == Progress.FAILED]
+            if failed:
+                raise MigrationError(
+                    "post-copy failed: " + "; ".join(f"{s.container}: {s.error}" for s in failed)
+                )
+            if statuses and all(s.progress == Progress.DONE for s in statuses):
+                assert state.answered_at_epoch is not None
+                state.postcopy_seconds = round(self.clock() - state.answered_at_epoch, 3)
+                self.on_event(state, {"event": "memory-arrived", "seconds": state.postcopy_seconds})
+                return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(POSTCOPY_POLL)
 
     # --- failures ----------------------------------------------------------------------
     def _fail(self, state: MigrationState, phase: Phase, reason: str) -> None:
@@ -320,6 +365,15 @@ class MigrationDriver:
                     extra={"migration": state.id, "transfer": tid, "machine": machine,
                            "error": str(err)},
                 )  # fmt: skip
+
+
+def address_of(endpoint: str) -> str:
+    """The IP address of an agent's endpoint (https://HOST:PORT): where the target
+    reaches the source's page servers."""
+    host = urllib.parse.urlsplit(endpoint).hostname
+    if not host:
+        raise MigrationError(f"agent endpoint without a host: {endpoint!r}")
+    return socket.gethostbyname(host)
 
 
 def rest_of_downtime(downtime: float, steps: dict[str, float]) -> float:

@@ -14,6 +14,7 @@ class Phase(enum.StrEnum):
     BULK_SYNC = "BulkSync"
     CUTOVER = "Cutover"
     VERIFYING = "Verifying"
+    POST_COPY = "PostCopy"  # the target runs it; memory still arriving from the source
     FINALIZING = "Finalizing"
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"  # before the freeze: the source never stopped
@@ -22,8 +23,9 @@ class Phase(enum.StrEnum):
 
 TERMINAL = {Phase.SUCCEEDED, Phase.FAILED, Phase.ROLLED_BACK}
 # Phases after which the application is stopped on the source: a failure from here on
-# must resume it there (docs/design.md#failure-rules).
-FROZEN = {Phase.CUTOVER, Phase.VERIFYING}
+# must resume it there (docs/design.md#failure-rules). In PostCopy the source still holds
+# the memory the target lacks: until the last page has moved, it takes the app back.
+FROZEN = {Phase.CUTOVER, Phase.VERIFYING, Phase.POST_COPY}
 
 
 class Mode(enum.StrEnum):
@@ -59,6 +61,7 @@ class MigrationState(BaseModel):
     source: str
     target: str
     mode: Mode = Mode.LIVE
+    memory: str = "freeze"  # when checkpointed memory moves: freeze | postcopy | auto
     phase: Phase = Phase.PENDING
     started_at: str = Field(default_factory=now)
     cutover_at: str | None = None  # the freeze request: the downtime starts here
@@ -71,6 +74,9 @@ class MigrationState(BaseModel):
     # The downtime's steps as the agents measured them: freeze.*, final.*, up.*.
     step_seconds: dict[str, float] = Field(default_factory=dict)
     frozen_at_epoch: float | None = None  # wall clock at freeze (seconds since the epoch)
+    postcopy: list[str] = Field(default_factory=list)  # containers whose pages follow
+    answered_at_epoch: float | None = None  # wall clock when the target answered
+    postcopy_seconds: float | None = None  # from the answer until the last page arrived
     result: str | None = None  # Succeeded | Failed | RolledBack
     reason: str | None = None
 

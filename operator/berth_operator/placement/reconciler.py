@@ -240,6 +240,7 @@ class PlacementReconciler:
             source=action.source,
             target=action.target,
             mode=Mode.LIVE if live else Mode.COLD,
+            memory=spec.memory.value,
         )
         status["migration"] = state.model_dump(mode="json")
         self.kube.event(

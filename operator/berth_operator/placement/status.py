@@ -26,6 +26,8 @@ def last_migration(state: MigrationState) -> dict[str, Any]:
             "downtime_seconds": state.downtime_seconds,
             "phase_seconds": {k: round(v, 3) for k, v in state.phase_seconds.items()},
             "step_seconds": state.step_seconds,
+            "postcopy_containers": state.postcopy,
+            "postcopy_seconds": state.postcopy_seconds,
             "result": state.result,
             "reason": state.reason,
         }

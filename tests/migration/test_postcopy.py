@@ -1,0 +1,164 @@
+"""Post-copy on real lab hosts: a container holding random bytes in RAM moves with its
+memory following after the freeze (CRIU lazy pages through a TLS page server), and a
+fetch that dies part way brings the application back on the source, memory intact."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from berth_agent.apps import memory
+from berth_agent.client import AgentAPIError
+from berth_agent.runtime.spec import RepositoryServices
+from berth_lab import Lab
+from berth_lab.agents import LabAgents
+from berth_lab.leftovers import checkpoint_copies
+from berth_operator.migration.driver import MigrationDriver
+from berth_operator.migration.state import MigrationState, Phase
+
+pytestmark = pytest.mark.migration
+MIB = 256  # resident, in chunks of 1 MiB
+
+
+def memory_lines(lab: Lab, host: str, name: str) -> list[str]:
+    with lab.agent(host) as agent:
+        return agent.logs(name, memory.NAME, tail=5000)
+
+
+def wait_for_checks(lab: Lab, host: str, name: str, count: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        seen = memory.events(memory_lines(lab, host, name))
+        if sum(e.startswith(("ok ", "CORRUPT ")) for e in seen) >= count:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"{name} on {host}: fewer than {count} checks in {timeout:.0f}s")
+
+
+@pytest.fixture
+def app(lab: Lab) -> Iterator[tuple[str, str]]:
+    name = f"pc{uuid.uuid4().hex[:8]}"
+    services = RepositoryServices(services=[memory.service(MIB, every=0.5)])
+    with lab.agent("a") as a:
+        guid = a.create(name, "1G", services=services.model_dump())["guid"]
+        a.up(name)
+    wait_for_checks(lab, "a", name, 1)
+    yield name, guid
+    for host in ("a", "b"):
+        with lab.agent(host) as agent:
+            try:
+                agent.down(name)
+                agent.delete(name, confirm=name)
+            except AgentAPIError:
+                pass
+
+
+def migrate(
+    lab: Lab, name: str, guid: str, memory_mode: str, on_event: Any = None
+) -> MigrationState:
+    state = MigrationState(
+        id=f"m-{uuid.uuid4().hex[:8]}",
+        repository=name,
+        guid=guid,
+        source="host-a",
+        target="host-b",
+        memory=memory_mode,
+    )
+    driver = MigrationDriver(
+        LabAgents(lab),
+        lab.pki.client,
+        on_event=on_event or (lambda _s, _e: None),
+        answer_timeout=30,
+    )
+    return driver.run(state)
+
+
+def test_memory_follows_after_the_freeze_and_arrives_intact(lab: Lab, app: tuple[str, str]) -> None:
+    name, guid = app
+    state = migrate(lab, name, guid, "postcopy")
+    assert state.result == "Succeeded", state.reason
+    assert state.postcopy == [memory.NAME]
+    assert state.postcopy_seconds is not None and state.postcopy_seconds > 0
+    assert "PostCopy" in state.phase_seconds
+    # Only the process state went inside the freeze: the 256 MiB stayed out of the delta.
+    assert state.delta_bytes < 64 * 1024 * 1024, state.delta_bytes
+    before = len(memory.events(memory_lines(lab, "b", name)))
+    wait_for_checks(lab, "b", name, before + 2)
+    lines = memory_lines(lab, "b", name)
+    assert memory.problems(lines) == [], lines[-5:]
+    with lab.agent("a") as a:
+        source = a.status(name)
+    assert not source["mounted"] and not source["docker"]["running"]
+    assert checkpoint_copies(lab.plan.state_dir) == []
+    containers = lab.host("b").plan.datastore_mount / "mounts" / guid / "docker" / "containers"
+    assert list(containers.glob("*/checkpoints/*")) == [], "the checkpoint stayed after post-copy"
+    leftover = lab.host("a").plan.state_dir
+    assert not list(leftover.rglob(f"{guid}/postcopy")), "post-copy files left on the source"
+
+
+def test_the_same_move_with_memory_inside_the_freeze(lab: Lab, app: tuple[str, str]) -> None:
+    name, guid = app
+    state = migrate(lab, name, guid, "freeze")
+    assert state.result == "Succeeded", state.reason
+    assert state.postcopy == [] and state.postcopy_seconds is None
+    assert state.delta_bytes > MIB * 1024 * 1024  # the memory went inside the freeze
+    before = len(memory.events(memory_lines(lab, "b", name)))
+    wait_for_checks(lab, "b", name, before + 2)
+    assert memory.problems(memory_lines(lab, "b", name)) == []
+
+
+def fetch_pids(lab: Lab, host: str, guid: str) -> list[int]:
+    """The shells running the page fetches of a repository on a lab host."""
+    root = lab.host(host).plan.state_dir
+    return [int(p.read_text()) for p in root.rglob(f"{guid}/postcopy/*/*/pid")]
+
+
+@pytest.mark.faults
+def test_a_page_fetch_killed_part_way_brings_the_app_back_on_the_source(
+    lab: Lab, app: tuple[str, str]
+) -> None:
+    """The link slowed to 40 Mbit/s, so the fetch of ~256 MiB lasts a minute; it is
+    killed right after the target answered. The target kills what it restored, the
+    source's dump fails and CRIU resumes the processes there: the same process, every
+    page as it was."""
+    name, guid = app
+    killed: list[int] = []
+
+    def kill_fetch(_state: MigrationState, event: dict[str, Any]) -> None:
+        if event.get("event") == "answered":
+            time.sleep(1)
+            for shell in fetch_pids(lab, "b", guid):
+                children = Path(f"/proc/{shell}/task/{shell}/children").read_text().split()
+                for criu in map(int, children):  # the fetch, not the shell that records it
+                    os.kill(criu, signal.SIGKILL)
+                    killed.append(criu)
+
+    shape = [*lab.host("b").nsenter(), "tc", "qdisc", "replace", "dev", "eth0", "root",
+             "tbf", "rate", "40mbit", "burst", "64kb", "latency", "50ms"]  # fmt: skip
+    subprocess.run(shape, check=True)
+    try:
+        state = migrate(lab, name, guid, "postcopy", on_event=kill_fetch)
+    finally:
+        subprocess.run(
+            [*lab.host("b").nsenter(), "tc", "qdisc", "del", "dev", "eth0", "root"], check=False
+        )
+    assert killed, "no page fetch ran on the target"
+    assert state.result == "RolledBack" and state.phase == Phase.ROLLED_BACK, state.reason
+    assert state.reason and state.reason.startswith("PostCopy"), state.reason
+    before = len(memory.events(memory_lines(lab, "a", name)))
+    wait_for_checks(lab, "a", name, before + 2)
+    lines = memory_lines(lab, "a", name)
+    assert memory.problems(lines) == [], lines[-5:]
+    with lab.agent("a") as a:
+        status = a.status(name)
+    assert status["containers"][0]["state"] == "running" and not status["quiesced"]
+    with lab.agent("b") as b:
+        assert not b.status(name)["mounted"]
