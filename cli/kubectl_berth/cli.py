@@ -1,6 +1,6 @@
 """kubectl berth: move repositories between machines and follow the moves.
 
-kubectl berth migrate NAME --to MACHINE [--no-checkpoint] [--skip-dns] [--wait]
+kubectl berth migrate NAME --to MACHINE [--no-checkpoint] [--memory MODE] [--skip-dns] [--wait]
 kubectl berth list | status NAME | history NAME | machines
 kubectl berth cordon|uncordon|drain MACHINE
 kubectl berth pki init DIR            # the berth CA and the operator's certificate
@@ -53,6 +53,12 @@ def _parser() -> argparse.ArgumentParser:
         "--no-checkpoint",
         action="store_true",
         help="stop and restart instead of keeping processes' memory",
+    )
+    migrate.add_argument(
+        "--memory",
+        choices=["freeze", "postcopy", "auto"],
+        help="when checkpointed memory moves: inside the freeze, or after it (sets "
+        "spec.memory; see docs/api.md)",
     )
     migrate.add_argument(
         "--skip-dns",
@@ -132,6 +138,8 @@ def cmd_migrate(berth: Berth, namespace: str, args: argparse.Namespace) -> int:
     spec: dict[str, Any] = {"machine": args.to}
     if args.no_checkpoint:
         spec["checkpoint"] = False
+    if args.memory:
+        spec["memory"] = args.memory
     if args.skip_dns:
         if not obj["spec"].get("dns"):
             raise CLIError(f"{args.name} has no spec.dns: there are no DNS records to leave")

@@ -112,5 +112,11 @@ def _finish(last: dict[str, Any], out: TextIO) -> dict[str, Any]:
         f"checkpoint {seconds(last.get('checkpointSeconds'))}",
         file=out,
     )
+    if last.get("postCopyContainers"):
+        print(
+            f"  post-copy: {', '.join(last['postCopyContainers'])}'s memory followed in "
+            f"{seconds(last.get('postCopySeconds'))} after the target answered",
+            file=out,
+        )
     print(f"moved to {last['to']}", file=out)
     return last
