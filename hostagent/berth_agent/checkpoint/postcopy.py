@@ -207,15 +207,16 @@ class LazyDump:
             container_id,
         ]
         try:
-            subprocess.Popen(
-                _in_recording_shell(argv, work_dir),
-                env={**environment_with_criu(), "CRIU_CONFIG_FILE": str(config)},
-                stdin=subprocess.DEVNULL,
-                stdout=(work_dir / "runc.out").open("wb"),
-                stderr=subprocess.STDOUT,
-                pass_fds=(write_end,),
-                start_new_session=True,  # outlives an agent restart; the shell records it
-            )
+            with (work_dir / "runc.out").open("wb") as out:
+                subprocess.Popen(
+                    _in_recording_shell(argv, work_dir),
+                    env={**environment_with_criu(), "CRIU_CONFIG_FILE": str(config)},
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    pass_fds=(write_end,),
+                    start_new_session=True,  # outlives an agent restart; the shell records it
+                )
         finally:
             os.close(write_end)
         try:
@@ -292,14 +293,15 @@ class PageFetch:
             cls.LOG,
             *tls_options(tls),
         ]
-        subprocess.Popen(
-            _in_recording_shell(argv, work_dir, on_failure=kill_on_failure),
-            env=environment_with_criu(),
-            stdin=subprocess.DEVNULL,
-            stdout=(work_dir / "criu.out").open("wb"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        with (work_dir / "criu.out").open("wb") as out:
+            subprocess.Popen(
+                _in_recording_shell(argv, work_dir, on_failure=kill_on_failure),
+                env=environment_with_criu(),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         fetch = cls(container, work_dir)
         socket_path = work_dir / "lazy-pages.socket"
         deadline = time.monotonic() + READY_TIMEOUT
