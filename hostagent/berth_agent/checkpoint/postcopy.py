@@ -38,6 +38,7 @@ from berth_agent.checkpoint.criu import CRIU_DIR, environment_with_criu, log_exc
 from berth_agent.config import TLSConfig
 from berth_agent.errors import AgentError
 
+ABORT_GRACE = 5.0  # seconds a failing lazy dump gets to resume its processes itself
 READY_TIMEOUT = 60.0  # seconds for a lazy dump to write its images (no memory among them)
 EXIT = "exit"  # the exit code of the dump or the fetch, written by its shell
 PID = "pid"
@@ -237,12 +238,16 @@ class LazyDump:
         return read_status(self.container, self.work_dir, self.LOG)
 
 
-def abort_dump(work_dir: Path, resume_argv: list[str]) -> bool:
+def abort_dump(work_dir: Path, resume_argv: list[str], grace: float = ABORT_GRACE) -> bool:
     """Stop a lazy dump still serving pages, and let its container run on here (the
     target, which would have needed them, no longer runs it). CRIU notices a target
-    that closed the connection and resumes the processes itself; one cut off silently
-    would wait for TCP to give up, for many minutes. Killed, CRIU leaves them stopped
-    in their freezer cgroup: resume_argv (`runc resume`) thaws them. True if it ran."""
+    that closed the connection and resumes the processes itself (given `grace` seconds
+    to finish doing so); one cut off silently would wait for TCP to give up, for many
+    minutes. Killed, CRIU leaves them stopped in their freezer cgroup: resume_argv
+    (`runc resume`) thaws them. True if it had to be killed."""
+    deadline = time.monotonic() + grace
+    while _shell_alive(work_dir) and time.monotonic() < deadline:
+        time.sleep(0.05)
     if not _shell_alive(work_dir):
         return False
     pgid = int((work_dir / PID).read_text().strip())
