@@ -19,7 +19,15 @@ from berth_agent.apps import pulse
 from berth_agent.checkpoint import docker_api
 from berth_agent.checkpoint import freeze as freezing
 from berth_agent.checkpoint.memory import MemoryMode
-from berth_agent.checkpoint.postcopy import PostCopyStatus, Progress, abort_dump, read_status
+from berth_agent.checkpoint.postcopy import (
+    LazyDump,
+    PostCopyStatus,
+    Progress,
+    abort_dump,
+    fetch_status,
+    read_status,
+    stop_all,
+)
 from berth_agent.checkpoint.runc import RuncCheckpointer
 from berth_agent.config import AgentConfig
 from berth_agent.errors import Conflict, InvalidRequest, NotFound
@@ -271,10 +279,11 @@ class Repositories:
         if not root.is_dir():
             raise NotFound(f"no post-copy of migration {migration_id} on this host")
         statuses = [
-            read_status(d.name, d, "dump.log" if (d / "images").exists() else "lazy-pages.log")
+            read_status(d.name, d, LazyDump.LOG) if (d / "images").exists()
+            else fetch_status(d.name, d)
             for d in sorted(root.iterdir())
             if d.is_dir()
-        ]
+        ]  # fmt: skip
         fetched = [s.container for s in statuses if not (root / s.container / "images").exists()]
         if fetched and all(s.progress == Progress.DONE for s in statuses):
             self._drop_checkpoints(record.guid, fetched, freezing.checkpoint_name(migration_id))
@@ -317,6 +326,11 @@ class Repositories:
         with self._locked(record.guid):
             self._unquiesce(record.guid)
             t = time.monotonic()
+            # A fetch stuck on a cut link, or a dump left behind: nothing runs from here.
+            stopped = stop_all(self.config.run_dir / record.guid / "postcopy")
+            if stopped:
+                log.warning("post-copy stopped", extra={"repository": record.name,
+                                                        "containers": stopped})  # fmt: skip
             self.daemon(record.guid).stop()
             remove_bridge(record.guid)
             durations["dockerd"] = time.monotonic() - t

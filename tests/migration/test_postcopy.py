@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from berth_agent.apps import memory
@@ -21,6 +22,7 @@ from berth_agent.runtime.spec import RepositoryServices
 from berth_lab import Lab
 from berth_lab.agents import LabAgents
 from berth_lab.leftovers import checkpoint_copies
+from berth_lab.plan import AGENT_PORT
 from berth_operator.migration.driver import MigrationDriver
 from berth_operator.migration.state import MigrationState, Phase
 
@@ -125,8 +127,8 @@ def fetch_pids(lab: Lab, host: str, guid: str) -> list[int]:
 def test_a_page_fetch_killed_part_way_brings_the_app_back_on_the_source(
     lab: Lab, app: tuple[str, str]
 ) -> None:
-    """The link slowed to 40 Mbit/s, so the fetch of ~256 MiB lasts a minute; it is
-    killed right after the target answered. The target kills what it restored, the
+    """The source's link slowed to 40 Mbit/s, so the fetch of 256 MiB lasts a minute;
+    it is killed a second after the target answered. The target kills what it restored, the
     source's dump fails and CRIU resumes the processes there: the same process, every
     page as it was."""
     name, guid = app
@@ -141,14 +143,14 @@ def test_a_page_fetch_killed_part_way_brings_the_app_back_on_the_source(
                     os.kill(criu, signal.SIGKILL)
                     killed.append(criu)
 
-    shape = [*lab.host("b").nsenter(), "tc", "qdisc", "replace", "dev", "eth0", "root",
+    shape = [*lab.host("a").nsenter(), "tc", "qdisc", "replace", "dev", "eth0", "root",
              "tbf", "rate", "40mbit", "burst", "64kb", "latency", "50ms"]  # fmt: skip
     subprocess.run(shape, check=True)
     try:
         state = migrate(lab, name, guid, "postcopy", on_event=kill_fetch)
     finally:
         subprocess.run(
-            [*lab.host("b").nsenter(), "tc", "qdisc", "del", "dev", "eth0", "root"], check=False
+            [*lab.host("a").nsenter(), "tc", "qdisc", "del", "dev", "eth0", "root"], check=False
         )
     assert killed, "no page fetch ran on the target"
     assert state.result == "RolledBack" and state.phase == Phase.ROLLED_BACK, state.reason
@@ -162,3 +164,88 @@ def test_a_page_fetch_killed_part_way_brings_the_app_back_on_the_source(
     assert status["containers"][0]["state"] == "running" and not status["quiesced"]
     with lab.agent("b") as b:
         assert not b.status(name)["mounted"]
+
+
+@pytest.mark.faults
+def test_a_link_cut_silently_during_post_copy_brings_the_app_back_on_the_source(
+    lab: Lab, app: tuple[str, str]
+) -> None:
+    """After the target answered, host-a drops everything it sends host-b but the agent's
+    answers: the page fetch waits on a connection that says nothing. The operator gives
+    post-copy up once it has received nothing for POSTCOPY_STALL seconds; the target's
+    copy is taken down, the source's dump stopped and its processes thawed."""
+    name, _ = app
+    drop = ["iptables", "-I", "OUTPUT", "-d", lab.host("b").address, "-p", "tcp",
+            "!", "--sport", str(AGENT_PORT), "-j", "DROP"]  # fmt: skip
+
+    def cut_link(_state: MigrationState, event: dict[str, Any]) -> None:
+        if event.get("event") == "answered":
+            subprocess.run([*lab.host("a").nsenter(), *drop], check=True)
+
+    shape = [*lab.host("a").nsenter(), "tc", "qdisc", "replace", "dev", "eth0", "root",
+             "tbf", "rate", "40mbit", "burst", "64kb", "latency", "50ms"]  # fmt: skip
+    subprocess.run(shape, check=True)
+    try:
+        state = migrate(lab, name, name_guid(lab, name), "postcopy", on_event=cut_link)
+    finally:
+        undo = [*lab.host("a").nsenter(), "tc", "qdisc", "del", "dev", "eth0", "root"]
+        subprocess.run(undo, check=False)
+        subprocess.run([*lab.host("a").nsenter(), *[a if a != "-I" else "-D" for a in drop]],
+                       check=False)  # fmt: skip
+    assert state.result == "RolledBack", state.reason
+    assert state.reason and "received nothing" in state.reason, state.reason
+    before = len(memory.events(memory_lines(lab, "a", name)))
+    wait_for_checks(lab, "a", name, before + 2)
+    lines = memory_lines(lab, "a", name)
+    assert memory.problems(lines) == [], lines[-5:]
+    with lab.agent("b") as b:
+        assert not b.status(name)["mounted"]
+    assert fetch_pids_alive(lab, "b") == [], "a page fetch outlived the rollback"
+
+
+@pytest.mark.faults
+def test_the_target_agent_killed_during_post_copy_does_not_stop_it(
+    lab: Lab, app: tuple[str, str]
+) -> None:
+    """The fetch runs beside the agent, not in it: killed and restarted, the agent reads
+    how the fetch ended from the files its shell wrote, and the move completes."""
+    name, guid = app
+    persisted: list[MigrationState] = []
+
+    def kill_agent(state: MigrationState, event: dict[str, Any]) -> None:
+        if event.get("event") == "phase" and event.get("to") == Phase.POST_COPY.value:
+            persisted.append(state.model_copy(deep=True))
+            lab.stop_agent(lab.host("b"))
+
+    shape = [*lab.host("a").nsenter(), "tc", "qdisc", "replace", "dev", "eth0", "root",
+             "tbf", "rate", "200mbit", "burst", "64kb", "latency", "50ms"]  # fmt: skip
+    subprocess.run(shape, check=True)
+    try:
+        with pytest.raises(httpx.TransportError):
+            migrate(lab, name, guid, "postcopy", on_event=kill_agent)
+        time.sleep(2)
+        lab.start_agent(lab.host("b"))
+        driver = MigrationDriver(LabAgents(lab), lab.pki.client, answer_timeout=30)
+        state = driver.run(persisted[-1])  # as a restarted operator goes on from status
+    finally:
+        undo = [*lab.host("a").nsenter(), "tc", "qdisc", "del", "dev", "eth0", "root"]
+        subprocess.run(undo, check=False)
+    assert state.result == "Succeeded", state.reason
+    before = len(memory.events(memory_lines(lab, "b", name)))
+    wait_for_checks(lab, "b", name, before + 2)
+    lines = memory_lines(lab, "b", name)
+    assert memory.problems(lines) == [], lines[-5:]
+
+
+def name_guid(lab: Lab, name: str) -> str:
+    with lab.agent("a") as a:
+        return str(a.status(name)["guid"])
+
+
+def fetch_pids_alive(lab: Lab, host: str) -> list[int]:
+    root = lab.host(host).plan.state_dir
+    return [
+        pid
+        for p in root.rglob("postcopy/*/*/pid")
+        if Path(f"/proc/{(pid := int(p.read_text()))}").exists()
+    ]

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import os
+import re
 import select
 import shlex
 import shutil
@@ -42,6 +43,7 @@ ABORT_GRACE = 5.0  # seconds a failing lazy dump gets to resume its processes it
 READY_TIMEOUT = 60.0  # seconds for a lazy dump to write its images (no memory among them)
 EXIT = "exit"  # the exit code of the dump or the fetch, written by its shell
 PID = "pid"
+SERVER = "server.json"  # a fetch's page server
 # CRIU's page pipes are 4 MiB; without CAP_SYS_RESOURCE the kernel caps a pipe at
 # fs.pipe-max-size (1 MiB by default) and every lazy transfer breaks.
 PIPE_MAX_SIZE = 4 * 1024 * 1024
@@ -71,6 +73,9 @@ class PostCopyStatus(BaseModel):
     progress: Progress
     seconds: float | None = None  # from its start until it ended
     error: str | None = None
+    # The fetch's bytes received so far (TCP, TLS included): its progress, which a link
+    # cut off silently stops (the fetch itself would wait for TCP to give up).
+    bytes_received: int | None = None
 
 
 def raise_pipe_max_size() -> None:
@@ -139,6 +144,31 @@ def read_status(container: str, work_dir: Path, log_name: str) -> PostCopyStatus
         progress=Progress.FAILED,
         error=f"ended without an exit code (killed){log_excerpt(work_dir / log_name)}",
     )
+
+
+def bytes_received(server: PageServer) -> int | None:
+    """What this host's connections to server have received (`ss`); None if unknown."""
+    try:
+        listed = subprocess.run(
+            ["ss", "-tinH", "dst", server.address, "dport", "=", f":{server.port}"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=5,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return sum(int(n) for n in re.findall(r"bytes_received:(\d+)", listed))
+
+
+def fetch_status(container: str, work_dir: Path) -> PostCopyStatus:
+    """A page fetch's status, with the bytes it has received while it runs."""
+    status = read_status(container, work_dir, PageFetch.LOG)
+    server_file = work_dir / SERVER
+    if server_file.exists():
+        received = bytes_received(PageServer.model_validate_json(server_file.read_text()))
+        status.bytes_received = received
+    return status
 
 
 def _mtime(path: Path) -> float:
@@ -257,6 +287,18 @@ def abort_dump(work_dir: Path, resume_argv: list[str], grace: float = ABORT_GRAC
     return True
 
 
+def stop_all(root: Path) -> list[str]:
+    """Kill every dump or fetch still running under root (<run-dir>/<guid>/postcopy),
+    with the shells that record them; the names of the containers they were for."""
+    stopped = []
+    for work_dir in root.glob("*/*"):
+        if _shell_alive(work_dir):
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.killpg(int((work_dir / PID).read_text().strip()), signal.SIGKILL)
+            stopped.append(work_dir.name)
+    return stopped
+
+
 @dataclass(frozen=True)
 class PageFetch:
     """The target end: the page fetch a restored container's memory comes from."""
@@ -282,6 +324,7 @@ class PageFetch:
         raise_pipe_max_size()
         shutil.rmtree(work_dir, ignore_errors=True)
         work_dir.mkdir(parents=True)
+        (work_dir / SERVER).write_text(server.model_dump_json())
         argv = [
             str(Path(CRIU_DIR) / "criu"),
             "lazy-pages",
@@ -321,7 +364,7 @@ class PageFetch:
         return fetch
 
     def status(self) -> PostCopyStatus:
-        return read_status(self.container, self.work_dir, self.LOG)
+        return fetch_status(self.container, self.work_dir)
 
 
 def _wait_for_exit(work_dir: Path, timeout: float) -> None:

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 import httpx
 
-from berth_agent.checkpoint.postcopy import Progress
+from berth_agent.checkpoint.postcopy import PostCopyStatus, Progress
 from berth_agent.client import AgentAPIError, AgentClient
 from berth_common import tokens
 from berth_common.crash import CrashPoints
@@ -62,6 +62,7 @@ Listener = Callable[[MigrationState, dict[str, Any]], None]
 # one step waits for it before handing back (so status shows the phase meanwhile).
 POSTCOPY_POLL = 0.1
 POSTCOPY_STEP = 30.0
+POSTCOPY_STALL = 20.0  # seconds without a byte received before post-copy is given up
 
 
 class MigrationDriver:
@@ -295,6 +296,15 @@ class MigrationDriver:
                 raise MigrationError(
                     "post-copy failed: " + "; ".join(f"{s.container}: {s.error}" for s in failed)
                 )
+            received = sum(s.bytes_received or 0 for s in statuses)
+            if received > state.postcopy_bytes or state.postcopy_progress_at is None:
+                state.postcopy_bytes = max(received, state.postcopy_bytes)
+                state.postcopy_progress_at = self.clock()
+            elif postcopy_stalled(statuses, state.postcopy_progress_at, self.clock()):
+                raise MigrationError(
+                    f"post-copy received nothing for {POSTCOPY_STALL:.0f}s "
+                    f"(at {human_bytes(state.postcopy_bytes)}): the link to the source is cut"
+                )
             if statuses and all(s.progress == Progress.DONE for s in statuses):
                 assert state.answered_at_epoch is not None
                 state.postcopy_seconds = round(self.clock() - state.answered_at_epoch, 3)
@@ -365,6 +375,16 @@ class MigrationDriver:
                     extra={"migration": state.id, "transfer": tid, "machine": machine,
                            "error": str(err)},
                 )  # fmt: skip
+
+
+def postcopy_stalled(statuses: list[PostCopyStatus], progress_at: float, now: float) -> bool:
+    """Whether post-copy should be given up: a fetch still runs, and no fetch has
+    received a byte for POSTCOPY_STALL seconds. A working fetch receives all the time
+    until it ends (it pulls what the application has not asked for in the background);
+    one whose link was cut silently would wait for TCP to give up, for many minutes,
+    with the application stuck on the page it touched."""
+    running = any(s.progress == Progress.RUNNING for s in statuses)
+    return running and now - progress_at > POSTCOPY_STALL
 
 
 def address_of(endpoint: str) -> str:

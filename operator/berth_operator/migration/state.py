@@ -77,6 +77,8 @@ class MigrationState(BaseModel):
     postcopy: list[str] = Field(default_factory=list)  # containers whose pages follow
     answered_at_epoch: float | None = None  # wall clock when the target answered
     postcopy_seconds: float | None = None  # from the answer until the last page arrived
+    postcopy_bytes: int = 0  # received by the target's page fetches (TCP, TLS included)
+    postcopy_progress_at: float | None = None  # wall clock when those bytes last grew
     result: str | None = None  # Succeeded | Failed | RolledBack
     reason: str | None = None
 
