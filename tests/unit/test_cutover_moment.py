@@ -43,7 +43,7 @@ class FakeAgent:
         self.clock.at += HANDSHAKE  # before the freeze request
         return {}
 
-    def freeze(self, ref: str, migration_id: str, *, checkpoint: bool = True) -> dict[str, Any]:
+    def freeze(self, ref: str, migration_id: str, **_: Any) -> dict[str, Any]:
         self.calls.append(("freeze", self.clock()))
         self.clock.at += FREEZE
         return {"durations": {"checkpoint:pulse": 1.5}, "checkpointed": ["pulse"], "stopped": []}

@@ -29,8 +29,8 @@ def test_cut_over_rule(rounds: list[int], cut: bool) -> None:
     assert should_cut_over(rounds) is cut
 
 
-def test_frozen_phases_are_exactly_those_between_freeze_and_answer() -> None:
-    assert {Phase.CUTOVER, Phase.VERIFYING} == FROZEN
+def test_frozen_phases_are_those_from_the_freeze_until_the_target_holds_everything() -> None:
+    assert {Phase.CUTOVER, Phase.VERIFYING, Phase.POST_COPY} == FROZEN
     assert not FROZEN & TERMINAL
 
 
