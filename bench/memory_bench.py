@@ -43,7 +43,7 @@ def seconds_between(start: str, end: str) -> float:
 
 def app_lines(lab: Lab, host: str, name: str) -> list[str]:
     with lab.agent(host) as agent:
-        return agent.logs(name, memory.NAME, tail=100000)
+        return agent.logs(name, memory.NAME, tail=10000)
 
 
 def wait_for_checks(lab: Lab, host: str, name: str, more_than: int, timeout: float) -> int:
@@ -91,6 +91,7 @@ def one_case(
             "downtime_prober_s": round(prober.longest_gap(started), 3),
             "migration_s": round(seconds_between(last["startedAt"], last["finishedAt"]), 3),
             "postcopy_s": last.get("postCopySeconds"),
+            "postcopy_bytes": last.get("postCopyBytes", 0),
             "postcopy_containers": last.get("postCopyContainers", []),
             "bulk_bytes": last["bulkBytes"],
             "delta_bytes": last["deltaBytes"],

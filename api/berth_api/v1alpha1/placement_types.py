@@ -150,10 +150,13 @@ class LastMigration(Model):
         None, description="from cutoverAt until the target answered on every port"
     )
     phase_seconds: dict[str, float] = Field(default_factory=dict)
-    postcopy_containers: list[str] = Field(
+    post_copy_containers: list[str] = Field(
         default_factory=list, description="containers whose memory followed after the freeze"
     )
-    postcopy_seconds: float | None = Field(
+    post_copy_bytes: int = Field(
+        0, description="post-copy: bytes the target received from the source's page servers"
+    )
+    post_copy_seconds: float | None = Field(
         None,
         description="post-copy: from the target's answer until it held every page "
         "(the source was needed until then)",
