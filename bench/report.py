@@ -520,6 +520,7 @@ def summarize_memory(raw: dict[str, Any]) -> list[dict[str, Any]]:
             "bulk_bytes": spread([float(r["bulk_bytes"]) for r in runs]),
             "delta_bytes": spread([float(r["delta_bytes"]) for r in runs]),
             "memory_intact": all(r["memory_intact"] for r in runs),
+            "failed_moves": len(case.get("failures", [])),
         })  # fmt: skip
     return rows
 
@@ -531,7 +532,10 @@ def memory_targets(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
     def median(mib: int, dirty: int) -> float | None:
         for row in rows:
-            if (row["resident_mib"], row["dirty_mib_s"], row["mode"]) == (mib, dirty, "postcopy"):
+            if (row["resident_mib"], row["dirty_mib_s"]) == (mib, dirty) and row["mode"] in (
+                "postcopy",
+                "auto",
+            ):
                 return float(row["downtime_status_s"]["median"])
         return None
 
@@ -561,7 +565,8 @@ def memory_section(rows: list[dict[str, Any]]) -> list[str]:
         [str(r["resident_mib"]), str(r["dirty_mib_s"]), r["mode"], str(r["moves"]),
          cell(r["downtime_status_s"]), cell(r["downtime_prober_s"]),
          cell(r["migration_s"], digits=1), cell(r["postcopy_s"], digits=2),
-         cell(r["delta_bytes"], 1e6, 1), "yes" if r["memory_intact"] else "**no**"]
+         cell(r["delta_bytes"], 1e6, 1), "yes" if r["memory_intact"] else "**no**",
+         str(r.get("failed_moves", 0))]
         for r in rows
     ]  # fmt: skip
     return [
@@ -575,7 +580,7 @@ def memory_section(rows: list[dict[str, Any]]) -> list[str]:
         "target's answer until it held every page.", "",
         table(["resident MiB", "dirty MiB/s", "memory", "moves", "downtime s (status)",
                "downtime s (prober)", "migration s", "post-copy s", "final delta MB",
-               "memory intact"], table_rows), "",
+               "memory intact", "rolled back"], table_rows), "",
     ]  # fmt: skip
 
 

@@ -21,10 +21,11 @@ def environment_with_criu() -> dict[str, str]:
 
 
 def criu_log_excerpt(message: str, lines: int = 6) -> str:
-    """CRIU's own error lines from the log a failed restore names ("... path= FILE: ..."):
+    """CRIU's own error lines from the log a failed restore names ("... path= FILE: ..."
+    or "log file: FILE"):
     runc's message says only "criu failed: type NOTIFY errno 0", and the log goes with the
     container's bundle once the repository is taken down."""
-    found = re.search(r"path=\s*(\S+\.log)", message)
+    found = re.search(r"(?:path=|log file:)\s*(\S+\.log)", message)
     return log_excerpt(Path(found.group(1)), lines) if found else ""
 
 
