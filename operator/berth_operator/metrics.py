@@ -10,4 +10,11 @@ DOWNTIME = Histogram(
     "Measured downtime of migrations",
     buckets=(0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30, 60),
 )
-BYTES = Counter("berth_migration_bytes_total", "Image bytes moved", ["kind"])
+BYTES = Counter(
+    "berth_migration_bytes_total", "Bytes moved: bulk, delta (image), postcopy (memory)", ["kind"]
+)
+POSTCOPY = Histogram(
+    "berth_migration_postcopy_seconds",
+    "Post-copy: from the target's answer until it held every page",
+    buckets=(0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300),
+)

@@ -338,6 +338,9 @@ class PlacementReconciler:
         metrics.MIGRATIONS.labels(state.result or "Unknown", state.mode.value).inc()
         metrics.BYTES.labels("bulk").inc(state.bulk_bytes)
         metrics.BYTES.labels("delta").inc(state.delta_bytes)
+        metrics.BYTES.labels("postcopy").inc(state.postcopy_bytes)
+        if state.postcopy_seconds is not None:
+            metrics.POSTCOPY.observe(state.postcopy_seconds)
         if state.result == "Succeeded":
             status["currentMachine"] = state.target
             status["retry"] = None  # null: a merge patch removes it
