@@ -52,7 +52,7 @@ class PostCopyPlan:
     """How this host takes part in post-copy: where its page servers listen (source) or
     its page fetches run (target), and the certificates they speak TLS with."""
 
-    work_root: Path  # on the host: <run-dir>/<guid>/postcopy/<container>
+    work_root: Path  # on the host: <run-dir>/<guid>/postcopy/<migration>; a folder per container
     tls: TLSConfig
     address: str = ""  # the source's: where the target reaches its page servers
     mode: MemoryMode = MemoryMode.FREEZE
