@@ -28,6 +28,7 @@ from berth_agent.runtime.spec import RepositoryServices
 from berth_lab import Lab
 from berth_lab.kubeconfig import Kubectl
 from downtime_bench import RESULTS, HostProber, cluster_lab, move, place, remove
+from report import ROOT, commit_label
 
 PORT = 19000
 
@@ -138,6 +139,7 @@ def main() -> int:
     sizes = [int(s) for s in args.sizes.split(",")]
     results: dict[str, Any] = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "commit": commit_label(ROOT),  # may differ from the rest of the suite's
         "cases": [],
     }
     datastore = f"{max(24, 3 * (max(sizes) * 3 // 1024 + 2) + 8)}G"

@@ -553,7 +553,7 @@ def memory_targets(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return found
 
 
-def memory_section(rows: list[dict[str, Any]]) -> list[str]:
+def memory_section(rows: list[dict[str, Any]], commit: str | None = None) -> list[str]:
     def cell(s: dict[str, float] | None, scale: float = 1.0, digits: int = 3) -> str:
         if not s:
             return "-"
@@ -577,7 +577,8 @@ def memory_section(rows: list[dict[str, Any]]) -> list[str]:
         "after it, CRIU lazy pages), side by side in one run. Each cell: min / median / max",
         "of the moves; ⚠ marks a spread over 30 % of the median. Downtime from status and",
         "from the prober on host-c; migration: startedAt to finishedAt; post-copy: from the",
-        "target's answer until it held every page.", "",
+        "target's answer until it held every page."
+        + (f" Measured at commit `{commit}`, in a run of its own." if commit else ""), "",
         table(["resident MiB", "dirty MiB/s", "memory", "moves", "downtime s (status)",
                "downtime s (prober)", "migration s", "post-copy s", "final delta MB",
                "memory intact", "rolled back"], table_rows), "",
@@ -608,7 +609,7 @@ def performance_markdown(latest: dict[str, Any]) -> str:
             f"{memory.get('lazy_pages', '?')}.", "",
         ]  # fmt: skip
     if latest.get("memory_cases"):
-        parts += memory_section(latest["memory_cases"])
+        parts += memory_section(latest["memory_cases"], latest.get("memory_commit"))
     pushes = latest.get("throughput", [])
     if pushes:
         rows = [[p["bandwidth"], f"{p['bytes'] / 1e9:.2f}", f"{p['seconds']:.2f}",
@@ -787,6 +788,7 @@ def main(argv: list[str]) -> int:
     memory_raw = load("memory")
     if memory_raw:
         latest["memory_cases"] = summarize_memory(memory_raw)
+        latest["memory_commit"] = memory_raw.get("commit")
         latest.setdefault("targets", {}).update(memory_targets(latest["memory_cases"]))
     operator = load("operator_scale")
     if operator:
