@@ -517,7 +517,7 @@ def summarize_memory(raw: dict[str, Any]) -> list[dict[str, Any]]:
             "downtime_prober_s": spread([r["downtime_prober_s"] for r in runs]),
             "migration_s": spread([r["migration_s"] for r in runs]),
             "postcopy_s": spread(postcopy),
-            "bulk_bytes": spread([float(r["bulk_bytes"]) for r in runs]),
+            "bulk_bytes": spread([float(r["bulk_bytes"]) for r in runs if "bulk_bytes" in r]),
             "delta_bytes": spread([float(r["delta_bytes"]) for r in runs]),
             "memory_intact": all(r["memory_intact"] for r in runs),
             "failed_moves": len(case.get("failures", [])),
@@ -573,8 +573,8 @@ def memory_section(rows: list[dict[str, Any]], commit: str | None = None) -> lis
         "## Memory-heavy containers", "",
         "`bench/memory_bench.py`: a container holding random bytes in RAM (and re-checking",
         "their checksum) beside pulse, moved between host-a and host-b with `spec.memory`",
-        "`freeze` (every page dumped and sent inside the freeze) and `postcopy` (pages follow",
-        "after it, CRIU lazy pages), side by side in one run. Each cell: min / median / max",
+        "`freeze` (every page dumped and sent inside the freeze) and `postcopy` or `auto` (pages",
+        "follow after it, CRIU lazy pages; `auto` only for the memory app), side by side in one run. Each cell: min / median / max",
         "of the moves; ⚠ marks a spread over 30 % of the median. Downtime from status and",
         "from the prober on host-c; migration: startedAt to finishedAt; post-copy: from the",
         "target's answer until it held every page."
@@ -610,6 +610,8 @@ def performance_markdown(latest: dict[str, Any]) -> str:
         ]  # fmt: skip
     if latest.get("memory_cases"):
         parts += memory_section(latest["memory_cases"], latest.get("memory_commit"))
+        if latest.get("memory_note"):
+            parts += [f"Note: {latest['memory_note']}.", ""]
     pushes = latest.get("throughput", [])
     if pushes:
         rows = [[p["bandwidth"], f"{p['bytes'] / 1e9:.2f}", f"{p['seconds']:.2f}",
@@ -789,6 +791,7 @@ def main(argv: list[str]) -> int:
     if memory_raw:
         latest["memory_cases"] = summarize_memory(memory_raw)
         latest["memory_commit"] = memory_raw.get("commit")
+        latest["memory_note"] = memory_raw.get("note")
         latest.setdefault("targets", {}).update(memory_targets(latest["memory_cases"]))
     operator = load("operator_scale")
     if operator:
