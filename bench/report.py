@@ -573,11 +573,12 @@ def memory_section(rows: list[dict[str, Any]], commit: str | None = None) -> lis
         "## Memory-heavy containers", "",
         "`bench/memory_bench.py`: a container holding random bytes in RAM (and re-checking",
         "their checksum) beside pulse, moved between host-a and host-b with `spec.memory`",
-        "`freeze` (every page dumped and sent inside the freeze) and `postcopy` or `auto` (pages",
-        "follow after it, CRIU lazy pages; `auto` only for the memory app), side by side in one",
-        "run. Each cell: min / median / max of the moves; ⚠ marks a spread over 30 % of the",
-        "median. Downtime from status and from the prober on host-c; migration: startedAt to finishedAt; post-copy: from the",
-        "target's answer until it held every page."
+        "`freeze` (every page dumped and sent inside the freeze) and `postcopy` or `auto`",
+        "(pages follow after it, CRIU lazy pages; `auto` only for the memory app), side by",
+        "side in one run. Each cell: min / median / max of the moves; ⚠ marks a spread over",
+        "30 % of the median. Downtime from status and from the prober on host-c; migration:",
+        "startedAt to finishedAt; post-copy: from the target's answer until it held every",
+        "page."
         + (f" Measured at commit `{commit}`, in a run of its own." if commit else ""), "",
         table(["resident MiB", "dirty MiB/s", "memory", "moves", "downtime s (status)",
                "downtime s (prober)", "migration s", "post-copy s", "final delta MB",
