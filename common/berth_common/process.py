@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Sequence
 
@@ -33,3 +34,16 @@ def run(
 def output(argv: Sequence[str], *, timeout: float | None = 120) -> str:
     """Run argv and return its stdout as text."""
     return run(argv, timeout=timeout).stdout.decode()
+
+
+def alive(pid: int) -> bool:
+    """Whether a process with this pid exists (a zombie counts)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -22,7 +22,6 @@ from berth_agent.checkpoint.memory import (
 )
 from berth_agent.checkpoint.postcopy import LAZY_MARKER, Progress, _in_recording_shell, read_status
 from berth_operator.migration.driver import address_of
-from berth_operator.migration.state import FROZEN, Phase
 
 pytestmark = pytest.mark.unit
 MIB = 1024 * 1024
@@ -131,10 +130,6 @@ def test_the_recording_shell_says_done_failed_or_killed(tmp_path: Path) -> None:
     shell.wait(5)
     assert ran.exists()
     assert read_status("killed", work, "x.log").progress == Progress.FAILED
-
-
-def test_post_copy_is_a_phase_whose_failure_brings_the_app_back() -> None:
-    assert Phase.POST_COPY in FROZEN
 
 
 def test_the_page_server_address_comes_from_the_agent_endpoint() -> None:

@@ -8,7 +8,6 @@ Both operations are keyed by the migration id and safe to repeat.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -30,6 +29,7 @@ from berth_agent.config import TLSConfig
 from berth_agent.errors import AgentError
 from berth_agent.runtime.services import service_containers
 from berth_agent.runtime.spec import CHECKPOINT_LABEL
+from berth_common.process import alive
 
 log = logging.getLogger("berth.agent.checkpoint")
 RECORD = "checkpoint.json"
@@ -309,23 +309,11 @@ def _runs(client: docker.DockerClient, container_id: str) -> bool:
     taken for running by a dockerd that has not handled its checkpoint's exit yet (a
     resume right after the thaw): then wait until it has, as a restore needs."""
     state = client.api.inspect_container(container_id)["State"]
-    if state["Running"] and _alive(int(state["Pid"])):
+    if state["Running"] and alive(int(state["Pid"])):
         return True
     if state["Running"]:
         _wait_exited(client, container_id)
     return False
-
-
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _restore_with_retry(client: docker.DockerClient, container_id: str, checkpoint: str) -> None:

@@ -38,6 +38,7 @@ from pydantic import BaseModel
 from berth_agent.checkpoint.criu import CRIU_DIR, environment_with_criu, log_excerpt
 from berth_agent.config import TLSConfig
 from berth_agent.errors import AgentError
+from berth_common.process import alive
 
 ABORT_GRACE = 5.0  # seconds a failing lazy dump gets to resume its processes itself
 READY_TIMEOUT = 60.0  # seconds for a lazy dump to write its images (no memory among them)
@@ -180,11 +181,9 @@ def _mtime(path: Path) -> float:
 
 def _shell_alive(work_dir: Path) -> bool:
     try:
-        pid = int((work_dir / PID).read_text().strip())
-        os.kill(pid, 0)
+        return alive(int((work_dir / PID).read_text().strip()))
     except (OSError, ValueError):
         return False
-    return True
 
 
 @dataclass(frozen=True)
@@ -263,9 +262,6 @@ class LazyDump:
                 f"{log_excerpt(work_dir / cls.LOG)}"
             )
         return dump
-
-    def status(self) -> PostCopyStatus:
-        return read_status(self.container, self.work_dir, self.LOG)
 
 
 def abort_dump(work_dir: Path, resume_argv: list[str], grace: float = ABORT_GRACE) -> bool:

@@ -232,6 +232,10 @@ class MigrationDriver:
                 raise  # nothing is frozen: the step is simply tried again later
             # A replay, frozen by an earlier attempt: the source takes it back (see _fail).
             raise MigrationError(f"{state.target} cannot be reached: {err}") from err
+        # Resolved before the freeze: a name lookup is no part of the downtime.
+        page_server = (
+            address_of(self.agents.endpoint(state.source)) if state.memory != "freeze" else None
+        )
         with self._agent(state.source) as source:
             if first:  # the application runs until this call; the downtime starts here
                 self._mark_freeze(state)
@@ -240,11 +244,7 @@ class MigrationDriver:
                 state.id,
                 checkpoint=state.mode == Mode.LIVE,
                 memory=state.memory,
-                page_server_address=(
-                    address_of(self.agents.endpoint(state.source))
-                    if state.memory != "freeze"
-                    else None
-                ),
+                page_server_address=page_server,
             )
         self.crash.reached("Cutover.frozen")
         state.postcopy = sorted(frozen.get("postcopy") or {})
