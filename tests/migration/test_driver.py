@@ -7,7 +7,6 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
@@ -18,6 +17,7 @@ from berth_lab.agents import LabAgents
 from berth_lab.leftovers import checkpoint_copies
 from berth_operator.migration.driver import MigrationDriver
 from berth_operator.migration.state import MigrationState, Mode, Phase
+from migration.helpers import migrate
 
 pytestmark = pytest.mark.migration
 
@@ -41,22 +41,6 @@ def app(lab: Lab) -> Iterator[tuple[str, str]]:
 def counters_on(lab: Lab, host: str, name: str) -> list[int]:
     with lab.agent(host) as agent:
         return [c for _, c in pulse.beats(agent.logs(name, "pulse", tail=2000))]
-
-
-def migrate(lab: Lab, name: str, guid: str, mode: Mode = Mode.LIVE) -> MigrationState:
-    events: list[dict[str, Any]] = []
-    state = MigrationState(
-        id=f"m-{uuid.uuid4().hex[:8]}",
-        repository=name,
-        guid=guid,
-        source="host-a",
-        target="host-b",
-        mode=mode,
-    )
-    driver = MigrationDriver(
-        LabAgents(lab), lab.pki.client, on_event=lambda _s, e: events.append(e), answer_timeout=30
-    )
-    return driver.run(state)
 
 
 def test_live_migration_keeps_the_counter_and_measures_downtime(

@@ -25,6 +25,7 @@ from berth_lab.leftovers import checkpoint_copies
 from berth_lab.plan import AGENT_PORT
 from berth_operator.migration.driver import MigrationDriver
 from berth_operator.migration.state import MigrationState, Phase
+from migration.helpers import migrate, slowed
 
 pytestmark = pytest.mark.migration
 MIB = 256  # resident, in chunks of 1 MiB
@@ -63,29 +64,9 @@ def app(lab: Lab) -> Iterator[tuple[str, str]]:
                 pass
 
 
-def migrate(
-    lab: Lab, name: str, guid: str, memory_mode: str, on_event: Any = None
-) -> MigrationState:
-    state = MigrationState(
-        id=f"m-{uuid.uuid4().hex[:8]}",
-        repository=name,
-        guid=guid,
-        source="host-a",
-        target="host-b",
-        memory=memory_mode,
-    )
-    driver = MigrationDriver(
-        LabAgents(lab),
-        lab.pki.client,
-        on_event=on_event or (lambda _s, _e: None),
-        answer_timeout=30,
-    )
-    return driver.run(state)
-
-
 def test_memory_follows_after_the_freeze_and_arrives_intact(lab: Lab, app: tuple[str, str]) -> None:
     name, guid = app
-    state = migrate(lab, name, guid, "postcopy")
+    state = migrate(lab, name, guid, memory="postcopy")
     assert state.result == "Succeeded", state.reason
     assert state.postcopy == [memory.NAME]
     assert state.postcopy_seconds is not None and state.postcopy_seconds > 0
@@ -108,7 +89,7 @@ def test_memory_follows_after_the_freeze_and_arrives_intact(lab: Lab, app: tuple
 
 def test_the_same_move_with_memory_inside_the_freeze(lab: Lab, app: tuple[str, str]) -> None:
     name, guid = app
-    state = migrate(lab, name, guid, "freeze")
+    state = migrate(lab, name, guid)
     assert state.result == "Succeeded", state.reason
     assert state.postcopy == [] and state.postcopy_seconds is None
     assert state.delta_bytes > MIB * 1024 * 1024  # the memory went inside the freeze
@@ -143,15 +124,8 @@ def test_a_page_fetch_killed_part_way_brings_the_app_back_on_the_source(
                     os.kill(criu, signal.SIGKILL)
                     killed.append(criu)
 
-    shape = [*lab.host("a").nsenter(), "tc", "qdisc", "replace", "dev", "eth0", "root",
-             "tbf", "rate", "40mbit", "burst", "64kb", "latency", "50ms"]  # fmt: skip
-    subprocess.run(shape, check=True)
-    try:
-        state = migrate(lab, name, guid, "postcopy", on_event=kill_fetch)
-    finally:
-        subprocess.run(
-            [*lab.host("a").nsenter(), "tc", "qdisc", "del", "dev", "eth0", "root"], check=False
-        )
+    with slowed(lab, "a", "40mbit"):
+        state = migrate(lab, name, guid, memory="postcopy", on_event=kill_fetch)
     assert killed, "no page fetch ran on the target"
     assert state.result == "RolledBack" and state.phase == Phase.ROLLED_BACK, state.reason
     assert state.reason and state.reason.startswith("PostCopy"), state.reason
@@ -174,7 +148,7 @@ def test_a_link_cut_silently_during_post_copy_brings_the_app_back_on_the_source(
     answers: the page fetch waits on a connection that says nothing. The operator gives
     post-copy up once it has received nothing for POSTCOPY_STALL seconds; the target's
     copy is taken down, the source's dump stopped and its processes thawed."""
-    name, _ = app
+    name, guid = app
     drop = ["iptables", "-I", "OUTPUT", "-d", lab.host("b").address, "-p", "tcp",
             "!", "--sport", str(AGENT_PORT), "-j", "DROP"]  # fmt: skip
 
@@ -182,14 +156,10 @@ def test_a_link_cut_silently_during_post_copy_brings_the_app_back_on_the_source(
         if event.get("event") == "answered":
             subprocess.run([*lab.host("a").nsenter(), *drop], check=True)
 
-    shape = [*lab.host("a").nsenter(), "tc", "qdisc", "replace", "dev", "eth0", "root",
-             "tbf", "rate", "40mbit", "burst", "64kb", "latency", "50ms"]  # fmt: skip
-    subprocess.run(shape, check=True)
     try:
-        state = migrate(lab, name, name_guid(lab, name), "postcopy", on_event=cut_link)
+        with slowed(lab, "a", "40mbit"):
+            state = migrate(lab, name, guid, memory="postcopy", on_event=cut_link)
     finally:
-        undo = [*lab.host("a").nsenter(), "tc", "qdisc", "del", "dev", "eth0", "root"]
-        subprocess.run(undo, check=False)
         subprocess.run([*lab.host("a").nsenter(), *[a if a != "-I" else "-D" for a in drop]],
                        check=False)  # fmt: skip
     assert state.result == "RolledBack", state.reason
@@ -217,29 +187,18 @@ def test_the_target_agent_killed_during_post_copy_does_not_stop_it(
             persisted.append(state.model_copy(deep=True))
             lab.stop_agent(lab.host("b"))
 
-    shape = [*lab.host("a").nsenter(), "tc", "qdisc", "replace", "dev", "eth0", "root",
-             "tbf", "rate", "200mbit", "burst", "64kb", "latency", "50ms"]  # fmt: skip
-    subprocess.run(shape, check=True)
-    try:
+    with slowed(lab, "a", "200mbit"):
         with pytest.raises(httpx.TransportError):
-            migrate(lab, name, guid, "postcopy", on_event=kill_agent)
+            migrate(lab, name, guid, memory="postcopy", on_event=kill_agent)
         time.sleep(2)
         lab.start_agent(lab.host("b"))
         driver = MigrationDriver(LabAgents(lab), lab.pki.client, answer_timeout=30)
         state = driver.run(persisted[-1])  # as a restarted operator goes on from status
-    finally:
-        undo = [*lab.host("a").nsenter(), "tc", "qdisc", "del", "dev", "eth0", "root"]
-        subprocess.run(undo, check=False)
     assert state.result == "Succeeded", state.reason
     before = len(memory.events(memory_lines(lab, "b", name)))
     wait_for_checks(lab, "b", name, before + 2)
     lines = memory_lines(lab, "b", name)
     assert memory.problems(lines) == [], lines[-5:]
-
-
-def name_guid(lab: Lab, name: str) -> str:
-    with lab.agent("a") as a:
-        return str(a.status(name)["guid"])
 
 
 def fetch_pids_alive(lab: Lab, host: str) -> list[int]:
