@@ -149,7 +149,8 @@ def place(
 
 
 def remove(kubectl: Kubectl, name: str) -> None:
-    kubectl("delete", "-n", NAMESPACE, f"rp/{name}", "--timeout=120s", timeout=150)
+    # A repository holding GiBs of memory takes minutes to stop and unmount.
+    kubectl("delete", "-n", NAMESPACE, f"rp/{name}", "--timeout=300s", timeout=330)
 
 
 def move(

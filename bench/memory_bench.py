@@ -102,6 +102,8 @@ def one_case(
             "migration_s": round(seconds_between(last["startedAt"], last["finishedAt"]), 3),
             "postcopy_s": last.get("postCopySeconds"),
             "postcopy_bytes": last.get("postCopyBytes", 0),
+            "postcopy_pages": last.get("postCopyPages", 0),
+            "postcopy_faulted_pages": last.get("postCopyFaultedPages", 0),
             "postcopy_containers": last.get("postCopyContainers", []),
             "bulk_bytes": last["bulkBytes"],
             "delta_bytes": last["deltaBytes"],
@@ -113,9 +115,11 @@ def one_case(
         say(
             f"{mib} MiB, {dirty} MiB/s, {mode}: downtime {run['downtime_status_s']:.3f}s "
             f"(prober {run['downtime_prober_s']:.3f}s), migration {run['migration_s']:.1f}s, "
-            f"post-copy {run['postcopy_s']}, delta {run['delta_bytes'] / 1e6:.1f} MB, "
+            f"post-copy {run['postcopy_s']} s ({run['postcopy_faulted_pages']} of "
+            f"{run['postcopy_pages']} pages faulted), delta {run['delta_bytes'] / 1e6:.1f} MB, "
             + ("memory intact" if not problems else f"PROBLEMS {problems}")
         )
+        say("  steps: " + ", ".join(f"{k} {v:.3f}" for k, v in sorted(run["step_seconds"].items())))
         here = there
     remove(kubectl, name)
     return {"resident_mib": mib, "dirty_mib_s": dirty, "mode": mode, "runs": runs,

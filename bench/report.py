@@ -519,6 +519,12 @@ def summarize_memory(raw: dict[str, Any]) -> list[dict[str, Any]]:
             "postcopy_s": spread(postcopy),
             "bulk_bytes": spread([float(r["bulk_bytes"]) for r in runs if "bulk_bytes" in r]),
             "delta_bytes": spread([float(r["delta_bytes"]) for r in runs]),
+            "postcopy_bytes": spread(
+                [float(r["postcopy_bytes"]) for r in runs if r.get("postcopy_s") is not None]
+            ),
+            "faulted_pages": spread(
+                [float(r["postcopy_faulted_pages"]) for r in runs if "postcopy_faulted_pages" in r]
+            ),
             "memory_intact": all(r["memory_intact"] for r in runs),
             "failed_moves": len(case.get("failures", [])),
         })  # fmt: skip
@@ -565,7 +571,8 @@ def memory_section(rows: list[dict[str, Any]], commit: str | None = None) -> lis
         [str(r["resident_mib"]), str(r["dirty_mib_s"]), r["mode"], str(r["moves"]),
          cell(r["downtime_status_s"]), cell(r["downtime_prober_s"]),
          cell(r["migration_s"], digits=1), cell(r["postcopy_s"], digits=2),
-         cell(r["delta_bytes"], 1e6, 1), "yes" if r["memory_intact"] else "**no**",
+         cell(r["delta_bytes"], 1e6, 1), cell(r.get("postcopy_bytes"), 1e6, 0),
+         cell(r.get("faulted_pages"), digits=0), "yes" if r["memory_intact"] else "**no**",
          str(r.get("failed_moves", 0))]
         for r in rows
     ]  # fmt: skip
@@ -578,11 +585,13 @@ def memory_section(rows: list[dict[str, Any]], commit: str | None = None) -> lis
         "side in one run. Each cell: min / median / max of the moves; ⚠ marks a spread over",
         "30 % of the median. Downtime from status and from the prober on host-c; migration:",
         "startedAt to finishedAt; post-copy: from the target's answer until it held every",
-        "page."
+        "page, the MB it received then, and the pages the app touched before they had",
+        "arrived (faulted: each waited for the source)."
         + (f" Measured at commit `{commit}`, in a run of its own." if commit else ""), "",
         table(["resident MiB", "dirty MiB/s", "memory", "moves", "downtime s (status)",
                "downtime s (prober)", "migration s", "post-copy s", "final delta MB",
-               "memory intact", "rolled back"], table_rows), "",
+               "post-copy MB", "faulted pages", "memory intact", "rolled back"],
+              table_rows), "",
     ]  # fmt: skip
 
 

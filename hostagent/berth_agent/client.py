@@ -17,6 +17,9 @@ from berth_agent.checkpoint.postcopy import PostCopyStatus
 # be. A partitioned peer (packets dropped) then fails in seconds, not after the whole
 # request timeout, which matters while a migration holds the application frozen.
 CONNECT_TIMEOUT = 10.0
+# A freeze dumps and an up restores every page of memory kept inside the freeze: minutes
+# for GiBs (4 GiB took 160 s here), which the default request timeout would cut short.
+FREEZE_AND_UP_TIMEOUT = httpx.Timeout(900.0, connect=CONNECT_TIMEOUT)
 
 
 class AgentAPIError(RuntimeError):
@@ -114,7 +117,9 @@ class AgentClient:
         body: dict[str, Any] = {"wait_answer": wait_answer, "force": force}
         if key is not None:
             body["key"] = base64.b64encode(key).decode()
-        result: dict[str, Any] = self._call("POST", f"/v1/repositories/{ref}/up", json=body)
+        result: dict[str, Any] = self._call(
+            "POST", f"/v1/repositories/{ref}/up", json=body, timeout=FREEZE_AND_UP_TIMEOUT
+        )
         return result
 
     def freeze(
@@ -135,6 +140,7 @@ class AgentClient:
                 "memory": memory,
                 "page_server_address": page_server_address,
             },
+            timeout=FREEZE_AND_UP_TIMEOUT,
         )
         return result
 

@@ -13,6 +13,10 @@ DOWNTIME = Histogram(
 BYTES = Counter(
     "berth_migration_bytes_total", "Bytes moved: bulk, delta (image), postcopy (memory)", ["kind"]
 )
+FAULTED_PAGES = Counter(
+    "berth_migration_postcopy_faulted_pages_total",
+    "Post-copy: pages a process touched before they had arrived from the source",
+)
 POSTCOPY = Histogram(
     "berth_migration_postcopy_seconds",
     "Post-copy: from the target's answer until it held every page",

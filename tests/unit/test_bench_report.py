@@ -252,7 +252,8 @@ def test_the_steps_of_containers_frozen_together_count_once_in_the_breakdown() -
 def memory_run(downtime: float, intact: bool = True) -> dict[str, Any]:
     return {"downtime_status_s": downtime, "downtime_prober_s": downtime + 0.05,
             "migration_s": 20.0, "postcopy_s": 1.5, "bulk_bytes": 10**8,
-            "delta_bytes": 2 * 10**6, "memory_intact": intact}  # fmt: skip
+            "delta_bytes": 2 * 10**6, "postcopy_bytes": 3 * 10**8,
+            "postcopy_faulted_pages": 120, "memory_intact": intact}  # fmt: skip
 
 
 def test_memory_cases_are_tabled_and_judged_by_issue_19s_targets() -> None:
@@ -276,4 +277,5 @@ def test_memory_cases_are_tabled_and_judged_by_issue_19s_targets() -> None:
     assert not goals["memory_intact"]["met"]
     page = "\n".join(memory_section(rows))
     assert "| 1024 | 0 | postcopy | 3 | 0.900 / 0.950 / 2.000 ⚠ |" in page
+    assert "| 300 / 300 / 300 | 120 / 120 / 120 |" in page  # post-copy MB, faulted pages
     assert "**no**" in page

@@ -156,6 +156,14 @@ class LastMigration(Model):
     post_copy_bytes: int = Field(
         0, description="post-copy: bytes the target received from the source's page servers"
     )
+    post_copy_pages: int = Field(
+        0, description="post-copy: pages (4 KiB) the target's page fetches placed"
+    )
+    post_copy_faulted_pages: int = Field(
+        0,
+        description="post-copy: of those, the pages a process touched before they had "
+        "arrived; each one waited for a round trip to the source",
+    )
     post_copy_seconds: float | None = Field(
         None,
         description="post-copy: from the target's answer until it held every page "

@@ -7,6 +7,8 @@ from typing import Any
 
 import docker
 
+RESTORE_TIMEOUT = 900.0  # seconds
+
 
 def names(client: docker.DockerClient, container_id: str) -> list[str]:
     api = client.api
@@ -26,4 +28,5 @@ def delete(client: docker.DockerClient, container_id: str, name: str) -> None:
 def start_from(client: docker.DockerClient, container_id: str, name: str) -> None:
     api = client.api
     url = api._url("/containers/{0}/start", container_id)
-    api._raise_for_status(api._post(url, params={"checkpoint": name}))
+    # A restore reads every page of a checkpoint: minutes for GiBs, past the client's 60 s.
+    api._raise_for_status(api._post(url, params={"checkpoint": name}, timeout=RESTORE_TIMEOUT))

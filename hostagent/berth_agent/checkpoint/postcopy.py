@@ -49,6 +49,10 @@ SERVER = "server.json"  # a fetch's page server
 # fs.pipe-max-size (1 MiB by default) and every lazy transfer breaks.
 PIPE_MAX_SIZE = 4 * 1024 * 1024
 PIPE_MAX_SIZE_FILE = Path("/proc/sys/fs/pipe-max-size")
+# The nice value of a post-copy transfer (the source's page server, the target's fetch)
+# once the freeze is over: it shares the hosts' cores with the restores still inside the
+# downtime, and only the application's own faults on missing pages need it at once.
+TRANSFER_NICENESS = 10
 # Written into a checkpoint whose memory comes from a page fetch: the folder that holds
 # the fetch's socket. runc_shim reads it from the copy docker's restore hands runc.
 LAZY_MARKER = "berth-lazy-pages"
@@ -77,6 +81,10 @@ class PostCopyStatus(BaseModel):
     # The fetch's bytes received so far (TCP, TLS included): its progress, which a link
     # cut off silently stops (the fetch itself would wait for TCP to give up).
     bytes_received: int | None = None
+    # Once the fetch has ended: the pages it placed, and how many of them a process
+    # faulted on before the background transfer had brought them (it waited for those).
+    pages: int | None = None
+    faulted_pages: int | None = None
 
 
 def raise_pipe_max_size() -> None:
@@ -163,13 +171,49 @@ def bytes_received(server: PageServer) -> int | None:
 
 
 def fetch_status(container: str, work_dir: Path) -> PostCopyStatus:
-    """A page fetch's status, with the bytes it has received while it runs."""
+    """A page fetch's status: the bytes it has received while it runs, its page counts
+    once it has ended."""
     status = read_status(container, work_dir, PageFetch.LOG)
+    if status.progress != Progress.RUNNING:
+        with contextlib.suppress(OSError):
+            counts = page_counts((work_dir / PageFetch.LOG).read_text(errors="replace"))
+            status.pages, status.faulted_pages = counts.placed, counts.faulted
+        return status
     server_file = work_dir / SERVER
     if server_file.exists():
         received = bytes_received(PageServer.model_validate_json(server_file.read_text()))
         status.bytes_received = received
     return status
+
+
+@dataclass(frozen=True)
+class PageCounts:
+    placed: int  # pages the fetch put into the restored processes
+    faulted: int  # faults on a page not there yet: each one a process waited for
+
+
+# What `criu lazy-pages -v4` logs: a line per fault it handles, and per process at the
+# end "UFFD transferred pages: (copied/total)".
+_FAULT = re.compile(r"#PF at 0x[0-9a-f]+$", re.MULTILINE)
+_PLACED = re.compile(r"UFFD transferred pages: \((\d+)/\d+\)")
+
+
+def page_counts(log_text: str) -> PageCounts:
+    """The page counts in a page fetch's debug log."""
+    return PageCounts(
+        placed=sum(int(n) for n in _PLACED.findall(log_text)),
+        faulted=len(_FAULT.findall(log_text)),
+    )
+
+
+def lower_priority(session: int, niceness: int = TRANSFER_NICENESS) -> None:
+    """Renice every process of a transfer's session (its shell, runc, CRIU)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            if os.getsid(int(entry.name)) == session:
+                os.setpriority(os.PRIO_PROCESS, int(entry.name), niceness)
 
 
 def _mtime(path: Path) -> float:
@@ -238,7 +282,7 @@ class LazyDump:
         ]
         try:
             with (work_dir / "runc.out").open("wb") as out:
-                subprocess.Popen(
+                shell = subprocess.Popen(
                     _in_recording_shell(argv, work_dir),
                     env={**environment_with_criu(), "CRIU_CONFIG_FILE": str(config)},
                     stdin=subprocess.DEVNULL,
@@ -261,6 +305,7 @@ class LazyDump:
                 f"{(work_dir / 'runc.out').read_text(errors='replace').strip()[-300:]}"
                 f"{log_excerpt(work_dir / cls.LOG)}"
             )
+        lower_priority(shell.pid)  # the freeze is done; from now on it only serves pages
         return dump
 
 
@@ -322,6 +367,8 @@ class PageFetch:
         work_dir.mkdir(parents=True)
         (work_dir / SERVER).write_text(server.model_dump_json())
         argv = [
+            # Its whole run follows the freeze: the restores inside the downtime go first.
+            *("nice", "-n", str(TRANSFER_NICENESS)),
             str(Path(CRIU_DIR) / "criu"),
             "lazy-pages",
             "--page-server",
@@ -335,6 +382,7 @@ class PageFetch:
             str(work_dir),
             "--log-file",
             cls.LOG,
+            "-v4",  # a line per fault: how many pages a process had to wait for
             *tls_options(tls),
         ]
         with (work_dir / "criu.out").open("wb") as out:

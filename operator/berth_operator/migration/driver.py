@@ -308,6 +308,8 @@ class MigrationDriver:
             if statuses and all(s.progress == Progress.DONE for s in statuses):
                 assert state.answered_at_epoch is not None
                 state.postcopy_seconds = round(self.clock() - state.answered_at_epoch, 3)
+                state.postcopy_pages = sum(s.pages or 0 for s in statuses)
+                state.postcopy_faulted_pages = sum(s.faulted_pages or 0 for s in statuses)
                 self.on_event(state, {"event": "memory-arrived", "seconds": state.postcopy_seconds})
                 return True
             if time.monotonic() > deadline:

@@ -79,6 +79,8 @@ class MigrationState(BaseModel):
     postcopy_seconds: float | None = None  # from the answer until the last page arrived
     postcopy_bytes: int = 0  # received by the target's page fetches (TCP, TLS included)
     postcopy_progress_at: float | None = None  # wall clock when those bytes last grew
+    postcopy_pages: int = 0  # pages the target's fetches placed
+    postcopy_faulted_pages: int = 0  # of them: faulted on before they had arrived
     result: str | None = None  # Succeeded | Failed | RolledBack
     reason: str | None = None
 

@@ -339,6 +339,7 @@ class PlacementReconciler:
         metrics.BYTES.labels("bulk").inc(state.bulk_bytes)
         metrics.BYTES.labels("delta").inc(state.delta_bytes)
         metrics.BYTES.labels("postcopy").inc(state.postcopy_bytes)
+        metrics.FAULTED_PAGES.inc(state.postcopy_faulted_pages)
         if state.postcopy_seconds is not None:
             metrics.POSTCOPY.observe(state.postcopy_seconds)
         if state.result == "Succeeded":

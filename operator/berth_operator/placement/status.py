@@ -29,6 +29,8 @@ def last_migration(state: MigrationState) -> dict[str, Any]:
             "post_copy_containers": state.postcopy,
             "post_copy_seconds": state.postcopy_seconds,
             "post_copy_bytes": state.postcopy_bytes,
+            "post_copy_pages": state.postcopy_pages,
+            "post_copy_faulted_pages": state.postcopy_faulted_pages,
             "result": state.result,
             "reason": state.reason,
         }
