@@ -20,7 +20,14 @@ from berth_agent.checkpoint.memory import (
     moves_after_freeze,
     resident_anon_bytes,
 )
-from berth_agent.checkpoint.postcopy import LAZY_MARKER, Progress, _in_recording_shell, read_status
+from berth_agent.checkpoint.postcopy import (
+    LAZY_MARKER,
+    PageCounts,
+    Progress,
+    _in_recording_shell,
+    page_counts,
+    read_status,
+)
 from berth_operator.migration.driver import address_of
 
 pytestmark = pytest.mark.unit
@@ -145,3 +152,18 @@ def test_the_memory_app_log_shows_a_restart_and_a_bad_checksum() -> None:
     assert memory.problems(bad) == ["CORRUPT 3 def"]
     restarted = [*good, "2026-12-01T10:00:03Z memory 100 md5 abc", "2026-12-01T10:00:04Z ok 1"]
     assert any("fills" in p for p in memory.problems(restarted))
+
+
+def test_page_counts_come_from_the_fetchs_debug_log() -> None:
+    # As `criu lazy-pages -v4` wrote it here (one fetch, three processes restored).
+    log = """(00.000205) Version: 4.2.1 (gitid 0)
+(00.911002) uffd: 9-11: #PF at 0x7f3a2c001000
+(00.911102) uffd: 9-11: #PF at 0x7f3a2c002000
+(00.920421) uffd: 1-14: UFFD transferred pages: (10/10)
+(00.931000) uffd: 9-11: #PF at 0x55e0c0a3f000
+(00.981481) uffd: 38--12: UFFD transferred pages: (8/8)
+(15.499810) uffd: 9-11: UFFD transferred pages: (263756/263756)
+(15.499900) uffd: 9-11: #PF at 0x7f3a2c002000 uffd_seek_pages failed
+"""
+    assert page_counts(log) == PageCounts(placed=263774, faulted=3)
+    assert page_counts("") == PageCounts(placed=0, faulted=0)
