@@ -49,10 +49,6 @@ SERVER = "server.json"  # a fetch's page server
 # fs.pipe-max-size (1 MiB by default) and every lazy transfer breaks.
 PIPE_MAX_SIZE = 4 * 1024 * 1024
 PIPE_MAX_SIZE_FILE = Path("/proc/sys/fs/pipe-max-size")
-# The nice value of a post-copy transfer (the source's page server, the target's fetch)
-# once the freeze is over: it shares the hosts' cores with the restores still inside the
-# downtime, and only the application's own faults on missing pages need it at once.
-TRANSFER_NICENESS = 10
 # Written into a checkpoint whose memory comes from a page fetch: the folder that holds
 # the fetch's socket. runc_shim reads it from the copy docker's restore hands runc.
 LAZY_MARKER = "berth-lazy-pages"
@@ -206,16 +202,6 @@ def page_counts(log_text: str) -> PageCounts:
     )
 
 
-def lower_priority(session: int, niceness: int = TRANSFER_NICENESS) -> None:
-    """Renice every process of a transfer's session (its shell, runc, CRIU)."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            if os.getsid(int(entry.name)) == session:
-                os.setpriority(os.PRIO_PROCESS, int(entry.name), niceness)
-
-
 def _mtime(path: Path) -> float:
     try:
         return path.stat().st_mtime
@@ -282,7 +268,7 @@ class LazyDump:
         ]
         try:
             with (work_dir / "runc.out").open("wb") as out:
-                shell = subprocess.Popen(
+                subprocess.Popen(
                     _in_recording_shell(argv, work_dir),
                     env={**environment_with_criu(), "CRIU_CONFIG_FILE": str(config)},
                     stdin=subprocess.DEVNULL,
@@ -305,7 +291,6 @@ class LazyDump:
                 f"{(work_dir / 'runc.out').read_text(errors='replace').strip()[-300:]}"
                 f"{log_excerpt(work_dir / cls.LOG)}"
             )
-        lower_priority(shell.pid)  # the freeze is done; from now on it only serves pages
         return dump
 
 
@@ -367,8 +352,6 @@ class PageFetch:
         work_dir.mkdir(parents=True)
         (work_dir / SERVER).write_text(server.model_dump_json())
         argv = [
-            # Its whole run follows the freeze: the restores inside the downtime go first.
-            *("nice", "-n", str(TRANSFER_NICENESS)),
             str(Path(CRIU_DIR) / "criu"),
             "lazy-pages",
             "--page-server",
