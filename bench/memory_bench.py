@@ -147,13 +147,14 @@ def main() -> int:
         "cases": [],
     }
     datastore = f"{max(24, 3 * (max(sizes) * 3 // 1024 + 2) + 8)}G"
+    RESULTS.mkdir(exist_ok=True)
     with cluster_lab(datastore) as (lab, kubectl):
         for mib in sizes:
             for dirty in (int(d) for d in args.dirty.split(",")):
                 for mode in args.modes.split(","):
                     results["cases"].append(one_case(lab, kubectl, mib, dirty, mode, args.repeat))
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "memory.json").write_text(json.dumps(results, indent=2) + "\n")
+                    # After each case: a run cut short keeps what it measured.
+                    (RESULTS / "memory.json").write_text(json.dumps(results, indent=2) + "\n")
     say(f"wrote {RESULTS / 'memory.json'}")
     return 0
 
