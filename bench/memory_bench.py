@@ -1,16 +1,18 @@
 """Memory-heavy containers moved live: their memory inside the freeze and after it
 (post-copy), side by side in one run.
 
-    .venv/bin/python bench/memory_bench.py [--sizes 256,1024,4096] [--dirty 0,50]
-                                           [--modes freeze,postcopy] [--repeat 3]
+    .venv/bin/python bench/memory_bench.py [--sizes 0,256,1024,4096] [--dirty 0,50]
+                                           [--modes freeze,auto] [--repeat 3]
 
 For each resident size (MiB of random bytes the memory app holds, in a repository beside
 pulse, which answers a prober on host-c), each dirty rate (MiB/s the app rewrites) and
 each mode (`spec.memory`), the repository is placed on host-a and moved between host-a
-and host-b `--repeat` times. Measured per move: the status downtime, the longest gap the
-prober saw, the whole migration (startedAt to finishedAt), the bytes sent before and
-inside the freeze, and postCopySeconds. After every move the app's log must show the same
-process and only good checksums of its whole memory. Writes bench/results/memory.json;
+and host-b `--repeat` times. Size 0 is pulse alone: the same move without the memory app,
+the baseline the others are compared with. Measured per move: the status downtime, the
+longest gap the prober saw, the whole migration (startedAt to finishedAt), the bytes sent
+before and inside the freeze, postCopySeconds and the pages faulted on demand. After
+every move the app's log must show the same process and only good checksums of its
+whole memory. Writes bench/results/memory.json;
 bench/report.py puts the table into docs/performance.md.
 """
 
@@ -63,17 +65,15 @@ def one_case(
     lab: Lab, kubectl: Kubectl, mib: int, dirty: int, mode: str, repeat: int
 ) -> dict[str, Any]:
     name = f"mem{mib}d{dirty}{mode[:2]}"
+    app = [memory.service(mib, every=2.0, dirty_mib_per_s=dirty)] if mib else []
     services = RepositoryServices(
-        services=[
-            *pulse.services(interval=0.2, host_port=PORT).services,
-            memory.service(mib, every=2.0, dirty_mib_per_s=dirty),
-        ]
+        services=[*pulse.services(interval=0.2, host_port=PORT).services, *app]
     )
     size_gib = max(2, (mib * 3) // 1024 + 2)  # a dump of the memory, inside it, and room
     place(kubectl, name, size_gib, services)
     kubectl("patch", "-n", "bench", f"rp/{name}", "--type", "merge",
             "-p", json.dumps({"spec": {"memory": mode}}))  # fmt: skip
-    checks = wait_for_checks(lab, "a", name, 0, timeout=120 + mib / 20)
+    checks = wait_for_checks(lab, "a", name, 0, timeout=120 + mib / 20) if mib else 0
     runs: list[dict[str, Any]] = []
     failures: list[str] = []
     here = "a"
@@ -93,8 +93,10 @@ def one_case(
                 time.sleep(5)
                 continue
             time.sleep(0.5)
-        checks = wait_for_checks(lab, there, name, checks, timeout=120)
-        problems = memory.problems(app_lines(lab, there, name))
+        problems: list[str] = []
+        if mib:
+            checks = wait_for_checks(lab, there, name, checks, timeout=120)
+            problems = memory.problems(app_lines(lab, there, name))
         run = {
             "to": f"host-{there}",
             "downtime_status_s": last["downtimeSeconds"],
@@ -126,11 +128,19 @@ def one_case(
             "failures": failures}  # fmt: skip
 
 
+def cases(sizes: list[int], dirty: list[int], modes: list[str]) -> list[tuple[int, int, str]]:
+    """(resident MiB, dirty MiB/s, mode) to measure; pulse alone (size 0) once: without
+    the memory app there is nothing to rewrite, and pulse's memory always freezes."""
+    return [(0, 0, "freeze")] * (0 in sizes) + [
+        (mib, rate, mode) for mib in sizes if mib for rate in dirty for mode in modes
+    ]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--sizes", default="256,1024,4096", help="resident MiB")
+    parser.add_argument("--sizes", default="0,256,1024,4096", help="resident MiB (0: pulse alone)")
     parser.add_argument("--dirty", default="0,50", help="MiB/s rewritten while it runs")
     parser.add_argument(
         "--modes",
@@ -148,13 +158,12 @@ def main() -> int:
     }
     datastore = f"{max(24, 3 * (max(sizes) * 3 // 1024 + 2) + 8)}G"
     RESULTS.mkdir(exist_ok=True)
+    dirty_rates = [int(d) for d in args.dirty.split(",")]
     with cluster_lab(datastore) as (lab, kubectl):
-        for mib in sizes:
-            for dirty in (int(d) for d in args.dirty.split(",")):
-                for mode in args.modes.split(","):
-                    results["cases"].append(one_case(lab, kubectl, mib, dirty, mode, args.repeat))
-                    # After each case: a run cut short keeps what it measured.
-                    (RESULTS / "memory.json").write_text(json.dumps(results, indent=2) + "\n")
+        for mib, dirty, mode in cases(sizes, dirty_rates, args.modes.split(",")):
+            results["cases"].append(one_case(lab, kubectl, mib, dirty, mode, args.repeat))
+            # After each case: a run cut short keeps what it measured.
+            (RESULTS / "memory.json").write_text(json.dumps(results, indent=2) + "\n")
     say(f"wrote {RESULTS / 'memory.json'}")
     return 0
 

@@ -567,9 +567,16 @@ def memory_section(rows: list[dict[str, Any]], commit: str | None = None) -> lis
         text = " / ".join(f.format(s[k] / scale) for k in ("min", "median", "max"))
         return text + (" ⚠" if s["relative"] > SPREAD_LIMIT else "")
 
+    alone = next((r for r in rows if r["resident_mib"] == 0), None)
+
+    def of_alone(row: dict[str, Any]) -> str:
+        if alone is None or not alone["downtime_status_s"]:
+            return "-"
+        return f"{row['downtime_status_s']['median'] / alone['downtime_status_s']['median']:.2f}"
+
     table_rows = [
-        [str(r["resident_mib"]), str(r["dirty_mib_s"]), r["mode"], str(r["moves"]),
-         cell(r["downtime_status_s"]), cell(r["downtime_prober_s"]),
+        [str(r["resident_mib"] or "pulse alone"), str(r["dirty_mib_s"]), r["mode"],
+         str(r["moves"]), cell(r["downtime_status_s"]), of_alone(r), cell(r["downtime_prober_s"]),
          cell(r["migration_s"], digits=1), cell(r["postcopy_s"], digits=2),
          cell(r["delta_bytes"], 1e6, 1), cell(r.get("postcopy_bytes"), 1e6, 0),
          cell(r.get("faulted_pages"), digits=0), "yes" if r["memory_intact"] else "**no**",
@@ -586,11 +593,13 @@ def memory_section(rows: list[dict[str, Any]], commit: str | None = None) -> lis
         "30 % of the median. Downtime from status and from the prober on host-c; migration:",
         "startedAt to finishedAt; post-copy: from the target's answer until it held every",
         "page, the MB it received then, and the pages the app touched before they had",
-        "arrived (faulted: each waited for the source)."
+        "arrived (faulted: each waited for the source). \"pulse alone\" is the same move",
+        "without the memory app; \"of pulse alone\" divides each median downtime by its."
         + (f" Measured at commit `{commit}`, in a run of its own." if commit else ""), "",
         table(["resident MiB", "dirty MiB/s", "memory", "moves", "downtime s (status)",
-               "downtime s (prober)", "migration s", "post-copy s", "final delta MB",
-               "post-copy MB", "faulted pages", "memory intact", "rolled back"],
+               "of pulse alone", "downtime s (prober)", "migration s", "post-copy s",
+               "final delta MB", "post-copy MB", "faulted pages", "memory intact",
+               "rolled back"],
               table_rows), "",
     ]  # fmt: skip
 
