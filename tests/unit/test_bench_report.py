@@ -14,6 +14,7 @@ from report import (
     docker_seconds,
     memory_section,
     memory_targets,
+    missed_notes,
     performance_markdown,
     step_breakdown,
     summarize_downtime,
@@ -280,5 +281,8 @@ def test_memory_cases_are_tabled_and_judged_by_issue_19s_targets() -> None:
     page = "\n".join(memory_section(rows))
     assert "| 1024 | 0 | postcopy | 3 | 0.900 / 0.950 / 2.000 ⚠ | 1.58 |" in page
     assert "| pulse alone | 0 | freeze | 3 | 0.550 / 0.600 / 0.650 | 1.00 |" in page
+    busy = [n for n in missed_notes({"targets": goals, "memory_cases": rows}) if "1g_busy" in n]
+    assert busy[0].startswith("- `memory_1g_busy`: median 1.700 s (target <= 1.5 s).")
+    assert "Pulse alone, moved in the same run without the memory app: 0.600 s" in busy[0]
     assert "| 300 / 300 / 300 | 120 / 120 / 120 |" in page  # post-copy MB, faulted pages
     assert "**no**" in page
