@@ -130,6 +130,7 @@ class AgentClient:
         checkpoint: bool = True,
         memory: str = "freeze",
         page_server_address: str | None = None,
+        stop_grace: int | None = None,
     ) -> dict[str, Any]:
         result: dict[str, Any] = self._call(
             "POST",
@@ -139,6 +140,7 @@ class AgentClient:
                 "checkpoint": checkpoint,
                 "memory": memory,
                 "page_server_address": page_server_address,
+                "stop_grace": stop_grace,
             },
             timeout=FREEZE_AND_UP_TIMEOUT,
         )

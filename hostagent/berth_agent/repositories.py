@@ -180,6 +180,7 @@ class Repositories:
         checkpoint: bool = True,
         memory: MemoryMode = MemoryMode.FREEZE,
         page_server_address: str | None = None,
+        stop_grace: int | None = None,
     ) -> freezing.FreezeRecord:
         """Checkpoint labelled containers (stop them all when checkpoint is False), stop
         the others, then quiesce the filesystem so a snapshot of the image is consistent.
@@ -212,6 +213,7 @@ class Repositories:
                     migration_id,
                     checkpoint=checkpoint,
                     postcopy=plan,
+                    stop_grace=stop_grace,
                 )
             finally:
                 client.close()

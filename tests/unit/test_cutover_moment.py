@@ -9,10 +9,11 @@ from typing import Any, cast
 
 import pytest
 
+from berth_agent.checkpoint.freeze import grace_seconds
 from berth_agent.client import AgentClient
 from berth_common.pki import CertFiles, create_ca
 from berth_operator.migration.driver import MigrationDriver, rest_of_downtime
-from berth_operator.migration.state import MigrationState, Phase, timestamp
+from berth_operator.migration.state import MigrationState, Mode, Phase, timestamp
 from berth_operator.placement.status import last_migration
 
 pytestmark = pytest.mark.unit
@@ -132,3 +133,48 @@ def test_the_rest_of_the_downtime_counts_containers_frozen_together_once() -> No
              "up.restore:pulse": 0.9, "up.restore:ledger": 0.8, "up.dockerd": 0.2}  # fmt: skip
     assert rest_of_downtime(1.75, steps) == pytest.approx(0.25)
     assert rest_of_downtime(1.0, steps) == 0.0  # never negative
+
+
+class StubbornFakeAgent(FakeAgent):
+    """A cold move's freeze: a container that ignored its stop signal was killed."""
+
+    asked: dict[str, Any] = {}
+
+    def freeze(self, ref: str, migration_id: str, **options: Any) -> dict[str, Any]:
+        StubbornFakeAgent.asked = options
+        super().freeze(ref, migration_id)
+        return {"durations": {"stop:web": 3.0}, "checkpointed": [],
+                "stopped": ["web", "db"], "killed": ["web"]}  # fmt: skip
+
+
+def test_a_cold_move_passes_the_grace_period_and_reports_who_was_killed(
+    signer: CertFiles,
+) -> None:
+    clock = Clock(FREEZE_REQUESTED)
+    agents = FakeAgents(clock)
+    agents.client = lambda machine: cast(AgentClient, StubbornFakeAgent(clock, agents.calls))  # type: ignore[method-assign]
+    state = MigrationState(
+        id="m1", repository="web", guid="g", source="host-a", target="host-b",
+        phase=Phase.CUTOVER, bulk_rounds=[10], mode=Mode.COLD, stop_grace=3,
+    )  # fmt: skip
+
+    done = MigrationDriver(agents, signer, clock=clock).advance(state)
+
+    assert StubbornFakeAgent.asked["stop_grace"] == 3 and not StubbornFakeAgent.asked["checkpoint"]
+    record = last_migration(done)
+    assert (record["stoppedContainers"], record["killedContainers"]) == (["web", "db"], ["web"])
+
+
+@pytest.mark.parametrize(
+    ("config", "override", "seconds"),
+    [
+        ({}, None, 10),  # docker's own default
+        ({"StopTimeout": 30}, None, 30),  # the container's
+        ({"StopTimeout": 30}, 2, 2),  # the placement's wins
+        ({}, 0, 0),  # killed at once
+    ],
+)
+def test_the_grace_period_is_the_placements_then_the_containers_then_dockers(
+    config: dict[str, Any], override: int | None, seconds: int
+) -> None:
+    assert grace_seconds(config, override) == seconds

@@ -41,6 +41,9 @@ class SecretRef(Model):
     name: str = Field(pattern=DNS_SUBDOMAIN, max_length=253)
 
 
+STOP_SIGNAL = r"^(SIG)?[A-Z][A-Z0-9+-]*$|^[1-9][0-9]?$"
+
+
 class PortTemplate(Model):
     container: int = Field(ge=1, le=65535)
     host: int = Field(ge=1, le=65535)
@@ -54,6 +57,12 @@ class ServiceTemplate(Model):
     environment: dict[str, str] = Field(default_factory=dict)
     checkpoint: bool = Field(False, description="CRIU-checkpoint this service on a move")
     ports: list[PortTemplate] = Field(default_factory=list)
+    stop_signal: str | None = Field(
+        None,
+        pattern=STOP_SIGNAL,
+        description="the signal that stops it (a move stops the services it does not "
+        "checkpoint), e.g. SIGINT; default: the image's STOPSIGNAL, else SIGTERM",
+    )
 
 
 Hostname = Annotated[str, Field(pattern=DNS_SUBDOMAIN, max_length=253)]
@@ -111,6 +120,15 @@ class RepositoryPlacementSpec(Model):
         "target meanwhile is lost). auto: postcopy for containers holding more than "
         "64 MiB of memory, freeze for the others",
     )
+    stop_grace_period_seconds: int | None = Field(
+        None,
+        ge=0,
+        le=300,
+        description="seconds a container that is stopped for a move (not checkpointed: "
+        "every container of a cold move) gets between its stop signal and SIGKILL; "
+        "default: the container's own stop timeout, else docker's 10 s. A container whose "
+        "main process ignores its stop signal holds the downtime for this long",
+    )
     transfer: TransferOptions = Field(default_factory=TransferOptions)
     downtime_budget: str | None = Field(
         None,
@@ -150,6 +168,14 @@ class LastMigration(Model):
         None, description="from cutoverAt until the target answered on every port"
     )
     phase_seconds: dict[str, float] = Field(default_factory=dict)
+    stopped_containers: list[str] = Field(
+        default_factory=list, description="containers stopped at the freeze, started afresh"
+    )
+    killed_containers: list[str] = Field(
+        default_factory=list,
+        description="of the stopped: those still running at the end of their grace period "
+        "(spec.stopGracePeriodSeconds), killed with SIGKILL",
+    )
     post_copy_containers: list[str] = Field(
         default_factory=list, description="containers whose memory followed after the freeze"
     )

@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import docker
 from docker.models.containers import Container
@@ -34,6 +35,11 @@ from berth_common.process import alive
 log = logging.getLogger("berth.agent.checkpoint")
 RECORD = "checkpoint.json"
 RESTORE_ATTEMPTS = 6
+DOCKER_STOP_TIMEOUT = 10  # seconds: dockerd's own default
+# The longest grace period a placement may ask for: the application is down meanwhile,
+# and the freeze call that waits for it must end well within its 900 s.
+MAX_STOP_GRACE = 300
+KILLED_EXIT_CODE = 137  # 128 + SIGKILL: what a container killed at the end of its grace shows
 
 
 class FreezeRecord(BaseModel):
@@ -41,6 +47,8 @@ class FreezeRecord(BaseModel):
     checkpoint: str
     checkpointed: list[str] = Field(default_factory=list)  # restore from the checkpoint
     stopped: list[str] = Field(default_factory=list)  # start fresh
+    # Of the stopped: those still running when their grace period ended (SIGKILLed).
+    killed: list[str] = Field(default_factory=list)
     durations: dict[str, float] = Field(default_factory=dict)
     complete: bool = True  # False: a container failed to freeze; only resume is left
     # Checkpointed containers whose memory pages stayed at the source, and where from.
@@ -84,10 +92,13 @@ def freeze(
     migration_id: str,
     checkpoint: bool = True,
     postcopy: PostCopyPlan | None = None,
+    stop_grace: int | None = None,
 ) -> FreezeRecord:
     """Checkpoint every running container labelled for it; stop every other one (all of
-    them for a cold migration, checkpoint=False). With a post-copy plan, the containers
-    its mode picks keep their memory here, served to the target after the freeze."""
+    them for a cold migration, checkpoint=False) with its own stop signal, killed after
+    stop_grace seconds (None: the container's own stop timeout, docker's 10 s if it has
+    none). With a post-copy plan, the containers its mode picks keep their memory here,
+    served to the target after the freeze."""
     existing = read_record(meta_dir)
     if existing is not None:
         if existing.migration_id == migration_id and existing.complete:
@@ -121,8 +132,8 @@ def freeze(
             raise AgentError(f"checkpoint of {container.name} failed: {err}") from err
 
     def stop_one(container: Container) -> None:
-        container.stop(timeout=10)
-        _wait_exited(client, container.id)
+        if _stop(client, container, stop_grace):
+            record.killed.append(container.name)
 
     # All at once: the repository's containers stop as close together as they can (an
     # app and its database), and the freeze lasts as long as the slowest, not the sum.
@@ -161,9 +172,29 @@ def freeze(
             "migration": migration_id,
             "checkpointed": record.checkpointed,
             "stopped": record.stopped,
+            "killed": record.killed,
         },
     )
     return record
+
+
+def grace_seconds(container_config: dict[str, Any], override: int | None) -> int:
+    """How long a stop waits for the container to exit before it kills it: the
+    placement's grace period, else the container's own stop timeout, else docker's 10 s."""
+    if override is not None:
+        return override
+    own = container_config.get("StopTimeout")
+    return int(own) if own is not None else DOCKER_STOP_TIMEOUT
+
+
+def _stop(client: docker.DockerClient, container: Container, grace: int | None) -> bool:
+    """Stop the container with its stop signal (dockerd sends the one it was created
+    with) and its grace period; True if it had to be killed when that ran out."""
+    seconds = grace_seconds(container.attrs.get("Config") or {}, grace)
+    container.stop(timeout=seconds)
+    _wait_exited(client, container.id)
+    state = client.api.inspect_container(container.id)["State"]
+    return bool(state.get("ExitCode") == KILLED_EXIT_CODE and not state.get("OOMKilled"))
 
 
 def _after_freeze(client: docker.DockerClient, container: Container, mode: MemoryMode) -> bool:

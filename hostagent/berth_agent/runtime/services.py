@@ -52,6 +52,7 @@ def _create(client: docker.DockerClient, service: ServiceSpec) -> Container:
         network=NETWORK,
         hostname=service.name,
         restart_policy={"Name": "no"},  # the agent starts services; a daemon start must not
+        stop_signal=service.stop_signal,
         detach=True,
     )
 

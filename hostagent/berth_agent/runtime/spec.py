@@ -40,6 +40,11 @@ class ServiceSpec(BaseModel):
     )
     ports: list[PortSpec] = Field(default_factory=list)
     volumes: list[VolumeSpec] = Field(default_factory=list)
+    stop_signal: str | None = Field(
+        None,
+        pattern=r"^(SIG)?[A-Z][A-Z0-9+-]*$|^[1-9][0-9]?$",
+        description="the signal a stop sends (default: the image's STOPSIGNAL, else SIGTERM)",
+    )
 
     @field_validator("name")
     @classmethod

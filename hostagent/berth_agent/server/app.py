@@ -18,6 +18,7 @@ from prometheus_client import generate_latest
 from pydantic import BaseModel, Field
 
 from berth_agent import __version__
+from berth_agent.checkpoint.freeze import MAX_STOP_GRACE
 from berth_agent.checkpoint.memory import MemoryMode
 from berth_agent.config import AgentConfig
 from berth_agent.errors import AgentError, InvalidRequest
@@ -65,6 +66,13 @@ class FreezeRequest(BaseModel):
         None,
         pattern=r"^[0-9.]+$|^[0-9a-fA-F:]+$",
         description="this host's IP address as the target reaches it (post-copy)",
+    )
+    stop_grace: int | None = Field(
+        None,
+        ge=0,
+        le=MAX_STOP_GRACE,
+        description="seconds a stopped container gets between its stop signal and SIGKILL "
+        "(default: its own stop timeout, else docker's 10 s)",
     )
 
 
@@ -195,6 +203,7 @@ def build_app(repos: Repositories, config: AgentConfig) -> FastAPI:
                 checkpoint=req.checkpoint,
                 memory=req.memory,
                 page_server_address=req.page_server_address,
+                stop_grace=req.stop_grace,
             ),
         )
         return record.model_dump(mode="json")

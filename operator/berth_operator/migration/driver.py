@@ -245,9 +245,12 @@ class MigrationDriver:
                 checkpoint=state.mode == Mode.LIVE,
                 memory=state.memory,
                 page_server_address=page_server,
+                stop_grace=state.stop_grace,
             )
         self.crash.reached("Cutover.frozen")
         state.postcopy = sorted(frozen.get("postcopy") or {})
+        state.stopped = list(frozen.get("stopped") or [])
+        state.killed = list(frozen.get("killed") or [])
         state.checkpoint_seconds = sum(
             v for k, v in frozen["durations"].items() if k.startswith("checkpoint:")
         )

@@ -62,6 +62,7 @@ class MigrationState(BaseModel):
     target: str
     mode: Mode = Mode.LIVE
     memory: str = "freeze"  # when checkpointed memory moves: freeze | postcopy | auto
+    stop_grace: int | None = None  # seconds a stopped container gets before SIGKILL
     phase: Phase = Phase.PENDING
     started_at: str = Field(default_factory=now)
     cutover_at: str | None = None  # the freeze request: the downtime starts here
@@ -75,6 +76,8 @@ class MigrationState(BaseModel):
     step_seconds: dict[str, float] = Field(default_factory=dict)
     frozen_at_epoch: float | None = None  # wall clock at freeze (seconds since the epoch)
     postcopy: list[str] = Field(default_factory=list)  # containers whose pages follow
+    stopped: list[str] = Field(default_factory=list)  # stopped at the freeze
+    killed: list[str] = Field(default_factory=list)  # of them: killed after their grace
     answered_at_epoch: float | None = None  # wall clock when the target answered
     postcopy_seconds: float | None = None  # from the answer until the last page arrived
     postcopy_bytes: int = 0  # received by the target's page fetches (TCP, TLS included)

@@ -217,7 +217,12 @@ class PlacementReconciler:
         assert template is not None
         with self.agents.client(machine) as agent:
             if template.services:
-                services = {"services": [s.wire() for s in template.services]}
+                # The agent's services.json has snake_case keys (stop_signal), not the CRD's.
+                services = {
+                    "services": [
+                        s.model_dump(mode="json", exclude_none=True) for s in template.services
+                    ]
+                }
                 agent.create(spec.repository, template.size, services=services)
             else:
                 agent.create(spec.repository, template.size, template=template.app or "empty")
@@ -241,6 +246,7 @@ class PlacementReconciler:
             target=action.target,
             mode=Mode.LIVE if live else Mode.COLD,
             memory=spec.memory.value,
+            stop_grace=spec.stop_grace_period_seconds,
         )
         status["migration"] = state.model_dump(mode="json")
         self.kube.event(
@@ -352,6 +358,14 @@ class PlacementReconciler:
                 f"{state.downtime_seconds:.3f}s, delta {state.delta_bytes} bytes"
             )
             self.kube.event(obj, "Migrated", message)
+            if state.killed:
+                self.kube.event(
+                    obj,
+                    "StopGraceExceeded",
+                    f"{', '.join(state.killed)} did not stop on the stop signal and were "
+                    "killed at the end of their grace period (spec.stopGracePeriodSeconds)",
+                    "Warning",
+                )
             budget = parse_seconds(spec.downtime_budget)
             if budget is not None and (state.downtime_seconds or 0) > budget:
                 self.kube.event(

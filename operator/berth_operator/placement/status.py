@@ -26,6 +26,8 @@ def last_migration(state: MigrationState) -> dict[str, Any]:
             "downtime_seconds": state.downtime_seconds,
             "phase_seconds": {k: round(v, 3) for k, v in state.phase_seconds.items()},
             "step_seconds": state.step_seconds,
+            "stopped_containers": state.stopped,
+            "killed_containers": state.killed,
             "post_copy_containers": state.postcopy,
             "post_copy_seconds": state.postcopy_seconds,
             "post_copy_bytes": state.postcopy_bytes,
