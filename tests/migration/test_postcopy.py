@@ -71,6 +71,9 @@ def test_memory_follows_after_the_freeze_and_arrives_intact(lab: Lab, app: tuple
     assert state.postcopy == [memory.NAME]
     assert state.postcopy_seconds is not None and state.postcopy_seconds > 0
     assert "PostCopy" in state.phase_seconds
+    # Every page of the 256 MiB (4 KiB each) was placed by the fetch, some on demand.
+    assert state.postcopy_pages >= 256 * 256, state.postcopy_pages
+    assert state.postcopy_faulted_pages <= state.postcopy_pages
     # Only the process state went inside the freeze: the 256 MiB stayed out of the delta.
     assert state.delta_bytes < 64 * 1024 * 1024, state.delta_bytes
     before = len(memory.events(memory_lines(lab, "b", name)))
