@@ -19,6 +19,7 @@ from berth_common import tokens
 from berth_lab import Lab
 from berth_lab.agents import agent_endpoint
 from faults.workload import fill_up
+from lab_repositories import remove_everywhere
 
 pytestmark = pytest.mark.transfer
 MiB = 2**20
@@ -70,13 +71,7 @@ def repo(lab: Lab) -> Any:
         guid = a.create(name, "2G")["guid"]
         a.up(name)
     yield name, guid
-    for host in ("a", "b"):
-        with lab.agent(host) as agent:
-            try:
-                agent.down(name)
-                agent.delete(name, confirm=name)
-            except AgentAPIError:
-                pass
+    remove_everywhere(lab, name)
 
 
 def test_full_then_delta_then_delta_back(lab: Lab, repo: tuple[str, str]) -> None:

@@ -17,6 +17,7 @@ from berth_lab.agents import LabAgents
 from berth_lab.leftovers import checkpoint_copies
 from berth_operator.migration.driver import MigrationDriver
 from berth_operator.migration.state import MigrationState, Mode, Phase
+from lab_repositories import remove_everywhere
 from migration.helpers import migrate
 
 pytestmark = pytest.mark.migration
@@ -29,13 +30,7 @@ def app(lab: Lab) -> Iterator[tuple[str, str]]:
         guid = a.create(name, "1G", services=pulse.services(interval=0.2).model_dump())["guid"]
         a.up(name, wait_answer=30)
     yield name, guid
-    for host in ("a", "b"):
-        with lab.agent(host) as agent:
-            try:
-                agent.down(name)
-                agent.delete(name, confirm=name)
-            except AgentAPIError:
-                pass
+    remove_everywhere(lab, name)
 
 
 def counters_on(lab: Lab, host: str, name: str) -> list[int]:

@@ -10,10 +10,10 @@ import uuid
 import pytest
 
 from berth_agent.apps import pulse
-from berth_agent.client import AgentAPIError
 from berth_agent.runtime.images import BUSYBOX_IMAGE
 from berth_agent.runtime.spec import RepositoryServices, ServiceSpec
 from berth_lab import Lab
+from lab_repositories import remove_everywhere
 from migration.helpers import migrate
 
 pytestmark = pytest.mark.migration
@@ -62,10 +62,4 @@ def test_labelled_containers_resume_and_the_others_restart(lab: Lab) -> None:
         assert sum(line.endswith("started") for line in lines) == 2, lines
         assert containers == {"pulse": "running", "sidecar": "running"}
     finally:
-        for host in ("a", "b"):
-            with lab.agent(host) as agent:
-                try:
-                    agent.down(name)
-                    agent.delete(name, confirm=name)
-                except AgentAPIError:
-                    pass
+        remove_everywhere(lab, name)

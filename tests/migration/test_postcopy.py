@@ -17,7 +17,6 @@ import httpx
 import pytest
 
 from berth_agent.apps import memory
-from berth_agent.client import AgentAPIError
 from berth_agent.runtime.spec import RepositoryServices
 from berth_lab import Lab
 from berth_lab.agents import LabAgents
@@ -25,6 +24,7 @@ from berth_lab.leftovers import checkpoint_copies
 from berth_lab.plan import AGENT_PORT
 from berth_operator.migration.driver import MigrationDriver
 from berth_operator.migration.state import MigrationState, Phase
+from lab_repositories import remove_everywhere
 from migration.helpers import migrate, slowed
 
 pytestmark = pytest.mark.migration
@@ -55,13 +55,7 @@ def app(lab: Lab) -> Iterator[tuple[str, str]]:
         a.up(name)
     wait_for_checks(lab, "a", name, 1)
     yield name, guid
-    for host in ("a", "b"):
-        with lab.agent(host) as agent:
-            try:
-                agent.down(name)
-                agent.delete(name, confirm=name)
-            except AgentAPIError:
-                pass
+    remove_everywhere(lab, name)
 
 
 def test_memory_follows_after_the_freeze_and_arrives_intact(lab: Lab, app: tuple[str, str]) -> None:

@@ -192,8 +192,7 @@ def _stop(client: docker.DockerClient, container: Container, grace: int | None) 
     with) and its grace period; True if it had to be killed when that ran out."""
     seconds = grace_seconds(container.attrs.get("Config") or {}, grace)
     container.stop(timeout=seconds)
-    _wait_exited(client, container.id)
-    state = client.api.inspect_container(container.id)["State"]
+    state = _wait_exited(client, container.id)
     return bool(state.get("ExitCode") == KILLED_EXIT_CODE and not state.get("OOMKilled"))
 
 
@@ -256,15 +255,20 @@ def _raise_first(outcomes: dict[str, Outcome]) -> None:
             raise outcome.error
 
 
-def _wait_exited(client: docker.DockerClient, container_id: str, timeout: float = 30) -> None:
+def _wait_exited(
+    client: docker.DockerClient, container_id: str, timeout: float = 30
+) -> dict[str, Any]:
     """Until dockerd has handled the container's exit (a stop, or a checkpoint before a
-    restore): its state written into the data-root. Inspect takes the container's lock,
-    which dockerd holds while it writes, so it answers only once the state is written."""
+    restore): its state written into the data-root, which it returns. Inspect takes the
+    container's lock, which dockerd holds while it writes, so it answers only once the
+    state is written."""
     deadline = time.monotonic() + timeout
-    while client.api.inspect_container(container_id)["State"]["Running"]:
+    while (state := client.api.inspect_container(container_id)["State"])["Running"]:
         if time.monotonic() > deadline:
             raise AgentError(f"container {container_id[:12]} still running {timeout:.0f}s after")
         time.sleep(0.005)
+    exited: dict[str, Any] = state
+    return exited
 
 
 def thaw(
