@@ -7,7 +7,7 @@ import fcntl
 import logging
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,7 @@ from typing import Any
 import docker
 import requests
 
-from berth_agent.apps import pulse
+from berth_agent.apps import postgres, pulse, redis
 from berth_agent.checkpoint import docker_api
 from berth_agent.checkpoint import freeze as freezing
 from berth_agent.checkpoint.memory import MemoryMode
@@ -48,7 +48,13 @@ from berth_common.crash import CrashPoints
 from berth_common.process import run
 
 log = logging.getLogger("berth.agent.repositories")
-TEMPLATES = {"pulse": pulse.services, "empty": lambda: RepositoryServices()}
+# The built-in applications a repository can be created with, by name (spec.template.app).
+TEMPLATES: dict[str, Callable[[], RepositoryServices]] = {
+    "pulse": pulse.services,
+    "postgres": postgres.services,
+    "redis": redis.services,
+    "empty": lambda: RepositoryServices(),
+}
 
 
 class Repositories:
@@ -74,7 +80,13 @@ class Repositories:
             self.config.data_dir / "tmp" / guid,
             self.config.run_dir / "bin",
         )
-        return RepositoryDaemon(paths, self.config.dockerd)
+        # Where the repository is mounted its services say how its dockerd runs; where it
+        # is not, the daemon is only stopped or asked whether it runs.
+        services = self.store.mount_path(guid) / META_DIR / "services.json"
+        remapped = services.exists() and (
+            RepositoryServices.model_validate_json(services.read_text()).user_namespace
+        )
+        return RepositoryDaemon(paths, self.config.dockerd, user_namespace=remapped)
 
     def _postcopy_dir(self, guid: str, migration_id: str) -> Path:
         return self.config.run_dir / guid / "postcopy" / migration_id

@@ -6,6 +6,11 @@ of the checkpoint under a name of its own. So dockerd finds this script first on
 PATH; for `runc restore` of a checkpoint holding postcopy.LAZY_MARKER it adds
 `--lazy-pages` and points `--work-path` at the folder the marker names (where the page
 fetch listens); every other call is runc's, unchanged, for the cost of one exec of sh.
+
+In a dockerd whose containers run in a user namespace (USERNS_VARIABLE set in its
+environment), CRIU restores inside that namespace, whose root is not the host's: it
+could not read the copy of the checkpoint containerd unpacks into a folder only the
+host's root may enter. There the script first makes that copy readable.
 """
 
 from __future__ import annotations
@@ -14,17 +19,22 @@ from pathlib import Path
 
 from berth_agent.checkpoint.postcopy import LAZY_MARKER
 
+USERNS_VARIABLE = "BERTH_USERNS"
+
 SCRIPT = f"""#!/bin/sh
 # berth: runc, with CRIU's lazy pages for a restore that berth prepared.
 real=/usr/sbin/runc
 lazy=""
+images=""
 prev=""
 for arg in "$@"; do
   case "$arg" in --image-path=*) dir="${{arg#--image-path=}}" ;; *) dir="" ;; esac
   [ "$prev" = "--image-path" ] && dir="$arg"
+  [ -n "$dir" ] && images="$dir"
   if [ -n "$dir" ] && [ -f "$dir/{LAZY_MARKER}" ]; then lazy=$(cat "$dir/{LAZY_MARKER}"); fi
   prev="$arg"
 done
+if [ -n "${{{USERNS_VARIABLE}:-}}" ] && [ -n "$images" ]; then chmod -R a+rX "$images"; fi
 [ -n "$lazy" ] || exec "$real" "$@"
 count=$#
 skip=""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -89,10 +90,20 @@ def _pid_is_dockerd_for(pid: int, paths: DaemonPaths) -> bool:
     return state != "Z" and str(paths.socket).encode() in b" ".join(cmdline)
 
 
+# dockerd's own remapping user: dockerd adds it, and its ranges in /etc/subuid and
+# /etc/subgid, the first time it needs them. Hosts a repository moves between must map
+# the same ids (the files in its image are owned by them).
+USERNS_REMAP = "default"
+_REMAPPED_ROOT = re.compile(r"^\d+\.\d+$")  # <data-root>/<uid>.<gid>
+
+
 class RepositoryDaemon:
-    def __init__(self, paths: DaemonPaths, dockerd: str = DOCKERD) -> None:
+    def __init__(
+        self, paths: DaemonPaths, dockerd: str = DOCKERD, *, user_namespace: bool = False
+    ) -> None:
         self.paths = paths
         self.dockerd = dockerd
+        self.user_namespace = user_namespace
 
     def pid(self) -> int | None:
         """The pid of this repository's running dockerd, from its pidfile."""
@@ -109,7 +120,19 @@ class RepositoryDaemon:
         return docker.DockerClient(base_url=self.paths.url, version=API_VERSION, timeout=timeout)
 
     def checkpointer(self) -> RuncCheckpointer:
-        return RuncCheckpointer(runc_root=self.paths.runc_root, data_root=self.paths.data_root)
+        return RuncCheckpointer(runc_root=self.paths.runc_root, data_root=self.graph_root())
+
+    def graph_root(self) -> Path:
+        """Where dockerd keeps containers, images and volumes: its data-root, or with a
+        user namespace the data-root's <uid>.<gid> folder of the remapped root."""
+        if not self.user_namespace:
+            return self.paths.data_root
+        found = [p for p in self.paths.data_root.iterdir() if _REMAPPED_ROOT.match(p.name)]
+        if len(found) != 1:
+            raise AgentError(
+                f"no single remapped root in {self.paths.data_root}: {[p.name for p in found]}"
+            )
+        return found[0]
 
     def start(self, timeout: float = 30) -> int:
         """Start (or adopt) the daemon and wait until it answers."""
@@ -142,6 +165,8 @@ class RepositoryDaemon:
             "--log-driver",
             "json-file",
         ]
+        if self.user_namespace:
+            argv.append(f"--userns-remap={USERNS_REMAP}")
         log_file = self.paths.log_file.open("ab")
         proc = subprocess.Popen(
             argv,
@@ -159,10 +184,14 @@ class RepositoryDaemon:
         return proc.pid
 
     def _environment(self) -> dict[str, str]:
-        """CRIU >= 4.2 and runc_shim first on PATH; TMPDIR where restores leave copies."""
+        """CRIU >= 4.2 and runc_shim first on PATH; TMPDIR where restores leave copies;
+        the shim told when the containers run in a user namespace."""
         env = environment_with_criu()
         shim = runc_shim.install(self.paths.shim_dir)
-        return {**env, "PATH": f"{shim}:{env['PATH']}", "TMPDIR": str(self.paths.tmp_dir)}
+        env = {**env, "PATH": f"{shim}:{env['PATH']}", "TMPDIR": str(self.paths.tmp_dir)}
+        if self.user_namespace:
+            env[runc_shim.USERNS_VARIABLE] = "1"
+        return env
 
     def _keep_containerd_outside(self) -> None:
         """dockerd's own containerd keeps its root in <data-root>/containerd: its database

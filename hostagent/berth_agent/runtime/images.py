@@ -1,4 +1,5 @@
-"""Images built on the host, since no registry is reachable: busybox and pulse."""
+"""Images built on the host, since no registry is reachable: busybox and pulse from the
+host's busybox, PostgreSQL and Redis from Debian's packages."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from collections.abc import Callable
 
 import docker
 
-from berth_agent.apps import pulse
+from berth_agent.apps import postgres, pulse, redis
 from berth_agent.errors import InvalidRequest
+from berth_agent.runtime.debian_images import import_image
 
 log = logging.getLogger("berth.agent.images")
 
@@ -84,6 +86,8 @@ def pulse_rootfs() -> bytes:
 BUILDERS: dict[str, Callable[[docker.DockerClient], None]] = {
     BUSYBOX_IMAGE: lambda c: _import(c, BUSYBOX_IMAGE, busybox_rootfs()),
     pulse.IMAGE: lambda c: _import(c, pulse.IMAGE, pulse_rootfs()),
+    postgres.IMAGE.image: lambda c: import_image(c, postgres.IMAGE),
+    redis.IMAGE.image: lambda c: import_image(c, redis.IMAGE),
 }
 
 

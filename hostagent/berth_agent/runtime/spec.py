@@ -63,6 +63,13 @@ class ServiceSpec(BaseModel):
 class RepositoryServices(BaseModel):
     model_config = ConfigDict(extra="forbid")
     services: list[ServiceSpec] = Field(default_factory=list)
+    user_namespace: bool = Field(
+        default=False,
+        description="run the containers in a user namespace (dockerd --userns-remap): "
+        "their root is an unprivileged user of the host, and root holds every capability "
+        "over them, which CRIU needs for tasks that are not root (PostgreSQL) where the "
+        "host's root lacks CAP_SYS_RESOURCE. Every host it moves to maps the same ids",
+    )
 
     @field_validator("services")
     @classmethod
