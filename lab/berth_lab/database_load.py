@@ -1,0 +1,181 @@
+"""Load on a database while berth moves it, from a third lab host: the database's own
+benchmark (pgbench, TPC-B-like; redis-benchmark) beside berth_lab.writers, which records
+every write the server acknowledged; and what to check on the target afterwards."""
+
+from __future__ import annotations
+
+import itertools
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from berth_lab.dbtools import PG_BIN, DatabaseTools
+from berth_lab.writers import POSTGRES_TABLE, REDIS_KEY, Ack, read_acks
+
+PGBENCH_SCALE = 5  # 500,000 accounts: 75 MB of tables and indexes
+
+
+def server_identity(tools: DatabaseTools, kind: str, address: str) -> str:
+    """What changes only when the server process restarts: Redis's run_id (random at
+    each start) and its pid; PostgreSQL's postmaster start time and pid."""
+    if kind == "redis":
+        info = dict(
+            line.split(":", 1)
+            for line in tools.redis(address, "INFO", "server").splitlines()
+            if ":" in line
+        )
+        return f"run_id={info['run_id'].strip()} pid={info['process_id'].strip()}"
+    started = tools.psql(address, "SELECT pg_postmaster_start_time()")
+    pid = tools.psql(
+        address, "SELECT pid FROM pg_stat_activity WHERE backend_type = 'checkpointer'"
+    )
+    return f"started={started} checkpointer_pid={pid}"
+
+
+def wait_ready(tools: DatabaseTools, kind: str, address: str, timeout: float = 60) -> None:
+    """Until the server accepts queries (a port that answers may still be starting up)."""
+    argv = (
+        ["redis-cli", "-h", address, "PING"]
+        if kind == "redis"
+        else [f"{PG_BIN}/pg_isready", "-h", address, "-U", "postgres"]
+    )
+    deadline = time.monotonic() + timeout
+    while True:
+        done = subprocess.run(tools.argv(argv), capture_output=True, text=True, timeout=30)
+        if done.returncode == 0 and "LOADING" not in done.stdout:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{kind} at {address} not ready in {timeout:.0f}s: {done.stdout}")
+        time.sleep(0.2)
+
+
+def prepare(tools: DatabaseTools, kind: str, address: str) -> None:
+    """Once the server is ready, pgbench's tables (Redis needs nothing)."""
+    wait_ready(tools, kind, address)
+    if kind == "postgres":
+        tools.run([f"{PG_BIN}/pgbench", "-h", address, "-U", "postgres", "-i", "-q",
+                   "-s", str(PGBENCH_SCALE), "postgres"])  # fmt: skip
+
+
+def benchmark_argv(kind: str, address: str, seconds: int) -> list[str]:
+    if kind == "redis":
+        # Far more requests than it makes in the time: it runs until the move breaks it.
+        return ["redis-benchmark", "-h", address, "-c", "4", "-n", "10000000",
+                "-t", "set,incr", "-q"]  # fmt: skip
+    return [f"{PG_BIN}/pgbench", "-h", address, "-U", "postgres", "-c", "4", "-j", "2",
+            "-T", str(seconds), "-P", "2", "postgres"]  # fmt: skip
+
+
+@dataclass
+class LoadResult:
+    acks: list[Ack]
+    writer_summary: str
+    benchmark_output: str
+
+
+class RunningLoad:
+    """The writer and the benchmark, running on the tools' host."""
+
+    def __init__(
+        self, tools: DatabaseTools, kind: str, addresses: Sequence[str], workdir: Path,
+        seconds: int = 60,
+    ) -> None:  # fmt: skip
+        self.tools, self.kind = tools, kind
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.acks_path = workdir / f"{kind}-acks"
+        self.acks_path.write_text("")
+        self.writer_log = workdir / f"{kind}-writer.log"
+        self.benchmark_log = workdir / f"{kind}-benchmark.log"
+        address_args = [arg for a in addresses for arg in ("--address", a)]
+        self.writer = tools.host.spawn(
+            [sys.executable, "-m", "berth_lab.writers", kind, *address_args,
+             "--out", str(self.acks_path)],
+            self.writer_log,
+        )  # fmt: skip
+        self.benchmark = tools.spawn(
+            benchmark_argv(kind, addresses[0], seconds), self.benchmark_log
+        )
+
+    def acks(self) -> list[Ack]:
+        return read_acks(self.acks_path.read_text())
+
+    def wait_acks(self, count: int, after: float = 0.0, timeout: float = 60) -> None:
+        """Until count writes were acknowledged after the epoch `after`."""
+        deadline = time.monotonic() + timeout
+        while sum(1 for ack in self.acks() if ack.at > after) < count:
+            if self.writer.poll() is not None:
+                raise AssertionError(f"the writer exited: {self.writer_log.read_text()[-2000:]}")
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"fewer than {count} writes acknowledged after {after} in {timeout:.0f}s: "
+                    f"{self.writer_log.read_text()[-2000:]}"
+                )
+            time.sleep(0.2)
+
+    def stop(self, benchmark_timeout: float = 120) -> LoadResult:
+        self.writer.send_signal(signal.SIGTERM)
+        self.writer.wait(timeout=30)
+        try:
+            self.benchmark.wait(timeout=benchmark_timeout)
+        except subprocess.TimeoutExpired:
+            self.benchmark.kill()
+            self.benchmark.wait()
+        return LoadResult(
+            acks=self.acks(),
+            writer_summary=self.writer_log.read_text().strip().splitlines()[-1],
+            benchmark_output=_lines(self.benchmark_log.read_text(errors="replace")),
+        )
+
+    def kill(self) -> None:
+        for proc in (self.writer, self.benchmark):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def _lines(output: str) -> str:
+    """redis-benchmark redraws its progress line with carriage returns: one per line."""
+    lines = output.replace("\r", "\n").splitlines()
+    return "\n".join(line.strip() for line in lines if line.strip())
+
+
+def missing_acks(tools: DatabaseTools, kind: str, address: str, acks: Sequence[Ack]) -> list[int]:
+    """The acknowledged writes the database at address does not hold. Redis: an INCR
+    answered n is held if the counter is at least n now and the answers never went back
+    (a server that lost writes would count them again). PostgreSQL: every row."""
+    if kind == "redis":
+        counter = int(tools.redis(address, "GET", REDIS_KEY) or 0)
+        missing = [ack.n for ack in acks if ack.n > counter]
+        repeated = [b.n for a, b in itertools.pairwise(acks) if b.n <= a.n]
+        return sorted(set(missing + repeated))
+    rows = tools.psql(address, f"SELECT id FROM {POSTGRES_TABLE}").split()
+    held = {int(row) for row in rows}
+    return [ack.n for ack in acks if ack.n not in held]
+
+
+def postgres_consistent(tools: DatabaseTools, address: str) -> list[str]:
+    """PostgreSQL's own checks (pg_amcheck: every table's heap and every B-tree index,
+    each index entry matched to its heap tuple) and TPC-B's invariant (branches, tellers,
+    accounts and history add up to the same sum); the problems found."""
+    problems = []
+    check = subprocess.run(
+        tools.argv([f"{PG_BIN}/pg_amcheck", "-h", address, "-U", "postgres", "--install-missing",
+                    "--heapallindexed", "--rootdescend", "postgres"]),
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    if check.returncode != 0:
+        problems.append(f"pg_amcheck exited {check.returncode}: {check.stdout}{check.stderr}")
+    sums = tools.psql(
+        address,
+        "SELECT (SELECT sum(abalance) FROM pgbench_accounts), "
+        "(SELECT sum(bbalance) FROM pgbench_branches), "
+        "(SELECT sum(tbalance) FROM pgbench_tellers), "
+        "(SELECT coalesce(sum(delta), 0) FROM pgbench_history)",
+    ).split("|")
+    if len(set(sums)) != 1:
+        problems.append(f"TPC-B sums differ (accounts|branches|tellers|history): {sums}")
+    return problems
