@@ -4,7 +4,6 @@ every write the server acknowledged; and what to check on the target afterwards.
 
 from __future__ import annotations
 
-import itertools
 import signal
 import subprocess
 import sys
@@ -148,13 +147,22 @@ def missing_acks(tools: DatabaseTools, kind: str, address: str, acks: Sequence[A
     answered n is held if the counter is at least n now and the answers never went back
     (a server that lost writes would count them again). PostgreSQL: every row."""
     if kind == "redis":
-        counter = int(tools.redis(address, "GET", REDIS_KEY) or 0)
-        missing = [ack.n for ack in acks if ack.n > counter]
-        repeated = [b.n for a, b in itertools.pairwise(acks) if b.n <= a.n]
-        return sorted(set(missing + repeated))
+        return redis_missing(int(tools.redis(address, "GET", REDIS_KEY) or 0), acks)
     rows = tools.psql(address, f"SELECT id FROM {POSTGRES_TABLE}").split()
     held = {int(row) for row in rows}
     return [ack.n for ack in acks if ack.n not in held]
+
+
+def redis_missing(counter: int, acks: Sequence[Ack]) -> list[int]:
+    """The INCRs answered that a counter now at `counter` does not hold: those above it,
+    and those whose answer did not go up (counted again after being lost)."""
+    missing = {ack.n for ack in acks if ack.n > counter}
+    highest = 0
+    for ack in acks:
+        if ack.n <= highest:
+            missing.add(ack.n)
+        highest = max(highest, ack.n)
+    return sorted(missing)
 
 
 def postgres_consistent(tools: DatabaseTools, address: str) -> list[str]:

@@ -108,6 +108,25 @@ def test_the_shim_restores_a_marked_checkpoint_with_lazy_pages(shim: Path, tmp_p
                     f"--image-path={images}", "id"]  # fmt: skip
 
 
+def test_the_shim_opens_a_restores_images_to_a_user_namespace_only(
+    shim: Path, tmp_path: Path
+) -> None:
+    images = tmp_path / "ckpt"
+    (images / "sub").mkdir(parents=True)
+    (images / "sub" / "pages-1.img").write_text("")
+    images.chmod(0o700)
+    argv = ["restore", "--image-path", str(images), "id"]
+    assert args_seen(shim, *argv) == argv
+    assert images.stat().st_mode & 0o777 == 0o700
+    seen = subprocess.run(
+        [shim, *argv], capture_output=True, text=True, check=True,
+        env={**os.environ, runc_shim.USERNS_VARIABLE: "1"},
+    ).stdout.split()  # fmt: skip
+    assert seen == argv
+    assert images.stat().st_mode & 0o777 == 0o755
+    assert (images / "sub" / "pages-1.img").stat().st_mode & 0o044 == 0o044
+
+
 def test_the_recording_shell_says_done_failed_or_killed(tmp_path: Path) -> None:
     for name, argv, progress in [
         ("ok", ["true"], Progress.DONE),
