@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from berth_operator.migration.state import steps_together
+from report_databases import databases_section, summarize_databases
+from tables import SPREAD_LIMIT, spread, table
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -49,9 +51,6 @@ DOWNTIME_MAX_TARGET_S = 0.8
 GROWTH_TARGET = 0.10  # of the median downtime, from 1 GiB to 8 GiB
 FLOOR_FACTOR = 1.5  # berth <= 1.5 x the bare-CRIU floor + the final delta's send time
 LINK_SHARE_TARGET = 0.90
-# A case whose repeats spread wider than this share of their median says more about the
-# machine's noise than about berth (2 shared cores): flagged, not averaged away.
-SPREAD_LIMIT = 0.30
 # operator_scale.py's figures, in its summary and on the page: (label, key or (key, sub)).
 OPERATOR_ROWS: list[tuple[str, str | tuple[str, str]]] = [
     ("all Ready after start (s)", "all_ready_s"),
@@ -90,22 +89,6 @@ def final_send_seconds(steps: dict[str, float]) -> float:
 
 def case_key(case: dict[str, Any]) -> str:
     return f"{case['repository_gib']}g_{case['written_during_bulk_mib']}m"
-
-
-def spread(values: list[float]) -> dict[str, float] | None:
-    """min, median and max of a figure's repeats, and (max - min) / median."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    median = ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
-    relative = (ordered[-1] - ordered[0]) / median if median else 0.0
-    return {
-        "min": round(ordered[0], 3),
-        "median": round(median, 3),
-        "max": round(ordered[-1], 3),
-        "relative": round(relative, 3),
-    }
 
 
 def wide_spreads(spreads: dict[str, dict[str, float] | None]) -> list[str]:
@@ -225,12 +208,6 @@ def targets(
 
 def verdict(value: float, target: float, met: bool) -> dict[str, Any]:
     return {"value": round(value, 3), "target": target, "met": met}
-
-
-def table(headers: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
 
 
 def new_figure(width: float, height: float) -> tuple[Figure, Axes]:
@@ -671,6 +648,8 @@ def performance_markdown(latest: dict[str, Any]) -> str:
         parts += memory_section(latest["memory_cases"], latest.get("memory_commit"))
         if latest.get("memory_note"):
             parts += [f"Note: {latest['memory_note']}.", ""]
+    if latest.get("database_cases"):
+        parts += databases_section(latest["database_cases"], latest.get("database_commit"))
     pushes = latest.get("throughput", [])
     if pushes:
         rows = [[p["bandwidth"], f"{p['bytes'] / 1e9:.2f}", f"{p['seconds']:.2f}",
@@ -856,6 +835,10 @@ def main(argv: list[str]) -> int:
         latest["memory_commit"] = memory_raw.get("commit")
         latest["memory_note"] = memory_raw.get("note")
         latest.setdefault("targets", {}).update(memory_targets(latest["memory_cases"]))
+    databases = load("databases")
+    if databases:
+        latest["database_cases"] = summarize_databases(databases)
+        latest["database_commit"] = databases.get("commit")
     operator = load("operator_scale")
     if operator:
         latest["operator"] = operator.get("operator", operator)

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The benchmark suite: every figure measured side by side in one run, on the lab.
-# Stamps the run (commit, UTC date, machine), writes bench/results/{downtime,
-# operator_scale,transfer}.json, then bench/report.py keeps the figures: docs/performance.md
-# with its plots in docs/performance/, and bench/results/latest.json (commit those three).
+# Stamps the run (commit, UTC date, machine), writes bench/results/{databases,downtime,
+# memory,operator_scale,transfer}.json, then bench/report.py keeps the figures:
+# docs/performance.md with its plots in docs/performance/, and bench/results/latest.json (commit those three).
 # Root, after hack/install-host.sh.
 #   bash bench/run.sh            # the full suite (about 40 minutes)
 #   bash bench/run.sh --quick    # 1 and 2 GiB, 0 and 50 MiB, the ledger, 3 moves each
@@ -14,7 +14,7 @@ suite=full
 if [ "${1:-}" = "--quick" ]; then suite=quick; fi
 # An earlier run's raw figures would otherwise be reported under this run's stamp (--quick
 # runs no transfer_bench.py, no memory-heavy move and no push).
-rm -f bench/results/{downtime,memory,operator_scale,transfer}.json
+rm -f bench/results/{databases,downtime,memory,operator_scale,transfer}.json
 "$py" bench/report.py --stamp --suite "$suite"
 if [ "$suite" = quick ]; then
   "$py" bench/downtime_bench.py --sizes 1,2 --writes 0,50 --repeat 3 --ram-mib 0 --push-mib 0
@@ -22,6 +22,7 @@ if [ "$suite" = quick ]; then
 else
   "$py" bench/downtime_bench.py
   "$py" bench/memory_bench.py
+  "$py" bench/database_bench.py
   "$py" bench/operator_scale.py
   "$py" bench/transfer_bench.py
 fi

@@ -93,7 +93,7 @@ class RepositoryTemplate(Model):
     """How to create the repository when it exists on no machine yet."""
 
     size: str = Field("2G", pattern=r"^[1-9][0-9]*[MGT]$")
-    app: str | None = Field(None, description="a built-in application, e.g. pulse")
+    app: str | None = Field(None, description="a built-in application: pulse, postgres or redis")
     services: list[ServiceTemplate] = Field(default_factory=list)
 
 
