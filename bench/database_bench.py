@@ -84,7 +84,7 @@ def one_move(
         "client_gap_s": round(gap, 3),
         "recovery_s": round(gap - (state.downtime_seconds or 0.0), 3),
         "acked": len(result.acks),
-        "lost": len(missing_acks(tools, kind, target, result.acks)),
+        "lost": len(missing_acks(tools, kind, target, result.run, result.acks)),
         "same_process": after == before,
         "server_before": before, "server_after": after,
         "transactions": int(processed.group(1)) if processed else None,

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +72,7 @@ def benchmark_argv(kind: str, address: str, seconds: int) -> list[str]:
 
 @dataclass
 class LoadResult:
+    run: str  # the writer's run: its Redis key, its PostgreSQL rows
     acks: list[Ack]
     writer_summary: str
     benchmark_output: str
@@ -84,6 +86,7 @@ class RunningLoad:
         seconds: int = 60,
     ) -> None:  # fmt: skip
         self.tools, self.kind = tools, kind
+        self.run = uuid.uuid4().hex[:12]
         workdir.mkdir(parents=True, exist_ok=True)
         self.acks_path = workdir / f"{kind}-acks"
         self.acks_path.write_text("")
@@ -92,7 +95,7 @@ class RunningLoad:
         address_args = [arg for a in addresses for arg in ("--address", a)]
         self.writer = tools.host.spawn(
             [sys.executable, "-m", "berth_lab.writers", kind, *address_args,
-             "--out", str(self.acks_path)],
+             "--out", str(self.acks_path), "--run", self.run],
             self.writer_log,
         )  # fmt: skip
         self.benchmark = tools.spawn(
@@ -124,6 +127,7 @@ class RunningLoad:
             self.benchmark.kill()
             self.benchmark.wait()
         return LoadResult(
+            run=self.run,
             acks=self.acks(),
             writer_summary=self.writer_log.read_text().strip().splitlines()[-1],
             benchmark_output=_lines(self.benchmark_log.read_text(errors="replace")),
@@ -142,13 +146,16 @@ def _lines(output: str) -> str:
     return "\n".join(line.strip() for line in lines if line.strip())
 
 
-def missing_acks(tools: DatabaseTools, kind: str, address: str, acks: Sequence[Ack]) -> list[int]:
+def missing_acks(
+    tools: DatabaseTools, kind: str, address: str, run: str, acks: Sequence[Ack]
+) -> list[int]:
     """The acknowledged writes the database at address does not hold. Redis: an INCR
     answered n is held if the counter is at least n now and the answers never went back
     (a server that lost writes would count them again). PostgreSQL: every row."""
     if kind == "redis":
-        return redis_missing(int(tools.redis(address, "GET", REDIS_KEY) or 0), acks)
-    rows = tools.psql(address, f"SELECT id FROM {POSTGRES_TABLE}").split()
+        counter = tools.redis(address, "GET", REDIS_KEY.format(run=run))
+        return redis_missing(int(counter or 0), acks)
+    rows = tools.psql(address, f"SELECT id FROM {POSTGRES_TABLE} WHERE run = '{run}'").split()
     held = {int(row) for row in rows}
     return [ack.n for ack in acks if ack.n not in held]
 

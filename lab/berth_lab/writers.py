@@ -8,9 +8,11 @@ breaks, the client connects again, to whichever of the given addresses answers f
 broke is unknown (it may or may not have happened) and is not recorded.
 
     python -m berth_lab.writers redis --address 10.0.0.1 --address 10.0.0.2 --out acks
-    python -m berth_lab.writers postgres --address 10.0.0.1 --out acks
+    python -m berth_lab.writers postgres --address 10.0.0.1 --out acks --run r1
 
-It runs until SIGTERM or --seconds, then prints a summary as JSON.
+Each run writes under its own name (--run, default random): Redis counts in the key
+`berth:acked:RUN`, PostgreSQL's rows carry it. It runs until SIGTERM or --seconds, then
+prints a summary as JSON.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import signal
 import socket
 import sys
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,8 +37,13 @@ CONNECT_TIMEOUT = 1.0  # seconds; an address that does not answer is passed over
 # resumes (or resets the connection once it is gone): neither is a failure of the client.
 ANSWER_TIMEOUT = 10.0
 RETRY_PAUSE = 0.02  # seconds between attempts while no address answers
-REDIS_KEY = "berth:acked"
+REDIS_KEY = "berth:acked:{run}"
 POSTGRES_TABLE = "berth_acked"
+
+
+class Refused(Exception):
+    """The server answered the write with an error that no reconnection mends (a bad
+    query, a broken constraint): the writer stops rather than spin."""
 
 
 @dataclass(frozen=True)
@@ -72,21 +80,25 @@ class Outcome:
     last: int | None = None
     reconnects: int = 0
     failures: int = 0  # failed writes and connection attempts
+    refused: str | None = None  # why the writer stopped early
     errors: list[str] = field(default_factory=list)  # the first and the last few
 
 
 class RedisIncr:
     """INCR on one key over RESP, Redis's protocol (no library needed for one command)."""
 
-    def __init__(self, address: str, port: int) -> None:
+    def __init__(self, address: str, port: int, run: str) -> None:
         self.sock = socket.create_connection((address, port), timeout=CONNECT_TIMEOUT)
         self.sock.settimeout(ANSWER_TIMEOUT)
         self.reader = self.sock.makefile("rb")
+        self.key = REDIS_KEY.format(run=run).encode()
 
     def write(self, n: int) -> int:
-        key = REDIS_KEY.encode()
+        key = self.key
         self.sock.sendall(b"*2\r\n$4\r\nINCR\r\n$%d\r\n%s\r\n" % (len(key), key))
         line = self.reader.readline()
+        if line.startswith(b"-") and not line.startswith((b"-LOADING", b"-BUSY")):
+            raise Refused(f"INCR answered {line.strip().decode(errors='replace')}")
         if not line.startswith(b":"):
             raise ConnectionError(f"unexpected answer to INCR: {line[:80]!r}")
         return int(line[1:].strip())
@@ -100,19 +112,31 @@ class RedisIncr:
 class PostgresInsert:
     """One committed INSERT per write (autocommit), the row's id being the write's n."""
 
-    def __init__(self, address: str, port: int) -> None:
+    def __init__(self, address: str, port: int, run: str) -> None:
         import pg8000.native  # type: ignore[import-untyped]  # only for PostgreSQL
 
         self.db = pg8000.native.Connection(
             "postgres", host=address, port=port, database="postgres", timeout=ANSWER_TIMEOUT
         )
         self.db.run(
-            f"CREATE TABLE IF NOT EXISTS {POSTGRES_TABLE} "
-            "(id bigint PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())"
+            f"CREATE TABLE IF NOT EXISTS {POSTGRES_TABLE} (run text NOT NULL, id bigint NOT NULL, "
+            "at timestamptz NOT NULL DEFAULT clock_timestamp(), PRIMARY KEY (run, id))"
         )
+        self.run = run
 
     def write(self, n: int) -> int:
-        self.db.run(f"INSERT INTO {POSTGRES_TABLE} (id) VALUES (:n)", n=n)
+        import pg8000.exceptions  # type: ignore[import-untyped]
+
+        try:
+            self.db.run(
+                f"INSERT INTO {POSTGRES_TABLE} (run, id) VALUES (:run, :n)", run=self.run, n=n
+            )
+        except pg8000.exceptions.DatabaseError as error:
+            fields = error.args[0] if error.args and isinstance(error.args[0], dict) else {}
+            # 08: connection exceptions; 57: shutting down, starting up, terminated.
+            if str(fields.get("C", "")).startswith(("08", "57")):
+                raise ConnectionError(fields.get("M", str(error))) from error
+            raise Refused(f"INSERT answered {fields.get('C')}: {fields.get('M', error)}") from error
         return n
 
     def close(self) -> None:
@@ -140,6 +164,10 @@ def run_writer(
         n += 1
         try:
             value = conn.write(n)
+        except Refused as error:
+            _note(outcome, f"write {n}: {error}")
+            outcome.refused = str(error)
+            break
         except Exception as error:  # the connection broke: the write is unknown
             _note(outcome, f"write {n}: {error}")
             conn.close()
@@ -188,6 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--port", type=int)
     parser.add_argument("--out", type=Path, required=True, help="the acknowledged writes")
     parser.add_argument("--seconds", type=float, default=3600.0)
+    parser.add_argument("--run", default=uuid.uuid4().hex[:12], help="this run's name")
     args = parser.parse_args(argv)
     port = args.port or (6379 if args.kind == "redis" else 5432)
     stopping = False
@@ -201,15 +230,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     kind = RedisIncr if args.kind == "redis" else PostgresInsert
     with args.out.open("a") as out:
         outcome = run_writer(
-            lambda address: kind(address, port),
+            lambda address: kind(address, port, args.run),
             args.address,
             out,
             lambda: stopping or time.monotonic() > deadline,
             fresh_ids=args.kind == "postgres",
         )
-    json.dump(outcome.__dict__, sys.stdout)
+    json.dump({"run": args.run, **outcome.__dict__}, sys.stdout)
     print()
-    return 0
+    return 1 if outcome.refused else 0
 
 
 if __name__ == "__main__":

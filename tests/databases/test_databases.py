@@ -80,7 +80,7 @@ def test_every_acknowledged_write_moves(
         print(f"server before: {before}\nserver after:  {after}\nsteps: {state.step_seconds}")
         print("benchmark:\n" + "\n".join(result.benchmark_output.splitlines()[-25:]))
 
-        assert missing_acks(tools, kind, target, result.acks) == []
+        assert missing_acks(tools, kind, target, result.run, result.acks) == []
         if mode is Mode.LIVE:
             assert after == before  # resumed: the same process, not a restart
         else:

@@ -10,7 +10,7 @@ import pytest
 
 from berth_agent.apps import databases
 from berth_lab.database_load import redis_missing
-from berth_lab.writers import Ack, Outcome, longest_gap, read_acks, run_writer
+from berth_lab.writers import Ack, Outcome, Refused, longest_gap, read_acks, run_writer
 
 pytestmark = pytest.mark.unit
 
@@ -59,6 +59,19 @@ def test_a_write_whose_answer_is_lost_is_not_recorded_and_the_client_reconnects(
     assert outcome.acked == 5 and outcome.reconnects == 1 and outcome.failures == 2
     # a refused, b answered; after the break, a first again.
     assert server.connects == ["a", "b", "a"]
+
+
+def test_a_refused_write_stops_the_writer() -> None:
+    class Refusing(FakeServer):
+        def write(self, n: int) -> int:
+            if n == 3:
+                raise Refused("duplicate key")
+            return super().write(n)
+
+    server = Refusing(fail_writes=set())
+    acks, outcome = run(server, writes=10, fresh_ids=True)
+    assert [a.n for a in acks] == [1, 2]
+    assert outcome.refused == "duplicate key"
 
 
 def test_postgres_ids_are_never_reused_after_a_break() -> None:
