@@ -37,8 +37,9 @@ class LabHost:
         (self.plan.datastore_mount / "crash-at").write_text(point)
 
     def nsenter(self) -> list[str]:
-        """The argv prefix that runs a command inside this host's namespaces."""
-        return ["nsenter", "-t", str(self.holder_pid), "-m", "-n", "--"]
+        """The argv prefix that runs a command inside this host's namespaces: mounts,
+        network and time (its own uptime)."""
+        return ["nsenter", "-t", str(self.holder_pid), "-m", "-n", "-T", "--"]
 
     def run(
         self,

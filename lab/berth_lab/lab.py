@@ -167,6 +167,12 @@ class Lab:
                 "--mount",
                 "--propagation",
                 "private",
+                # Its own uptime: every process of the host sees its clocks ahead.
+                "--time",
+                "--monotonic",
+                str(host.uptime_offset_s),
+                "--boottime",
+                str(host.uptime_offset_s),
                 "sh",
                 "-c",
                 f"{script} && exec sleep infinity",

@@ -21,6 +21,11 @@ MAX_HOSTS = 26
 # `Lab.down()` and the leftover check find its processes once its namespaces are gone.
 OWNER_ENV = "BERTH_LAB_DIR"
 
+# How long each host has been up, beyond the machine itself: its clocks CLOCK_MONOTONIC
+# and CLOCK_BOOTTIME run this many days ahead (a time namespace), as on real machines
+# booted at different times, so a process moved between hosts meets another uptime.
+# host-a has been up longest, so a move a -> b meets a clock days behind.
+UPTIME_DAYS = (9, 2, 5)
 _LAB_NAME = re.compile(r"^[a-z][a-z0-9]{0,5}$")
 _RATE = re.compile(r"^[1-9][0-9]*(bit|kbit|mbit|gbit|bps|kbps|mbps|gbps)$")
 
@@ -36,6 +41,7 @@ class HostPlan:
     veth_root: str  # bl-<lab>-a, the bridge side
     address: ipaddress.IPv4Address
     state_dir: Path
+    uptime_offset_s: int = 0  # its clocks' lead over the machine's (see UPTIME_DAYS)
 
     @property
     def datastore_image(self) -> Path:
@@ -134,6 +140,7 @@ def plan_lab(
             veth_root=f"bl-{name}-{letter}",
             address=addresses[10 + i],
             state_dir=state_dir / "hosts" / f"host-{letter}",
+            uptime_offset_s=86400 * (UPTIME_DAYS[i] if i < len(UPTIME_DAYS) else i + 1),
         )
         for i, letter in enumerate("abcdefghijklmnopqrstuvwxyz"[:hosts])
     )

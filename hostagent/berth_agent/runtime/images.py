@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import docker
 
-from berth_agent.apps import postgres, pulse, redis
+from berth_agent.apps import clocks, postgres, pulse, redis
 from berth_agent.errors import InvalidRequest
 from berth_agent.runtime.debian_images import import_image
 
@@ -88,6 +88,7 @@ BUILDERS: dict[str, Callable[[docker.DockerClient], None]] = {
     pulse.IMAGE: lambda c: _import(c, pulse.IMAGE, pulse_rootfs()),
     postgres.IMAGE.image: lambda c: import_image(c, postgres.IMAGE),
     redis.IMAGE.image: lambda c: import_image(c, redis.IMAGE),
+    clocks.IMAGE.image: lambda c: import_image(c, clocks.IMAGE),
 }
 
 
