@@ -5,6 +5,7 @@ live, the server is the same process; cold (disk only), it restarted and recover
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -91,4 +92,42 @@ def test_every_acknowledged_write_moves(
     finally:
         if load is not None:
             load.kill()
+        remove_everywhere(dblab, name)
+
+
+def test_redis_keys_expire_on_time_after_a_live_move_to_a_host_of_another_uptime(
+    dblab: Lab, tools: DatabaseTools
+) -> None:
+    """Redis expires keys from a timer on CLOCK_MONOTONIC (serverCron): restored into
+    host-b's clock, 7 days behind host-a's, that timer would not fire for 7 days and
+    keys nobody reads would never go. They must go when their TTL ends."""
+    name = f"ttl{uuid.uuid4().hex[:6]}"
+    source, target = dblab.host("a").address, dblab.host("b").address
+    ttl_s, keys = 40, 200
+    try:
+        with dblab.agent("a") as a:
+            guid = a.create(name, "2G", template="redis")["guid"]
+            a.up(name, wait_answer=120)
+        prepare(tools, "redis", source)
+        tools.redis(source, "SET", "long", "x", "EX", "600")
+        set_at = time.time()
+        tools.redis(source, "EVAL", "for i = 1, tonumber(ARGV[1]) do "
+                    "redis.call('SET', 'ttl:' .. i, 'x', 'EX', ARGV[2]) end",
+                    "0", str(keys), str(ttl_s))  # fmt: skip
+
+        state = migrate(dblab, name, guid)
+
+        assert state.result == "Succeeded", state.reason
+        assert time.time() < set_at + ttl_s - 5, "the move outlasted the keys' TTL"
+        assert int(tools.redis(target, "DBSIZE")) == keys + 1  # none gone before their time
+        # Nobody reads them: only Redis's own expiry cycle (its timer) removes them.
+        while time.time() < set_at + ttl_s + 5 and int(tools.redis(target, "DBSIZE")) > 1:
+            time.sleep(0.5)
+        left = int(tools.redis(target, "DBSIZE"))
+        print(f"\n{keys} keys with a {ttl_s} s TTL: {left - 1} left "
+              f"{time.time() - set_at:.1f} s after they were set")  # fmt: skip
+        assert left == 1
+        remaining = int(tools.redis(target, "TTL", "long"))
+        assert abs(remaining - (600 - (time.time() - set_at))) <= 3
+    finally:
         remove_everywhere(dblab, name)
