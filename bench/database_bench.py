@@ -110,7 +110,9 @@ def one_case(
         prepare(tools, kind, lab.host("a").address)
         for i in range(repeat):
             try:
-                run = one_move(lab, tools, kind, mode, name, guid, here, there, workdir / str(i))
+                run = one_move(
+                    lab, tools, kind, mode, name, guid, here, there, workdir / name / str(i)
+                )
             except Exception as error:
                 failures.append(f"move {i + 1}: {error}")
                 say(f"{name}: move {i + 1} failed: {error}")
