@@ -2,7 +2,10 @@
 one run: what live migration saves a database's clients.
 
     .venv/bin/python bench/database_bench.py [--kinds redis,postgres] [--modes live,cold]
-                                             [--repeat 3]
+                                             [--repeat 3] [--pgbench-scale 5]
+    # PostgreSQL with 3 GB of data, its own results file:
+    .venv/bin/python bench/database_bench.py --kinds postgres --pgbench-scale 200 \
+                                             --repeat 2 --results databases_large
 
 For each database and mode, a repository made from berth's template (`postgres`, `redis`)
 is placed on host-a and moved between host-a and host-b `--repeat` times by berth's
@@ -32,6 +35,8 @@ from typing import Any
 from berth_lab import Lab, plan_lab
 from berth_lab.agents import LabAgents
 from berth_lab.database_load import (
+    PGBENCH_MB_PER_SCALE,
+    PGBENCH_SCALE,
     RunningLoad,
     missing_acks,
     postgres_consistent,
@@ -97,17 +102,22 @@ def one_move(
 
 
 def one_case(
-    lab: Lab, tools: DatabaseTools, kind: str, mode: Mode, repeat: int, workdir: Path
-) -> dict[str, Any]:
-    name = f"{kind[:5]}-{mode.value}"
+    lab: Lab, tools: DatabaseTools, kind: str, mode: Mode, repeat: int, workdir: Path,
+    scale: int = PGBENCH_SCALE,
+) -> dict[str, Any]:  # fmt: skip
+    big = kind == "postgres" and scale != PGBENCH_SCALE
+    name = f"{kind[:5]}-{mode.value}" + (f"-s{scale}" if big else "")
+    data_mb = scale * PGBENCH_MB_PER_SCALE if kind == "postgres" else 0
+    # Room for the data twice over (its WAL, a checkpoint's copy) and the image.
+    size = f"{max(3, (3 * data_mb) // 1024 + 3)}G"
     with lab.agent("a") as agent:
-        guid = agent.create(name, "3G", template=kind)["guid"]
+        guid = agent.create(name, size, template=kind)["guid"]
         agent.up(name, wait_answer=120)
     runs: list[dict[str, Any]] = []
     failures: list[str] = []
     here, there = "a", "b"
     try:
-        prepare(tools, kind, lab.host("a").address)
+        prepare(tools, kind, lab.host("a").address, scale)
         for i in range(repeat):
             try:
                 run = one_move(
@@ -130,7 +140,8 @@ def one_case(
                     agent.delete(name, confirm=name)
                 except Exception:
                     pass  # not on this host
-    return {"kind": kind, "mode": mode.value, "runs": runs, "failures": failures}
+    return {"kind": kind, "mode": mode.value, "data_mb": data_mb, "runs": runs,
+            "failures": failures}  # fmt: skip
 
 
 def main() -> int:
@@ -138,13 +149,22 @@ def main() -> int:
     parser.add_argument("--kinds", default="redis,postgres")
     parser.add_argument("--modes", default="live,cold")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--pgbench-scale",
+        type=int,
+        default=PGBENCH_SCALE,
+        help=f"PostgreSQL's data: pgbench's scale ({PGBENCH_MB_PER_SCALE} MB each)",
+    )
+    parser.add_argument(
+        "--results", default="databases", help="bench/results/NAME.json (default databases)"
+    )
     args = parser.parse_args()
     kinds = [k for k in args.kinds.split(",") if k]
     modes = [Mode(m) for m in args.modes.split(",") if m]
     unknown = set(kinds) - {"redis", "postgres"}
     if unknown:
         parser.error(f"unknown --kinds {sorted(unknown)}: redis, postgres")
-    out = RESULTS / "databases.json"
+    out = RESULTS / f"{args.results}.json"
     RESULTS.mkdir(exist_ok=True)
     results: dict[str, Any] = {"commit": commit_label(ROOT), "cases": []}
     Lab(plan_lab("perf", hosts=3)).down()
@@ -157,7 +177,9 @@ def main() -> int:
             for mode in modes:
                 started = time.monotonic()
                 say(f"{kind} {mode.value}: {args.repeat} moves under load")
-                results["cases"].append(one_case(lab, tools, kind, mode, args.repeat, workdir))
+                results["cases"].append(
+                    one_case(lab, tools, kind, mode, args.repeat, workdir, args.pgbench_scale)
+                )
                 out.write_text(json.dumps(results, indent=2))
                 say(f"{kind} {mode.value} done in {time.monotonic() - started:.0f} s -> {out}")
     finally:

@@ -839,6 +839,9 @@ def main(argv: list[str]) -> int:
     if databases:
         latest["database_cases"] = summarize_databases(databases)
         latest["database_commit"] = databases.get("commit")
+        large = load("databases_large")  # database_bench.py --results databases_large
+        if large:
+            latest["database_cases"] += summarize_databases(large)
     operator = load("operator_scale")
     if operator:
         latest["operator"] = operator.get("operator", operator)

@@ -16,6 +16,7 @@ def summarize_databases(raw: dict[str, Any]) -> list[dict[str, Any]]:
         rows.append({
             "kind": case["kind"],
             "mode": case["mode"],
+            "data_mb": case.get("data_mb", 0),
             "moves": len(runs),
             "downtime_status_s": spread([r["downtime_status_s"] for r in runs]),
             "client_gap_s": spread([r["client_gap_s"] for r in runs]),
@@ -39,7 +40,8 @@ def _cell(s: dict[str, float] | None, digits: int = 3) -> str:
 
 def databases_section(rows: list[dict[str, Any]], commit: str | None = None) -> list[str]:
     table_rows = [
-        [r["kind"], r["mode"], str(r["moves"]), _cell(r["downtime_status_s"]),
+        [r["kind"], str(r.get("data_mb") or "-"), r["mode"], str(r["moves"]),
+         _cell(r["downtime_status_s"]),
          _cell(r["client_gap_s"]), _cell(r["recovery_s"]), _cell(r["transactions"], 0),
          str(r["acked"]), "0" if not r["lost"] else f"**{r['lost']}**",
          f"{r['same_process']} of {r['moves']}",
@@ -61,7 +63,7 @@ def databases_section(rows: list[dict[str, Any]], commit: str | None = None) -> 
         "on the target. Same process: the server's start time (PostgreSQL) or run_id",
         "(Redis) unchanged. Checks: pg_amcheck (heap, every index entry) and TPC-B's sums"
         + (f". Measured at commit `{commit}`." if commit else "."), "",
-        table(["database", "move", "moves", "downtime s (status)", "client gap s",
+        table(["database", "data MB", "move", "moves", "downtime s (status)", "client gap s",
                "recovery s", "pgbench transactions", "acknowledged", "lost", "same process",
                "checks failed", "failed moves"], table_rows), "",
     ]  # fmt: skip

@@ -17,6 +17,7 @@ from berth_lab.dbtools import PG_BIN, DatabaseTools
 from berth_lab.writers import POSTGRES_TABLE, REDIS_KEY, Ack, read_acks
 
 PGBENCH_SCALE = 5  # 500,000 accounts: 75 MB of tables and indexes
+PGBENCH_MB_PER_SCALE = 15  # on disk, tables and indexes, per unit of scale
 
 
 def server_identity(tools: DatabaseTools, kind: str, address: str) -> str:
@@ -53,12 +54,12 @@ def wait_ready(tools: DatabaseTools, kind: str, address: str, timeout: float = 6
         time.sleep(0.2)
 
 
-def prepare(tools: DatabaseTools, kind: str, address: str) -> None:
-    """Once the server is ready, pgbench's tables (Redis needs nothing)."""
+def prepare(tools: DatabaseTools, kind: str, address: str, scale: int = PGBENCH_SCALE) -> None:
+    """Once the server is ready, pgbench's tables at scale (Redis needs nothing)."""
     wait_ready(tools, kind, address)
     if kind == "postgres":
         tools.run([f"{PG_BIN}/pgbench", "-h", address, "-U", "postgres", "-i", "-q",
-                   "-s", str(PGBENCH_SCALE), "postgres"])  # fmt: skip
+                   "-s", str(scale), "postgres"], timeout=3600)  # fmt: skip
 
 
 def benchmark_argv(kind: str, address: str, seconds: int) -> list[str]:
