@@ -286,3 +286,25 @@ def test_memory_cases_are_tabled_and_judged_by_issue_19s_targets() -> None:
     assert "Pulse alone, moved in the same run without the memory app: 0.600 s" in busy[0]
     assert "| 300 / 300 / 300 | 120 / 120 / 120 |" in page  # post-copy MB, faulted pages
     assert "**no**" in page
+
+
+def test_the_database_table_shows_every_move_and_marks_a_loss() -> None:
+    from report_databases import databases_section, summarize_databases
+
+    def run(downtime: float, lost: int, same: bool) -> dict[str, Any]:
+        return {"downtime_status_s": downtime, "client_gap_s": downtime + 0.1,
+                "recovery_s": 0.1, "acked": 100, "lost": lost, "same_process": same,
+                "transactions": 500, "problems": []}  # fmt: skip
+
+    raw = {"cases": [
+        {"kind": "postgres", "mode": "live", "data_mb": 75,
+         "runs": [run(6.0, 0, True), run(5.5, 0, True), run(6.5, 0, True)], "failures": []},
+        {"kind": "redis", "mode": "cold", "runs": [run(1.2, 2, False)], "failures": ["x"]},
+    ]}  # fmt: skip
+    rows = summarize_databases(raw)
+    assert rows[0]["downtime_status_s"]["median"] == 6.0
+    assert (rows[0]["same_process"], rows[1]["lost"], rows[1]["failed_moves"]) == (3, 2, 1)
+    page = "\n".join(databases_section(rows, "abc1234"))
+    assert "| postgres | 75 | live | 3 | 5.500 / 6.000 / 6.500 |" in page
+    assert "| **2** | 0 of 1 |" in page
+    assert "commit `abc1234`" in page
