@@ -1,9 +1,24 @@
-"""Repositories that lab tests create, taken away again afterwards."""
+"""What lab tests share: a lab of three hosts, and repositories they create, taken away
+again afterwards."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from berth_agent.client import AgentAPIError
-from berth_lab import Lab
+from berth_lab import Lab, plan_lab
+
+
+@contextmanager
+def three_hosts(name: str, datastore_size: str) -> Iterator[Lab]:
+    """A lab of its own: two hosts to move between, one for the clients."""
+    Lab(plan_lab(name, hosts=3)).down()  # a previous run that was killed may have left it
+    running = Lab(plan_lab(name, hosts=3, datastore_size=datastore_size)).up()
+    try:
+        yield running
+    finally:
+        running.down()
 
 
 def remove_everywhere(lab: Lab, name: str, hosts: tuple[str, ...] = ("a", "b")) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from berth_lab import Lab, plan_lab
+from berth_lab import Lab
 from berth_lab.database_load import (
     RunningLoad,
     missing_acks,
@@ -23,7 +23,7 @@ from berth_lab.database_load import (
 from berth_lab.dbtools import DatabaseTools, remove_tools, unpack_tools
 from berth_lab.writers import longest_gap
 from berth_operator.migration.state import Mode
-from lab_repositories import remove_everywhere
+from lab_repositories import remove_everywhere, three_hosts
 from migration.helpers import migrate
 
 pytestmark = pytest.mark.databases
@@ -31,13 +31,8 @@ pytestmark = pytest.mark.databases
 
 @pytest.fixture(scope="module")
 def dblab() -> Iterator[Lab]:
-    """Three hosts: two to move between, one for the clients."""
-    Lab(plan_lab("d", hosts=3)).down()
-    running = Lab(plan_lab("d", hosts=3, datastore_size="12G")).up()
-    try:
+    with three_hosts("d", "12G") as running:
         yield running
-    finally:
-        running.down()
 
 
 @pytest.fixture(scope="module")

@@ -17,12 +17,13 @@ from typing import Any
 import pytest
 
 from berth_agent.apps import pulse
-from berth_lab import Lab, manifests, plan_lab
+from berth_lab import Lab, manifests
 from berth_lab.cluster import LabCluster
 from berth_lab.dns import PORT as DNS_PORT
 from berth_lab.dns import KubectlEndpoints, LabDNS
 from berth_lab.kubeconfig import Kubectl
 from e2e.helpers import move, placement, until, wait_current
+from lab_repositories import three_hosts
 
 pytestmark = pytest.mark.endpoints
 NAME, PORT, HOSTNAME = "pulse-dns", 8095, "pulse.berth.lab"
@@ -30,13 +31,8 @@ NAME, PORT, HOSTNAME = "pulse-dns", 8095, "pulse.berth.lab"
 
 @pytest.fixture(scope="module")
 def lab3() -> Iterator[Lab]:
-    """Three hosts: two to move between, one for the client."""
-    Lab(plan_lab("e", hosts=3)).down()
-    running = Lab(plan_lab("e", hosts=3, datastore_size="8G")).up()
-    try:
+    with three_hosts("e", "8G") as running:
         yield running
-    finally:
-        running.down()
 
 
 @pytest.fixture(scope="module")
