@@ -649,7 +649,7 @@ def performance_markdown(latest: dict[str, Any]) -> str:
         if latest.get("memory_note"):
             parts += [f"Note: {latest['memory_note']}.", ""]
     if latest.get("database_cases"):
-        parts += databases_section(latest["database_cases"], latest.get("database_commit"))
+        parts += databases_section(latest["database_cases"], latest.get("database_commits", []))
     pushes = latest.get("throughput", [])
     if pushes:
         rows = [[p["bandwidth"], f"{p['bytes'] / 1e9:.2f}", f"{p['seconds']:.2f}",
@@ -838,10 +838,11 @@ def main(argv: list[str]) -> int:
     databases = load("databases")
     if databases:
         latest["database_cases"] = summarize_databases(databases)
-        latest["database_commit"] = databases.get("commit")
+        latest["database_commits"] = [databases.get("commit")]
         large = load("databases_large")  # database_bench.py --results databases_large
         if large:
             latest["database_cases"] += summarize_databases(large)
+            latest["database_commits"].append(large.get("commit"))
     operator = load("operator_scale")
     if operator:
         latest["operator"] = operator.get("operator", operator)

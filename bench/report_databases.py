@@ -38,7 +38,16 @@ def _cell(s: dict[str, float] | None, digits: int = 3) -> str:
     return text + (" ⚠" if s["relative"] > SPREAD_LIMIT else "")
 
 
-def databases_section(rows: list[dict[str, Any]], commit: str | None = None) -> list[str]:
+def _measured(commits: list[str | None]) -> str:
+    known = [f"`{c}`" for c in dict.fromkeys(commits) if c]
+    if not known:
+        return "."
+    if len(known) == 1:
+        return f". Measured at commit {known[0]}."
+    return f". Measured at commits {', '.join(known)} (the later runs: the larger data)."
+
+
+def databases_section(rows: list[dict[str, Any]], commits: list[str | None]) -> list[str]:
     table_rows = [
         [r["kind"], str(r.get("data_mb") or "-"), r["mode"], str(r["moves"]),
          _cell(r["downtime_status_s"]),
@@ -62,7 +71,7 @@ def databases_section(rows: list[dict[str, Any]], commit: str | None = None) -> 
         "waiting after berth said the service answers). Lost: acknowledged writes missing",
         "on the target. Same process: the server's start time (PostgreSQL) or run_id",
         "(Redis) unchanged. Checks: pg_amcheck (heap, every index entry) and TPC-B's sums"
-        + (f". Measured at commit `{commit}`." if commit else "."), "",
+        + _measured(commits), "",
         table(["database", "data MB", "move", "moves", "downtime s (status)", "client gap s",
                "recovery s", "pgbench transactions", "acknowledged", "lost", "same process",
                "checks failed", "failed moves"], table_rows), "",

@@ -304,7 +304,10 @@ def test_the_database_table_shows_every_move_and_marks_a_loss() -> None:
     rows = summarize_databases(raw)
     assert rows[0]["downtime_status_s"]["median"] == 6.0
     assert (rows[0]["same_process"], rows[1]["lost"], rows[1]["failed_moves"]) == (3, 2, 1)
-    page = "\n".join(databases_section(rows, "abc1234"))
+    page = "\n".join(databases_section(rows, ["abc1234"]))
     assert "| postgres | 75 | live | 3 | 5.500 / 6.000 / 6.500 |" in page
     assert "| **2** | 0 of 1 |" in page
-    assert "commit `abc1234`" in page
+    assert "commit `abc1234`." in page
+    assert "commits `abc1234`, `def5678` (the later" in "\n".join(
+        databases_section(rows, ["abc1234", "def5678"])
+    )
