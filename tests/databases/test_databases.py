@@ -21,7 +21,7 @@ from berth_lab.database_load import (
     server_identity,
 )
 from berth_lab.dbtools import DatabaseTools, remove_tools, unpack_tools
-from berth_lab.writers import longest_gap
+from berth_lab.writers import POSTGRES_TABLE, longest_gap
 from berth_operator.migration.state import Mode
 from lab_repositories import remove_everywhere, three_hosts
 from migration.helpers import migrate
@@ -77,6 +77,11 @@ def test_every_acknowledged_write_moves(
         print("benchmark:\n" + "\n".join(result.benchmark_output.splitlines()[-25:]))
 
         assert missing_acks(tools, kind, target, result.run, result.acks) == []
+        if kind == "postgres":
+            rows = tools.psql(target, f"SELECT count(*) FROM {POSTGRES_TABLE} WHERE run = "
+                              f"'{result.run}'")  # fmt: skip
+            print(f"acknowledged {len(result.acks)}, rows found on the target {rows} "
+                  "(the write in flight at the break may be there too)")  # fmt: skip
         if mode is Mode.LIVE:
             assert after == before  # resumed: the same process, not a restart
         else:
