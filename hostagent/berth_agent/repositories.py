@@ -82,10 +82,8 @@ class Repositories:
         )
         # Where the repository is mounted its services say how its dockerd runs; where it
         # is not, the daemon is only stopped or asked whether it runs.
-        services = self.store.mount_path(guid) / META_DIR / "services.json"
-        remapped = services.exists() and (
-            RepositoryServices.model_validate_json(services.read_text()).user_namespace
-        )
+        services = self.store.mounted_services(guid)
+        remapped = services is not None and services.user_namespace
         return RepositoryDaemon(paths, self.config.dockerd, user_namespace=remapped)
 
     def _postcopy_dir(self, guid: str, migration_id: str) -> Path:

@@ -1,10 +1,11 @@
 """Images of Debian's own packages (PostgreSQL, Redis), built on the host: no registry is
 reachable. One debootstrap of bookworm minbase with the packages makes a root filesystem,
 cached as a tarball named after what went into it; each image is that tarball imported
-into the repository's dockerd with its own command, user and stop signal.
+into the repository's dockerd with its own command and environment (docker 20.10's
+import sets no STOPSIGNAL: the service's stop_signal does).
 
-debootstrap runs once per host and recipe (about 40 s and 640 MB for PostgreSQL and
-Redis together); later repositories import the cached tarball (seconds).
+debootstrap runs once per host and recipe (about 60 s and a 430 MB tarball for
+PostgreSQL and Redis together); later repositories import the cached tarball (seconds).
 """
 
 from __future__ import annotations
@@ -77,7 +78,8 @@ def rootfs_tarball(recipe: RootfsRecipe) -> Path:
     build at a time per cache: two agents of one machine (the lab) wait for each other."""
     cache = _cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
-    tarball = cache / f"{recipe.name}-{SUITE}-{_arch()}-{recipe.key(_arch())}.tar"
+    arch = _arch()
+    tarball = cache / f"{recipe.name}-{SUITE}-{arch}-{recipe.key(arch)}.tar"
     with open(cache / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not tarball.exists():

@@ -206,9 +206,16 @@ class RepositoryStore:
 
     def services(self, ref: str) -> RepositoryServices:
         record = self.find(ref)
-        path = self.mount_path(record.guid) / META_DIR / "services.json"
-        if not path.exists():
+        found = self.mounted_services(record.guid)
+        if found is None:
             raise Conflict(f"repository {record.name!r} is not mounted")
+        return found
+
+    def mounted_services(self, guid: str) -> RepositoryServices | None:
+        """What the repository runs, read from inside it; None where it is not mounted."""
+        path = self.mount_path(guid) / META_DIR / "services.json"
+        if not path.exists():
+            return None
         return RepositoryServices.model_validate_json(path.read_text())
 
     def usage(self, ref: str) -> dict[str, int]:
