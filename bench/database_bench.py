@@ -32,7 +32,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from berth_lab import Lab, plan_lab
+from berth_lab import Lab
 from berth_lab.agents import LabAgents
 from berth_lab.database_load import (
     PGBENCH_MB_PER_SCALE,
@@ -44,8 +44,9 @@ from berth_lab.database_load import (
     server_identity,
     wait_ready,
 )
-from berth_lab.dbtools import DatabaseTools, remove_tools, unpack_tools
-from berth_lab.writers import longest_gap
+from berth_lab.dbtools import DatabaseTools, unpack_tools
+from berth_lab.scratch import remove_everywhere, three_hosts
+from berth_lab.writers import Database, longest_gap
 from berth_operator.migration.driver import MigrationDriver
 from berth_operator.migration.state import MigrationState, Mode
 from downtime_bench import RESULTS
@@ -60,7 +61,7 @@ def say(text: str) -> None:
 
 
 def one_move(
-    lab: Lab, tools: DatabaseTools, kind: str, mode: Mode, name: str, guid: str,
+    lab: Lab, tools: DatabaseTools, kind: Database, mode: Mode, name: str, guid: str,
     here: str, there: str, workdir: Path,
 ) -> dict[str, Any]:  # fmt: skip
     source, target = lab.host(here).address, lab.host(there).address
@@ -96,18 +97,18 @@ def one_move(
         "delta_bytes": state.delta_bytes,
         "step_seconds": state.step_seconds,
     }  # fmt: skip
-    if kind == "postgres":
+    if kind is Database.POSTGRES:
         run["problems"] = postgres_consistent(tools, target)
     return run
 
 
 def one_case(
-    lab: Lab, tools: DatabaseTools, kind: str, mode: Mode, repeat: int, workdir: Path,
+    lab: Lab, tools: DatabaseTools, kind: Database, mode: Mode, repeat: int, workdir: Path,
     scale: int = PGBENCH_SCALE,
 ) -> dict[str, Any]:  # fmt: skip
-    big = kind == "postgres" and scale != PGBENCH_SCALE
+    big = kind is Database.POSTGRES and scale != PGBENCH_SCALE
     name = f"{kind[:5]}-{mode.value}" + (f"-s{scale}" if big else "")
-    data_mb = scale * PGBENCH_MB_PER_SCALE if kind == "postgres" else 0
+    data_mb = scale * PGBENCH_MB_PER_SCALE if kind is Database.POSTGRES else 0
     # Room for the data twice over (its WAL, a checkpoint's copy) and the image.
     size = f"{max(3, (3 * data_mb) // 1024 + 3)}G"
     with lab.agent("a") as agent:
@@ -133,14 +134,8 @@ def one_case(
                 f"same process {run['same_process']}")  # fmt: skip
             here, there = there, here
     finally:
-        for host in ("a", "b"):
-            with lab.agent(host) as agent:
-                try:
-                    agent.down(name)
-                    agent.delete(name, confirm=name)
-                except Exception:
-                    pass  # not on this host
-    return {"kind": kind, "mode": mode.value, "data_mb": data_mb, "runs": runs,
+        remove_everywhere(lab, name)
+    return {"kind": kind.value, "mode": mode.value, "data_mb": data_mb, "runs": runs,
             "failures": failures}  # fmt: skip
 
 
@@ -159,33 +154,31 @@ def main() -> int:
         "--results", default="databases", help="bench/results/NAME.json (default databases)"
     )
     args = parser.parse_args()
-    kinds = [k for k in args.kinds.split(",") if k]
-    modes = [Mode(m) for m in args.modes.split(",") if m]
-    unknown = set(kinds) - {"redis", "postgres"}
+    known = [d.value for d in Database]
+    unknown = [k for k in args.kinds.split(",") if k and k not in known]
     if unknown:
-        parser.error(f"unknown --kinds {sorted(unknown)}: redis, postgres")
+        parser.error(f"unknown --kinds {unknown}: {', '.join(known)}")
+    kinds = [Database(k) for k in args.kinds.split(",") if k]
+    modes = [Mode(m) for m in args.modes.split(",") if m]
     out = RESULTS / f"{args.results}.json"
     RESULTS.mkdir(exist_ok=True)
     results: dict[str, Any] = {"commit": commit_label(ROOT), "cases": []}
-    Lab(plan_lab("perf", hosts=3)).down()
-    lab = Lab(plan_lab("perf", hosts=3, datastore_size="16G")).up()
     workdir = Path(tempfile.mkdtemp(prefix="berth-databases-"))
     try:
-        say("unpacking the databases' tools for host-c")
-        tools = DatabaseTools(lab.host("c"), unpack_tools(workdir / "rootfs"))
-        for kind in kinds:
-            for mode in modes:
-                started = time.monotonic()
-                say(f"{kind} {mode.value}: {args.repeat} moves under load")
-                results["cases"].append(
-                    one_case(lab, tools, kind, mode, args.repeat, workdir, args.pgbench_scale)
-                )
-                out.write_text(json.dumps(results, indent=2))
-                say(f"{kind} {mode.value} done in {time.monotonic() - started:.0f} s -> {out}")
+        with three_hosts("perf", "16G") as lab:
+            say("unpacking the databases' tools for host-c")
+            tools = DatabaseTools(lab.host("c"), unpack_tools(workdir / "rootfs"))
+            for kind in kinds:
+                for mode in modes:
+                    started = time.monotonic()
+                    say(f"{kind} {mode.value}: {args.repeat} moves under load")
+                    results["cases"].append(
+                        one_case(lab, tools, kind, mode, args.repeat, workdir, args.pgbench_scale)
+                    )
+                    out.write_text(json.dumps(results, indent=2))
+                    say(f"{kind} {mode.value} done in {time.monotonic() - started:.0f} s -> {out}")
     finally:
-        remove_tools(workdir / "rootfs")
-        lab.down()
-        shutil.rmtree(workdir, ignore_errors=True)
+        shutil.rmtree(workdir, ignore_errors=True)  # the tools' rootfs with it
     failed = sum(len(c["failures"]) for c in results["cases"])
     lost = sum(r["lost"] for c in results["cases"] for r in c["runs"])
     return 1 if failed or lost else 0

@@ -14,16 +14,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from berth_lab.dbtools import PG_BIN, DatabaseTools
-from berth_lab.writers import POSTGRES_TABLE, REDIS_KEY, Ack, read_acks
+from berth_lab.writers import POSTGRES_TABLE, REDIS_KEY, Ack, Database, read_acks
 
 PGBENCH_SCALE = 5  # 500,000 accounts: 75 MB of tables and indexes
 PGBENCH_MB_PER_SCALE = 15  # on disk, tables and indexes, per unit of scale
 
 
-def server_identity(tools: DatabaseTools, kind: str, address: str) -> str:
+def server_identity(tools: DatabaseTools, kind: Database, address: str) -> str:
     """What changes only when the server process restarts: Redis's run_id (random at
     each start) and its pid; PostgreSQL's postmaster start time and pid."""
-    if kind == "redis":
+    if kind is Database.REDIS:
         info = dict(
             line.split(":", 1)
             for line in tools.redis(address, "INFO", "server").splitlines()
@@ -37,33 +37,34 @@ def server_identity(tools: DatabaseTools, kind: str, address: str) -> str:
     return f"started={started} checkpointer_pid={pid}"
 
 
-def wait_ready(tools: DatabaseTools, kind: str, address: str, timeout: float = 60) -> None:
+def wait_ready(tools: DatabaseTools, kind: Database, address: str, timeout: float = 60) -> None:
     """Until the server accepts queries (a port that answers may still be starting up)."""
     argv = (
         ["redis-cli", "-h", address, "PING"]
-        if kind == "redis"
+        if kind is Database.REDIS
         else [f"{PG_BIN}/pg_isready", "-h", address, "-U", "postgres"]
     )
     deadline = time.monotonic() + timeout
     while True:
-        done = subprocess.run(tools.argv(argv), capture_output=True, text=True, timeout=30)
-        if done.returncode == 0 and "LOADING" not in done.stdout:
+        done = tools.run(argv, check=False, timeout=30)
+        answer = done.stdout.decode(errors="replace")
+        if done.returncode == 0 and "LOADING" not in answer:
             return
         if time.monotonic() > deadline:
-            raise AssertionError(f"{kind} at {address} not ready in {timeout:.0f}s: {done.stdout}")
+            raise AssertionError(f"{kind} at {address} not ready in {timeout:.0f}s: {answer}")
         time.sleep(0.2)
 
 
-def prepare(tools: DatabaseTools, kind: str, address: str, scale: int = PGBENCH_SCALE) -> None:
+def prepare(tools: DatabaseTools, kind: Database, address: str, scale: int = PGBENCH_SCALE) -> None:
     """Once the server is ready, pgbench's tables at scale (Redis needs nothing)."""
     wait_ready(tools, kind, address)
-    if kind == "postgres":
+    if kind is Database.POSTGRES:
         tools.run([f"{PG_BIN}/pgbench", "-h", address, "-U", "postgres", "-i", "-q",
                    "-s", str(scale), "postgres"], timeout=3600)  # fmt: skip
 
 
-def benchmark_argv(kind: str, address: str, seconds: int) -> list[str]:
-    if kind == "redis":
+def benchmark_argv(kind: Database, address: str, seconds: int) -> list[str]:
+    if kind is Database.REDIS:
         # Far more requests than it makes in the time: it runs until the move breaks it.
         return ["redis-benchmark", "-h", address, "-c", "4", "-n", "10000000",
                 "-t", "set,incr", "-q"]  # fmt: skip
@@ -85,7 +86,7 @@ class RunningLoad:
     """The writer and the benchmark, running on the tools' host."""
 
     def __init__(
-        self, tools: DatabaseTools, kind: str, addresses: Sequence[str], workdir: Path,
+        self, tools: DatabaseTools, kind: Database, addresses: Sequence[str], workdir: Path,
         seconds: int = 60,
     ) -> None:  # fmt: skip
         self.tools, self.kind = tools, kind
@@ -152,12 +153,12 @@ def _lines(output: str) -> str:
 
 
 def missing_acks(
-    tools: DatabaseTools, kind: str, address: str, run: str, acks: Sequence[Ack]
+    tools: DatabaseTools, kind: Database, address: str, run: str, acks: Sequence[Ack]
 ) -> list[int]:
     """The acknowledged writes the database at address does not hold. Redis: an INCR
     answered n is held if the counter is at least n now and the answers never went back
     (a server that lost writes would count them again). PostgreSQL: every row."""
-    if kind == "redis":
+    if kind is Database.REDIS:
         counter = tools.redis(address, "GET", REDIS_KEY.format(run=run))
         return redis_missing(int(counter or 0), acks)
     rows = tools.psql(address, f"SELECT id FROM {POSTGRES_TABLE} WHERE run = '{run}'").split()
@@ -182,13 +183,12 @@ def postgres_consistent(tools: DatabaseTools, address: str) -> list[str]:
     each index entry matched to its heap tuple) and TPC-B's invariant (branches, tellers,
     accounts and history add up to the same sum); the problems found."""
     problems = []
-    check = subprocess.run(
-        tools.argv([f"{PG_BIN}/pg_amcheck", "-h", address, "-U", "postgres", "--install-missing",
-                    "--heapallindexed", "--rootdescend", "postgres"]),
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+    check = tools.run([f"{PG_BIN}/pg_amcheck", "-h", address, "-U", "postgres",
+                       "--install-missing", "--heapallindexed", "--rootdescend", "postgres"],
+                      check=False, timeout=600)  # fmt: skip
     if check.returncode != 0:
-        problems.append(f"pg_amcheck exited {check.returncode}: {check.stdout}{check.stderr}")
+        said = (check.stdout + check.stderr).decode(errors="replace")
+        problems.append(f"pg_amcheck exited {check.returncode}: {said}")
     sums = tools.psql(
         address,
         "SELECT (SELECT sum(abalance) FROM pgbench_accounts), "

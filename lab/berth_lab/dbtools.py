@@ -38,31 +38,27 @@ class DatabaseTools:
     host: LabHost
     rootfs: Path
 
-    def argv(self, argv: Sequence[str]) -> list[str]:
-        return [*self.host.nsenter(), "chroot", str(self.rootfs), *argv]
+    def chrooted(self, argv: Sequence[str]) -> list[str]:
+        return ["chroot", str(self.rootfs), *argv]
 
-    def run(self, argv: Sequence[str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        """argv inside the host, its output as text; raises on a non-zero exit."""
-        done = subprocess.run(self.argv(argv), capture_output=True, text=True, timeout=timeout)
-        if done.returncode != 0:
-            raise AssertionError(
-                f"{' '.join(argv)} exited {done.returncode}: {done.stdout[-2000:]}"
-                f"{done.stderr[-2000:]}"
-            )
-        return done
+    def run(
+        self, argv: Sequence[str], *, check: bool = True, timeout: float = 300
+    ) -> subprocess.CompletedProcess[bytes]:
+        """argv inside the host (CommandError on a non-zero exit when check is set)."""
+        return self.host.run(self.chrooted(argv), check=check, timeout=timeout)
+
+    def output(self, argv: Sequence[str]) -> str:
+        return self.run(argv).stdout.decode(errors="replace").strip()
 
     def spawn(self, argv: Sequence[str], log: Path) -> subprocess.Popen[bytes]:
-        with log.open("ab") as out:
-            return subprocess.Popen(
-                self.argv(argv), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-            )
+        return self.host.spawn(self.chrooted(argv), log)
 
     def psql(self, address: str, sql: str, port: int = 5432) -> str:
         """One statement's rows, unaligned without headers ('|' between columns)."""
-        return self.run(
+        return self.output(
             [f"{PG_BIN}/psql", "-h", address, "-p", str(port), "-U", "postgres", "-XAtq",
              "-v", "ON_ERROR_STOP=1", "-c", sql]
-        ).stdout.strip()  # fmt: skip
+        )  # fmt: skip
 
     def redis(self, address: str, *command: str, port: int = 6379) -> str:
-        return self.run(["redis-cli", "-h", address, "-p", str(port), *command]).stdout.strip()
+        return self.output(["redis-cli", "-h", address, "-p", str(port), *command])

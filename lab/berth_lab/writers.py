@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import enum
 import itertools
 import json
 import signal
@@ -39,6 +40,17 @@ ANSWER_TIMEOUT = 10.0
 RETRY_PAUSE = 0.02  # seconds between attempts while no address answers
 REDIS_KEY = "berth:acked:{run}"
 POSTGRES_TABLE = "berth_acked"
+
+
+class Database(enum.StrEnum):
+    """The databases berth's templates install, and these clients write to."""
+
+    REDIS = "redis"
+    POSTGRES = "postgres"
+
+    @property
+    def port(self) -> int:
+        return 6379 if self is Database.REDIS else 5432
 
 
 class Refused(Exception):
@@ -113,7 +125,10 @@ class PostgresInsert:
     """One committed INSERT per write (autocommit), the row's id being the write's n."""
 
     def __init__(self, address: str, port: int, run: str) -> None:
-        import pg8000.native  # type: ignore[import-untyped]  # only for PostgreSQL
+        import pg8000.exceptions  # type: ignore[import-untyped]  # only for PostgreSQL
+        import pg8000.native  # type: ignore[import-untyped]
+
+        self.database_error = pg8000.exceptions.DatabaseError
 
         self.db = pg8000.native.Connection(
             "postgres", host=address, port=port, database="postgres", timeout=ANSWER_TIMEOUT
@@ -125,13 +140,11 @@ class PostgresInsert:
         self.run = run
 
     def write(self, n: int) -> int:
-        import pg8000.exceptions  # type: ignore[import-untyped]
-
         try:
             self.db.run(
                 f"INSERT INTO {POSTGRES_TABLE} (run, id) VALUES (:run, :n)", run=self.run, n=n
             )
-        except pg8000.exceptions.DatabaseError as error:
+        except self.database_error as error:
             fields = error.args[0] if error.args and isinstance(error.args[0], dict) else {}
             # 08: connection exceptions; 57: shutting down, starting up, terminated.
             if str(fields.get("C", "")).startswith(("08", "57")):
@@ -211,14 +224,14 @@ def _note(outcome: Outcome, error: str, keep: int = 5) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m berth_lab.writers", description=__doc__)
-    parser.add_argument("kind", choices=["redis", "postgres"])
+    parser.add_argument("kind", type=Database, choices=list(Database))
     parser.add_argument("--address", action="append", required=True, help="tried in order")
     parser.add_argument("--port", type=int)
     parser.add_argument("--out", type=Path, required=True, help="the acknowledged writes")
     parser.add_argument("--seconds", type=float, default=3600.0)
     parser.add_argument("--run", default=uuid.uuid4().hex[:12], help="this run's name")
     args = parser.parse_args(argv)
-    port = args.port or (6379 if args.kind == "redis" else 5432)
+    port = args.port or args.kind.port
     stopping = False
 
     def on_term(_signum: int, _frame: FrameType | None) -> None:
@@ -227,14 +240,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     deadline = time.monotonic() + args.seconds
-    kind = RedisIncr if args.kind == "redis" else PostgresInsert
+    kind = RedisIncr if args.kind is Database.REDIS else PostgresInsert
     with args.out.open("a") as out:
         outcome = run_writer(
             lambda address: kind(address, port, args.run),
             args.address,
             out,
             lambda: stopping or time.monotonic() > deadline,
-            fresh_ids=args.kind == "postgres",
+            fresh_ids=args.kind is Database.POSTGRES,
         )
     json.dump({"run": args.run, **outcome.__dict__}, sys.stdout)
     print()

@@ -18,8 +18,8 @@ from berth_agent.client import AgentAPIError
 from berth_common import tokens
 from berth_lab import Lab
 from berth_lab.agents import agent_endpoint
+from berth_lab.scratch import remove_everywhere
 from faults.workload import fill_up
-from lab_repositories import remove_everywhere
 
 pytestmark = pytest.mark.transfer
 MiB = 2**20

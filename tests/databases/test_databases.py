@@ -21,9 +21,9 @@ from berth_lab.database_load import (
     server_identity,
 )
 from berth_lab.dbtools import DatabaseTools, remove_tools, unpack_tools
-from berth_lab.writers import POSTGRES_TABLE, longest_gap
+from berth_lab.scratch import remove_everywhere, three_hosts
+from berth_lab.writers import POSTGRES_TABLE, Database, longest_gap
 from berth_operator.migration.state import Mode
-from lab_repositories import remove_everywhere, three_hosts
 from migration.helpers import migrate
 
 pytestmark = pytest.mark.databases
@@ -46,10 +46,10 @@ def tools(dblab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Data
 
 @pytest.mark.parametrize(
     ("kind", "mode"),
-    [("redis", Mode.LIVE), ("postgres", Mode.LIVE), ("redis", Mode.COLD), ("postgres", Mode.COLD)],
+    [(kind, mode) for mode in (Mode.LIVE, Mode.COLD) for kind in Database],
 )
 def test_every_acknowledged_write_moves(
-    dblab: Lab, tools: DatabaseTools, tmp_path: Path, kind: str, mode: Mode
+    dblab: Lab, tools: DatabaseTools, tmp_path: Path, kind: Database, mode: Mode
 ) -> None:
     name = f"{kind[:5]}{uuid.uuid4().hex[:6]}"
     source, target = dblab.host("a").address, dblab.host("b").address
@@ -77,7 +77,7 @@ def test_every_acknowledged_write_moves(
         print("benchmark:\n" + "\n".join(result.benchmark_output.splitlines()[-25:]))
 
         assert missing_acks(tools, kind, target, result.run, result.acks) == []
-        if kind == "postgres":
+        if kind is Database.POSTGRES:
             rows = tools.psql(target, f"SELECT count(*) FROM {POSTGRES_TABLE} WHERE run = "
                               f"'{result.run}'")  # fmt: skip
             print(f"acknowledged {len(result.acks)}, rows found on the target {rows} "
@@ -86,7 +86,7 @@ def test_every_acknowledged_write_moves(
             assert after == before  # resumed: the same process, not a restart
         else:
             assert after != before
-        if kind == "postgres":
+        if kind is Database.POSTGRES:
             assert postgres_consistent(tools, target) == []
             assert "number of transactions actually processed" in result.benchmark_output
     finally:
@@ -108,7 +108,7 @@ def test_redis_keys_expire_on_time_after_a_live_move_to_a_host_of_another_uptime
         with dblab.agent("a") as a:
             guid = a.create(name, "2G", template="redis")["guid"]
             a.up(name, wait_answer=120)
-        prepare(tools, "redis", source)
+        prepare(tools, Database.REDIS, source)
         tools.redis(source, "SET", "long", "x", "EX", "600")
         set_at = time.time()
         tools.redis(source, "EVAL", "for i = 1, tonumber(ARGV[1]) do "

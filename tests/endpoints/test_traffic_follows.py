@@ -22,8 +22,8 @@ from berth_lab.cluster import LabCluster
 from berth_lab.dns import PORT as DNS_PORT
 from berth_lab.dns import KubectlEndpoints, LabDNS
 from berth_lab.kubeconfig import Kubectl
+from berth_lab.scratch import three_hosts
 from e2e.helpers import move, placement, until, wait_current
-from lab_repositories import three_hosts
 
 pytestmark = pytest.mark.endpoints
 NAME, PORT, HOSTNAME = "pulse-dns", 8095, "pulse.berth.lab"

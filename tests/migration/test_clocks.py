@@ -12,7 +12,7 @@ import pytest
 from berth_agent.apps import clocks
 from berth_agent.runtime.spec import RepositoryServices
 from berth_lab import Lab
-from lab_repositories import remove_everywhere
+from berth_lab.scratch import remove_everywhere
 from migration.helpers import migrate
 
 pytestmark = pytest.mark.migration

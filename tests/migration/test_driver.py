@@ -15,9 +15,9 @@ from berth_agent.client import AgentAPIError
 from berth_lab import Lab
 from berth_lab.agents import LabAgents
 from berth_lab.leftovers import checkpoint_copies
+from berth_lab.scratch import remove_everywhere
 from berth_operator.migration.driver import MigrationDriver
 from berth_operator.migration.state import MigrationState, Mode, Phase
-from lab_repositories import remove_everywhere
 from migration.helpers import migrate
 
 pytestmark = pytest.mark.migration

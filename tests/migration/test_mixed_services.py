@@ -13,7 +13,7 @@ from berth_agent.apps import pulse
 from berth_agent.runtime.images import BUSYBOX_IMAGE
 from berth_agent.runtime.spec import RepositoryServices, ServiceSpec
 from berth_lab import Lab
-from lab_repositories import remove_everywhere
+from berth_lab.scratch import remove_everywhere
 from migration.helpers import migrate
 
 pytestmark = pytest.mark.migration

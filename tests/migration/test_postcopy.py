@@ -22,9 +22,9 @@ from berth_lab import Lab
 from berth_lab.agents import LabAgents
 from berth_lab.leftovers import checkpoint_copies
 from berth_lab.plan import AGENT_PORT
+from berth_lab.scratch import remove_everywhere
 from berth_operator.migration.driver import MigrationDriver
 from berth_operator.migration.state import MigrationState, Phase
-from lab_repositories import remove_everywhere
 from migration.helpers import migrate, slowed
 
 pytestmark = pytest.mark.migration

@@ -1,5 +1,4 @@
-"""What lab tests share: a lab of three hosts, and repositories they create, taken away
-again afterwards."""
+"""Labs and repositories made for one test or benchmark, taken away again after it."""
 
 from __future__ import annotations
 
@@ -7,7 +6,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from berth_agent.client import AgentAPIError
-from berth_lab import Lab, plan_lab
+from berth_lab.lab import Lab
+from berth_lab.plan import plan_lab
 
 
 @contextmanager
