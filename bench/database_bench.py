@@ -48,6 +48,7 @@ from berth_lab.dbtools import DatabaseTools, unpack_tools
 from berth_lab.scratch import remove_everywhere, three_hosts
 from berth_lab.writers import Database, longest_gap
 from berth_operator.migration.driver import MigrationDriver
+from berth_operator.migration.listener import Unrecorded
 from berth_operator.migration.state import MigrationState, Mode
 from downtime_bench import RESULTS
 from report import ROOT, commit_label
@@ -73,7 +74,9 @@ def one_move(
             id=f"m-{uuid.uuid4().hex[:8]}", repository=name, guid=guid,
             source=f"host-{here}", target=f"host-{there}", mode=mode, memory="freeze",
         )  # fmt: skip
-        state = MigrationDriver(LabAgents(lab), lab.pki.client, answer_timeout=60).run(state)
+        state = MigrationDriver(
+            LabAgents(lab), lab.pki.client, Unrecorded(), answer_timeout=60
+        ).run(state)
         if state.result != "Succeeded" or state.frozen_at_epoch is None:
             raise RuntimeError(f"the move failed: {state.reason}")
         load.wait_acks(ACKS_AROUND, after=state.frozen_at_epoch)

@@ -1,16 +1,16 @@
-"""Reaching machines' agents, as their Machine resources describe them."""
+"""Reaching machines' agents, as their Machine resources describe them; `Shared`, one
+look at something that many callers need, taken once for all of them."""
 
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Generic, TypeVar, cast
 
 from berth_agent.client import AgentClient
 from berth_operator.config import OperatorConfig
-from berth_operator.kube import Kube
+from berth_operator.controller.cache import ObjectCache
 
 T = TypeVar("T")
 Clock = Callable[[], float]
@@ -66,38 +66,17 @@ class Shared(Generic[T]):
 
 
 class MachineAgents:
-    """Implements the migration driver's Agents: endpoint and client per machine.
+    """Implements the migration driver's Agents: each machine's endpoint and a client,
+    from its Machine as the cache holds it."""
 
-    Also what every placement's reconcile looks at, shared for
-    `inventory_cache_seconds` (`shared()`): the Machines, and each machine's repositories.
-    Each placement looks for its repository on every machine, so unshared, the agents
-    would be asked placements x machines times per poll.
-    """
-
-    def __init__(self, kube: Kube, config: OperatorConfig, clock: Clock = time.monotonic) -> None:
-        self.kube, self.config, self.clock = kube, config, clock
-        self._machines: dict[str, dict[str, Any]] = {}
-        self._machine_list = self.shared(self.refresh)
-        self._inventories: dict[str, Shared[list[dict[str, Any]]]] = {}
-        self._lock = threading.Lock()
-
-    def shared(self, fetch: Callable[[], T]) -> Shared[T]:
-        return Shared(fetch, self.config.inventory_cache_seconds, self.clock)
-
-    def refresh(self) -> dict[str, dict[str, Any]]:
-        self._machines = {m["metadata"]["name"]: m for m in self.kube.machines()}
-        return self._machines
-
-    def machines(self) -> dict[str, dict[str, Any]]:
-        """The Machines, as listed at most `inventory_cache_seconds` ago."""
-        return self._machine_list.get()
+    def __init__(self, machines: ObjectCache[str], config: OperatorConfig) -> None:
+        self.machines, self.config = machines, config
 
     def machine(self, name: str) -> dict[str, Any]:
-        if name not in self._machines:
-            self.refresh()
-        if name not in self._machines:
+        found = self.machines.get(name)
+        if found is None:
             raise KeyError(f"no Machine named {name!r}")
-        return self._machines[name]
+        return found
 
     def endpoint(self, machine: str) -> str:
         endpoint: str = self.machine(machine)["spec"]["endpoint"]
@@ -114,28 +93,7 @@ class MachineAgents:
             self.endpoint(machine), self._ca(machine), identity.cert, identity.key, timeout=timeout
         )
 
-    # --- inventories -------------------------------------------------------------------
-    def _inventory(self, machine: str) -> Shared[list[dict[str, Any]]]:
-        def ask() -> list[dict[str, Any]]:
-            with self.client(machine, timeout=15) as agent:
-                return agent.repositories()
-
-        with self._lock:
-            if machine not in self._inventories:
-                self._inventories[machine] = self.shared(ask)
-            return self._inventories[machine]
-
     def repositories(self, machine: str) -> list[dict[str, Any]]:
-        """The machine's repositories as its agent lists them, at most
-        `inventory_cache_seconds` old; raises what the client raises if it did not answer."""
-        return self._inventory(machine).get()
-
-    def machines_changed(self) -> None:
-        """A Machine was added, removed or its spec changed (cordoned, endpoint): the next
-        look lists them again, so no decision acts on a machine as it was."""
-        self._machine_list.invalidate()
-
-    def invalidate(self, *machines: str) -> None:
-        """berth changed what these machines hold: the next look asks their agents."""
-        for machine in machines:
-            self._inventory(machine).invalidate()
+        """Asks the machine's agent now (for the inventories)."""
+        with self.client(machine, timeout=15) as agent:
+            return agent.repositories()

@@ -36,9 +36,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     import kopf
     from prometheus_client import start_http_server
 
-    from berth_operator import handlers
+    from berth_operator import handlers  # noqa: F401  (registers the handlers)
+    from berth_operator.config import OperatorConfig
 
-    config = handlers.CONFIG
+    config = OperatorConfig.from_env()
     if config.metrics_port:
         start_http_server(config.metrics_port)
     # Always cluster-wide, so peering is one ClusterKopfPeering and cluster-scoped
@@ -50,6 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         peering_name=config.peering,
         standalone=False,
         liveness_endpoint=liveness,
+        memo=kopf.Memo(config=config),
     )
     return 0
 

@@ -8,25 +8,42 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from berth_common.pki import CertFiles
+from berth_operator.migration.retry import BACKOFF
 
 
 class OperatorConfig(BaseModel):
     namespaces: list[str] = Field(default_factory=list, description="empty: all namespaces")
     tls_dir: Path = Path("/etc/berth/operator-tls")  # ca.crt, tls.crt, tls.key
     cluster_max_migrations: int = 4
-    heartbeat_seconds: float = 10
+    heartbeat_seconds: float = Field(10, gt=0, description="how often each agent is asked")
+    heartbeat_renew_seconds: float = Field(
+        20,
+        gt=0,
+        description="a Machine's status is written when what its agent reports changes, "
+        "and at least this often (lastHeartbeat)",
+    )
     stale_heartbeat_seconds: float = 45
-    poll_seconds: float = 5
-    inventory_cache_seconds: float = Field(
-        5,
-        ge=0,
-        description="how long all placements share one look at the Machines, the migrations "
-        "in flight and each machine's repositories; 0: each reconcile looks for itself",
+    poll_seconds: float = Field(
+        5, gt=0, description="how soon a waiting placement (limits, machine not Ready) looks again"
+    )
+    workers: int = Field(
+        16,
+        ge=1,
+        description="placements reconciled at once; a migration's step holds one for its "
+        "length, so at least cluster_max_migrations + 4 are used",
+    )
+    resync_seconds: float = Field(
+        3600, gt=0, description="every placement is reconciled at least this often"
+    )
+    retry_backoff: tuple[float, ...] = Field(
+        BACKOFF,
+        min_length=1,
+        description="seconds before each retry of a failed migration; one entry per attempt",
     )
     peering: str = "berth"
     metrics_port: int = 9090
     max_workers: int = Field(
-        1024, ge=8, description="kopf's thread pool: one per placement, plus machines and room"
+        16, ge=4, description="kopf's thread pool, for its synchronous handlers (deletions)"
     )
     health_port: int = Field(8080, description="kopf liveness probe: GET /healthz; 0: off")
     peering_priority: int | None = Field(
@@ -55,8 +72,10 @@ class OperatorConfig(BaseModel):
             ("BERTH_TLS_DIR", "tls_dir"),
             ("BERTH_CLUSTER_MAX_MIGRATIONS", "cluster_max_migrations"),
             ("BERTH_HEARTBEAT_SECONDS", "heartbeat_seconds"),
+            ("BERTH_HEARTBEAT_RENEW_SECONDS", "heartbeat_renew_seconds"),
             ("BERTH_POLL_SECONDS", "poll_seconds"),
-            ("BERTH_INVENTORY_CACHE_SECONDS", "inventory_cache_seconds"),
+            ("BERTH_WORKERS", "workers"),
+            ("BERTH_RESYNC_SECONDS", "resync_seconds"),
             ("BERTH_PEERING", "peering"),
             ("BERTH_METRICS_PORT", "metrics_port"),
             ("BERTH_MAX_WORKERS", "max_workers"),
@@ -66,4 +85,10 @@ class OperatorConfig(BaseModel):
         ):
             if env.get(key):
                 values[field] = env[key]
+        if env.get("BERTH_RETRY_BACKOFF"):  # e.g. 1,2,4 (tests)
+            values["retry_backoff"] = tuple(env["BERTH_RETRY_BACKOFF"].split(","))
         return cls.model_validate(values)
+
+    @property
+    def worker_count(self) -> int:
+        return max(self.workers, self.cluster_max_migrations + 4)

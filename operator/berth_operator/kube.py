@@ -46,15 +46,36 @@ class Kube:
         )
         return cast(list[dict[str, Any]], listed["items"])
 
-    def patch_placement_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        self.custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, namespace, PLACEMENTS, name, {"status": status}
-        )
+    def patch_placement_status(
+        self, namespace: str, name: str, status: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """Merge-patch status (null removes a field); the object as written, or None if
+        the placement is gone."""
+        try:
+            return cast(
+                dict[str, Any],
+                self.custom.patch_namespaced_custom_object_status(
+                    GROUP, VERSION, namespace, PLACEMENTS, name, {"status": status}
+                ),
+            )
+        except client.ApiException as err:
+            if err.status == 404:
+                return None
+            raise
 
-    def patch_machine_status(self, name: str, status: dict[str, Any]) -> None:
-        self.custom.patch_cluster_custom_object_status(
-            GROUP, VERSION, MACHINES, name, {"status": status}
-        )
+    def patch_machine_status(self, name: str, status: dict[str, Any]) -> dict[str, Any] | None:
+        """The Machine as written, or None if it is gone."""
+        try:
+            return cast(
+                dict[str, Any],
+                self.custom.patch_cluster_custom_object_status(
+                    GROUP, VERSION, MACHINES, name, {"status": status}
+                ),
+            )
+        except client.ApiException as err:
+            if err.status == 404:
+                return None
+            raise
 
     def apply_dns_endpoint(self, body: dict[str, Any]) -> None:
         """Create the external-dns DNSEndpoint, or replace its records and owner."""
@@ -72,6 +93,24 @@ class Kube:
                 {"metadata": {"labels": meta["labels"], "ownerReferences": meta["ownerReferences"]},
                  "spec": body["spec"]},
             )  # fmt: skip
+
+    def dns_endpoint_names(self) -> set[tuple[str, str]] | None:
+        """(namespace, name) of every DNSEndpoint in the cluster; none where the kind is
+        not installed; None if the operator may not list them (berth's chart grants get,
+        not list: each placement's own is looked up then)."""
+        group, version = DNS_API_VERSION.split("/")
+        try:
+            listed = cast(
+                dict[str, Any],
+                self.custom.list_cluster_custom_object(group, version, DNS_ENDPOINTS),
+            )
+        except client.ApiException as err:
+            if err.status == 404:
+                return set()
+            if err.status == 403:
+                return None
+            raise
+        return {(i["metadata"]["namespace"], i["metadata"]["name"]) for i in listed["items"]}
 
     def delete_dns_endpoint(self, namespace: str, name: str, owner_uid: str) -> bool:
         """Delete the DNSEndpoint named like a placement if that placement owns it (one of

@@ -10,7 +10,8 @@ from contextlib import contextmanager
 
 from berth_lab import Lab
 from berth_lab.agents import LabAgents
-from berth_operator.migration.driver import Listener, MigrationDriver
+from berth_operator.migration.driver import MigrationDriver
+from berth_operator.migration.listener import MigrationListener, Unrecorded
 from berth_operator.migration.state import MigrationState, Mode
 
 
@@ -21,7 +22,7 @@ def migrate(
     mode: Mode = Mode.LIVE,
     *,
     memory: str = "freeze",
-    on_event: Listener | None = None,
+    listener: MigrationListener | None = None,
 ) -> MigrationState:
     """Move the repository from host-a to host-b with the driver, to its end."""
     state = MigrationState(
@@ -33,7 +34,9 @@ def migrate(
         mode=mode,
         memory=memory,
     )
-    driver = MigrationDriver(LabAgents(lab), lab.pki.client, on_event=on_event, answer_timeout=30)
+    driver = MigrationDriver(
+        LabAgents(lab), lab.pki.client, listener or Unrecorded(), answer_timeout=30
+    )
     return driver.run(state)
 
 

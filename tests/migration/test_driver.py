@@ -17,6 +17,7 @@ from berth_lab.agents import LabAgents
 from berth_lab.leftovers import checkpoint_copies
 from berth_lab.scratch import remove_everywhere
 from berth_operator.migration.driver import MigrationDriver
+from berth_operator.migration.listener import Unrecorded
 from berth_operator.migration.state import MigrationState, Mode, Phase
 from migration.helpers import migrate
 
@@ -118,7 +119,7 @@ def test_failure_before_the_freeze_leaves_the_source_untouched(
     state = MigrationState(
         id=f"m-{uuid.uuid4().hex[:8]}", repository=name, guid=guid, source="host-a", target="host-a"
     )
-    state = MigrationDriver(LabAgents(lab), lab.pki.client).run(state)
+    state = MigrationDriver(LabAgents(lab), lab.pki.client, Unrecorded()).run(state)
     assert state.result == "Failed" and "both host-a" in (state.reason or "")
     with lab.agent("a") as a:
         assert a.status(name)["containers"][0]["state"] == "running"
@@ -135,7 +136,7 @@ def test_a_move_failing_after_a_bulk_round_leaves_the_received_copy_stale(
     state = MigrationState(
         id=f"m-{uuid.uuid4().hex[:8]}", repository=name, guid="", source="host-a", target="host-b"
     )
-    driver = MigrationDriver(LabAgents(lab), lab.pki.client)
+    driver = MigrationDriver(LabAgents(lab), lab.pki.client, Unrecorded())
     while not state.bulk_rounds:  # Preparing, then the first bulk round
         state = driver.advance(state)
     with lab.agent("b") as b:

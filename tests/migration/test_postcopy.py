@@ -24,6 +24,7 @@ from berth_lab.leftovers import checkpoint_copies
 from berth_lab.plan import AGENT_PORT
 from berth_lab.scratch import remove_everywhere
 from berth_operator.migration.driver import MigrationDriver
+from berth_operator.migration.listener import Unrecorded
 from berth_operator.migration.state import MigrationState, Phase
 from migration.helpers import migrate, slowed
 
@@ -112,17 +113,17 @@ def test_a_page_fetch_killed_part_way_brings_the_app_back_on_the_source(
     name, guid = app
     killed: list[int] = []
 
-    def kill_fetch(_state: MigrationState, event: dict[str, Any]) -> None:
-        if event.get("event") == "answered":
+    class KillFetch(Unrecorded):
+        def answered(self, state: MigrationState) -> None:
             time.sleep(1)
             for shell in fetch_pids(lab, "b", guid):
                 children = Path(f"/proc/{shell}/task/{shell}/children").read_text().split()
-                for criu in map(int, children):  # the fetch, not the shell that records it
+                for criu in map(int, children):  # the fetch, not the shell recording it
                     os.kill(criu, signal.SIGKILL)
                     killed.append(criu)
 
     with slowed(lab, "a", "40mbit"):
-        state = migrate(lab, name, guid, memory="postcopy", on_event=kill_fetch)
+        state = migrate(lab, name, guid, memory="postcopy", listener=KillFetch())
     assert killed, "no page fetch ran on the target"
     assert state.result == "RolledBack" and state.phase == Phase.ROLLED_BACK, state.reason
     assert state.reason and state.reason.startswith("PostCopy"), state.reason
@@ -149,13 +150,13 @@ def test_a_link_cut_silently_during_post_copy_brings_the_app_back_on_the_source(
     drop = ["iptables", "-I", "OUTPUT", "-d", lab.host("b").address, "-p", "tcp",
             "!", "--sport", str(AGENT_PORT), "-j", "DROP"]  # fmt: skip
 
-    def cut_link(_state: MigrationState, event: dict[str, Any]) -> None:
-        if event.get("event") == "answered":
+    class CutLink(Unrecorded):
+        def answered(self, state: MigrationState) -> None:
             subprocess.run([*lab.host("a").nsenter(), *drop], check=True)
 
     try:
         with slowed(lab, "a", "40mbit"):
-            state = migrate(lab, name, guid, memory="postcopy", on_event=cut_link)
+            state = migrate(lab, name, guid, memory="postcopy", listener=CutLink())
     finally:
         subprocess.run([*lab.host("a").nsenter(), *[a if a != "-I" else "-D" for a in drop]],
                        check=False)  # fmt: skip
@@ -179,17 +180,18 @@ def test_the_target_agent_killed_during_post_copy_does_not_stop_it(
     name, guid = app
     persisted: list[MigrationState] = []
 
-    def kill_agent(state: MigrationState, event: dict[str, Any]) -> None:
-        if event.get("event") == "phase" and event.get("to") == Phase.POST_COPY.value:
-            persisted.append(state.model_copy(deep=True))
-            lab.stop_agent(lab.host("b"))
+    class KillAgent(Unrecorded):
+        def phase_changed(self, state: MigrationState, before: Phase) -> None:
+            if state.phase == Phase.POST_COPY:
+                persisted.append(state.model_copy(deep=True))
+                lab.stop_agent(lab.host("b"))
 
     with slowed(lab, "a", "200mbit"):
         with pytest.raises(httpx.TransportError):
-            migrate(lab, name, guid, memory="postcopy", on_event=kill_agent)
+            migrate(lab, name, guid, memory="postcopy", listener=KillAgent())
         time.sleep(2)
         lab.start_agent(lab.host("b"))
-        driver = MigrationDriver(LabAgents(lab), lab.pki.client, answer_timeout=30)
+        driver = MigrationDriver(LabAgents(lab), lab.pki.client, Unrecorded(), answer_timeout=30)
         state = driver.run(persisted[-1])  # as a restarted operator goes on from status
     assert state.result == "Succeeded", state.reason
     before = len(memory.events(memory_lines(lab, "b", name)))

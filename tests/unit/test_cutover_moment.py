@@ -13,6 +13,7 @@ from berth_agent.checkpoint.freeze import grace_seconds
 from berth_agent.client import AgentClient
 from berth_common.pki import CertFiles, create_ca
 from berth_operator.migration.driver import MigrationDriver, rest_of_downtime
+from berth_operator.migration.listener import Unrecorded
 from berth_operator.migration.state import MigrationState, Mode, Phase, timestamp
 from berth_operator.placement.status import last_migration
 
@@ -90,7 +91,7 @@ def test_cutover_at_is_the_freeze_request_and_the_downtime_runs_to_the_answer(
         id="m1", repository="pulse", guid="g", source="host-a", target="host-b",
         phase=Phase.CUTOVER, bulk_rounds=[10],
     )  # fmt: skip
-    driver = MigrationDriver(agents, signer, clock=clock)
+    driver = MigrationDriver(agents, signer, Unrecorded(), clock=clock)
 
     done = driver.advance(state)  # Cutover, then Verifying at once
 
@@ -117,7 +118,7 @@ def test_a_replayed_cutover_keeps_the_first_freeze_moment(signer: CertFiles) -> 
         cutover_at=timestamp(FREEZE_REQUESTED),
     )  # fmt: skip
 
-    done = MigrationDriver(agents, signer, clock=clock).advance(state)
+    done = MigrationDriver(agents, signer, Unrecorded(), clock=clock).advance(state)
 
     assert done.cutover_at == timestamp(FREEZE_REQUESTED)
     assert done.downtime_seconds == 60 + 2 * HANDSHAKE + FREEZE + PUSH + UP
@@ -158,7 +159,7 @@ def test_a_cold_move_passes_the_grace_period_and_reports_who_was_killed(
         phase=Phase.CUTOVER, bulk_rounds=[10], mode=Mode.COLD, stop_grace=3,
     )  # fmt: skip
 
-    done = MigrationDriver(agents, signer, clock=clock).advance(state)
+    done = MigrationDriver(agents, signer, Unrecorded(), clock=clock).advance(state)
 
     assert StubbornFakeAgent.asked["stop_grace"] == 3 and not StubbornFakeAgent.asked["checkpoint"]
     record = last_migration(done)

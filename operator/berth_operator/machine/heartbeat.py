@@ -1,16 +1,32 @@
-"""A Machine's status from its agent's answers: build it (pure), then write it."""
+"""Each Machine's heartbeat: ask its agent, record what it holds, write status only when
+what it reports changed (or its last heartbeat is getting old).
+
+The heartbeats are the operator's only periodic work. A beat that finds a repository
+changed on its machine (stopped, started, moved away) reports the names, so exactly the
+placements concerned are reconciled.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import httpx
 
 from berth_agent.client import AgentAPIError
 from berth_operator.agents import MachineAgents
+from berth_operator.config import OperatorConfig
+from berth_operator.controller.cache import ObjectCache
 from berth_operator.kube import Kube
+from berth_operator.machine.inventory import Inventories
 from berth_operator.placement.conditions import set_condition
+
+log = logging.getLogger("berth.operator.machine")
 
 
 def _now() -> str:
@@ -45,6 +61,7 @@ def build_machine_status(
             now,
         )
     else:
+        status["lastHeartbeat"] = previous.get("lastHeartbeat")
         conditions = set_condition(
             conditions, "Ready", False, "AgentUnreachable", error or "no answer", generation, now
         )
@@ -52,37 +69,125 @@ def build_machine_status(
     return status
 
 
+FREE_SPACE_STEP = 64 * 2**20  # a change of free space smaller than this is not news
+
+
+def worth_writing(previous: dict[str, Any], status: dict[str, Any], renew_seconds: float) -> bool:
+    """Write when what the agent reports changed, or when the last written heartbeat is
+    `renew_seconds` old (readers count a Machine without a recent one as not Ready). The
+    write is a merge patch: what `status` leaves out stays as it was."""
+
+    def news(s: dict[str, Any]) -> dict[str, Any]:
+        free = s.get("freeBytes")
+        step = None if free is None else int(free) // FREE_SPACE_STEP
+        return {k: v for k, v in s.items() if k != "lastHeartbeat"} | {"freeBytes": step}
+
+    if news(previous) != news({**previous, **status}):
+        return True
+    return heartbeat_age(previous, status.get("lastHeartbeat")) >= renew_seconds
+
+
+def heartbeat_age(status: dict[str, Any], now: str | None = None) -> float:
+    """Seconds since status's lastHeartbeat (at `now`, an RFC 3339 time; default: now);
+    infinite without one."""
+    beat = status.get("lastHeartbeat")
+    if not beat:
+        return float("inf")
+    at = dt.datetime.fromisoformat(now.replace("Z", "+00:00")) if now else dt.datetime.now(dt.UTC)
+    return (at - dt.datetime.fromisoformat(beat.replace("Z", "+00:00"))).total_seconds()
+
+
 def is_ready(machine: dict[str, Any]) -> bool:
     conditions = machine.get("status", {}).get("conditions", [])
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
 
-def beat(kube: Kube, agents: MachineAgents, machine: dict[str, Any]) -> dict[str, Any]:
-    name = machine["metadata"]["name"]
-    health: dict[str, Any] | None = None
-    repositories: list[str] = []
-    error: str | None = None
-    try:
-        agents.refresh()
-        with agents.client(name, timeout=10) as agent:
-            health = agent.healthz()
-            repositories = [r["name"] for r in agent.repositories()]
+class Heartbeats:
+    """Beats every Machine in the cache each `heartbeat_seconds`, a few at a time; a
+    machine whose last beat is still waiting for its agent is skipped, not queued."""
+
+    def __init__(
+        self,
+        kube: Kube,
+        machines: ObjectCache[str],
+        agents: MachineAgents,
+        inventories: Inventories,
+        on_changed: Callable[[str, set[str]], None],
+        config: OperatorConfig,
+    ) -> None:
+        self.kube, self.machines, self.agents = kube, machines, agents
+        self.inventories, self.on_changed, self.config = inventories, on_changed, config
+        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="heartbeat")
+        self._running: dict[str, Future[None]] = {}
+        # Machines a watch has delivered: a replica that stands by (kopf's peering pauses
+        # its watches) beats none.
+        self._watched: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="heartbeats", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def watched(self, name: str) -> None:
+        self._watched.add(name)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            started = time.monotonic()
+            for name in self.machines.key_list():
+                if name not in self._watched:
+                    continue
+                running = self._running.get(name)
+                if running is None or running.done():
+                    self._running[name] = self._pool.submit(self._beat_logged, name)
+            self._stop.wait(max(0.0, self.config.heartbeat_seconds - (time.monotonic() - started)))
+
+    def _beat_logged(self, name: str) -> None:
+        try:
+            self.beat(name)
+        except Exception:
+            log.exception("heartbeat failed", extra={"machine": name})
+
+    def beat(self, name: str) -> dict[str, Any] | None:
+        """One beat of one machine: the status written, or None if nothing was."""
+        machine = self.machines.get(name)
+        if machine is None:
+            return None
+        health: dict[str, Any] | None = None
+        listing: list[dict[str, Any]] | None = None
+        error: str | None = None
+        try:
+            with self.agents.client(name, timeout=10) as agent:
+                health = agent.healthz()
+                listing = agent.repositories()
             claimed = health.get("machine")
             if claimed and claimed != name:
                 error = (
                     f"the agent at {machine['spec']['endpoint']} says it is {claimed!r}, "
                     f"not {name!r}"
                 )
-                health = None
-    except (httpx.HTTPError, AgentAPIError, OSError) as err:
-        error = f"{type(err).__name__}: {err}"
-    status = build_machine_status(
-        machine.get("status", {}),
-        machine["metadata"].get("generation"),
-        health,
-        repositories,
-        error,
-        _now(),
-    )
-    kube.patch_machine_status(name, status)
-    return status
+                health, listing = None, None
+        except (httpx.HTTPError, AgentAPIError, OSError) as err:
+            error = f"{type(err).__name__}: {err}"
+        changed = self.inventories.record(name, listing, error)
+        if changed:
+            self.on_changed(name, changed)
+        previous = machine.get("status") or {}
+        status = build_machine_status(
+            previous,
+            machine["metadata"].get("generation"),
+            health,
+            [r["name"] for r in listing or []],
+            error,
+            _now(),
+        )
+        if not worth_writing(previous, status, self.config.heartbeat_renew_seconds):
+            return None
+        written = self.kube.patch_machine_status(name, status)
+        if written is not None:
+            self.machines.store(written)
+        return status

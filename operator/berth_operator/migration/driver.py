@@ -26,6 +26,7 @@ from berth_common import tokens
 from berth_common.crash import CrashPoints
 from berth_common.pki import CertFiles
 from berth_common.units import human_bytes
+from berth_operator.migration.listener import MigrationListener, TransferProgress
 from berth_operator.migration.rounds import should_cut_over
 from berth_operator.migration.state import (
     FROZEN,
@@ -57,7 +58,6 @@ SPACE_MARGIN = 1.2
 # Forgetting an ended migration's transfer is tidying with each agent's sweeper behind it:
 # a partitioned machine must not hold the step (and the status it ends with) for minutes.
 FORGET_TIMEOUT = 5.0
-Listener = Callable[[MigrationState, dict[str, Any]], None]
 # Post-copy: how often the target is asked whether every page has arrived, and how long
 # one step waits for it before handing back (so status shows the phase meanwhile).
 POSTCOPY_POLL = 0.1
@@ -70,8 +70,8 @@ class MigrationDriver:
         self,
         agents: Agents,
         signer: CertFiles,
+        listener: MigrationListener,
         *,
-        on_event: Listener | None = None,
         bandwidth: float | None = None,
         compress: bool = False,
         answer_timeout: float = 60,
@@ -82,7 +82,7 @@ class MigrationDriver:
         # Wall clock (seconds since the epoch): the freeze's moment survives a restart.
         self.clock = clock
         self.crash = crash or CrashPoints(None)
-        self.on_event = on_event or (lambda _s, _e: None)
+        self.listener = listener
         self.bandwidth, self.compress, self.answer_timeout = bandwidth, compress, answer_timeout
         self._open: dict[str, AgentClient] = {}
 
@@ -127,10 +127,13 @@ class MigrationDriver:
             state.phase_seconds.get(phase.value, 0) + time.monotonic() - started
         )
         if state.phase != phase:
-            persisting = time.monotonic()
-            self.on_event(state, {"event": "phase", "from": phase.value, "to": state.phase.value})
-            if state.phase == Phase.VERIFYING:  # written while frozen: part of the downtime
+            if state.phase == Phase.VERIFYING:
+                # Before the target is told to run it: a restarted operator must know that
+                # it may be running there. Written while frozen: part of the downtime.
+                persisting = time.monotonic()
+                self.listener.persist(state)
                 state.step_seconds["operator.persist"] = round(time.monotonic() - persisting, 4)
+            self.listener.phase_changed(state, phase)
 
     # --- phases ----------------------------------------------------------------------
     def _do(self, state: MigrationState) -> None:
@@ -196,22 +199,18 @@ class MigrationDriver:
                 bandwidth=self.bandwidth,
             ):
                 if event["event"] == "progress":
-                    self.on_event(state, {**event, "label": label})
+                    self.listener.progress(state, TransferProgress.from_agent(label, event))
                 else:
                     result = event
         sent = int(result["bytes_sent"])
         if label == "final":
             _steps(state, "final", result["durations"])
-        self.on_event(
-            state,
-            {
-                "event": "pushed",
-                "label": label,
-                "mode": result["mode"],
-                "bytes": sent,
-                "seconds": sum(result["durations"].values()),
-            },
-        )
+        log.info(
+            "transfer pushed",
+            extra={"migration": state.id, "repository": state.repository, "transfer": label,
+                   "mode": result["mode"], "bytes": sent,
+                   "seconds": round(sum(result["durations"].values()), 3)},
+        )  # fmt: skip
         return sent
 
     def _cutover(self, state: MigrationState) -> None:
@@ -219,7 +218,7 @@ class MigrationDriver:
         if first:
             self._mark_freeze(state)
             # Persisted before the freeze, so a restarted operator measures from here.
-            self.on_event(state, {"event": "freezing"})
+            self.listener.persist(state)
         # TLS handshakes before the freeze, not after: the connections are opened now, while
         # the application still runs, and reused for the freeze and the revival.
         with self._agent(state.source) as source:
@@ -255,14 +254,6 @@ class MigrationDriver:
             v for k, v in frozen["durations"].items() if k.startswith("checkpoint:")
         )
         _steps(state, "freeze", frozen["durations"])
-        self.on_event(
-            state,
-            {
-                "event": "frozen",
-                "checkpointed": frozen["checkpointed"],
-                "stopped": frozen["stopped"],
-            },
-        )
         state.delta_bytes = self._push(state, "final")
 
     def _mark_freeze(self, state: MigrationState) -> None:
@@ -283,7 +274,7 @@ class MigrationDriver:
         state.step_seconds["operator.other"] = rest_of_downtime(
             state.downtime_seconds, state.step_seconds
         )
-        self.on_event(state, {"event": "answered", "downtime": state.downtime_seconds})
+        self.listener.answered(state)
 
     def _memory_arrived(self, state: MigrationState) -> bool:
         """Wait (up to POSTCOPY_STEP seconds) for the target's page fetches to end. The
@@ -313,7 +304,6 @@ class MigrationDriver:
                 state.postcopy_seconds = round(self.clock() - state.answered_at_epoch, 3)
                 state.postcopy_pages = sum(s.pages or 0 for s in statuses)
                 state.postcopy_faulted_pages = sum(s.faulted_pages or 0 for s in statuses)
-                self.on_event(state, {"event": "memory-arrived", "seconds": state.postcopy_seconds})
                 return True
             if time.monotonic() > deadline:
                 return False

@@ -1,5 +1,9 @@
 """What a RepositoryPlacement needs next, from what is observed (pure).
 
+Every decision about a placement is made here, from frozen observations: in-flight
+migrations, retries after a failure and waits included. The controller only carries out
+the action.
+
 A migration in flight always runs to its end, even if spec.machine changes meanwhile:
 the new machine is queued and the next decision moves the repository again. Stopping a
 migration midway would cost a rollback and save nothing once the freeze has happened.
@@ -8,6 +12,8 @@ migration midway would cost a rollback and save nothing once the freeze has happ
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from berth_operator.migration.retry import RetryView
 
 
 @dataclass(frozen=True)
@@ -41,6 +47,7 @@ class Observed:
     # answer): a copy there is unknown, so its absence proves nothing.
     unobserved: tuple[str, ...] = ()
     ever_placed: bool = False  # berth has run it before (status names a machine)
+    retry: RetryView | None = None  # migrations of this generation that failed
 
 
 # Actions ---------------------------------------------------------------------------------
@@ -78,7 +85,10 @@ class Settled(Action):
 
 @dataclass(frozen=True)
 class Wait(Action):
-    """Retry later: a transient condition (machine not ready, limits reached)."""
+    """Look again later: a transient condition (machine not ready, limits reached, a
+    failed migration's back-off). retry_after: seconds; None: the controller's poll."""
+
+    retry_after: float | None = None
 
 
 @dataclass(frozen=True)
@@ -129,6 +139,18 @@ def decide(obs: Observed) -> Action:
         if not copy.running:
             return Start("Starting", f"starting the repository on {copy.machine}", copy.machine)
         return Settled("Placed", f"running on {copy.machine}", copy.machine)
+    if obs.retry is not None and obs.retry.exhausted:
+        return Stall(
+            "MigrationFailed",
+            f"{obs.retry.limit} migrations to {obs.desired} failed; last: {obs.retry.reason}",
+        )
+    if obs.retry is not None and obs.retry.wait_seconds > 0:
+        return Wait(
+            "BackingOff",
+            f"attempt {obs.retry.attempts} of {obs.retry.limit} failed ({obs.retry.reason}); "
+            f"the next starts in {obs.retry.wait_seconds:.0f}s",
+            retry_after=obs.retry.wait_seconds,
+        )
     if target.cordoned:
         return Stall("TargetCordoned", f"machine {obs.desired} is cordoned")
     if not target.ready:

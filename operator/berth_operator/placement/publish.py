@@ -10,13 +10,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import httpx
 from kubernetes import client
 
-from berth_agent.client import AgentAPIError
 from berth_api.v1alpha1 import RepositoryPlacementSpec
+from berth_api.v1alpha1.placement_types import ServiceEndpoint
 from berth_operator.agents import MachineAgents
 from berth_operator.kube import Kube
+from berth_operator.machine.inventory import Inventories, InventoryUnavailable
 from berth_operator.placement.endpoints import (
     build_dns_endpoint,
     build_endpoints,
@@ -31,44 +31,47 @@ class PublishError(RuntimeError):
 
 
 class EndpointPublisher:
-    def __init__(self, kube: Kube, agents: MachineAgents) -> None:
-        self.kube, self.agents = kube, agents
+    def __init__(self, kube: Kube, agents: MachineAgents, inventories: Inventories) -> None:
+        self.kube, self.agents, self.inventories = kube, agents, inventories
         # What each placement's DNSEndpoint was last written with (by uid): written again
         # only when that changes, or once after the operator starts.
         self._written: dict[str, tuple[str, tuple[str, ...], int]] = {}
         # Placements without spec.dns whose DNSEndpoint was looked for (and deleted) since
         # the operator started: looked for once each, not on every settled look.
         self._retired: set[str] = set()
+        # The DNSEndpoints that existed when the operator started, listed once at the
+        # first retirement: a placement without one has nothing to remove. (None: not
+        # allowed to list them; each placement's is looked up.)
+        self._existing: set[tuple[str, str]] | None = None
+        self._listed = False
 
     def publish(
-        self,
-        obj: dict[str, Any],
-        spec: RepositoryPlacementSpec,
-        status: dict[str, Any],
-        machine: str,
-    ) -> None:
-        """Set status["endpoints"] from machine's agent, and point the DNS names there
-        unless spec.dns is skipped; without spec.dns, remove the records this placement
-        wrote before. An agent that does not answer leaves the endpoints as they were; a
-        DNS write that fails raises PublishError."""
+        self, obj: dict[str, Any], spec: RepositoryPlacementSpec, machine: str
+    ) -> list[ServiceEndpoint] | None:
+        """Where the repository's services answer on machine (None if its agent's last
+        listing is unknown), after pointing the DNS names there unless spec.dns is skipped;
+        without spec.dns, the records this placement wrote before are removed. A DNS write
+        that fails raises PublishError."""
         address = machine_address(self.agents.machine(machine))
+        endpoints = None
         try:
-            found = [r for r in self.agents.repositories(machine) if r["name"] == spec.repository]
-        except (httpx.HTTPError, AgentAPIError, OSError) as err:
+            found = [r for r in self.inventories.get(machine) if r["name"] == spec.repository]
+        except InventoryUnavailable as err:
             log.warning("endpoints not refreshed", extra={"machine": machine, "error": str(err)})
         else:
             if found:
-                status["endpoints"] = build_endpoints(machine, address, found[0])
+                built = build_endpoints(machine, address, found[0])
+                endpoints = [ServiceEndpoint.model_validate(e) for e in built]
         uid = obj["metadata"]["uid"]
         if spec.dns is None:
             self._retire(obj)
-            return
+            return endpoints
         self._retired.discard(uid)
         if spec.dns.skip:
-            return
+            return endpoints
         wanted = (address, tuple(spec.dns.hostnames), spec.dns.ttl)
         if self._written.get(uid) == wanted:
-            return
+            return endpoints
         try:
             self.kube.apply_dns_endpoint(build_dns_endpoint(obj, spec.dns, address))
         except client.ApiException as err:
@@ -77,12 +80,15 @@ class EndpointPublisher:
                 f"{err.status} {err.reason} (is external-dns's DNSEndpoint CRD installed?)"
             ) from None
         self._written[uid] = wanted
+        if self._existing is not None:
+            self._existing.add((obj["metadata"]["namespace"], obj["metadata"]["name"]))
         names = ", ".join(spec.dns.hostnames)
         self.kube.event(obj, "DNSUpdated", f"{names} -> {address} ({machine})")
         log.info(
             "dns records switched",
             extra={"placement": obj["metadata"]["name"], "address": address, "machine": machine},
         )
+        return endpoints
 
     def _retire(self, obj: dict[str, Any]) -> None:
         """spec.dns was removed (or never set): its names must not keep pointing at a
@@ -91,6 +97,11 @@ class EndpointPublisher:
         if meta["uid"] in self._retired:
             return
         try:  # a cluster without the DNSEndpoint kind answers 404: nothing to remove
+            if not self._listed:
+                self._existing, self._listed = self.kube.dns_endpoint_names(), True
+            if self._existing is not None and (meta["namespace"], meta["name"]) not in self._existing:
+                self._retired.add(meta["uid"])
+                return
             deleted = self.kube.delete_dns_endpoint(meta["namespace"], meta["name"], meta["uid"])
         except client.ApiException as err:
             raise PublishError(

@@ -1,4 +1,5 @@
-"""Status pieces built from a migration (pure)."""
+"""A placement's status, built (pure): from a migration, from a verdict, and the patch
+that writes only what changed."""
 
 from __future__ import annotations
 
@@ -6,7 +7,10 @@ import re
 from typing import Any
 
 from berth_api.v1alpha1 import LastMigration
+from berth_api.v1alpha1.common import Condition
+from berth_api.v1alpha1.placement_types import RepositoryPlacementStatus
 from berth_operator.migration.state import MigrationState
+from berth_operator.placement.conditions import Verdict, build_conditions
 
 
 def last_migration(state: MigrationState) -> dict[str, Any]:
@@ -49,3 +53,44 @@ def parse_seconds(text: str | None) -> float | None:
         return None
     value = float(match.group(1))
     return {"ms": value / 1000, "s": value, "m": value * 60}[match.group(2)]
+
+
+def build_status(
+    previous: RepositoryPlacementStatus,
+    generation: int,
+    verdict: Verdict,
+    now: str,
+    *,
+    phase: str | None = None,
+    **changes: Any,
+) -> RepositoryPlacementStatus:
+    """The status a reconcile ends with: `previous` with `changes` (fields of
+    RepositoryPlacementStatus), the conditions from `verdict` for `generation`, and the
+    phase (default: the verdict's reason). Conditions keep their transition times while
+    their status holds, so an unchanged verdict builds an unchanged status."""
+    conditions = build_conditions([c.wire() for c in previous.conditions], verdict, generation, now)
+    return previous.model_copy(
+        update={
+            **changes,
+            "observed_generation": generation,
+            "conditions": [Condition.model_validate(c) for c in conditions],
+            "phase": phase or verdict.reason,
+        }
+    )
+
+
+def merge_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """The JSON merge patch (RFC 7386) that turns `old` into `new`: changed and added
+    keys, removed ones as null, dicts recursively; empty when they are equal."""
+    patch: dict[str, Any] = {}
+    for key in old.keys() - new.keys():
+        patch[key] = None
+    for key, value in new.items():
+        before = old.get(key)
+        if isinstance(value, dict) and isinstance(before, dict):
+            inner = merge_patch(before, value)
+            if inner:
+                patch[key] = inner
+        elif key not in old or before != value:
+            patch[key] = value
+    return patch

@@ -1,0 +1,310 @@
+"""Reconciling one RepositoryPlacement: observe, decide, carry out one action, write the
+status once (and only if it changed).
+
+Called by the workers for a key whenever something about the placement changed: its
+own object, its Machine, what the agents report of its repository, the end of a step of
+its migration. A settled placement is not looked at again until one of those changes.
+Each call does at most one phase of a migration and persists it in status before
+returning, so an operator killed at any point resumes (or rolls back) the migration.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from berth_agent.client import AgentAPIError
+from berth_api.v1alpha1 import RepositoryPlacement, RepositoryPlacementSpec
+from berth_operator.agents import MachineAgents
+from berth_operator.config import OperatorConfig
+from berth_operator.controller.cache import ObjectCache
+from berth_operator.controller.workers import DONE, Result
+from berth_operator.kube import Kube
+from berth_operator.machine.inventory import Inventories, InventoryUnavailable
+from berth_operator.migration import lifecycle
+from berth_operator.migration.listener import TransferProgress
+from berth_operator.migration.retry import retry_view
+from berth_operator.migration.runner import MigrationRunner, migrating_changes
+from berth_operator.migration.state import TERMINAL, MigrationState, Phase, now, timestamp
+from berth_operator.placement import decide as d
+from berth_operator.placement.conditions import Verdict, already_stalled
+from berth_operator.placement.observe import machine_view, observe
+from berth_operator.placement.publish import EndpointPublisher, PublishError
+from berth_operator.placement.status import build_status
+from berth_operator.placement.status_writer import PlacementKey, StatusWriter
+
+log = logging.getLogger("berth.operator.placement")
+IN_FLIGHT = "*"  # the "migrating" index's value for every migration in flight
+
+
+def migrating_on(obj: dict[str, Any]) -> list[str]:
+    """The "migrating" index: a migration in flight counts for its source, its target
+    and the cluster (IN_FLIGHT)."""
+    migration = (obj.get("status") or {}).get("migration") or {}
+    if not migration or migration.get("phase") in TERMINAL:
+        return []
+    return [migration["source"], migration["target"], IN_FLIGHT]
+
+
+def placed_on(obj: dict[str, Any]) -> list[str]:
+    """The "machine" index: where it should run and where it runs."""
+    status = obj.get("status") or {}
+    return [m for m in (obj["spec"].get("machine"), status.get("currentMachine")) if m]
+
+
+def repository_of(obj: dict[str, Any]) -> list[str]:
+    return [obj["spec"]["repository"]]
+
+
+PLACEMENT_INDEXES = {"migrating": migrating_on, "machine": placed_on, "repository": repository_of}
+
+
+class PlacementController:
+    def __init__(
+        self,
+        kube: Kube,
+        placements: ObjectCache[PlacementKey],
+        machines: ObjectCache[str],
+        inventories: Inventories,
+        agents: MachineAgents,
+        config: OperatorConfig,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.kube, self.placements, self.machines = kube, placements, machines
+        self.inventories, self.agents, self.config, self.clock = inventories, agents, config, clock
+        self.writer = StatusWriter(kube, placements)
+        self.publisher = EndpointPublisher(kube, agents, inventories)
+        self.runner = MigrationRunner(agents, config)
+        # Held from the last look at the limits until a migration's start is written, so
+        # two workers never both take the last free slot of a machine or the cluster.
+        self._admission = threading.Lock()
+
+    # --- entry point ---------------------------------------------------------------------
+    def reconcile(self, key: PlacementKey) -> Result:
+        placement = self._placement(key)
+        if placement is None:
+            return DONE
+        migration = placement.status.migration
+        if migration and migration.get("phase") not in TERMINAL:
+            return self._step(key, placement, MigrationState.model_validate(migration))
+        action = d.decide(self._observe(placement))
+        if isinstance(action, (d.Create, d.Start, d.Migrate)):
+            # Acting changes machines: first a fresh look at the ones it touches.
+            self._look_again(action)
+            with self._admission:
+                placement = self._placement(key)
+                if placement is None:
+                    return DONE
+                action = d.decide(self._observe(placement))
+                if isinstance(action, d.Migrate):
+                    self._log_decision(key, action)
+                    return self._begin(key, placement, action)
+        self._log_decision(key, action)
+        return self._act(key, placement, action)
+
+    def _placement(self, key: PlacementKey) -> RepositoryPlacement | None:
+        obj = self.placements.get(key)
+        if obj is None or obj["metadata"].get("deletionTimestamp"):
+            return None
+        return RepositoryPlacement.model_validate(obj)
+
+    def _log_decision(self, key: PlacementKey, action: d.Action) -> None:
+        log.info(
+            "placement decided",
+            extra={"placement": "/".join(key), "action": type(action).__name__,
+                   "reason": action.reason},
+        )  # fmt: skip
+
+    # --- observation -----------------------------------------------------------------------
+    def _observe(self, placement: RepositoryPlacement) -> d.Observed:
+        at = timestamp(self.clock())
+        views = {
+            m["metadata"]["name"]: machine_view(
+                m,
+                len(self.placements.by("migrating", m["metadata"]["name"])),
+                self.config.stale_heartbeat_seconds,
+                at,
+            )
+            for m in self.machines.values()
+        }
+        listings: dict[str, list[dict[str, Any]] | None] = {}
+        for name, view in views.items():
+            if view.ready:
+                try:
+                    listings[name] = self.inventories.get(name)
+                except InventoryUnavailable:
+                    listings[name] = None
+        generation = placement.metadata.generation or 0
+        return observe(
+            placement.spec,
+            placement.status,
+            views,
+            listings,
+            cluster_migrations=len(self.placements.by("migrating", IN_FLIGHT)),
+            cluster_max_migrations=self.config.cluster_max_migrations,
+            retry=retry_view(placement.status.retry, generation, self.runner.policy, self.clock()),
+        )
+
+    def _look_again(self, action: d.Action) -> None:
+        if isinstance(action, d.Migrate):
+            machines = [action.source, action.target]
+        elif isinstance(action, d.Create):  # any machine may hold a copy a stale look missed
+            machines = self.machines.key_list()
+        elif isinstance(action, d.Start):
+            machines = [action.machine]
+        else:
+            machines = []
+        for machine in machines:
+            self.inventories.refresh(machine)
+
+    # --- acting ------------------------------------------------------------------------------
+    def _write(
+        self,
+        key: PlacementKey,
+        placement: RepositoryPlacement,
+        verdict: Verdict,
+        phase: str | None = None,
+        **changes: Any,
+    ) -> None:
+        latest = self._placement(key) or placement  # the cache holds our own last write
+        status = build_status(
+            latest.status, placement.metadata.generation or 0, verdict, now(), phase=phase,
+            **changes,
+        )  # fmt: skip
+        self.writer.write(key, status)
+
+    def _event(self, key: PlacementKey, notice: lifecycle.Notice) -> None:
+        obj = self.placements.get(key)
+        if obj is not None:
+            self.kube.event(
+                obj, notice.reason, notice.message, "Warning" if notice.warning else "Normal"
+            )
+
+    def _act(self, key: PlacementKey, placement: RepositoryPlacement, action: d.Action) -> Result:
+        poll = self.config.poll_seconds
+        if isinstance(action, d.Settled):
+            changes: dict[str, Any] = {"current_machine": action.machine, "retry": None}
+            obj = self.placements.get(key) or {}
+            try:
+                endpoints = self.publisher.publish(obj, placement.spec, action.machine)
+            except PublishError as err:
+                verdict = Verdict(False, True, False, "DNSNotUpdated", str(err))
+                self._write(key, placement, verdict, **changes)
+                return Result(poll * 2)
+            if endpoints is not None:
+                changes["endpoints"] = endpoints
+            verdict = Verdict(True, False, False, "Placed", action.message)
+            self._write(key, placement, verdict, phase="Placed", **changes)
+            return DONE
+        if isinstance(action, d.Stall):
+            verdict = Verdict(False, False, True, action.reason, action.message)
+            conditions = [c.wire() for c in placement.status.conditions]
+            generation = placement.metadata.generation
+            announced = already_stalled(conditions, verdict, generation)
+            self._write(key, placement, verdict, phase="Stalled")
+            if not announced:
+                self._event(key, lifecycle.Notice(action.reason, action.message, warning=True))
+            return DONE  # until the spec, a Machine or the repository changes
+        if isinstance(action, d.Wait):
+            verdict = Verdict(False, True, False, action.reason, action.message)
+            self._write(key, placement, verdict, phase="Waiting")
+            return Result(action.retry_after if action.retry_after is not None else poll)
+        assert isinstance(action, (d.Create, d.Start)), action
+        try:
+            if isinstance(action, d.Create):
+                self._create(placement.spec, action.machine)
+                notice = lifecycle.Notice("Created", f"repository created on {action.machine}")
+            else:
+                with self.agents.client(action.machine) as agent:
+                    agent.up(placement.spec.repository, wait_answer=60)
+                notice = lifecycle.Notice("Started", f"repository started on {action.machine}")
+        except (AgentAPIError, httpx.HTTPError) as err:
+            message = err.message if isinstance(err, AgentAPIError) else str(err)
+            self._write(key, placement, Verdict(False, True, False, "AgentError", message))
+            return Result(poll * 2)
+        finally:  # done or not: what the machine holds now
+            self.inventories.refresh(action.machine)
+        self._event(key, notice)
+        verdict = Verdict(False, True, False, notice.reason, action.message)
+        self._write(key, placement, verdict, current_machine=action.machine)
+        return Result(0)
+
+    def _create(self, spec: RepositoryPlacementSpec, machine: str) -> None:
+        template = spec.template
+        assert template is not None
+        with self.agents.client(machine) as agent:
+            if template.services:
+                # The agent's services.json has snake_case keys (stop_signal), not the CRD's.
+                services = {
+                    "services": [
+                        s.model_dump(mode="json", exclude_none=True) for s in template.services
+                    ]
+                }
+                agent.create(spec.repository, template.size, services=services)
+            else:
+                agent.create(spec.repository, template.size, template=template.app or "empty")
+            agent.up(spec.repository, wait_answer=60)
+
+    # --- migrations ------------------------------------------------------------------------
+    def _begin(
+        self, key: PlacementKey, placement: RepositoryPlacement, action: d.Migrate
+    ) -> Result:
+        generation = placement.metadata.generation or 0
+        migration = lifecycle.migration_id(
+            placement.metadata.name, generation, secrets.token_hex(2)
+        )
+        state = lifecycle.begin(action, placement.spec, migration)
+        self._write(
+            key, placement, lifecycle.migrating_verdict(state), phase=state.phase.value,
+            **migrating_changes(state, None),
+        )  # fmt: skip
+        self._event(key, lifecycle.started_notice(state))
+        return Result(0)
+
+    def _step(
+        self, key: PlacementKey, placement: RepositoryPlacement, state: MigrationState
+    ) -> Result:
+        def record(current: MigrationState, progress: TransferProgress | None) -> None:
+            self._write(
+                key, placement, lifecycle.migrating_verdict(current), phase=current.phase.value,
+                **migrating_changes(current, progress),
+            )  # fmt: skip
+
+        before = state.phase
+        try:
+            state, notices = self.runner.step(placement, state, record)
+        finally:  # the step changed what both machines hold, or may have
+            for machine in (state.source, state.target):
+                self.inventories.refresh(machine)
+        if before != state.phase and state.phase == Phase.FINALIZING:
+            # The target answers: clients are sent there before the source is stopped.
+            self._publish_early(key, placement, state.target)
+        if not state.done:
+            record(state, None)
+        else:
+            done, changes = self.runner.finished(placement, state)
+            self._write(key, placement, done.verdict, **changes)
+            notices = [*notices, *done.notices]
+        for notice in notices:
+            self._event(key, notice)
+        return Result(0)
+
+    def _publish_early(
+        self, key: PlacementKey, placement: RepositoryPlacement, machine: str
+    ) -> None:
+        try:
+            endpoints = self.publisher.publish(
+                self.placements.get(key) or {}, placement.spec, machine
+            )
+        except PublishError as err:  # the settled placement tries again
+            log.warning("publish failed", extra={"placement": "/".join(key), "error": str(err)})
+            return
+        if endpoints is not None:
+            latest = self._placement(key) or placement
+            self.writer.write(key, latest.status.model_copy(update={"endpoints": endpoints}))
