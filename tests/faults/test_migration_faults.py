@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -23,7 +24,7 @@ from berth_lab import Lab
 from berth_lab.cluster import LabCluster
 from berth_lab.kubeconfig import Kubectl
 from berth_lab.workloads import ledger_acks
-from e2e.helpers import fill, move, placement, until, wait_current
+from e2e.helpers import condition, fill, move, placement, until, wait_current
 from faults.workload import (
     PEM_IN_BASE64,
     assert_intact,
@@ -104,6 +105,12 @@ def assert_nothing_left(lab: Lab) -> None:
         "Verifying",
         "Verifying.answered",  # the target runs it, the operator has not recorded that
         "Finalizing",
+        # Each step done and its outcome not yet written to status: the restarted
+        # operator replays the step from what status says.
+        "Preparing.stepped",
+        "BulkSync.stepped",
+        "Cutover.stepped",  # frozen, sent, restored on the target: status says Verifying
+        "Finalizing.stepped",  # the source taken down: status says Finalizing
     ],
 )
 def test_operator_killed_in_each_phase(
@@ -232,6 +239,62 @@ def test_restore_failing_on_the_target_resumes_on_the_source_then_moves(
         squatter.kill()
         squatter.wait()
     assert_moved(kubectl, namespace, lab, target, before)  # by the retry, 15 s later
+
+
+def test_a_move_that_keeps_failing_backs_off_then_stalls_until_the_spec_changes(
+    cluster: LabCluster, lab: Lab, kubectl: Kubectl, namespace: str, app: str
+) -> None:
+    """The target's port stays held, so every attempt rolls back. With the back-off
+    shortened to 2 s / 4 s / 8 s (BERTH_RETRY_BACKOFF), the third failure stalls the
+    placement (Stalled=MigrationFailed, announced once) and no fourth attempt starts;
+    setting spec.machine back to where it runs settles it there, intact."""
+    operator = cluster.operator
+    assert operator is not None
+    source, target = where(kubectl, namespace)
+    before = acked(lab, source)
+    operator.stop()
+    operator.extra_env["BERTH_RETRY_BACKOFF"] = "2,4,8"
+    operator.start()
+    hold = (f"import socket, time; s = socket.socket(); s.bind(('0.0.0.0', {PORT})); "
+            "s.listen(); time.sleep(3600)")  # fmt: skip
+    squatter = subprocess.Popen(
+        [*lab.host(target).nsenter(), sys.executable, "-c", hold], stdout=subprocess.DEVNULL
+    )
+    try:
+        time.sleep(0.5)
+        move(kubectl, namespace, app, target)
+
+        def stalled() -> dict[str, Any] | None:
+            obj = placement(kubectl, namespace, APP)
+            found = condition(obj, "Stalled")
+            return obj if found.get("reason") == "MigrationFailed" else None
+
+        obj = until("Stalled=MigrationFailed", stalled, 300, 0.5)
+        status = obj["status"]
+        print(f"\n[faults] {condition(obj, 'Stalled')['message'][:200]}")
+        for record in status["history"][:3]:
+            print(f"[faults]   {record['id']}: {record['result']} {record['finishedAt']}")
+        assert status["retry"]["attempts"] == 3
+        assert [h["result"] for h in status["history"][:3]] == ["RolledBack"] * 3
+        time.sleep(10)  # longer than the last back-off: no fourth attempt
+        again = placement(kubectl, namespace, APP)["status"]
+        assert again["history"][0]["id"] == status["history"][0]["id"], "a fourth attempt ran"
+        events = kubectl.json(
+            "get", "events", "-n", namespace,
+            "--field-selector", f"involvedObject.name={APP},reason=MigrationFailed",
+        )["items"]  # fmt: skip
+        assert len(events) == 1, f"the stall was announced {len(events)} times"
+        assert assert_intact(lab, app, before).host == source
+    finally:
+        squatter.kill()
+        squatter.wait()
+        operator.stop()
+        operator.extra_env.pop("BERTH_RETRY_BACKOFF", None)
+        operator.start()
+    move(kubectl, namespace, app, source)  # a new generation: the stall is over
+    settled = settled_on(kubectl, namespace, source)
+    assert condition({"status": settled}, "Stalled")["status"] == "False"
+    assert_nothing_left(lab)
 
 
 def test_conflicting_edits_of_the_machine_end_on_the_last_one(

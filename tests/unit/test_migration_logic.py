@@ -3,8 +3,8 @@
 import pytest
 
 from berth_operator.migration.rounds import MAX_ROUNDS, SMALL_ROUND, should_cut_over
-from berth_operator.migration.state import FROZEN, TERMINAL, MigrationState, Phase
 from berth_operator.migration.runner import progress_worth_writing
+from berth_operator.migration.state import FROZEN, TERMINAL, MigrationState, Phase
 
 pytestmark = pytest.mark.unit
 MB = 2**20

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from berth_operator.migration.retry import RetryPolicy, RetryView, retry_view
 from berth_operator.placement.conditions import Verdict, already_stalled, build_conditions
 from berth_operator.placement.decide import (
     Continue,
@@ -152,3 +153,39 @@ def test_a_stall_is_announced_once_per_reason_message_and_generation() -> None:
     assert not already_stalled(written, other, 2)
     placed = build_conditions(written, Verdict(True, False, False, "Placed", "on a"), 2, "t2")
     assert not already_stalled(placed, stall, 2), "stalling again after it cleared"
+
+
+def test_a_failed_migration_waits_out_its_back_off_then_moves() -> None:
+    backing_off = observed(retry=RetryView(attempts=1, limit=3, reason="boom", wait_seconds=14))
+    action = decide(backing_off)
+    assert isinstance(action, Wait) and action.reason == "BackingOff"
+    assert action.retry_after == 14 and "attempt 1 of 3" in action.message
+    due = observed(retry=RetryView(attempts=2, limit=3, reason="boom", wait_seconds=0))
+    assert isinstance(decide(due), Migrate)
+
+
+def test_the_last_failed_attempt_stalls_until_the_spec_changes() -> None:
+    action = decide(observed(retry=RetryView(attempts=3, limit=3, reason="boom", wait_seconds=0)))
+    assert isinstance(action, Stall) and action.reason == "MigrationFailed"
+    assert action.message == "3 migrations to b failed; last: boom"
+
+
+def test_retries_matter_only_while_a_move_is_wanted() -> None:
+    exhausted = RetryView(attempts=3, limit=3, reason="boom", wait_seconds=0)
+    assert isinstance(decide(observed(desired="a", retry=exhausted)), Settled)
+    in_flight = observed(retry=exhausted, migration_in_flight=True)
+    assert isinstance(decide(in_flight), Continue)
+
+
+def test_the_retry_policy_counts_attempts_per_generation() -> None:
+    policy = RetryPolicy((15, 60, 240))
+    first = policy.after_failure(None, generation=4, reason="x", now=100)
+    assert (first.attempts, first.not_before) == (1, 115)
+    second = policy.after_failure(first, generation=4, reason="y", now=200)
+    assert (second.attempts, second.not_before, second.reason) == (2, 260, "y")
+    third = policy.after_failure(second, generation=4, reason="z", now=300)
+    assert (third.attempts, third.not_before) == (3, 540)
+    assert policy.after_failure(third, generation=5, reason="x", now=0).attempts == 1
+    assert retry_view(third, 5, policy, now=0) is None  # a new spec: nothing failed yet
+    view = retry_view(third, 4, policy, now=500)
+    assert view is not None and view.exhausted and view.wait_seconds == 40

@@ -61,8 +61,10 @@ class MigrationRunner:
     """What the placement controller needs of it: `step` one phase (recording it with
     `record`), and `finished` to turn an ended migration into status."""
 
-    def __init__(self, agents: MachineAgents, config: OperatorConfig) -> None:
-        self.agents, self.config = agents, config
+    def __init__(
+        self, agents: MachineAgents, config: OperatorConfig, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.agents, self.config, self.clock = agents, config, clock  # clock: wall, epoch
         self.policy = RetryPolicy(config.retry_backoff)
 
     def step(
@@ -101,7 +103,7 @@ class MigrationRunner:
             status.retry,
             placement.metadata.generation or 0,
             self.policy,
-            time.time(),
+            self.clock(),
         )
         _count(state)
         changes: dict[str, Any] = {

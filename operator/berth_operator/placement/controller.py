@@ -21,6 +21,7 @@ import httpx
 
 from berth_agent.client import AgentAPIError
 from berth_api.v1alpha1 import RepositoryPlacement, RepositoryPlacementSpec
+from berth_common.crash import CrashPoints
 from berth_operator.agents import MachineAgents
 from berth_operator.config import OperatorConfig
 from berth_operator.controller.cache import ObjectCache
@@ -80,7 +81,8 @@ class PlacementController:
         self.inventories, self.agents, self.config, self.clock = inventories, agents, config, clock
         self.writer = StatusWriter(kube, placements)
         self.publisher = EndpointPublisher(kube, agents, inventories)
-        self.runner = MigrationRunner(agents, config)
+        self.runner = MigrationRunner(agents, config, clock)
+        self.crash = CrashPoints(config.crash_file)
         # Held from the last look at the limits until a migration's start is written, so
         # two workers never both take the last free slot of a machine or the cluster.
         self._admission = threading.Lock()
@@ -90,10 +92,10 @@ class PlacementController:
         placement = self._placement(key)
         if placement is None:
             return DONE
-        migration = placement.status.migration
-        if migration and migration.get("phase") not in TERMINAL:
-            return self._step(key, placement, MigrationState.model_validate(migration))
         action = d.decide(self._observe(placement))
+        if isinstance(action, d.Continue):
+            state = MigrationState.model_validate(placement.status.migration)
+            return self._step(key, placement, state)
         if isinstance(action, (d.Create, d.Start, d.Migrate)):
             # Acting changes machines: first a fresh look at the ones it touches.
             self._look_again(action)
@@ -282,6 +284,7 @@ class PlacementController:
         finally:  # the step changed what both machines hold, or may have
             for machine in (state.source, state.target):
                 self.inventories.refresh(machine)
+        self.crash.reached(f"{before.value}.stepped")  # done, not yet written
         if before != state.phase and state.phase == Phase.FINALIZING:
             # The target answers: clients are sent there before the source is stopped.
             self._publish_early(key, placement, state.target)

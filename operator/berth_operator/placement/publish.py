@@ -99,7 +99,10 @@ class EndpointPublisher:
         try:  # a cluster without the DNSEndpoint kind answers 404: nothing to remove
             if not self._listed:
                 self._existing, self._listed = self.kube.dns_endpoint_names(), True
-            if self._existing is not None and (meta["namespace"], meta["name"]) not in self._existing:
+            if (
+                self._existing is not None
+                and (meta["namespace"], meta["name"]) not in self._existing
+            ):
                 self._retired.add(meta["uid"])
                 return
             deleted = self.kube.delete_dns_endpoint(meta["namespace"], meta["name"], meta["uid"])

@@ -1,0 +1,275 @@
+"""The placement controller, heartbeats and watch events on fakes (a fast layer: the
+real API server and agents are in tests/e2e and tests/faults). What is asserted is the
+design's promise: a settled placement costs nothing, status is written only when it
+changes, limits hold, and a failing migration backs off, then stalls."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+
+from berth_agent.client import AgentClient
+from berth_operator.agents import MachineAgents
+from berth_operator.config import OperatorConfig
+from berth_operator.controller.cache import ObjectCache
+from berth_operator.kube import Kube
+from berth_operator.machine.heartbeat import Heartbeats
+from berth_operator.machine.inventory import Inventories, changed_names
+from berth_operator.migration.state import timestamp
+from berth_operator.placement.controller import PLACEMENT_INDEXES, PlacementController
+from berth_operator.placement.status import merge_patch
+from berth_operator.placement.status_writer import PlacementKey, placement_key
+from berth_operator.runtime import Operator, machine_facts, wants_reconcile
+
+pytestmark = pytest.mark.unit
+NOW = 4_000_000_000.0  # the fake clock's time (seconds since the epoch)
+
+
+def machine(name: str, *, max_migrations: int = 1, heartbeat: float = NOW) -> dict[str, Any]:
+    ready = {"type": "Ready", "status": "True"}
+    return {
+        "metadata": {"name": name, "generation": 1, "resourceVersion": "1"},
+        "spec": {"endpoint": f"https://{name}:7443", "maxConcurrentMigrations": max_migrations},
+        "status": {"conditions": [ready], "lastHeartbeat": timestamp(heartbeat)},
+    }
+
+
+def placement(name: str, machine: str, generation: int = 1) -> dict[str, Any]:
+    return {
+        "apiVersion": "berth.dev/v1alpha1",
+        "kind": "RepositoryPlacement",
+        "metadata": {"name": name, "namespace": "ns", "generation": generation, "uid": name,
+                     "resourceVersion": "1"},
+        "spec": {"repository": name, "machine": machine},
+        "status": {},
+    }  # fmt: skip
+
+
+class FakeKube:
+    """The Kube calls the controller makes: status merge patches applied and counted."""
+
+    def __init__(self, placements: ObjectCache[PlacementKey]) -> None:
+        self.placements = placements
+        self.patches: list[tuple[str, dict[str, Any]]] = []
+        self.events: list[str] = []
+        self.machine_writes: list[dict[str, Any]] = []
+        self.versions = itertools.count(100)
+
+    def patch_placement_status(
+        self, namespace: str, name: str, status: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        self.patches.append((name, status))
+        current = copy.deepcopy(self.placements.get((namespace, name)))
+        assert current is not None
+        current["status"] = apply_merge_patch(current.get("status") or {}, status)
+        current["metadata"]["resourceVersion"] = str(next(self.versions))
+        return current
+
+    def patch_machine_status(self, name: str, status: dict[str, Any]) -> dict[str, Any] | None:
+        self.machine_writes.append(status)
+        return None
+
+    def event(self, obj: dict[str, Any], reason: str, message: str, type_: str = "Normal") -> None:
+        self.events.append(reason)
+
+    def dns_endpoint_names(self) -> set[tuple[str, str]] | None:
+        return set()
+
+    def machines(self) -> list[dict[str, Any]]:
+        return []
+
+
+def apply_merge_patch(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    result = dict(target)
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        elif isinstance(value, dict) and isinstance(result.get(key), dict):
+            result[key] = apply_merge_patch(result[key], value)
+        else:
+            result[key] = value
+    return result
+
+
+class FakeAgent:
+    """An agent holding running repositories; `status` of any says it is not mounted, so
+    a migration from it fails in Preparing."""
+
+    def __init__(self, fleet: FakeFleet, name: str) -> None:
+        self.fleet, self.name = fleet, name
+
+    def __enter__(self) -> FakeAgent:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def healthz(self) -> dict[str, Any]:
+        return {"version": "test", "machine": self.name, "datastore": {"freeBytes": 2**40}}
+
+    def repositories(self) -> list[dict[str, Any]]:
+        self.fleet.asked.append(self.name)
+        running = {"mounted": True, "docker": {"running": True}, "containers": []}
+        return [{"name": r, "guid": f"g-{r}", "moved_to": None, **running}
+                for r in sorted(self.fleet.holds.get(self.name, ()))]  # fmt: skip
+
+    def status(self, ref: str) -> dict[str, Any]:
+        return {"mounted": False, "docker": {"running": False}, "guid": f"g-{ref}"}
+
+
+class FakeFleet(MachineAgents):
+    """MachineAgents whose agents are FakeAgents; `holds` says what runs where."""
+
+    def __init__(self, machines: ObjectCache[str], config: OperatorConfig) -> None:
+        super().__init__(machines, config)
+        self.holds: dict[str, set[str]] = {}
+        self.asked: list[str] = []
+
+    def client(self, machine: str, timeout: float = 300) -> AgentClient:
+        return cast(AgentClient, FakeAgent(self, machine))
+
+
+class Setup:
+    def __init__(self, *, machines: dict[str, int], **config: Any) -> None:
+        self.config = OperatorConfig(tls_dir=Path("/none"), **config)
+        self.placements: ObjectCache[PlacementKey] = ObjectCache(placement_key, PLACEMENT_INDEXES)
+        self.machines: ObjectCache[str] = ObjectCache(lambda o: o["metadata"]["name"], {})
+        for name, most in machines.items():
+            self.machines.store(machine(name, max_migrations=most))
+        self.kube = FakeKube(self.placements)
+        self.fleet = FakeFleet(self.machines, self.config)
+        self.inventories = Inventories(self.fleet.repositories)
+        self.now = NOW
+        self.controller = PlacementController(
+            cast(Kube, self.kube), self.placements, self.machines, self.inventories,
+            self.fleet, self.config, clock=lambda: self.now,
+        )  # fmt: skip
+
+    def add(self, name: str, wanted: str, runs_on: str | None = None) -> PlacementKey:
+        obj = placement(name, wanted)
+        self.placements.store(obj)
+        if runs_on:
+            self.fleet.holds.setdefault(runs_on, set()).add(name)
+        return placement_key(obj)
+
+    def status(self, key: PlacementKey) -> dict[str, Any]:
+        obj = self.placements.get(key)
+        assert obj is not None
+        return cast(dict[str, Any], obj["status"])
+
+
+def test_a_settled_placement_costs_no_write_and_no_agent_call_when_looked_at_again() -> None:
+    s = Setup(machines={"a": 1, "b": 1, "c": 1})
+    keys = [s.add(f"p{i}", "a", runs_on="a") for i in range(50)]
+    for key in keys:
+        assert s.controller.reconcile(key).requeue_after is None  # settled: no polling
+    assert sorted(s.fleet.asked) == ["a", "b", "c"]  # each machine listed once, for all 50
+    assert len(s.kube.patches) == 50 and s.status(keys[0])["phase"] == "Placed"
+    for key in keys:
+        s.controller.reconcile(key)
+    assert len(s.kube.patches) == 50, "a status that did not change was written again"
+    assert sorted(s.fleet.asked) == ["a", "b", "c"]
+
+
+def test_a_patch_carries_only_what_changed_and_nulls_what_went() -> None:
+    old = {"phase": "Placed", "retry": {"attempts": 1}, "migration": {"phase": "Cutover",
+           "progress": {"label": "bulk1"}}}  # fmt: skip
+    new = {"phase": "Placed", "migration": {"phase": "Verifying"}}
+    assert merge_patch(old, new) == {
+        "retry": None,
+        "migration": {"phase": "Verifying", "progress": None},
+    }
+    assert merge_patch(new, new) == {}
+
+
+def test_the_machine_limit_lets_one_move_begin_and_queues_the_next() -> None:
+    s = Setup(machines={"a": 1, "b": 1})
+    first, second = s.add("p1", "b", runs_on="a"), s.add("p2", "b", runs_on="a")
+    assert s.controller.reconcile(first).requeue_after == 0
+    assert s.status(first)["migration"]["phase"] == "Pending"
+    assert s.controller.reconcile(second).requeue_after == s.config.poll_seconds
+    waiting = s.status(second)
+    assert waiting["phase"] == "Waiting" and "limit of 1" in waiting["conditions"][1]["message"]
+    assert s.kube.events == ["MigrationStarted"]
+
+
+def test_a_failing_migration_backs_off_then_stalls_with_migration_failed() -> None:
+    s = Setup(machines={"a": 2, "b": 2}, retry_backoff=(1, 2, 4))
+    key = s.add("web", "b", runs_on="a")
+    waits = []
+    for attempt in (1, 2, 3):
+        s.controller.reconcile(key)  # begins (Pending)
+        while s.status(key).get("migration"):
+            s.controller.reconcile(key)  # Pending -> Preparing -> Failed (source not running)
+        assert s.status(key)["retry"]["attempts"] == attempt
+        assert s.status(key)["lastMigration"]["result"] == "Failed"
+        result = s.controller.reconcile(key)
+        if attempt < 3:
+            assert s.status(key)["phase"] == "Waiting"
+            assert s.status(key)["conditions"][1]["reason"] == "BackingOff"
+            waits.append(result.requeue_after)
+            s.now += cast(float, result.requeue_after)
+    assert waits == [1, 2]
+    stalled = s.status(key)["conditions"][2]
+    assert (stalled["status"], stalled["reason"]) == ("True", "MigrationFailed")
+    assert "3 migrations to b failed" in stalled["message"]
+    assert s.controller.reconcile(key).requeue_after is None  # until someone changes it
+    assert s.kube.events.count("MigrationFailed") == 1
+    assert s.kube.events.count("MigrationStarted") == 3
+
+
+def test_a_heartbeat_writes_only_what_changed_and_reports_changed_repositories() -> None:
+    s = Setup(machines={"a": 1}, heartbeat_renew_seconds=3600)
+    changed: list[tuple[str, set[str]]] = []
+    beats = Heartbeats(cast(Kube, s.kube), s.machines, s.fleet, s.inventories,
+                       lambda m, names: changed.append((m, names)), s.config)  # fmt: skip
+    s.fleet.holds["a"] = {"web"}
+    written = beats.beat("a")
+    assert written is not None and written["repositories"] == ["web"]
+    assert changed == [("a", {"web"})]
+    s.machines.store({**machine("a"), "status": written})
+    assert beats.beat("a") is None, "an unchanged beat was written"
+    s.fleet.holds["a"] = {"web", "db"}
+    assert beats.beat("a") is not None
+    assert changed[-1] == ("a", {"db"})
+
+
+def test_inventory_changes_name_the_repositories_that_changed() -> None:
+    up = {"name": "web", "guid": "g", "mounted": True, "docker": {"running": True},
+          "containers": [{"name": "app", "state": "running"}]}  # fmt: skip
+    moved = {**up, "moved_to": "b"}
+    assert changed_names([up], [up]) == set()
+    assert changed_names([up], [moved]) == {"web"}
+    assert changed_names([up], None) == {"web"}  # unknown now: its placement must look
+
+
+def test_only_news_wakes_a_placement() -> None:
+    s = Setup(machines={"a": 1})
+    operator = Operator.__new__(Operator)  # the event routing alone, without threads
+    operator.placements, operator.machines = s.placements, s.machines
+    operator.inventories = s.inventories
+    woken: list[PlacementKey] = []
+    operator.queue = cast(Any, type("Q", (), {"add": lambda self, key: woken.append(key)})())
+    operator.heartbeats = cast(Any, type("H", (), {"watched": lambda self, name: None})())
+    obj = placement("web", "a")
+    operator.placement_event(None, obj)
+    assert woken == [("ns", "web")]
+    written = {**obj, "status": {"phase": "Placed"}}
+    written["metadata"] = {**obj["metadata"], "resourceVersion": "2"}
+    operator.placement_event("MODIFIED", written)  # the operator's own status write
+    assert woken == [("ns", "web")]
+    beat = machine("a", heartbeat=NOW + 20)
+    operator.machine_event("MODIFIED", beat)  # a heartbeat: same spec, still Ready
+    assert woken == [("ns", "web")]
+    down = machine("a")
+    down["status"]["conditions"][0]["status"] = "False"
+    operator.machine_event("MODIFIED", down)
+    assert woken == [("ns", "web")] * 2
+    assert not wants_reconcile(obj, written) and machine_facts(beat) != machine_facts(down)
