@@ -104,9 +104,13 @@ class PlacementController:
                 if placement is None:
                     return DONE
                 action = d.decide(self._observe(placement))
-                if isinstance(action, d.Migrate):
-                    self._log_decision(key, action)
-                    return self._begin(key, placement, action)
+                begun = (
+                    self._begin(key, placement, action) if isinstance(action, d.Migrate) else None
+                )
+            if begun is not None:  # announced outside the lock: others may be admitted
+                self._log_decision(key, action)
+                self._event(key, lifecycle.started_notice(begun))
+                return Result(0)
         self._log_decision(key, action)
         return self._act(key, placement, action)
 
@@ -256,7 +260,8 @@ class PlacementController:
     # --- migrations ------------------------------------------------------------------------
     def _begin(
         self, key: PlacementKey, placement: RepositoryPlacement, action: d.Migrate
-    ) -> Result:
+    ) -> MigrationState:
+        """The migration recorded in status, so it counts against the limits at once."""
         generation = placement.metadata.generation or 0
         migration = lifecycle.migration_id(
             placement.metadata.name, generation, secrets.token_hex(2)
@@ -266,8 +271,7 @@ class PlacementController:
             key, placement, lifecycle.migrating_verdict(state), phase=state.phase.value,
             **migrating_changes(state, None),
         )  # fmt: skip
-        self._event(key, lifecycle.started_notice(state))
-        return Result(0)
+        return state
 
     def _step(
         self, key: PlacementKey, placement: RepositoryPlacement, state: MigrationState
