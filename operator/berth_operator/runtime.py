@@ -54,7 +54,9 @@ class Operator:
         self.machines: ObjectCache[str] = ObjectCache(machine_name, {})
         self.agents = MachineAgents(self.machines, config)
         self.inventories = Inventories(self.agents.repositories)
-        self.queue: WorkQueue[PlacementKey] = WorkQueue()
+        # A reconcile that raised (an agent that did not answer, mostly) is tried again
+        # within poll_seconds: a frozen application may be waiting for that answer.
+        self.queue: WorkQueue[PlacementKey] = WorkQueue(backoff_max=config.poll_seconds)
         self.controller = PlacementController(
             kube, self.placements, self.machines, self.inventories, self.agents, config
         )

@@ -106,3 +106,8 @@ def test_workers_requeue_failures_with_back_off_and_honour_requeue_after() -> No
         workers.stop()
     assert sorted(seen) == ["again", "again", "fails", "fails"]
     assert queue.failures("fails") == 0  # forgotten after it succeeded
+
+
+def test_the_back_off_is_capped_where_the_queue_says() -> None:
+    queue: WorkQueue[str] = WorkQueue(Clock(), backoff_max=5)
+    assert [queue.add_rate_limited("a") for _ in range(6)] == [0.5, 1.0, 2.0, 4.0, 5.0, 5.0]

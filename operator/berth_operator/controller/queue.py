@@ -32,8 +32,10 @@ def backoff_seconds(
 
 
 class WorkQueue(Generic[K]):
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._clock = clock
+    def __init__(
+        self, clock: Callable[[], float] = time.monotonic, backoff_max: float = BACKOFF_MAX
+    ) -> None:
+        self._clock, self._backoff_max = clock, backoff_max
         self._ready: deque[K] = deque()
         self._queued: set[K] = set()  # in _ready
         self._processing: set[K] = set()
@@ -77,7 +79,7 @@ class WorkQueue(Generic[K]):
         with self._changed:
             failures = self._failures.get(key, 0) + 1
             self._failures[key] = failures
-        delay = backoff_seconds(failures)
+        delay = backoff_seconds(failures, most=self._backoff_max)
         self.add_after(key, delay)
         return delay
 
