@@ -18,7 +18,7 @@ rm -f bench/results/{databases,downtime,memory,operator_scale,transfer}.json
 "$py" bench/report.py --stamp --suite "$suite"
 if [ "$suite" = quick ]; then
   "$py" bench/downtime_bench.py --sizes 1,2 --writes 0,50 --repeat 3 --ram-mib 0 --push-mib 0
-  "$py" bench/operator_scale.py --placements 100 --machines 5
+  "$py" bench/operator_scale.py --scales 100x5 --concurrent 2 --rest-seconds 30
 else
   "$py" bench/downtime_bench.py
   "$py" bench/memory_bench.py
