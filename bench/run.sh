@@ -4,7 +4,7 @@
 # memory,operator_scale,transfer}.json, then bench/report.py keeps the figures:
 # docs/performance.md with its plots in docs/performance/, and bench/results/latest.json (commit those three).
 # Root, after hack/install-host.sh.
-#   bash bench/run.sh            # the full suite (about 40 minutes)
+#   bash bench/run.sh            # the full suite (about 55 minutes; operator_scale.py 20)
 #   bash bench/run.sh --quick    # 1 and 2 GiB, 0 and 50 MiB, the ledger, 3 moves each
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
