@@ -1,84 +1,111 @@
-"""The operator at scale: many placements over many (simulated) machines.
+"""The operator at scale (issue 21): two operator designs, side by side, at several scales.
 
-    .venv/bin/python bench/operator_scale.py [--placements 500 --machines 20 --concurrent 10]
+    .venv/bin/python bench/operator_scale.py [--scales 500x20,5000x100] [--concurrent 10,50]
+        [--designs baseline,current] [--baseline-ref 428078f] [--current-dir DIR]
 
-Starts a real kube-apiserver + etcd (`berth_lab.kube.KubeAPIServer`), installs berth's
-CRDs and the chart's RBAC, and runs `--machines` simulated agents in one process
-(`bench/simagent.py`: the agent API the operator calls, mTLS with certificates from
-`berth_common.pki`, repositories in memory, small sleeps) with a Machine each. Creates
-`--placements` RepositoryPlacements spread over the machines, each repository already
-running where its placement says, and starts `berth-operator` as a process of this
-machine, as the chart's ServiceAccount, with the operator's default poll and heartbeat
-intervals (`OperatorConfig`; only the cluster-wide migration limit is raised to
-`--concurrent`). Then, per variant of the operator's settings:
+Issue 21's targets, for 5,000 placements on 100 machines: at rest, at most 1 API request
+per second beyond the Machines' heartbeat writes, at most 2 % of a core and an RSS of at
+most 400 MiB; every placement Ready within 60 s of the operator's start; 50 concurrent
+moves within the per-machine and cluster limits, patch to first phase p99 at most 1 s.
 
-- all_ready_s: from the operator's start until every placement is Ready;
+Designs: `baseline` is the operator at `--baseline-ref` (default 428078f: one kopf daemon
+thread per placement, polling), run from a temporary `git worktree add --detach` of that
+ref (removed at the end, also on an error or Ctrl-C); `current` is the operator of
+`--current-dir` (default: the tree this script is in). Each runs as `berth-operator run`
+(`berth_lab.cluster.OperatorProcess`, as the chart's ServiceAccount) with its tree's
+package source dirs (pyproject.toml's `where`) first on PYTHONPATH, so each runs its own
+code whatever the virtualenv's editable install points at; before its runs, the design's
+own CRDs and the chart's RBAC (helm template of its chart) are applied. Both commits are
+recorded. The baseline also gets a sitecustomize shim on its PYTHONPATH that raises kopf's
+thread pool to at least placements + machines + 64 (`--kopf-workers`): its daemons hold
+one thread each for good, and a smaller pool never starts the rest. `current` gets no
+shim. The intervals are each design's own defaults (its `OperatorConfig`, read in a
+subprocess with its PYTHONPATH; 10 s heartbeat, 5 s poll if unreadable), set explicitly
+(BERTH_HEARTBEAT_SECONDS, BERTH_POLL_SECONDS) because OperatorProcess sets the lab's fast
+ones; BERTH_CLUSTER_MAX_MIGRATIONS is the scale's concurrent moves; `--design-env
+current:KEY=VALUE` adds more (e.g. BERTH_WORKERS).
+
+One real kube-apiserver + etcd (`berth_lab.kube.KubeAPIServer`) serves every run. Per
+scale (`--scales PxM`: P placements on M machines) and design, in that order, each run
+starts alike: a fresh `bench/simagent.py` (every machine's agent in one process, mTLS,
+repositories in memory, small sleeps), a fresh Machine per simulated machine (no status:
+the operator's heartbeats make them Ready; `maxConcurrentMigrations` = ceil(2 x
+concurrent / M)), P placements (placement i on machine i mod M, its repository already
+running there), then the operator. Measured, from a watch on the placements and the API
+server's apiserver_request_total:
+
+- all_ready_s: from the operator's start until every placement is Ready (spec.machine
+  current, no migration, Ready=True); a run that does not get there within
+  `--ready-timeout` reports how many were Ready then;
 - at rest (`--rest-seconds` after `--settle-seconds`): the operator's RSS
-  (/proc/PID/status) and CPU (utime+stime from /proc/PID/stat over the window, percent
-  of one core), the requests per second the simulated agents and the API server receive;
-- one isolated move, then `--concurrent` moves at once (spec.machine patched): the time
-  from each patch to the first status that shows the operator acting on it (a watch on
-  the placements: status.migration set or status.phase no longer Placed), to Ready on the
-  new machine, and the operator's RSS and CPU meanwhile.
+  (/proc/PID/status) and CPU (utime+stime over the window, % of one core); the API
+  server's requests per second split into the Machines' heartbeat writes (PATCH, PUT or
+  APPLY of machines/status) and everything else ("beyond heartbeats"), both less the
+  server's background (its own leases, the bench's watch and scrapes), measured once for
+  `--idle-seconds` with no operator running; the simulated agents' requests per second;
+- one isolated move, then `--concurrent` moves at once (spec.machine patched; sources and
+  targets spread evenly): patch to first phase (the first status that shows the operator
+  acting: status.migration set, or the new generation observed with a phase other than
+  Placed) p50/p99/max, patch to Ready on the new machine, the most placements in a
+  migration (status.migration not ended, or a migration phase) at once per machine and
+  cluster-wide, from every watch event, against the limits; the operator's RSS and CPU.
 
-Variants: `before` runs the operator without its shared looks
-(BERTH_INVENTORY_CACHE_SECONDS=0: every reconcile lists the Machines, every placement
-and every machine's repositories itself), `after` with its default; `--variants after`
-runs one. Between variants the operator is stopped and the placements are recreated
-where their repositories now run, so every variant starts alike.
+A run never takes much longer than `--run-budget` seconds after its operator starts
+(default 270: ready timeout 150, then rest and moves in what is left); its moves are
+measured among the Ready placements even if not all got there (then flagged). Measured
+on this 2-core machine (--designs baseline): 500x20 2.3 minutes, 5000x100 6.5 with a
+300 s budget (setup 14 s, stopping the operator 20 s, removing 5,000 placements 41 s); the
+whole default run (both designs) takes about 20 minutes. A run that fails is recorded
+with its error and the next one goes on.
 
-kopf runs each placement's daemon in its thread pool for the daemon's whole life, and
-berth caps that pool at 64 threads: with more placements, the rest never start and the
-Machines' heartbeat timers starve. So that everything else can be measured at scale, the
-bench raises the pool in the operator process (`--kopf-workers`, default placements +
-machines + 64; 0 measures berth's own 64) and records the size in the results.
-
-Writes bench/results/operator_scale.json and prints a summary. Everything it starts
-(operator, simulated agents, API server) is stopped at the end, also on Ctrl-C or an
-error. Run as root after `hack/kube/build.sh`, under `flock /tmp/berth-lab.lock` when others
-run the lab's tests or benchmarks on the same machine.
+Writes bench/results/operator_scale.json (`operator`: `designs` with their commits,
+`scales`, `background_apiserver_per_s`, `runs[]`, one per design and scale, and
+`targets`: issue 21's for current at the largest scale, from bench/report.py) and prints
+the table docs/performance.md shows. Everything it starts (operators, simulated agents,
+API server, the baseline's worktree, the work dir unless `--keep` or a failure) is
+stopped or removed at the end, also on Ctrl-C or SIGTERM. Run as root after
+`hack/kube/build.sh`, under `flock /tmp/berth-lab.lock` when others run the lab's tests or
+benchmarks on the same machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import math
 import os
 import shutil
 import signal
 import ssl
-import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import tomllib
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import httpx
+import yaml
 
 from berth_api.v1alpha1 import GROUP, VERSION
 from berth_common.pki import CertFiles, create_ca, issue
-from berth_lab.cluster import (
-    OPERATOR_NAMESPACE,
-    RELEASE,
-    OperatorProcess,
-    chart_rbac,
-    install_crds,
-)
+from berth_lab.cluster import OPERATOR_NAMESPACE, PEERING, RELEASE, OperatorProcess
 from berth_lab.kube import KubeAPIServer
-from berth_lab.kubeconfig import service_account_kubeconfig
-from berth_operator.config import OperatorConfig
-from report import OPERATOR_ROWS, operator_figure
+from berth_lab.kube_tools import helm_binary
+from berth_lab.kubeconfig import Kubectl, service_account_kubeconfig
+from report import operator_section, operator_targets
 
 BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
 RESULTS = BENCH / "results"
 NAMESPACE = "berth-bench"
 PLACEMENTS_PATH = f"/apis/{GROUP}/{VERSION}/namespaces/{NAMESPACE}/repositoryplacements"
@@ -86,11 +113,22 @@ MACHINES_PATH = f"/apis/{GROUP}/{VERSION}/machines"
 CLIENT_CN = "berth-operator"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 REJECTED = "rejected (429)"
-BERTH_KOPF_WORKERS = 64  # settings.execution.max_workers in berth_operator/handlers.py
-VARIANTS: dict[str, dict[str, str]] = {
-    "before": {"BERTH_INVENTORY_CACHE_SECONDS": "0"},
-    "after": {},
-}
+DESIGNS = ("baseline", "current")
+BASELINE_REF = "428078f"  # one kopf daemon thread per placement, polling every 5 s
+# When a design's OperatorConfig cannot be read: the baseline's defaults.
+FALLBACK_DEFAULTS: dict[str, float] = {"heartbeat_seconds": 10, "poll_seconds": 5}
+DEFAULTS_PROBE = """\
+import json, berth_operator
+from berth_operator.config import OperatorConfig
+print(json.dumps({"module": berth_operator.__file__,
+                  "defaults": OperatorConfig().model_dump(mode="json")}))
+"""
+MIGRATING_PHASES = {"Pending", "Preparing", "BulkSync", "Cutover", "Verifying", "PostCopy"}
+MIGRATING_PHASES |= {"Finalizing"}
+TERMINAL_PHASES = {"Succeeded", "Failed", "RolledBack"}
+SETTLED_PHASES = {None, "Placed"}
+HEARTBEAT_VERBS = {"PATCH", "PUT", "APPLY"}
+CLIENTS = 8  # the bench's own parallel requests when it creates and deletes objects
 
 
 def say(text: str) -> None:
@@ -151,7 +189,7 @@ class SimAgents:
     def __init__(self, spec: Path, log: Path) -> None:
         setpriv = shutil.which("setpriv")
         argv = [sys.executable, str(BENCH / "simagent.py"), str(spec)]
-        with log.open("wb") as err:
+        with log.open("ab") as err:
             self.proc = subprocess.Popen(
                 # Dies with this process even if it is killed (PR_SET_PDEATHSIG).
                 [setpriv, "--pdeathsig", "KILL", "--", *argv] if setpriv else argv,
@@ -168,7 +206,7 @@ class SimAgents:
         ready = json.loads(line)
         self.ports: dict[str, int] = ready["machines"]
         self._control = httpx.Client(
-            base_url=f"http://127.0.0.1:{ready['control']}", trust_env=False, timeout=10
+            base_url=f"http://127.0.0.1:{ready['control']}", trust_env=False, timeout=30
         )
 
     def stats(self) -> dict[str, Any]:
@@ -176,6 +214,8 @@ class SimAgents:
         return stats
 
     def stop(self) -> None:
+        if hasattr(self, "_control"):
+            self._control.close()
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -183,6 +223,132 @@ class SimAgents:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+# --- the designs -----------------------------------------------------------------------
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(repo), *args], check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+@dataclass
+class Design:
+    name: str
+    tree: Path
+    commit: str
+    ref: str | None = None
+    dirty: bool = False
+    defaults: dict[str, Any] = field(default_factory=dict)
+    module: str = ""  # where its berth_operator was imported from
+
+    def package_dirs(self) -> list[Path]:
+        """pyproject.toml's [tool.setuptools.packages.find] where, in this tree."""
+        project = tomllib.loads((self.tree / "pyproject.toml").read_text())
+        where: list[str] = project["tool"]["setuptools"]["packages"]["find"]["where"]
+        return [self.tree / w for w in where]
+
+    def pythonpath(self, first: list[Path] | None = None) -> str:
+        paths = [str(p) for p in [*(first or []), *self.package_dirs()]]
+        if os.environ.get("PYTHONPATH"):
+            paths.append(os.environ["PYTHONPATH"])
+        return os.pathsep.join(paths)
+
+    def probe(self) -> None:
+        """The design's OperatorConfig defaults, read with its own PYTHONPATH."""
+        env = {**os.environ, "PYTHONPATH": self.pythonpath()}
+        done = subprocess.run(
+            [sys.executable, "-c", DEFAULTS_PROBE],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if done.returncode != 0:
+            say(f"  {self.name}: its OperatorConfig not read ({done.stderr.strip()[-300:]})")
+            self.defaults = dict(FALLBACK_DEFAULTS)
+            return
+        probed = json.loads(done.stdout.strip().splitlines()[-1])
+        self.module = probed["module"]
+        if not Path(self.module).resolve().is_relative_to(self.tree.resolve()):
+            raise RuntimeError(f"{self.name} imports berth_operator from {self.module}")
+        self.defaults = probed["defaults"]
+
+    def interval(self, name: str) -> float:
+        value = self.defaults.get(name, FALLBACK_DEFAULTS[name])
+        return float(value)
+
+    def wire(self) -> dict[str, Any]:
+        return {
+            "commit": self.commit + ("+dirty" if self.dirty else ""),
+            "ref": self.ref,
+            "tree": str(self.tree),
+            "heartbeat_seconds": self.interval("heartbeat_seconds"),
+            "poll_seconds": self.interval("poll_seconds"),
+        }
+
+
+def current_design(tree: Path) -> Design:
+    design = Design("current", tree, git(tree, "rev-parse", "HEAD"))
+    dirs = [str(p.relative_to(tree)) for p in design.package_dirs()]
+    design.dirty = bool(git(tree, "status", "--porcelain", "--", *dirs, "crds", "charts"))
+    return design
+
+
+@contextlib.contextmanager
+def baseline_design(repo: Path, ref: str) -> Iterator[Design]:
+    """A detached worktree of `ref`, removed when done."""
+    commit = git(repo, "rev-parse", "--verify", f"{ref}^{{commit}}")
+    parent = Path(tempfile.mkdtemp(prefix="berth-baseline-"))
+    tree = parent / "tree"
+    try:
+        git(repo, "worktree", "add", "--detach", "--quiet", str(tree), commit)
+        say(f"baseline {ref} ({commit[:12]}) checked out in {tree}")
+        yield Design("baseline", tree, commit, ref=ref)
+    finally:
+        subprocess.run(
+            ["git", "-C", str(repo), "worktree", "remove", "--force", str(tree)],
+            capture_output=True,
+            check=False,
+        )
+        shutil.rmtree(parent, ignore_errors=True)
+        subprocess.run(["git", "-C", str(repo), "worktree", "prune"], check=False)
+
+
+def apply_manifests(kubectl: Kubectl, design: Design) -> None:
+    """The design's CRDs (server-side, as install_crds), the peering (emptied), and its
+    chart's RBAC."""
+    paths = sorted((design.tree / "crds").glob("*.yaml"))
+    paths += sorted((design.tree / "lab" / "berth_lab" / "crds").glob("*.yaml"))
+    for path in paths:
+        docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+        crds = [d for d in docs if d["kind"] == "CustomResourceDefinition"]
+        kubectl.apply(crds, "--server-side", "--force-conflicts")
+        for crd in crds:
+            name = f"crd/{crd['metadata']['name']}"
+            kubectl("wait", "--for=condition=Established", "--timeout=30s", name)
+    # Afresh: a peer the last run's operator left behind would hold the next one back.
+    kubectl("delete", "clusterkopfpeering", PEERING, "--ignore-not-found", "--wait")
+    peering = {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering"}
+    kubectl.apply({**peering, "metadata": {"name": PEERING}}, "--server-side", "--force-conflicts")
+    kubectl.apply(chart_rbac(design.tree / "charts" / "berth"))
+
+
+def chart_rbac(chart: Path) -> list[dict[str, Any]]:
+    """The chart's ServiceAccount, ClusterRole and binding (as berth_lab.cluster's)."""
+    out = subprocess.run(
+        [
+            *(str(helm_binary()), "template", RELEASE, str(chart)),
+            *("--namespace", OPERATOR_NAMESPACE, "--set", f"peering.name={PEERING}"),
+            *("--set", "operatorTLS.existingSecret=unused"),
+            *("--set", "agentsCA.existingSecret=unused"),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    kinds = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding"}
+    return [d for d in yaml.safe_load_all(out) if d and d["kind"] in kinds]
 
 
 # --- the API server --------------------------------------------------------------------
@@ -201,9 +367,30 @@ def checked(response: httpx.Response) -> Any:
     return response.json()
 
 
+def in_parallel(kube: KubeAPIServer, calls: list[Callable[[httpx.Client], Any]]) -> None:
+    """Each call with an admin client of its thread's own, CLIENTS at a time."""
+    local, clients, lock = threading.local(), [], threading.Lock()
+
+    def run(call: Callable[[httpx.Client], Any]) -> Any:
+        client = getattr(local, "client", None)
+        if client is None:
+            client = local.client = admin_client(kube)
+            with lock:
+                clients.append(client)
+        return call(client)
+
+    try:
+        with ThreadPoolExecutor(CLIENTS) as pool:
+            list(pool.map(run, calls))
+    finally:
+        for client in clients:
+            client.close()
+
+
 def apiserver_requests(api: httpx.Client) -> Counter[str]:
-    """apiserver_request_total summed per 'VERB resource' (all clients); the requests it
-    turned away with 429 Too Many Requests (API Priority and Fairness) also under REJECTED."""
+    """apiserver_request_total summed per 'VERB resource[/subresource]' (all clients); the
+    requests it turned away with 429 Too Many Requests (API Priority and Fairness) also
+    under REJECTED."""
     counts: Counter[str] = Counter()
     for line in api.get("/metrics").text.splitlines():
         if not line.startswith("apiserver_request_total{"):
@@ -220,11 +407,54 @@ def apiserver_requests(api: httpx.Client) -> Counter[str]:
     return counts
 
 
-def requests_per_s(after: Counter[str], before: Counter[str], window: float) -> float:
+def is_heartbeat(key: str) -> bool:
+    """A Machine's status write: what issue 21's budget leaves out."""
+    verb, _, resource = key.partition(" ")
+    return verb in HEARTBEAT_VERBS and resource == "machines/status"
+
+
+def background_rates(after: Counter[str], before: Counter[str], window: float) -> dict[str, float]:
     diff = after - before
-    return round((sum(diff.values()) - diff[REJECTED]) / window, 1)
+    diff.pop(REJECTED, None)
+    return {k: v / window for k, v in diff.most_common()}
 
 
+def api_rates(
+    after: Counter[str],
+    before: Counter[str],
+    window: float,
+    background: dict[str, float],
+    bench: Counter[str] | None = None,
+) -> dict[str, Any]:
+    """The API server's requests per second in a window: all it served (`served_per_s`),
+    and the operator's (less the background per request kind and the bench's own
+    requests in the window, e.g. its patches of spec.machine), split into heartbeat
+    writes and everything beyond them."""
+    diff = after - before
+    rejected = diff.pop(REJECTED, 0)
+    sent = bench if bench is not None else Counter()
+    own: dict[str, float] = {}
+    for key, count in diff.items():
+        beyond_background = count - background.get(key, 0.0) * window - sent[key]
+        if beyond_background > 0:
+            own[key] = beyond_background
+    heartbeats = sum(v for k, v in own.items() if is_heartbeat(k))
+    total = sum(own.values())
+    return {
+        "served_per_s": round(sum(diff.values()) / window, 2),
+        "operator_per_s": round(total / window, 2),
+        "heartbeat_writes_per_s": round(heartbeats / window, 2),
+        "beyond_heartbeats_per_s": round((total - heartbeats) / window, 2),
+        "rejected_429_per_s": round(rejected / window, 2),
+        "by_request_per_s": {
+            k: round(v / window, 2)
+            for k, v in sorted(own.items(), key=lambda kv: -kv[1])[:16]
+            if v / window >= 0.005
+        },
+    }
+
+
+# --- the placements, as the bench watches them -------------------------------------------
 def is_ready(obj: dict[str, Any]) -> bool:
     status = obj.get("status") or {}
     if status.get("observedGeneration") != obj["metadata"].get("generation"):
@@ -235,19 +465,53 @@ def is_ready(obj: dict[str, Any]) -> bool:
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
 
-def acting(obj: dict[str, Any]) -> bool:
-    """The operator shows it acts on a change: a migration in status, or phase not Placed."""
+def acting(obj: dict[str, Any], generation: int) -> bool:
+    """The operator shows it acts on the change to `generation`: a migration in status,
+    or that generation observed with a phase other than a settled one."""
     status = obj.get("status") or {}
-    return bool(status.get("migration")) or status.get("phase") not in (None, "Placed")
+    if status.get("migration"):
+        return True
+    observed = status.get("observedGeneration")
+    return (
+        isinstance(observed, int)
+        and observed >= generation
+        and (status.get("phase") not in SETTLED_PHASES)
+    )
+
+
+def acting_on(generation: int, obj: dict[str, Any]) -> bool:
+    return acting(obj, generation)
+
+
+def migrating(obj: dict[str, Any]) -> tuple[str, str] | None:
+    """(source, target) while the placement is in a migration, else None."""
+    status = obj.get("status") or {}
+    migration = status.get("migration")
+    if isinstance(migration, dict) and migration.get("phase") not in TERMINAL_PHASES:
+        source, target = migration.get("source"), migration.get("target")
+        if source and target:
+            return str(source), str(target)
+    if status.get("phase") in MIGRATING_PHASES:
+        return str(status.get("currentMachine")), str(obj["spec"]["machine"])
+    return None
 
 
 class PlacementWatch:
-    """A watch on the bench's placements: the latest of each, and when each event came."""
+    """A watch on the bench's placements: the latest of each, which are Ready, the most
+    in a migration at once (per machine and cluster-wide), and the events of the
+    placements being moved."""
 
     def __init__(self, api: httpx.Client) -> None:
         self.api = api
         self.objects: dict[str, dict[str, Any]] = {}
+        self.ready: set[str] = set()
+        self.stalled: set[str] = set()  # went through Stalled since reset()
+        self.moving: dict[str, tuple[str, str]] = {}
+        self.per_machine: Counter[str] = Counter()  # in a migration now, source or target
+        self.peak_cluster = 0
+        self.peak_machine = 0
         self.events: list[tuple[float, str, dict[str, Any]]] = []  # (monotonic, name, obj)
+        self.tracked: set[str] = set()
         self.lock = threading.Lock()
         self.changed = threading.Condition(self.lock)
         self._stop = threading.Event()
@@ -266,7 +530,10 @@ class PlacementWatch:
     def _list(self) -> None:
         listed = checked(self.api.get(PLACEMENTS_PATH))
         with self.changed:
-            self.objects = {o["metadata"]["name"]: o for o in listed["items"]}
+            self.objects, self.ready, self.moving = {}, set(), {}
+            self.per_machine = Counter()
+            for obj in listed["items"]:
+                self._update(obj["metadata"]["name"], obj)
             self._rv = listed["metadata"]["resourceVersion"]
             self.changed.notify_all()
 
@@ -301,12 +568,31 @@ class PlacementWatch:
             return
         name = obj["metadata"]["name"]
         with self.changed:
-            if kind == "DELETED":
-                self.objects.pop(name, None)
-            else:
-                self.objects[name] = obj
+            self._update(name, None if kind == "DELETED" else obj)
+            if obj is not None and name in self.tracked:
                 self.events.append((at, name, obj))
             self.changed.notify_all()
+
+    def _update(self, name: str, obj: dict[str, Any] | None) -> None:
+        """With the lock held: one placement's latest, and what follows from it."""
+        if obj is None:
+            self.objects.pop(name, None)
+        else:
+            self.objects[name] = obj
+        self.ready.discard(name)
+        if obj is not None and is_ready(obj):
+            self.ready.add(name)
+        if obj is not None and (obj.get("status") or {}).get("phase") == "Stalled":
+            self.stalled.add(name)
+        before = self.moving.pop(name, None)
+        now = migrating(obj) if obj is not None else None
+        if before is not None:
+            self.per_machine.subtract(set(before))
+        if now is not None:
+            self.moving[name] = now
+            self.per_machine.update(set(now))
+            self.peak_cluster = max(self.peak_cluster, len(self.moving))
+            self.peak_machine = max(self.peak_machine, *(self.per_machine[m] for m in now))
 
     def wait(self, done: Callable[[], bool], timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -319,7 +605,7 @@ class PlacementWatch:
         return True
 
     def ready_count(self) -> int:
-        return sum(is_ready(o) for o in self.objects.values())
+        return len(self.ready)
 
     def phases(self) -> dict[str, int]:
         """How many placements show each status.phase (Stalled ones by reason)."""
@@ -334,22 +620,26 @@ class PlacementWatch:
                 counts[phase] += 1
         return dict(counts.most_common())
 
-    def ever(self, test: Callable[[dict[str, Any]], bool]) -> int:
-        """How many placements had an event that passes test since the last trim."""
+    def track(self, names: list[str]) -> None:
+        """Keep the events of these placements from now on (and only theirs); count the
+        most in a migration at once afresh."""
         with self.lock:
-            return len({name for _at, name, obj in self.events if test(obj)})
+            self.events.clear()
+            self.tracked = set(names)
+            self.peak_cluster = len(self.moving)
+            self.peak_machine = max(self.per_machine.values(), default=0)
 
     def first(self, name: str, since: float, test: Callable[[dict[str, Any]], bool]) -> float:
-        """Seconds from `since` to the first event of `name` after it that passes test."""
+        """Seconds from `since` to the first tracked event of `name` that passes test."""
         with self.lock:
             for at, event_name, obj in self.events:
                 if at >= since and event_name == name and test(obj):
                     return at - since
         return math.nan
 
-    def trim(self) -> None:
+    def ever(self, name: str, test: Callable[[dict[str, Any]], bool]) -> bool:
         with self.lock:
-            self.events.clear()
+            return any(n == name and test(obj) for _at, n, obj in self.events)
 
 
 # --- the run ---------------------------------------------------------------------------
@@ -361,143 +651,169 @@ def _interrupt(signum: int, _frame: FrameType | None) -> None:
     raise Interrupted(f"signal {signum}")
 
 
+@dataclass(frozen=True)
+class Scale:
+    placements: int
+    machines: int
+    concurrent: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.placements}x{self.machines}"
+
+    @property
+    def machine_names(self) -> list[str]:
+        return [f"sim-{m:03d}" for m in range(self.machines)]
+
+    @property
+    def per_machine_limit(self) -> int:
+        """Each machine is source or target of at most this many of the concurrent moves."""
+        return max(1, math.ceil(2 * self.concurrent / self.machines))
+
+    @property
+    def cluster_limit(self) -> int:
+        return self.concurrent
+
+
 @dataclass
-class Setup:
+class Cluster:
     kube: KubeAPIServer
+    kubectl: Kubectl
     api: httpx.Client
-    sim: SimAgents
     operator_kubeconfig: Path
     tls_dir: Path
+    ca: CertFiles
     work: Path
-    machines: list[str]
-    args: argparse.Namespace
+    background: dict[str, float] = field(default_factory=dict)
 
 
 def placement_name(i: int) -> str:
-    return f"rp-{i:04d}"
+    return f"rp-{i:05d}"
 
 
 def repository_name(i: int) -> str:
-    return f"repo-{i:04d}"
+    return f"repo-{i:05d}"
 
 
-def create_placements(api: httpx.Client, where: dict[int, str]) -> None:
-    for i, machine in sorted(where.items()):
-        checked(
-            api.post(
-                PLACEMENTS_PATH,
-                json={
-                    "apiVersion": f"{GROUP}/{VERSION}",
-                    "kind": "RepositoryPlacement",
-                    "metadata": {"name": placement_name(i), "namespace": NAMESPACE},
-                    "spec": {"repository": repository_name(i), "machine": machine},
-                },
-            )
-        )
-
-
-def delete_placements(api: httpx.Client) -> None:
-    """With the operator stopped: drop kopf's finalizers, delete, wait until gone."""
-    for obj in checked(api.get(PLACEMENTS_PATH))["items"]:
-        if obj["metadata"].get("finalizers"):
-            checked(
-                api.patch(
-                    f"{PLACEMENTS_PATH}/{obj['metadata']['name']}",
-                    json={"metadata": {"finalizers": None}},
-                    headers={"Content-Type": "application/merge-patch+json"},
-                )
-            )
-    checked(api.delete(PLACEMENTS_PATH))
-    deadline = time.monotonic() + 60
-    while checked(api.get(PLACEMENTS_PATH))["items"]:
-        if time.monotonic() > deadline:
-            raise RuntimeError("placements not deleted after 60 s")
-        time.sleep(0.5)
-
-
-def setup(args: argparse.Namespace, stack: contextlib.ExitStack, work: Path) -> Setup:
+def setup_cluster(stack: contextlib.ExitStack, work: Path, first: Design) -> Cluster:
     say("starting kube-apiserver + etcd")
     kube = KubeAPIServer(work / "kube", keep_state=False).start()
     stack.callback(kube.stop)
     kubectl = kube.kubectl()
-    install_crds(kubectl)
     kubectl("create", "namespace", OPERATOR_NAMESPACE)
-    kubectl.apply(chart_rbac())
-    operator_kubeconfig = service_account_kubeconfig(
-        kubectl, OPERATOR_NAMESPACE, RELEASE, work / "operator.kubeconfig"
-    )
     kubectl("create", "namespace", NAMESPACE)
-
-    say(f"certificates and {args.machines} simulated agents")
+    apply_manifests(kubectl, first)
+    operator_kubeconfig = service_account_kubeconfig(
+        kubectl, OPERATOR_NAMESPACE, RELEASE, work / "operator.kubeconfig", duration="24h"
+    )
     pki = work / "pki"
     ca = create_ca(CertFiles(pki / "ca.crt", pki / "ca.key"), cn="berth bench CA")
     tls_dir = work / "operator-tls"
     issue(ca, CertFiles(tls_dir / "tls.crt", tls_dir / "tls.key"), CLIENT_CN)
     shutil.copyfile(ca.cert, tls_dir / "ca.crt")
-    machines = [f"sim-{m:02d}" for m in range(args.machines)]
-    simulated = []
-    for m, name in enumerate(machines):
-        served = CertFiles(pki / f"{name}.crt", pki / f"{name}.key")
-        issue(ca, served, name, ips=("127.0.0.1",))
-        held = [repository_name(i) for i in range(args.placements) if i % args.machines == m]
-        simulated.append(
-            {"name": name, "cert": str(served.cert), "key": str(served.key), "repositories": held}
-        )
-    spec = {"ca": str(ca.cert), "client_cn": CLIENT_CN, "machines": simulated}
-    (work / "simagents.json").write_text(json.dumps(spec, indent=1))
-    sim = SimAgents(work / "simagents.json", work / "simagent.log")
-    stack.callback(sim.stop)
-
     api = admin_client(kube)
     stack.callback(api.close)
-    # Each machine is source or target of at most this many of the concurrent moves.
-    per_machine = max(1, math.ceil(2 * args.concurrent / args.machines))
-    for name in machines:
-        checked(
-            api.post(
-                MACHINES_PATH,
-                json={
-                    "apiVersion": f"{GROUP}/{VERSION}",
-                    "kind": "Machine",
-                    "metadata": {"name": name},
-                    "spec": {
-                        "endpoint": f"https://127.0.0.1:{sim.ports[name]}",
-                        "caBundle": ca.cert.read_text(),
-                        "maxConcurrentMigrations": per_machine,
-                    },
-                },
+    return Cluster(kube, kubectl, api, operator_kubeconfig, tls_dir, ca, work)
+
+
+def start_agents(cluster: Cluster, scale: Scale, log: Path) -> SimAgents:
+    """A fresh simagent with every machine of the scale; placement i's repository on
+    machine i mod M, running."""
+    pki, machines = cluster.work / "pki", []
+    for m, name in enumerate(scale.machine_names):
+        served = CertFiles(pki / f"{name}.crt", pki / f"{name}.key")
+        if not served.cert.exists():
+            issue(cluster.ca, served, name, ips=("127.0.0.1",))
+        held = [repository_name(i) for i in range(scale.placements) if i % scale.machines == m]
+        machines.append(
+            {"name": name, "cert": str(served.cert), "key": str(served.key), "repositories": held}
+        )
+    spec = cluster.work / f"simagents-{scale.label}.json"
+    spec.write_text(
+        json.dumps({"ca": str(cluster.ca.cert), "client_cn": CLIENT_CN, "machines": machines})
+    )
+    return SimAgents(spec, log)
+
+
+def create_machines(cluster: Cluster, scale: Scale, sim: SimAgents) -> None:
+    ca_pem = cluster.ca.cert.read_text()
+
+    def create(name: str) -> Callable[[httpx.Client], Any]:
+        spec = {
+            "endpoint": f"https://127.0.0.1:{sim.ports[name]}",
+            "caBundle": ca_pem,
+            "maxConcurrentMigrations": scale.per_machine_limit,
+        }
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "Machine",
+            "metadata": {"name": name},
+            "spec": spec,
+        }
+        return lambda api: checked(api.post(MACHINES_PATH, json=body))
+
+    in_parallel(cluster.kube, [create(name) for name in scale.machine_names])
+
+
+def create_placements(cluster: Cluster, scale: Scale) -> None:
+    def create(i: int) -> Callable[[httpx.Client], Any]:
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "RepositoryPlacement",
+            "metadata": {"name": placement_name(i), "namespace": NAMESPACE},
+            "spec": {
+                "repository": repository_name(i),
+                "machine": scale.machine_names[i % scale.machines],
+            },
+        }
+        return lambda api: checked(api.post(PLACEMENTS_PATH, json=body))
+
+    in_parallel(cluster.kube, [create(i) for i in range(scale.placements)])
+
+
+def delete_all(cluster: Cluster, path: str) -> None:
+    """With the operator stopped: drop kopf's finalizers, delete, wait until gone."""
+
+    def unfinalize(name: str) -> Callable[[httpx.Client], Any]:
+        return lambda api: checked(
+            api.patch(
+                f"{path}/{name}",
+                json={"metadata": {"finalizers": None}},
+                headers={"Content-Type": "application/merge-patch+json"},
             )
         )
-    return Setup(kube, api, sim, operator_kubeconfig, tls_dir, work, machines, args)
+
+    held = [
+        obj["metadata"]["name"]
+        for obj in checked(cluster.api.get(path))["items"]
+        if obj["metadata"].get("finalizers")
+    ]
+    in_parallel(cluster.kube, [unfinalize(name) for name in held])
+    checked(cluster.api.delete(path))
+    deadline = time.monotonic() + 120
+    while checked(cluster.api.get(f"{path}?limit=1"))["items"]:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{path}: not deleted after 120 s")
+        time.sleep(0.5)
 
 
-def operator_env(args: argparse.Namespace, variant: str) -> dict[str, str]:
-    defaults = OperatorConfig()
-    env = {
-        # OperatorProcess sets the lab's fast intervals; a bench measures the defaults.
-        "BERTH_HEARTBEAT_SECONDS": str(defaults.heartbeat_seconds),
-        "BERTH_POLL_SECONDS": str(defaults.poll_seconds),
-        "BERTH_CLUSTER_MAX_MIGRATIONS": str(max(args.concurrent, defaults.cluster_max_migrations)),
-        **VARIANTS[variant],
-    }
-    if kopf_workers(args) > BERTH_KOPF_WORKERS:
-        env["BERTH_BENCH_KOPF_WORKERS"] = str(kopf_workers(args))
-    return env
+def measure_background(cluster: Cluster, seconds: float) -> dict[str, float]:
+    """The API server's requests with no operator running: its own, the bench's watch
+    and scrapes. Subtracted from every window, request kind by request kind."""
+    say(f"the API server's background: {seconds:.0f}s with no operator")
+    watch = PlacementWatch(cluster.api).start()
+    try:
+        before, started = apiserver_requests(cluster.api), time.monotonic()
+        time.sleep(seconds)
+        after = apiserver_requests(cluster.api)
+        return background_rates(after, before, time.monotonic() - started)
+    finally:
+        watch.stop()
 
 
-def kopf_workers(args: argparse.Namespace) -> int:
-    """The operator's kopf pool: berth's own, or raised to one thread per placement (each
-    one's daemon holds one for good) plus room for the heartbeats and event handlers."""
-    if args.kopf_workers < 0:
-        return max(BERTH_KOPF_WORKERS, int(args.placements) + int(args.machines) + 64)
-    return max(BERTH_KOPF_WORKERS, int(args.kopf_workers))
-
-
-# --kopf-workers: raises the cap of kopf's pool in the operator process only, through this
-# sitecustomize on its PYTHONPATH (see the module's docstring). max(): a larger pool that
-# berth sets itself is left as it is.
 KOPF_WORKERS_SHIM = """\
-\"\"\"Written by bench/operator_scale.py --kopf-workers: kopf's pool has at least N threads.\"\"\"
+\"\"\"Written by bench/operator_scale.py for the baseline: kopf's pool has at least N
+threads (BERTH_BENCH_KOPF_WORKERS), one per placement's daemon and room for the rest.\"\"\"
 
 import os
 
@@ -515,21 +831,46 @@ configuration.ExecutionSettings.max_workers = _max_workers.setter(_at_least)
 """
 
 
-def kopf_workers_shim(work: Path) -> dict[str, str]:
-    shim = work / "kopf-workers"
-    shim.mkdir(exist_ok=True)
-    (shim / "sitecustomize.py").write_text(KOPF_WORKERS_SHIM)
-    return {"PYTHONPATH": str(shim)}
+def kopf_workers(args: argparse.Namespace, scale: Scale) -> int:
+    """The baseline's kopf pool: one thread per placement (each one's daemon holds one for
+    good) plus room for the heartbeats and event handlers."""
+    if args.kopf_workers > 0:
+        return int(args.kopf_workers)
+    return scale.placements + scale.machines + 64
+
+
+def operator_env(
+    cluster: Cluster, design: Design, scale: Scale, args: argparse.Namespace
+) -> dict[str, str]:
+    env = {
+        # OperatorProcess sets the lab's fast intervals; the bench measures the design's own.
+        "BERTH_HEARTBEAT_SECONDS": f"{design.interval('heartbeat_seconds'):g}",
+        "BERTH_POLL_SECONDS": f"{design.interval('poll_seconds'):g}",
+        "BERTH_CLUSTER_MAX_MIGRATIONS": str(scale.cluster_limit),
+    }
+    shim: list[Path] = []
+    if design.name == "baseline":
+        env["BERTH_BENCH_KOPF_WORKERS"] = str(kopf_workers(args, scale))
+        shim_dir = cluster.work / "kopf-workers"
+        shim_dir.mkdir(exist_ok=True)
+        (shim_dir / "sitecustomize.py").write_text(KOPF_WORKERS_SHIM)
+        shim.append(shim_dir)
+    for item in args.design_env:
+        name, _, assignment = item.partition(":")
+        key, _, value = assignment.partition("=")
+        if name == design.name:
+            env[key] = value
+    return env | {"PYTHONPATH": design.pythonpath(first=shim)}
 
 
 def moves(
-    objects: dict[str, dict[str, Any]], machines: list[str], count: int
+    objects: dict[str, dict[str, Any]], ready: set[str], machines: list[str], count: int
 ) -> list[tuple[str, str, str]]:
-    """`count` (placement, source, target) with sources and targets spread evenly."""
+    """`count` (placement, source, target) among the Ready placements, with sources and
+    targets spread evenly."""
     by_machine: dict[str, list[str]] = {m: [] for m in machines}
-    for name, obj in sorted(objects.items()):
-        if is_ready(obj):
-            by_machine[obj["spec"]["machine"]].append(name)
+    for name in sorted(ready):
+        by_machine[objects[name]["spec"]["machine"]].append(name)
     chosen: list[tuple[str, str, str]] = []
     for k in range(count):
         source = machines[(2 * k) % len(machines)]
@@ -540,8 +881,21 @@ def moves(
     return chosen
 
 
+def percentile(values: list[float], q: float) -> float:
+    """Linear between the closest ranks; a missing value (nan) counts as endless."""
+    ordered = sorted(math.inf if math.isnan(v) else v for v in values)
+    k = (len(ordered) - 1) * q
+    low, high = ordered[math.floor(k)], ordered[math.ceil(k)]
+    return low if low == high else low + (high - low) * (k - math.floor(k))
+
+
+def _round(value: float, digits: int = 3) -> float | None:
+    return None if math.isnan(value) or math.isinf(value) else round(value, digits)
+
+
 def measure_moves(
-    s: Setup,
+    cluster: Cluster,
+    sim: SimAgents,
     watch: PlacementWatch,
     pid: int,
     chosen: list[tuple[str, str, str]],
@@ -550,61 +904,81 @@ def measure_moves(
     """Patch spec.machine of every chosen placement at once; wait until all are Ready."""
     names = [c[0] for c in chosen]
     targets = {name: target for name, _source, target in chosen}
-    agents_before, api_before = s.sim.stats(), apiserver_requests(s.api)
+    watch.track(names)
+    agents_before, api_before = sim.stats(), apiserver_requests(cluster.api)
     patched: dict[str, float] = {}
+    generations: dict[str, int] = {}
     with Sampler(pid) as sampler:
         first = sample(pid)
         for name, _source, target in chosen:
             patched[name] = time.monotonic()
-            checked(
-                s.api.patch(
+            answer = checked(
+                cluster.api.patch(
                     f"{PLACEMENTS_PATH}/{name}",
                     json={"spec": {"machine": target}},
                     headers={"Content-Type": "application/merge-patch+json"},
                 )
             )
+            generations[name] = int(answer["metadata"]["generation"])
         done = watch.wait(
             lambda: all(
-                is_ready(watch.objects[n]) and watch.objects[n]["spec"]["machine"] == targets[n]
+                n in watch.ready and watch.objects[n]["spec"]["machine"] == targets[n]
                 for n in names
             ),
             timeout,
         )
         last = sample(pid)
-    agents_after, api_after = s.sim.stats(), apiserver_requests(s.api)
+    agents_after, api_after = sim.stats(), apiserver_requests(cluster.api)
     window = last.at - first.at
-    first_phase = [watch.first(n, patched[n], acting) for n in names]
+    first_phase = [
+        watch.first(n, patched[n], functools.partial(acting_on, generations[n])) for n in names
+    ]
     ready = [
         watch.first(n, patched[n], lambda o: is_ready(o) and bool(o["status"].get("lastMigration")))
         for n in names
     ]
     results = [(watch.objects[n].get("status") or {}).get("lastMigration") or {} for n in names]
+    moved = sum(
+        n in watch.ready and watch.objects[n]["spec"]["machine"] == targets[n] for n in names
+    )
     return {
         "moves": len(chosen),
+        "moved": moved,
         "all_moved": done,
         "window_s": round(window, 2),
         "patch_to_first_phase_s": [_round(v) for v in first_phase],
         "patch_to_ready_s": [_round(v) for v in ready],
-        "results": Counter(str(r.get("result")) for r in results),
+        "first_phase": {
+            "p50": _round(percentile(first_phase, 0.5)),
+            "p99": _round(percentile(first_phase, 0.99)),
+            "max": _round(max(math.inf if math.isnan(v) else v for v in first_phase)),
+            "missing": sum(math.isnan(v) for v in first_phase),
+        },
+        "ready": {
+            "p50": _round(percentile(ready, 0.5)),
+            "max": _round(max(math.inf if math.isnan(v) else v for v in ready)),
+        },
+        "waited": sum(
+            watch.ever(n, lambda o: (o.get("status") or {}).get("phase") == "Waiting")
+            for n in names
+        ),
+        "migrating_max_cluster": watch.peak_cluster,
+        "migrating_max_per_machine": watch.peak_machine,
+        "results": dict(Counter(str(r.get("result")) for r in results)),
         "downtime_s": [r.get("downtimeSeconds") for r in results],
         "cpu_percent": round(cpu_percent(first, last), 1),
         "rss_mib_peak": round(max(sampler.peak_rss, last.rss_bytes) / 2**20, 1),
         "agent_requests_per_s": round(
             (agents_after["requests"] - agents_before["requests"]) / window, 1
         ),
-        "apiserver_requests_per_s": requests_per_s(api_after, api_before, window),
+        "apiserver": api_rates(
+            api_after,
+            api_before,
+            window,
+            cluster.background,
+            Counter({"PATCH repositoryplacements": len(chosen)}),
+        ),
     }
-
-
-def _round(value: float, digits: int = 3) -> float | None:
-    return None if math.isnan(value) else round(value, digits)
-
-
-def _per_s(
-    after: Counter[str], before: Counter[str], window: float, top: int = 12
-) -> dict[str, float]:
-    diff = after - before
-    return {k: round(v / window, 2) for k, v in diff.most_common(top)}
 
 
 def _route_rates(after: dict[str, Any], before: dict[str, Any], window: float) -> dict[str, float]:
@@ -616,245 +990,319 @@ def _route_rates(after: dict[str, Any], before: dict[str, Any], window: float) -
     return {k: round(v / window, 2) for k, v in routes.most_common() if v}
 
 
-def run_variant(s: Setup, variant: str) -> dict[str, Any]:
-    args = s.args
-    say(f"--- variant {variant}: {VARIANTS[variant] or 'defaults'}")
-    watch = PlacementWatch(s.api).start()
-    env = operator_env(args, variant)
-    shim = kopf_workers_shim(s.work) if "BERTH_BENCH_KOPF_WORKERS" in env else {}
-    operator = OperatorProcess(
-        s.operator_kubeconfig,
-        s.tls_dir,
-        s.work / f"operator-{variant}.log",
-        [NAMESPACE],
-        extra_env=env | shim,
+def run_design(
+    cluster: Cluster, scale: Scale, design: Design, args: argparse.Namespace
+) -> dict[str, Any]:
+    """One design at one scale, from fresh agents, Machines and placements to their
+    removal."""
+    began = time.monotonic()
+    tag = f"{design.name}-{scale.label}"
+    say(f"--- {design.name} at {scale.label} ({scale.concurrent} concurrent moves)")
+    figures: dict[str, Any] = {
+        "design": design.name,
+        "scale": scale.label,
+        "placements": scale.placements,
+        "machines": scale.machines,
+        "concurrent": scale.concurrent,
+        "limit_per_machine": scale.per_machine_limit,
+        "limit_cluster": scale.cluster_limit,
+    }
+    with contextlib.ExitStack() as stack:
+        apply_manifests(cluster.kubectl, design)
+        sim = start_agents(cluster, scale, cluster.work / f"simagent-{tag}.log")
+        stack.callback(sim.stop)
+        stack.callback(delete_all, cluster, MACHINES_PATH)
+        stack.callback(delete_all, cluster, PLACEMENTS_PATH)
+        create_machines(cluster, scale, sim)
+        create_placements(cluster, scale)
+        figures["setup_s"] = round(time.monotonic() - began, 1)
+        say(f"  {scale.machines} Machines, {scale.placements} placements: {figures['setup_s']}s")
+        watch = PlacementWatch(cluster.api).start()
+        stack.callback(watch.stop)
+        env = operator_env(cluster, design, scale, args)
+        figures["env"] = {k: v for k, v in env.items() if k != "PYTHONPATH"}
+        operator = OperatorProcess(
+            cluster.operator_kubeconfig,
+            cluster.tls_dir,
+            cluster.work / f"operator-{tag}.log",
+            [NAMESPACE],
+            extra_env=env,
+        )
+        try:
+            measure_run(cluster, scale, sim, watch, operator, args, figures)
+        except Exception as err:  # recorded; the next run goes on
+            say(f"  failed: {err}")
+            figures["error"] = str(err)[:2000]
+        finally:
+            stopping = time.monotonic()
+            operator.stop()
+            figures["operator_stop_s"] = round(time.monotonic() - stopping, 1)
+        cleaning = time.monotonic()
+    figures["teardown_s"] = round(time.monotonic() - cleaning, 1)
+    figures["run_s"] = round(time.monotonic() - began, 1)
+    say(f"  {design.name} at {scale.label}: {figures['run_s']}s in all")
+    return figures
+
+
+def measure_run(
+    cluster: Cluster,
+    scale: Scale,
+    sim: SimAgents,
+    watch: PlacementWatch,
+    operator: OperatorProcess,
+    args: argparse.Namespace,
+    figures: dict[str, Any],
+) -> None:
+    total = scale.placements
+    api_started = apiserver_requests(cluster.api)
+    started = time.monotonic()
+    operator.start()
+    assert operator.proc is not None
+    pid = operator.proc.pid
+    budget_end = started + args.run_budget
+    ready_timeout = max(
+        10.0,
+        min(args.ready_timeout, args.run_budget - args.settle_seconds - args.rest_seconds - 30),
     )
-    try:
-        started = time.monotonic()
-        operator.start()
-        assert operator.proc is not None
-        pid = operator.proc.pid
-        total: int = args.placements
-        figures: dict[str, Any] = {"env": env}
+    most = [0]
 
-        most = [0]
+    def all_ready() -> bool:
+        most[0] = max(most[0], len(watch.ready))
+        return len(watch.objects) == total and len(watch.ready) == total
 
-        def all_ready() -> bool:
-            ready = watch.ready_count()
-            most[0] = max(most[0], ready)
-            return len(watch.objects) == total and ready == total
-
-        api_started = apiserver_requests(s.api)
-
-        deadline = started + args.ready_timeout
-        with Sampler(pid) as sampler:
-            while not watch.wait(all_ready, min(10, max(0.1, deadline - time.monotonic()))):
-                if operator.proc.poll() is not None:
-                    raise RuntimeError(f"the operator exited:\n{operator.log_tail()}")
-                say(
-                    f"  Ready {watch.ready_count()}/{total} after {time.monotonic() - started:.0f}s"
-                )
-                if time.monotonic() >= deadline:
-                    break
-        ready = all_ready()
-        figures["all_ready_s"] = round(time.monotonic() - started, 2) if ready else None
-        figures["ready_at_end_of_startup"] = watch.ready_count()
-        figures["ready_most_during_startup"] = most[0]
-        figures["apiserver_rejected_429_during_startup"] = (
-            apiserver_requests(s.api) - api_started
-        )[REJECTED]
-        figures["phases_at_end_of_startup"] = watch.phases()
-        # Placements that went through Stalled on the way (e.g. before the first heartbeat).
-        figures["stalled_during_startup"] = watch.ever(
-            lambda o: (o.get("status") or {}).get("phase") == "Stalled"
-        )
-        figures["rss_mib_startup_peak"] = round(sampler.peak_rss / 2**20, 1)
-        say(
-            f"  all Ready after {figures['all_ready_s']}s"
-            if ready
-            else f"  only {watch.ready_count()}/{total} Ready after {args.ready_timeout}s"
-        )
-
-        say(f"  settling {args.settle_seconds}s, then {args.rest_seconds}s at rest")
-        time.sleep(args.settle_seconds)
-        agents_before, api_before = s.sim.stats(), apiserver_requests(s.api)
+    deadline = started + ready_timeout
+    with Sampler(pid) as sampler:
         first = sample(pid)
-        with Sampler(pid) as sampler:
-            time.sleep(args.rest_seconds)
+        while not watch.wait(all_ready, min(10, max(0.1, deadline - time.monotonic()))):
+            if operator.proc.poll() is not None:
+                raise RuntimeError(f"the operator exited:\n{operator.log_tail()}")
+            say(f"  Ready {watch.ready_count()}/{total} after {time.monotonic() - started:.0f}s")
+            if time.monotonic() >= deadline:
+                break
         last = sample(pid)
-        agents_after, api_after = s.sim.stats(), apiserver_requests(s.api)
-        window = last.at - first.at
-        figures |= {
-            "rest_window_s": round(window, 1),
-            "rss_mib_rest": round(last.rss_bytes / 2**20, 1),
-            "cpu_percent_rest": round(cpu_percent(first, last), 1),
-            "agent_requests_per_s_rest": round(
-                (agents_after["requests"] - agents_before["requests"]) / window, 1
-            ),
-            "agent_connections_per_s_rest": round(
-                (agents_after["connections"] - agents_before["connections"]) / window, 1
-            ),
-            "agent_requests_by_route_per_s_rest": _route_rates(agents_after, agents_before, window),
-            "apiserver_requests_per_s_rest": requests_per_s(api_after, api_before, window),
-            "apiserver_rejected_429_per_s_rest": round(
-                (api_after - api_before)[REJECTED] / window, 2
-            ),
-            "apiserver_requests_by_verb_per_s_rest": _per_s(api_after, api_before, window),
-            "ready_after_rest": watch.ready_count(),
-            "phases_after_rest": watch.phases(),
-        }
-        say(
-            f"  rest: RSS {figures['rss_mib_rest']} MiB, CPU {figures['cpu_percent_rest']}%, "
-            f"agents {figures['agent_requests_per_s_rest']} req/s, "
-            f"API server {figures['apiserver_requests_per_s_rest']} req/s"
-        )
+    ready = all_ready()
+    figures |= {
+        "all_ready_s": round(time.monotonic() - started, 2) if ready else None,
+        "ready_timeout_s": round(ready_timeout, 1),
+        "ready_at_end_of_startup": watch.ready_count(),
+        "ready_most_during_startup": most[0],
+        "apiserver_rejected_429_during_startup": (apiserver_requests(cluster.api) - api_started)[
+            REJECTED
+        ],
+        "phases_at_end_of_startup": watch.phases(),
+        # Placements that went through Stalled on the way (e.g. before the first heartbeat).
+        "stalled_during_startup": len(watch.stalled),
+        "rss_mib_startup_peak": round(max(sampler.peak_rss, last.rss_bytes) / 2**20, 1),
+        "cpu_percent_startup": round(cpu_percent(first, last), 1),
+    }
+    say(
+        f"  all Ready after {figures['all_ready_s']}s"
+        if ready
+        else f"  only {watch.ready_count()}/{total} Ready after {ready_timeout:.0f}s"
+    )
 
-        if watch.ready_count() < total:
-            say("  not every placement is Ready: no moves measured")
-            figures |= {
-                "patch_to_first_phase_s": {"single": None, "median": None, "max": None},
-                "patch_to_ready_s": {"single": None, "concurrent_max": None},
-            }
-            return figures
-        say("  one isolated move")
-        watch.trim()
-        single = measure_moves(
-            s, watch, pid, moves(watch.objects, s.machines, 1), args.move_timeout
-        )
-        say(f"  single: {single['patch_to_first_phase_s']} s to first phase")
-        time.sleep(args.settle_seconds)
+    say(f"  settling {args.settle_seconds:g}s, then {args.rest_seconds:g}s at rest")
+    time.sleep(args.settle_seconds)
+    agents_before, api_before = sim.stats(), apiserver_requests(cluster.api)
+    first = sample(pid)
+    with Sampler(pid) as sampler:
+        time.sleep(args.rest_seconds)
+    last = sample(pid)
+    agents_after, api_after = sim.stats(), apiserver_requests(cluster.api)
+    window = last.at - first.at
+    rest = api_rates(api_after, api_before, window, cluster.background)
+    figures |= {
+        "rest_window_s": round(window, 1),
+        "rss_mib_rest": round(last.rss_bytes / 2**20, 1),
+        "rss_mib_rest_peak": round(max(sampler.peak_rss, last.rss_bytes) / 2**20, 1),
+        "cpu_percent_rest": round(cpu_percent(first, last), 1),
+        "agent_requests_per_s_rest": round(
+            (agents_after["requests"] - agents_before["requests"]) / window, 1
+        ),
+        "agent_connections_per_s_rest": round(
+            (agents_after["connections"] - agents_before["connections"]) / window, 1
+        ),
+        "agent_requests_by_route_per_s_rest": _route_rates(agents_after, agents_before, window),
+        "apiserver_heartbeat_writes_per_s_rest": rest["heartbeat_writes_per_s"],
+        "apiserver_beyond_heartbeats_per_s_rest": rest["beyond_heartbeats_per_s"],
+        "apiserver_requests_per_s_rest": rest["operator_per_s"],
+        "apiserver_rejected_429_per_s_rest": rest["rejected_429_per_s"],
+        "apiserver_rest": rest,
+        "ready_after_rest": watch.ready_count(),
+        "phases_after_rest": watch.phases(),
+    }
+    say(
+        f"  rest: RSS {figures['rss_mib_rest']} MiB, CPU {figures['cpu_percent_rest']}%, "
+        f"API server {rest['heartbeat_writes_per_s']} heartbeat writes/s + "
+        f"{rest['beyond_heartbeats_per_s']} req/s beyond, "
+        f"agents {figures['agent_requests_per_s_rest']} req/s"
+    )
 
-        say(f"  {args.concurrent} moves at once")
-        watch.trim()
-        chosen = moves(watch.objects, s.machines, args.concurrent)
-        concurrent = measure_moves(s, watch, pid, chosen, args.move_timeout)
-        latencies = [v for v in concurrent["patch_to_first_phase_s"] if v is not None]
-        figures |= {
-            "rss_mib_migrating": concurrent["rss_mib_peak"],
-            "cpu_percent_migrating": concurrent["cpu_percent"],
-            "agent_requests_per_s_migrating": concurrent["agent_requests_per_s"],
-            "apiserver_requests_per_s_migrating": concurrent["apiserver_requests_per_s"],
-            "patch_to_first_phase_s": {
-                "single": single["patch_to_first_phase_s"][0],
-                "median": round(statistics.median(latencies), 3) if latencies else None,
-                "max": max(latencies) if len(latencies) == len(chosen) else None,
-            },
-            "patch_to_ready_s": {
-                "single": single["patch_to_ready_s"][0],
-                "concurrent_max": (
-                    max(v for v in concurrent["patch_to_ready_s"] if v is not None)
-                    if all(v is not None for v in concurrent["patch_to_ready_s"])
-                    else None
-                ),
-            },
-            "single_move": single,
-            "concurrent_moves": concurrent,
-        }
-        say(
-            f"  concurrent: first phase median {figures['patch_to_first_phase_s']['median']} s, "
-            f"max {figures['patch_to_first_phase_s']['max']} s; all Ready on the new machines "
-            f"after {figures['patch_to_ready_s']['concurrent_max']} s"
-        )
-        figures["operator_log_lines"] = sum(1 for _ in operator.log_path.open("rb"))
-        return figures
-    finally:
-        operator.stop()
-        watch.stop()
+    figures["moves_with_all_ready"] = watch.ready_count() == total
+    with watch.lock:
+        objects, ready_names = dict(watch.objects), set(watch.ready)
+    try:
+        # The first alone, then the rest at once (sources and targets spread evenly).
+        chosen = moves(objects, ready_names, scale.machine_names, 1 + scale.concurrent)
+    except RuntimeError as err:
+        say(f"  no moves measured: {err}")
+        figures["moves_skipped"] = str(err)
+        return
+    single_timeout = min(args.move_timeout, max(20.0, (budget_end - time.monotonic()) / 3))
+    say(f"  one isolated move (at most {single_timeout:.0f}s)")
+    single = measure_moves(cluster, sim, watch, pid, chosen[:1], single_timeout)
+    say(f"  single: {single['patch_to_first_phase_s']} s to first phase")
+    time.sleep(args.settle_seconds)
+
+    concurrent_chosen = chosen[1:]
+    timeout = min(args.move_timeout, max(30.0, budget_end - time.monotonic()))
+    say(f"  {scale.concurrent} moves at once (at most {timeout:.0f}s)")
+    concurrent = measure_moves(cluster, sim, watch, pid, concurrent_chosen, timeout)
+    latency = concurrent["first_phase"]
+    within = (
+        concurrent["migrating_max_per_machine"] <= scale.per_machine_limit
+        and concurrent["migrating_max_cluster"] <= scale.cluster_limit
+    )
+    figures |= {
+        "rss_mib_migrating": concurrent["rss_mib_peak"],
+        "cpu_percent_migrating": concurrent["cpu_percent"],
+        "agent_requests_per_s_migrating": concurrent["agent_requests_per_s"],
+        "apiserver_requests_per_s_migrating": concurrent["apiserver"]["operator_per_s"],
+        "patch_to_first_phase_s": {"single": single["patch_to_first_phase_s"][0], **latency},
+        "patch_to_ready_s": {
+            "single": single["patch_to_ready_s"][0],
+            "concurrent_p50": concurrent["ready"]["p50"],
+            "concurrent_max": concurrent["ready"]["max"],
+        },
+        "moves_done": f"{concurrent['moved']} of {concurrent['moves']}",
+        "migrating_max_per_machine": concurrent["migrating_max_per_machine"],
+        "migrating_max_cluster": concurrent["migrating_max_cluster"],
+        "moves_within_limits": within,
+        "moves_waited": concurrent["waited"],
+        "single_move": single,
+        "concurrent_moves": concurrent,
+        "operator_log_lines": sum(1 for _ in operator.log_path.open("rb")),
+    }
+    say(
+        f"  concurrent: first phase p50 {latency['p50']} s, p99 {latency['p99']} s, max "
+        f"{latency['max']} s; {figures['moves_done']} moved, all Ready on the new machines "
+        f"after {concurrent['ready']['max']} s; in a migration at once: "
+        f"{figures['migrating_max_per_machine']} per machine (limit "
+        f"{scale.per_machine_limit}), {figures['migrating_max_cluster']} in all (limit "
+        f"{scale.cluster_limit})"
+    )
 
 
-def summary(result: dict[str, Any], variants: list[str]) -> str:
-    op = result["operator"]
-    columns = {v: (op if v == variants[-1] else op[v]) for v in variants}
-    lines = [
-        f"operator: {op['placements']} placements, {op['machines']} machines, "
-        f"{op['concurrent']} concurrent moves; poll {op['settings']['poll_seconds']}s, "
-        f"heartbeat {op['settings']['heartbeat_seconds']}s, "
-        f"kopf pool {op['settings']['kopf_max_workers']} threads",
-        f"{'':36}" + "".join(f"{v:>12}" for v in variants),
-    ]
-    for label, key in OPERATOR_ROWS:
-        cells = [f"{operator_figure(columns[v], key):>12}" for v in variants]
-        lines.append(f"{label:36}" + "".join(cells))
-    return "\n".join(lines)
+def parse_scales(text: str, concurrent: str | None) -> list[Scale]:
+    pairs = []
+    for item in (s for s in text.split(",") if s):
+        placements, _, machines = item.partition("x")
+        pairs.append((int(placements), int(machines)))
+    if concurrent:
+        counts = [int(c) for c in concurrent.split(",") if c]
+        if len(counts) == 1:
+            counts *= len(pairs)
+        if len(counts) != len(pairs):
+            raise ValueError("--concurrent: one count, or one per scale")
+    else:  # 10 at 500 placements, 50 at 5,000
+        counts = [max(1, min(50, p // 50, m // 2)) for p, m in pairs]
+    scales = [Scale(p, m, c) for (p, m), c in zip(pairs, counts, strict=True)]
+    for s in scales:
+        if s.machines < 2 or s.placements < s.machines + s.concurrent + 1:
+            raise ValueError(f"{s.label}: need 2 machines and more placements than M + moves")
+    return scales
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--placements", type=int, default=500)
-    parser.add_argument("--machines", type=int, default=20)
-    parser.add_argument("--concurrent", type=int, default=10)
+    parser.add_argument("--scales", default="500x20,5000x100", help="PLACEMENTSxMACHINES,...")
+    parser.add_argument(
+        "--concurrent", help="moves at once, one for all scales or one per scale (10,50)"
+    )
+    parser.add_argument("--designs", default=",".join(DESIGNS), help="baseline, current or both")
+    parser.add_argument("--baseline-ref", default=BASELINE_REF)
+    parser.add_argument("--current-dir", type=Path, default=REPO, help="the current design's tree")
+    parser.add_argument(
+        "--design-env",
+        action="append",
+        default=[],
+        metavar="DESIGN:KEY=VALUE",
+        help="an environment variable for one design's operator (repeatable)",
+    )
     parser.add_argument("--rest-seconds", type=float, default=60)
     parser.add_argument("--settle-seconds", type=float, default=15)
-    parser.add_argument("--ready-timeout", type=float, default=300)
-    parser.add_argument("--move-timeout", type=float, default=300)
+    parser.add_argument("--idle-seconds", type=float, default=20)
+    parser.add_argument("--ready-timeout", type=float, default=150)
+    parser.add_argument("--move-timeout", type=float, default=120)
     parser.add_argument(
-        "--variants",
-        default="before,after",
-        help="comma-separated, from: " + ", ".join(VARIANTS) + " (the last is the headline)",
+        "--run-budget", type=float, default=270, help="seconds a run may take after its start"
     )
     parser.add_argument(
         "--kopf-workers",
         type=int,
-        default=-1,
-        help="the operator's kopf thread pool: at least this many threads; default (-1): "
-        "placements + machines + 64; 0: berth's own 64, fewer than one per placement "
-        "(see KOPF_WORKERS_SHIM)",
+        default=0,
+        help="the baseline's kopf pool, at least; 0: placements + machines + 64",
     )
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs)")
     parser.add_argument("--output", type=Path, default=RESULTS / "operator_scale.json")
     args = parser.parse_args()
-    variants = [v for v in args.variants.split(",") if v]
-    if not variants or any(v not in VARIANTS for v in variants):
-        parser.error(f"--variants: choose from {', '.join(VARIANTS)}")
-    if args.machines < 2 or args.placements < args.machines + args.concurrent:
-        parser.error("need at least 2 machines and more placements than machines + concurrent")
+    designs = [d for d in args.designs.split(",") if d]
+    if not designs or any(d not in DESIGNS for d in designs):
+        parser.error(f"--designs: from {', '.join(DESIGNS)}")
+    try:
+        scales = parse_scales(args.scales, args.concurrent)
+    except ValueError as err:
+        parser.error(str(err))
+    if any(":" not in e or "=" not in e for e in args.design_env):
+        parser.error("--design-env DESIGN:KEY=VALUE")
 
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _interrupt)
     work = Path(tempfile.mkdtemp(prefix="berth-operator-scale-"))
-    defaults = OperatorConfig()
+    current_dir = args.current_dir.resolve()
     result: dict[str, Any] = {
         "operator": {
-            "placements": args.placements,
-            "machines": args.machines,
-            "concurrent": args.concurrent,
-            "settings": {
-                "poll_seconds": defaults.poll_seconds,
-                "heartbeat_seconds": defaults.heartbeat_seconds,
-                "cluster_max_migrations": max(args.concurrent, defaults.cluster_max_migrations),
-                "kopf_max_workers": kopf_workers(args),
-                "variants": {v: VARIANTS[v] for v in variants},
-            },
+            "format": 2,
+            "designs": {},
+            "scales": [s.label for s in scales],
+            "runs": [],
         }
     }
+    operator = result["operator"]
+    began = time.monotonic()
     failed = True
     try:
         with contextlib.ExitStack() as stack:
-            s = setup(args, stack, work)
-            where = {i: s.machines[i % args.machines] for i in range(args.placements)}
-            for n, variant in enumerate(variants):
-                if n:
-                    say("  recreating the placements where their repositories run now")
-                    delete_placements(s.api)
-                create_placements(s.api, where)
-                figures = run_variant(s, variant)
-                for obj in checked(s.api.get(PLACEMENTS_PATH))["items"]:
-                    index = int(obj["metadata"]["name"].rsplit("-", 1)[1])
-                    status = obj.get("status") or {}
-                    where[index] = status.get("currentMachine") or obj["spec"]["machine"]
-                if variant == variants[-1]:
-                    result["operator"] |= figures
-                else:
-                    result["operator"][variant] = figures
+            chosen: list[Design] = []
+            if "baseline" in designs:
+                chosen.append(stack.enter_context(baseline_design(current_dir, args.baseline_ref)))
+            if "current" in designs:
+                chosen.append(current_design(current_dir))
+            for design in chosen:
+                design.probe()
+                operator["designs"][design.name] = design.wire()
+                say(f"{design.name}: {design.wire()}")
+            cluster = setup_cluster(stack, work, chosen[-1])
+            cluster.background = measure_background(cluster, args.idle_seconds)
+            operator["background_apiserver_per_s"] = {
+                k: round(v, 3) for k, v in cluster.background.items()
+            }
+            for scale in scales:
+                for design in chosen:
+                    operator["runs"].append(run_design(cluster, scale, design, args))
+                    args.output.parent.mkdir(parents=True, exist_ok=True)
+                    args.output.write_text(json.dumps(result, indent=2) + "\n")  # so far
         failed = False
     finally:
         if failed or args.keep:
             say(f"work dir (logs) kept: {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
+    operator["elapsed_s"] = round(time.monotonic() - began, 1)
+    operator["targets"] = operator_targets(operator)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2) + "\n")
-    print(summary(result, variants))
+    print("\n".join(operator_section(operator)))
     say(f"wrote {args.output}")
 
 

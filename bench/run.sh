@@ -4,7 +4,7 @@
 # memory,operator_scale,transfer}.json, then bench/report.py keeps the figures:
 # docs/performance.md with its plots in docs/performance/, and bench/results/latest.json (commit those three).
 # Root, after hack/install-host.sh.
-#   bash bench/run.sh            # the full suite (about 40 minutes)
+#   bash bench/run.sh            # the full suite (about 55 minutes; operator_scale.py 20)
 #   bash bench/run.sh --quick    # 1 and 2 GiB, 0 and 50 MiB, the ledger, 3 moves each
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -18,7 +18,7 @@ rm -f bench/results/{databases,downtime,memory,operator_scale,transfer}.json
 "$py" bench/report.py --stamp --suite "$suite"
 if [ "$suite" = quick ]; then
   "$py" bench/downtime_bench.py --sizes 1,2 --writes 0,50 --repeat 3 --ram-mib 0 --push-mib 0
-  "$py" bench/operator_scale.py --placements 100 --machines 5
+  "$py" bench/operator_scale.py --scales 100x5 --concurrent 2 --rest-seconds 30
 else
   "$py" bench/downtime_bench.py
   "$py" bench/memory_bench.py

@@ -2,10 +2,13 @@
 
 Speaks the subset of the agent's mTLS API that the operator and the migration driver
 call (`AgentClient`: healthz, repositories, status, create, up, freeze, push, resume,
-down, delete) with repositories held in memory and small sleeps where a real agent does
-work, so hundreds of placements can be reconciled without dockerds, CRIU or images. One
-asyncio loop serves every machine, each on its own 127.0.0.1 port, with a minimal
-HTTP/1.1 server (keep-alive, Content-Length bodies, a chunked NDJSON stream for push).
+down, delete; postcopy, which has nothing to report, and abort_transfer, which has
+nothing to forget) with repositories held in memory and small sleeps where a real agent
+does work, so thousands of placements can be reconciled without dockerds, CRIU or images.
+One asyncio loop in one thread serves every machine (100 machines and 5,000 repositories
+are fine), each on its own 127.0.0.1 port with a listen queue of 1024, with a minimal
+HTTP/1.1 server (keep-alive, Content-Length bodies, a chunked NDJSON stream for push); it
+raises its open-files limit to the hard limit, one descriptor per connection.
 
     .venv/bin/python bench/simagent.py SPEC.json
 
@@ -24,6 +27,7 @@ import dataclasses
 import datetime as dt
 import functools
 import json
+import resource
 import signal
 import ssl
 import sys
@@ -50,6 +54,7 @@ IMAGE_BYTES = 2 * 2**30
 ALLOCATED_BYTES = 300 * MiB
 FREE_BYTES = 2**40
 MAX_HEAD = 64 * 1024
+BACKLOG = 1024
 
 
 class HTTPError(Exception):
@@ -211,14 +216,21 @@ class SimAgent:
                 body = req.json()
                 repo = self.find(ref)  # a clear 404 before the stream starts
                 return self.push(repo, body)
+            case ("GET", ["v1", "repositories", ref, "postcopy", _migration_id]):
+                self.find(ref)  # nothing restored lazily: every page came inside the freeze
+                return 200, {"containers": []}
+            case ("DELETE", ["v1", "transfers", _transfer_id]):
+                return 200, {}  # pushes commit at once: nothing half-received to forget
         raise HTTPError(404, "NotFound", f"{req.method} {req.path} is not simulated")
 
     @staticmethod
     def route(req: Request) -> str:
         """The request's route without the repository name, for the counters."""
         parts = req.path.strip("/").split("/")
-        if len(parts) >= 3 and parts[:2] == ["v1", "repositories"]:
-            parts[2] = "{ref}"
+        if len(parts) >= 3 and parts[:2] in (["v1", "repositories"], ["v1", "transfers"]):
+            parts[2] = "{ref}" if parts[1] == "repositories" else "{id}"
+        if len(parts) >= 5 and parts[3] == "postcopy":
+            parts[4] = "{id}"
         return f"{req.method} /{'/'.join(parts)}"
 
     # --- operations --------------------------------------------------------------------
@@ -367,7 +379,13 @@ class Fleet:
                 agent.add(repo)
             tls = self._tls(Path(machine["cert"]), Path(machine["key"]))
             server = await asyncio.start_server(
-                functools.partial(self._serve, agent=agent), "127.0.0.1", 0, ssl=tls
+                functools.partial(self._serve, agent=agent),
+                "127.0.0.1",
+                0,
+                ssl=tls,
+                # Thousands of placements' first looks arrive at once: a short listen
+                # queue would drop SYNs, and each retry costs the caller a second.
+                backlog=BACKLOG,
             )
             agent.port = server.sockets[0].getsockname()[1]
             self.agents[agent.name] = agent
@@ -538,9 +556,18 @@ async def _main(spec_path: Path) -> None:
     await fleet.close()
 
 
+def raise_open_files() -> None:
+    """One descriptor per connection, every machine's in this one process: up to the
+    hard limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def main() -> None:
     if len(sys.argv) != 2:
         raise SystemExit(f"usage: {sys.argv[0]} SPEC.json")
+    raise_open_files()
     asyncio.run(_main(Path(sys.argv[1])))
 
 

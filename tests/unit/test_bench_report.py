@@ -15,6 +15,8 @@ from report import (
     memory_section,
     memory_targets,
     missed_notes,
+    operator_section,
+    operator_targets,
     performance_markdown,
     step_breakdown,
     summarize_downtime,
@@ -190,20 +192,92 @@ def test_growth_under_ten_percent_is_met_and_getting_faster_is_flagged() -> None
 
 def test_performance_page_leaves_out_what_was_not_measured() -> None:
     operator = {
-        "placements": 100,
-        "machines": 5,
-        "concurrent": 10,
-        "settings": {"poll_seconds": 5, "heartbeat_seconds": 10, "variants": {"after": {}}},
-        "all_ready_s": 12.5,
-        "patch_to_first_phase_s": {"median": 0.8},
+        "designs": {"current": {"commit": "abc1234", "heartbeat_seconds": 10, "poll_seconds": 5}},
+        "runs": [
+            {
+                "design": "current",
+                "scale": "100x5",
+                "placements": 100,
+                "machines": 5,
+                "all_ready_s": 12.5,
+                "patch_to_first_phase_s": {"p50": 0.8},
+            }
+        ],
     }
     page = performance_markdown({"measured": MEASURED, "operator": operator})
 
-    assert "| all Ready after start (s) | 12.5 |" in page
-    assert "| patch -> first phase, median (s) | 0.8 |" in page
-    assert "| patch -> first phase, max (s) | - |" in page
+    assert "|  | current 100x5 | issue 21 (current 100x5) |" in page
+    assert "| all Ready after start (s) | 12.5 | <= 60 s: met |" in page
+    assert "| patch -> first phase, p50 (s) | 0.8 |  |" in page
+    assert "| patch -> first phase, p99 (s) | - | <= 1 s: **not met** |" in page
     for absent in ("## Targets", "## Downtime", "![", "## Bulk throughput", "## Delta transfer"):
         assert absent not in page
+
+
+def operator_run(design: str, scale: str, placements: int, **figures: Any) -> dict[str, Any]:
+    """One design at one scale as operator_scale.py records it."""
+    return {
+        "design": design,
+        "scale": scale,
+        "placements": placements,
+        "machines": placements // 50,
+        "limit_per_machine": 1,
+        "limit_cluster": 50,
+        **figures,
+    }
+
+
+def test_operator_table_has_a_column_per_design_and_scale_and_issue_21_targets() -> None:
+    settled = {
+        "all_ready_s": 20.0,
+        "rss_mib_rest": 150.0,
+        "cpu_percent_rest": 1.5,
+        "apiserver_heartbeat_writes_per_s_rest": 10.0,
+        "apiserver_beyond_heartbeats_per_s_rest": 0.4,
+        "patch_to_first_phase_s": {"p50": 0.2, "p99": 0.9, "max": 0.95},
+        "moves_done": "50 of 50",
+        "migrating_max_per_machine": 1,
+        "migrating_max_cluster": 50,
+        "moves_within_limits": True,
+        "concurrent_moves": {"all_moved": True},
+    }
+    operator = {
+        "runs": [
+            operator_run("baseline", "500x20", 500, all_ready_s=14.0, cpu_percent_rest=31.6),
+            operator_run("current", "500x20", 500, **settled),
+            operator_run(
+                "baseline",
+                "5000x100",
+                5000,
+                all_ready_s=None,
+                ready_at_end_of_startup=1200,
+                ready_timeout_s=150,
+            ),
+            operator_run("current", "5000x100", 5000, **{**settled, "cpu_percent_rest": 2.5}),
+        ]
+    }
+    goals = operator_targets(operator)
+    assert {name for name, goal in goals.items() if not goal["met"]} == {"cpu_percent_rest"}
+    assert goals["all_ready_s"] == {
+        "value": 20.0,
+        "target": "<= 60 s",
+        "met": True,
+        "scale": "5000x100",
+    }
+
+    page = "\n".join(operator_section(operator))
+    header = "|  | baseline 500x20 | current 500x20 | baseline 5000x100 | current 5000x100 |"
+    assert header + " issue 21 (current 5000x100) |" in page
+    assert (
+        "| all Ready after start (s) | 14.0 | 20.0 | 1200 of 5000 Ready after 150 s | 20.0 |"
+        in page
+    )
+    assert "| CPU at rest (% of a core) | 31.6 | 1.5 | - | 2.5 | <= 2 %: **not met** |" in page
+    assert "| most migrating at once, per machine | - | 1 (limit 1) | - | 1 (limit 1) |  |" in page
+    assert (
+        "| concurrent moves done | - | 50 of 50 | - | 50 of 50 | all, within the limits: met |"
+        in page
+    )
 
 
 def git(repo: Path, *args: str) -> str:
