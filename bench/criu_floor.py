@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from berth_agent.runtime.images import pulse_rootfs
-from berth_agent.runtime.spec import RepositoryServices
+from berth_common.agent_api.services import RepositoryServices
 from berth_common.process import CommandError, run
 from prober import pulse_answers
 

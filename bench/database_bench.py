@@ -115,7 +115,7 @@ def one_case(
     # Room for the data twice over (its WAL, a checkpoint's copy) and the image.
     size = f"{max(3, (3 * data_mb) // 1024 + 3)}G"
     with lab.agent("a") as agent:
-        guid = agent.create(name, size, template=kind)["guid"]
+        guid = agent.create(name, size, template=kind).guid
         agent.up(name, wait_answer=120)
     runs: list[dict[str, Any]] = []
     failures: list[str] = []

@@ -37,8 +37,8 @@ from typing import Any
 
 import criu_floor
 from berth_agent.apps import ledger, pulse
-from berth_agent.runtime.spec import RepositoryServices
 from berth_common import tokens
+from berth_common.agent_api.services import RepositoryServices
 from berth_common.process import CommandError
 from berth_lab import Lab, manifests, plan_lab, workloads
 from berth_lab.agents import agent_endpoint
@@ -419,7 +419,7 @@ def throughput(bandwidth: str | None, data_mib: int) -> dict[str, Any]:
     lab = Lab(plan_lab(lab_name, hosts=2, bandwidth=bandwidth, datastore_size="12G")).up()
     try:
         with lab.agent("a") as agent:
-            guid = agent.create("tput", "8G")["guid"]
+            guid = agent.create("tput", "8G").guid
             agent.up("tput")
         write_random(lab, "a", guid, "data.bin", data_mib)
         tid = f"tput-{uuid.uuid4().hex[:8]}"
@@ -429,10 +429,10 @@ def throughput(bandwidth: str | None, data_mib: int) -> dict[str, Any]:
             events = list(agent.push("tput", agent_endpoint(lab.host("b")), token, tid))
         elapsed = time.monotonic() - started
         result = events[-1]
-        rate = result["bytes_sent"] / elapsed
+        rate = result.bytes_sent / elapsed
         out: dict[str, Any] = {
             "bandwidth": bandwidth or "unshaped",
-            "bytes": result["bytes_sent"],
+            "bytes": result.bytes_sent,
             "seconds": round(elapsed, 3),
             "bytes_per_s": round(rate),
         }

@@ -26,7 +26,7 @@ import time
 from typing import Any
 
 from berth_agent.apps import memory, pulse
-from berth_agent.runtime.spec import RepositoryServices
+from berth_common.agent_api.services import RepositoryServices
 from berth_lab import Lab
 from berth_lab.kubeconfig import Kubectl
 from downtime_bench import RESULTS, HostProber, cluster_lab, move, place, remove

@@ -14,10 +14,10 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 from berth_agent.transfer import layout
 from berth_common import tokens
+from berth_common.agent_api.models import PushResult
 from berth_lab import Lab, plan_lab
 from berth_lab.agents import agent_endpoint
 
@@ -31,13 +31,15 @@ def timed(argv: list[str]) -> tuple[float, str]:
     return time.monotonic() - started, out
 
 
-def push(lab: Lab, repo: str, guid: str) -> tuple[float, dict[str, Any]]:
+def push(lab: Lab, repo: str, guid: str) -> tuple[float, PushResult]:
     tid = f"bench-{uuid.uuid4().hex[:8]}"
     token = tokens.issue(tid, guid, "host-a", "host-b", lab.pki.client)
     started = time.monotonic()
     with lab.agent("a") as agent:
         events = list(agent.push(repo, agent_endpoint(lab.host("b")), token, tid))
-    return time.monotonic() - started, events[-1]
+    result = events[-1]
+    assert isinstance(result, PushResult), result
+    return time.monotonic() - started, result
 
 
 def write(lab: Lab, guid: str, mib: int, seek: int) -> None:
@@ -69,7 +71,7 @@ def main() -> int:
 def run(lab: Lab, args: argparse.Namespace) -> int:
     repo = "bench"
     with lab.agent("a") as a:
-        guid = a.create(repo, "2G")["guid"]
+        guid = a.create(repo, "2G").guid
         a.up(repo)
     write(lab, guid, args.data_mib, 0)
     store_a = lab.host("a").plan.datastore_mount
@@ -116,28 +118,27 @@ def run(lab: Lab, args: argparse.Namespace) -> int:
     )
 
     change = args.change_mib * MiB
-    work = sum(v for k, v in delta["durations"].items() if k in ("find", "send", "commit"))
+    work = sum(v for k, v in delta.durations.items() if k in ("find", "send", "commit"))
     rows = [
         (
             "delta push (berth)",
-            delta["bytes_sent"],
+            delta.bytes_sent,
             delta_time,
-            f"work {work:.2f}s: "
-            + ", ".join(f"{k} {v:.3f}s" for k, v in delta["durations"].items()),
+            f"work {work:.2f}s: " + ", ".join(f"{k} {v:.3f}s" for k, v in delta.durations.items()),
         ),
         ("rsync --inplace --no-whole-file", literal, rsync_time, "reads and hashes both images"),
-        ("full push (berth)", full["bytes_sent"], full_time, "allocated blocks only"),
+        ("full push (berth)", full.bytes_sent, full_time, "allocated blocks only"),
         ("plain copy (cp)", 2 * 2**30, copy_time, "whole image"),
     ]
     print(f"\n{'':34} {'bytes':>12} {'seconds':>8}  notes")
     for name, nbytes, seconds, note in rows:
         print(f"{name:34} {nbytes / 1e6:10.1f}MB {seconds:8.2f}  {note}")
     ratios = {
-        "delta_bytes_over_change": delta["bytes_sent"] / change,
+        "delta_bytes_over_change": delta.bytes_sent / change,
         "delta_time_vs_rsync": delta_time / rsync_time,
-        "delta_bytes_vs_rsync": delta["bytes_sent"] / max(literal, 1),
+        "delta_bytes_vs_rsync": delta.bytes_sent / max(literal, 1),
         "full_time_vs_plain_copy": full_time / copy_time,
-        "full_bytes_vs_image": full["bytes_sent"] / (2 * 2**30),
+        "full_bytes_vs_image": full.bytes_sent / (2 * 2**30),
     }
     print("\nratios (lower is better for berth):")
     for key, value in ratios.items():

@@ -40,6 +40,6 @@ def _remove_repositories(lab: Lab, names: set[str]) -> None:
     for host in lab.hosts:
         with lab.agent(host) as agent:
             for repo in agent.repositories():
-                if repo["name"] in names:
-                    agent.down(repo["name"])
-                    agent.delete(repo["name"], confirm=repo["name"])
+                if repo.name in names:
+                    agent.down(repo.name)
+                    agent.delete(repo.name, confirm=repo.name)

@@ -14,10 +14,11 @@ from typing import Any
 from berth_agent.config import AgentConfig, load_config
 from berth_agent.errors import AgentError, InvalidRequest
 from berth_agent.repositories import TEMPLATES, Repositories
-from berth_agent.runtime.spec import RepositoryServices
 from berth_agent.server.transfers import peer_client
 from berth_agent.transfer.sender import Sender
 from berth_common import tokens, units
+from berth_common.agent_api.models import PushProgress, RepositoryStatus, wire
+from berth_common.agent_api.services import RepositoryServices
 from berth_common.logs import setup_logging
 from berth_common.pki import CertFiles
 
@@ -191,18 +192,18 @@ def _repo_command(repos: Repositories, args: argparse.Namespace) -> int:
         print(f"repository {args.name} deleted")
     elif cmd == "status":
         status = repos.status(args.name)
-        print(json.dumps(status, indent=2) if args.output == "json" else _status_text(status))
+        print(json.dumps(wire(status), indent=2) if args.output == "json" else _status_text(status))
     elif cmd == "list":
         items = repos.list()
         if args.output == "json":
-            print(json.dumps(items, indent=2))
+            print(json.dumps([wire(s) for s in items], indent=2))
         else:
             print(f"{'NAME':20} {'GUID':36} {'SIZE':>8} {'USED':>8} {'MOUNTED':7} DOCKER")
             for s in items:
                 print(
-                    f"{s['name']:20} {s['guid']:36} {_gib(s['sizeBytes']):>8} "
-                    f"{_gib(s['allocatedBytes']):>8} {'yes' if s['mounted'] else 'no':7} "
-                    f"{'running' if s['docker']['running'] else '-'}"
+                    f"{s.name:20} {s.guid:36} {_gib(s.image_bytes):>8} "
+                    f"{_gib(s.allocated_bytes):>8} {'yes' if s.mounted else 'no':7} "
+                    f"{'running' if s.docker.running else '-'}"
                 )
     return 0
 
@@ -218,7 +219,7 @@ def _push(repos: Repositories, args: argparse.Namespace) -> int:
     record = repos.store.find(args.name)
     transfer_id = args.transfer_id or f"push-{int(time.time())}-{uuid.uuid4().hex[:6]}"
     with peer_client(config, endpoint) as target:
-        target_name = target.healthz()["machine"]
+        target_name = target.healthz().machine
         token = tokens.issue(
             transfer_id,
             record.guid,
@@ -237,17 +238,17 @@ def _push(repos: Repositories, args: argparse.Namespace) -> int:
         )
     print(file=sys.stderr)
     if args.output == "json":
-        print(json.dumps(vars(result), indent=2))
+        print(json.dumps(result.model_dump(mode="json", exclude={"event", "summary"}), indent=2))
     else:
-        print(result.summary())
+        print(result.summary)
     return 0
 
 
-def _print_progress(p: dict[str, Any]) -> None:
-    total = max(p["bytes_total"], 1)
+def _print_progress(p: PushProgress) -> None:
+    total = max(p.bytes_total, 1)
     print(
-        f"\r  {p['mode']:5} {p['bytes_done'] / 2**20:8.1f} / {total / 2**20:.1f} MiB "
-        f"({100 * p['bytes_done'] / total:5.1f}%)  {p['rate'] / 1e6:7.1f} MB/s",
+        f"\r  {p.mode:5} {p.bytes_done / 2**20:8.1f} / {total / 2**20:.1f} MiB "
+        f"({100 * p.bytes_done / total:5.1f}%)  {p.rate / 1e6:7.1f} MB/s",
         end="",
         file=sys.stderr,
         flush=True,
@@ -269,21 +270,19 @@ def _gib(n: int) -> str:
     return f"{n / 2**30:.2f}G" if n >= 2**30 else f"{n / 2**20:.0f}M"
 
 
-def _status_text(s: dict[str, Any]) -> str:
+def _status_text(s: RepositoryStatus) -> str:
     lines = [
-        f"{s['name']} ({s['guid']})",
-        f"  size {_gib(s['sizeBytes'])}, allocated {_gib(s['allocatedBytes'])}",
-        f"  mounted: {s['mountPath'] or 'no'}",
-        "  dockerd: "
-        + (f"running pid {s['docker']['pid']}" if s["docker"]["running"] else "stopped"),
+        f"{s.name} ({s.guid})",
+        f"  size {_gib(s.image_bytes)}, allocated {_gib(s.allocated_bytes)}",
+        f"  mounted: {s.mount_path or 'no'}",
+        "  dockerd: " + (f"running pid {s.docker.pid}" if s.docker.running else "stopped"),
     ]
-    for c in s["containers"]:
+    for c in s.containers:
         lines.append(
-            f"  container {c['name']}: {c['state']}"
-            + (" (checkpointable)" if c["checkpoint"] else "")
+            f"  container {c.name}: {c.state}" + (" (checkpointable)" if c.checkpoint else "")
         )
-    if s["frozenBy"]:
-        lines.append(f"  frozen by migration {s['frozenBy']}")
+    if s.frozen_by:
+        lines.append(f"  frozen by migration {s.frozen_by}")
     return "\n".join(lines)
 
 

@@ -10,7 +10,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import docker
 import requests
@@ -18,11 +17,8 @@ import requests
 from berth_agent.apps import postgres, pulse, redis
 from berth_agent.checkpoint import docker_api
 from berth_agent.checkpoint import freeze as freezing
-from berth_agent.checkpoint.memory import MemoryMode
 from berth_agent.checkpoint.postcopy import (
     LazyDump,
-    PostCopyStatus,
-    Progress,
     abort_dump,
     fetch_status,
     read_status,
@@ -41,9 +37,20 @@ from berth_agent.runtime.services import (
     start_services,
     wait_for_ports,
 )
-from berth_agent.runtime.spec import RepositoryServices, bridge_name
-from berth_agent.store.store import META_DIR, RepositoryRecord, RepositoryStore
+from berth_agent.runtime.spec import bridge_name
+from berth_agent.store.store import META_DIR, RepositoryStore
 from berth_agent.transfer.bases import BaseStore
+from berth_common.agent_api.models import (
+    ContainerStatus,
+    DockerStatus,
+    FreezeRecord,
+    MemoryMode,
+    PostCopyProgress,
+    PostCopyStatus,
+    RepositoryRecord,
+    RepositoryStatus,
+)
+from berth_common.agent_api.services import RepositoryServices
 from berth_common.crash import CrashPoints
 from berth_common.process import run
 
@@ -191,7 +198,7 @@ class Repositories:
         memory: MemoryMode = MemoryMode.FREEZE,
         page_server_address: str | None = None,
         stop_grace: int | None = None,
-    ) -> freezing.FreezeRecord:
+    ) -> FreezeRecord:
         """Checkpoint labelled containers (stop them all when checkpoint is False), stop
         the others, then quiesce the filesystem so a snapshot of the image is consistent.
         The dockerd keeps running: stopping it costs a second, off the critical path.
@@ -267,7 +274,7 @@ class Repositories:
     def _abort_dumps(
         self,
         guid: str,
-        frozen: freezing.FreezeRecord,
+        frozen: FreezeRecord,
         client: docker.DockerClient,
         checkpointer: RuncCheckpointer,
     ) -> None:
@@ -297,7 +304,7 @@ class Repositories:
             if d.is_dir()
         ]  # fmt: skip
         fetched = [s.container for s in statuses if not (root / s.container / "images").exists()]
-        if fetched and all(s.progress == Progress.DONE for s in statuses):
+        if fetched and all(s.progress == PostCopyProgress.DONE for s in statuses):
             self._drop_checkpoints(record.guid, fetched, freezing.checkpoint_name(migration_id))
         return statuses
 
@@ -369,12 +376,12 @@ class Repositories:
             return deleted
 
     # --- inspection ------------------------------------------------------------------
-    def status(self, ref: str) -> dict[str, Any]:
+    def status(self, ref: str) -> RepositoryStatus:
         record = self.store.find(ref)
         mounted = self.store.is_mounted(record.guid)
         daemon = self.daemon(record.guid)
         pid = daemon.pid()
-        containers: list[dict[str, Any]] = []
+        containers: list[ContainerStatus] = []
         frozen = None
         problem = None
         if pid is not None:
@@ -391,21 +398,20 @@ class Repositories:
                 client.close()
         if mounted:
             frozen = freezing.read_record(self.store.mount_path(record.guid) / META_DIR)
-        return {
-            **record.model_dump(mode="json"),
-            **self.store.usage(record.guid),
-            "mounted": mounted,
-            "mountPath": str(self.store.mount_path(record.guid)) if mounted else None,
-            "docker": {
-                "running": pid is not None,
-                "pid": pid,
-                "socket": str(daemon.paths.socket),
-                "error": problem,
-            },
-            "containers": containers,
-            "frozenBy": frozen.migration_id if frozen else None,
-            "quiesced": self._frozen_marker(record.guid).exists(),
-        }
+        image_bytes, allocated_bytes = self.store.usage(record.guid)
+        return RepositoryStatus(
+            **record.model_dump(),
+            image_bytes=image_bytes,
+            allocated_bytes=allocated_bytes,
+            mounted=mounted,
+            mount_path=str(self.store.mount_path(record.guid)) if mounted else None,
+            docker=DockerStatus(
+                running=pid is not None, pid=pid, socket=str(daemon.paths.socket), error=problem
+            ),
+            containers=containers,
+            frozen_by=frozen.migration_id if frozen else None,
+            quiesced=self._frozen_marker(record.guid).exists(),
+        )
 
     def logs(self, ref: str, service: str, tail: int = 100) -> list[str]:
         """The service's last log lines, each prefixed by Docker's RFC 3339 timestamp."""
@@ -424,5 +430,5 @@ class Repositories:
             client.close()
         return raw.decode(errors="replace").splitlines()
 
-    def list(self) -> list[dict[str, Any]]:
+    def list(self) -> list[RepositoryStatus]:
         return [self.status(r.guid) for r in self.store.list()]

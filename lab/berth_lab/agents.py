@@ -9,11 +9,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import httpx
 import yaml
 
-from berth_agent.client import AgentClient
 from berth_agent.config import AgentConfig, TLSConfig
+from berth_common.agent_api.client import AgentClient
+from berth_common.agent_api.errors import AgentUnreachable
 from berth_common.pki import CertFiles, create_ca, issue
 from berth_lab.host import LabError, LabHost
 from berth_lab.plan import AGENT_PORT
@@ -91,7 +91,7 @@ def start_agent(
             try:
                 client.healthz()
                 return proc.pid
-            except httpx.TransportError:
+            except AgentUnreachable:
                 if proc.poll() is not None:
                     raise LabError(
                         f"{host.name}: berth-agent exited; see {host.plan.state_dir / 'agent.log'}"

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from berth_agent.apps import pulse
-from berth_agent.client import AgentClient
+from berth_common.agent_api.client import AgentClient
 from berth_lab.agents import agent_endpoint
 from berth_lab.controlplane import LabControlPlane
 from berth_lab.dns import resolve
@@ -120,7 +120,7 @@ def _demo(lab: Lab, plane: LabControlPlane) -> dict[str, Any]:
         timeout=150,
     )
     a, b = lab.agent("a"), lab.agent("b")
-    guid = next(r["guid"] for r in a.repositories() if r["name"] == REPO)
+    guid = next(r.guid for r in a.repositories() if r.name == REPO)
     lab.host("a").run(
         [
             "sh",
@@ -182,12 +182,12 @@ def _demo(lab: Lab, plane: LabControlPlane) -> dict[str, Any]:
     for name, agent in (("host-a", a), ("host-b", b)):
         st = agent.status(REPO)
         base = (lab.host(name).plan.datastore_mount / "bases" / guid / "base.json").exists()
-        containers = ", ".join(f"{c['name']}={c['state']}" for c in st["containers"]) or "none"
+        containers = ", ".join(f"{c.name}={c.state}" for c in st.containers) or "none"
         say(
-            f"   {name}: mounted={'yes' if st['mounted'] else 'no'}  "
-            f"dockerd={'up' if st['docker']['running'] else 'down'}  containers: {containers}  "
+            f"   {name}: mounted={'yes' if st.mounted else 'no'}  "
+            f"dockerd={'up' if st.docker.running else 'down'}  containers: {containers}  "
             f"base retained={'yes' if base else 'no'}"
-            + (f"  (stale copy: moved to {st['moved_to']})" if st.get("moved_to") else "")
+            + (f"  (stale copy: moved to {st.moved_to})" if st.moved_to else "")
         )
     a.close()
     b.close()

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from berth_agent.client import AgentClient
+from berth_common.agent_api.client import AgentClient
 from berth_common.process import CommandError, output, run
 from berth_lab import procs
 from berth_lab.agents import LabPKI, agent_client, start_agent

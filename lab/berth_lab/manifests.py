@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from berth_agent.runtime.spec import RepositoryServices
+from berth_common.agent_api.services import RepositoryServices
 
 # What a placement's template says of a service; the agent's spec knows more (volumes,
 # labels) that the CRD does not expose.

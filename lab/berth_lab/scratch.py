@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from berth_agent.client import AgentAPIError
+from berth_common.agent_api.errors import AgentRefused
 from berth_lab.lab import Lab
 from berth_lab.plan import plan_lab
 
@@ -28,5 +28,5 @@ def remove_everywhere(lab: Lab, name: str, hosts: tuple[str, ...] = ("a", "b")) 
             try:
                 agent.down(name)
                 agent.delete(name, confirm=name)
-            except AgentAPIError:
+            except AgentRefused:
                 pass  # not there (never moved there, or already gone)

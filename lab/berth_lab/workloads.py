@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from berth_agent.apps import ledger, pulse
-from berth_agent.runtime.spec import RepositoryServices
+from berth_common.agent_api.services import RepositoryServices
 from berth_lab.lab import Lab
 
 DOCKER = ["env", "DOCKER_CLI_EXPERIMENTAL=enabled", "/usr/bin/docker"]
@@ -21,7 +21,7 @@ def pulse_and_ledger(
 
 def guid(lab: Lab, host: str, name: str) -> str:
     with lab.agent(host) as agent:
-        return str(next(r["guid"] for r in agent.repositories() if r["name"] == name))
+        return str(next(r.guid for r in agent.repositories() if r.name == name))
 
 
 def ledger_acks(lab: Lab, host: str, name: str) -> list[int]:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from berth_agent.client import AgentClient
+from berth_common.agent_api.client import AgentClient
+from berth_common.agent_api.models import RepositoryStatus
 from berth_operator.config import OperatorConfig
 from berth_operator.controller.cache import ObjectCache
 
@@ -38,7 +39,7 @@ class MachineAgents:
             self.endpoint(machine), self._ca(machine), identity.cert, identity.key, timeout=timeout
         )
 
-    def repositories(self, machine: str) -> list[dict[str, Any]]:
+    def repositories(self, machine: str) -> list[RepositoryStatus]:
         """Asks the machine's agent now (for the inventories)."""
         with self.client(machine, timeout=15) as agent:
             return agent.repositories()

@@ -14,9 +14,10 @@ import httpx
 import pytest
 
 from berth_agent.apps import pulse
-from berth_agent.client import AgentAPIError, AgentClient
 from berth_agent.runtime.spec import bridge_name
 from berth_agent.store.mounts import dm_crypt_available
+from berth_common.agent_api.client import AgentClient
+from berth_common.agent_api.errors import AgentRefused, AgentUnreachable
 from berth_common.pki import CertFiles, create_ca, issue
 from berth_lab import Lab
 from berth_lab.agents import agent_endpoint
@@ -51,10 +52,10 @@ def test_certificate_from_another_ca_is_refused(lab: Lab) -> None:
         client = AgentClient(
             agent_endpoint(lab.host("a")), lab.pki.ca.cert, rogue.cert, rogue.key, timeout=5
         )
-        with pytest.raises(httpx.TransportError):
+        with pytest.raises(AgentUnreachable):
             client.healthz()
     with lab.agent("a") as good:
-        assert good.healthz()["machine"] == "host-a"
+        assert good.healthz().machine == "host-a"
 
 
 def test_openapi_and_metrics(lab: Lab) -> None:
@@ -84,7 +85,7 @@ def test_bad_create_requests_get_a_clear_error_and_change_nothing(
 ) -> None:
     with lab.agent("a") as agent:
         before = agent.repositories()
-        with pytest.raises(AgentAPIError) as err:
+        with pytest.raises(AgentRefused) as err:
             agent.create(**body)  # type: ignore[arg-type]
         assert err.value.status == status and words in err.value.message
         assert agent.repositories() == before
@@ -99,14 +100,14 @@ def test_unknown_repository_and_unconfirmed_delete(lab: Lab) -> None:
             lambda: agent.up("ghost"),
         ]
         for call in calls:
-            with pytest.raises(AgentAPIError) as err:
+            with pytest.raises(AgentRefused) as err:
                 call()
             assert err.value.status == 404 and "'ghost' does not exist" in err.value.message
         agent.create("keep-me", "1G")
         try:
-            with pytest.raises(AgentAPIError, match="needs confirm='keep-me'"):
+            with pytest.raises(AgentRefused, match="needs confirm='keep-me'"):
                 agent.delete("keep-me", confirm="")
-            assert agent.status("keep-me")["name"] == "keep-me"
+            assert agent.status("keep-me").name == "keep-me"
         finally:
             agent.delete("keep-me", confirm="keep-me")
 
@@ -114,16 +115,16 @@ def test_unknown_repository_and_unconfirmed_delete(lab: Lab) -> None:
 def test_a_repository_mounted_elsewhere_is_not_mounted_again(lab: Lab) -> None:
     host = lab.host("a")
     with lab.agent("a") as agent:
-        guid = agent.create("busy", "1G")["guid"]
+        guid = agent.create("busy", "1G").guid
         image = f"/var/lib/berth/images/{guid}.img"
         host.run(["mkdir", "-p", "/tmp/elsewhere"])
         host.run(["mount", "-o", "loop", image, "/tmp/elsewhere"])
         try:
-            with pytest.raises(AgentAPIError) as err:
+            with pytest.raises(AgentRefused) as err:
                 agent.up("busy")
             assert err.value.status == 409 and "already mounted at /tmp/elsewhere" in str(err.value)
-            assert agent.status("busy")["mounted"] is False
-            assert agent.status("busy")["docker"]["running"] is False
+            assert agent.status("busy").mounted is False
+            assert agent.status("busy").docker.running is False
         finally:
             host.run(["umount", "/tmp/elsewhere"])
             agent.delete("busy", confirm="busy")
@@ -135,18 +136,18 @@ def test_agent_restart_adopts_running_dockerd(lab: Lab) -> None:
     with lab.agent("b") as agent:
         agent.create("adopt", "1G", template="pulse")
         agent.up("adopt")
-        pid = agent.status("adopt")["docker"]["pid"]
+        pid = agent.status("adopt").docker.pid
     lab.stop_agent(host)  # SIGKILL: the dockerd and its containers keep running
     lab.start_agent(host)
     with lab.agent("b") as agent:
         try:
-            assert agent.status("adopt")["docker"]["pid"] == pid
+            assert agent.status("adopt").docker.pid == pid
             agent.up("adopt")
             status = agent.status("adopt")
-            assert status["docker"]["pid"] == pid, "a second dockerd was started"
-            assert [c["state"] for c in status["containers"]] == ["running"]
+            assert status.docker.pid == pid, "a second dockerd was started"
+            assert [c.state for c in status.containers] == ["running"]
             # Hosts share the machine's pid namespace: count this repository's daemons.
-            socket_path = status["docker"]["socket"]
+            socket_path = status.docker.socket
             dockerds = host.run(["pgrep", "-f", f"dockerd .*-H unix://{socket_path}"]).stdout
             assert len(dockerds.split()) == 1
         finally:
@@ -164,8 +165,8 @@ def test_repositories_get_their_own_dockerd_socket_and_network(lab: Lab) -> None
             for name in ("iso-one", "iso-two"):
                 agent.up(name)
             one, two = agent.status("iso-one"), agent.status("iso-two")
-            assert one["docker"]["socket"] != two["docker"]["socket"]
-            assert one["docker"]["pid"] != two["docker"]["pid"]
+            assert one.docker.socket != two.docker.socket
+            assert one.docker.pid != two.docker.pid
             subnets = []
             for status in (one, two):
                 out = (
@@ -174,7 +175,7 @@ def test_repositories_get_their_own_dockerd_socket_and_network(lab: Lab) -> None
                         [
                             "/usr/bin/docker",
                             "-H",
-                            f"unix://{status['docker']['socket']}",
+                            f"unix://{status.docker.socket}",
                             "network",
                             "inspect",
                             "berth",
@@ -184,7 +185,7 @@ def test_repositories_get_their_own_dockerd_socket_and_network(lab: Lab) -> None
                 )
                 subnets.append(json.loads(out)[0]["IPAM"]["Config"][0]["Subnet"])
                 # Each daemon sees only its own repository's containers.
-                assert [c["name"] for c in status["containers"]] == ["pulse"]
+                assert [c.name for c in status.containers] == ["pulse"]
             assert subnets[0] != subnets[1]
         finally:
             for name in ("iso-one", "iso-two"):
@@ -200,7 +201,7 @@ def test_down_removes_the_bridge_and_up_brings_it_back(lab: Lab) -> None:
         return host.run(["ip", "link", "show", "dev", name], check=False).returncode == 0
 
     with lab.agent("a") as agent:
-        bridge = bridge_name(agent.create("bridged", "1G", template="pulse")["guid"])
+        bridge = bridge_name(agent.create("bridged", "1G", template="pulse").guid)
         try:
             agent.up("bridged")
             assert bridge_exists(bridge)
@@ -221,7 +222,7 @@ def test_a_host_port_taken_by_another_repository_is_a_clear_conflict(lab: Lab) -
             agent.create(name, "1G", template="pulse")
         try:
             agent.up("port-one")
-            with pytest.raises(AgentAPIError) as err:
+            with pytest.raises(AgentRefused) as err:
                 agent.up("port-two")
             assert err.value.status == 409
             assert "'pulse' could not start" in err.value.message
@@ -257,7 +258,7 @@ def test_encrypted_repository_round_trip(lab: Lab) -> None:
         agent.create("secret", "1G", template="pulse", key=key)
         agent.up("secret", key=key)
         agent.down("secret")
-        with pytest.raises(AgentAPIError):
+        with pytest.raises(AgentRefused):
             agent.up("secret", key=b"wrong key")
         agent.delete("secret", confirm="secret")
         log = (lab.host("a").plan.state_dir / "agent.log").read_bytes()
@@ -269,10 +270,10 @@ def test_encrypted_repository_round_trip(lab: Lab) -> None:
 def test_encryption_without_dm_crypt_is_refused_and_changes_nothing(lab: Lab) -> None:
     key = b"correct horse battery staple"
     with lab.agent("a") as agent:
-        with pytest.raises(AgentAPIError) as err:
+        with pytest.raises(AgentRefused) as err:
             agent.create("secret", "1G", key=key)
         assert err.value.status == 501 and "dm-crypt" in err.value.message
-        assert "secret" not in [r["name"] for r in agent.repositories()]
+        assert "secret" not in [r.name for r in agent.repositories()]
     log = (lab.host("a").plan.state_dir / "agent.log").read_bytes()
     assert key not in log
 

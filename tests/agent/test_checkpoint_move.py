@@ -8,7 +8,7 @@ import time
 import pytest
 
 from berth_agent.apps.pulse import counters
-from berth_agent.client import AgentClient
+from berth_common.agent_api.client import AgentClient
 from berth_common.process import run
 from berth_lab import Lab
 
@@ -61,25 +61,25 @@ def assert_checkpoint_copy_removed(lab: Lab, host: str, guid: str, timeout: floa
 def test_pulse_moves_to_another_host_and_keeps_counting(lab: Lab) -> None:
     a, b = lab.agent("a"), lab.agent("b")
     repo = a.create("move-me", "2G", template="pulse")
-    guid = repo["guid"]
+    guid = repo.guid
     try:
         a.up("move-me")
         before = wait_for_counter(a, "move-me", 3)
         assert tcp_answer(lab.host("a").address, 8080).startswith(b"pulse")
 
         frozen = a.freeze("move-me", "m-agent-1")
-        assert frozen["checkpointed"] == ["pulse"]
+        assert frozen.checkpointed == ["pulse"]
         # A replay changes nothing: the same record, with only the dump's time (it froze
         # the filesystem anew in no time worth reporting).
-        dumped = {"checkpoint:pulse": frozen["durations"]["checkpoint:pulse"]}
-        assert a.freeze("move-me", "m-agent-1") == {**frozen, "durations": dumped}
+        dumped = {"checkpoint:pulse": frozen.durations["checkpoint:pulse"]}
+        assert a.freeze("move-me", "m-agent-1") == frozen.model_copy(update={"durations": dumped})
         frozen_at = counters(a.logs("move-me", "pulse", tail=3))[-1]
         assert frozen_at >= before
         a.down("move-me")
-        assert a.status("move-me")["mounted"] is False
+        assert a.status("move-me").mounted is False
 
         copy_image(lab, guid, "a", "b")
-        durations = b.up("move-me")["durations"]
+        durations = b.up("move-me").durations
         assert "restore:pulse" in durations
         assert_checkpoint_copy_removed(lab, "b", guid)
 
@@ -91,8 +91,8 @@ def test_pulse_moves_to_another_host_and_keeps_counting(lab: Lab) -> None:
         # The restored process still holds its listening TCP socket on host b.
         assert tcp_answer(lab.host("b").address, 8080).startswith(b"pulse")
         status = b.status("move-me")
-        assert status["frozenBy"] is None
-        assert [c["state"] for c in status["containers"]] == ["running"]
+        assert status.frozen_by is None
+        assert [c.state for c in status.containers] == ["running"]
     finally:
         for agent in (a, b):
             try:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from berth_agent.runtime.spec import RepositoryServices
 from berth_agent.store.store import RepositoryStore
+from berth_common.agent_api.services import RepositoryServices
 
 pytestmark = pytest.mark.agent
 MIB = 1024 * 1024

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from berth_agent.runtime.images import BUSYBOX_IMAGE
-from berth_agent.runtime.spec import RepositoryServices, ServiceSpec
+from berth_common.agent_api.services import RepositoryServices, ServiceSpec
 from berth_lab import Lab
 
 pytestmark = pytest.mark.agent
@@ -32,13 +32,13 @@ def test_a_stopped_container_gets_its_grace_period_then_is_killed(lab: Lab) -> N
         try:
             agent.up("grace")
             frozen = agent.freeze("grace", "m-grace-1", checkpoint=False, stop_grace=2)
-            assert sorted(frozen["stopped"]) == ["polite", "stubborn"]
-            assert frozen["killed"] == ["stubborn"]
+            assert sorted(frozen.stopped) == ["polite", "stubborn"]
+            assert frozen.killed == ["stubborn"]
             # The placement's 2 s, not docker's 10 s; the polite one did not wait for it.
-            assert 2 <= frozen["durations"]["stop:stubborn"] < 10
-            assert frozen["durations"]["stop:polite"] < 2
+            assert 2 <= frozen.durations["stop:stubborn"] < 10
+            assert frozen.durations["stop:polite"] < 2
             agent.resume("grace", "m-grace-1")
-            running = {c["name"]: c["state"] for c in agent.status("grace")["containers"]}
+            running = {c.name: c.state for c in agent.status("grace").containers}
             assert running == {"polite": "running", "stubborn": "running"}
         finally:
             agent.down("grace")

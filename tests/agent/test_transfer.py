@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 
-from berth_agent.client import AgentAPIError
 from berth_common import tokens
+from berth_common.agent_api.errors import AgentRefused
+from berth_common.agent_api.models import PushResult
 from berth_lab import Lab
 from berth_lab.agents import agent_endpoint
 from berth_lab.scratch import remove_everywhere
@@ -33,17 +34,16 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def push(
-    lab: Lab, repo: str, guid: str, source: str, target: str, **options: Any
-) -> dict[str, Any]:
+def push(lab: Lab, repo: str, guid: str, source: str, target: str, **options: Any) -> PushResult:
     """Drive a push as the operator does: a signed token, the source agent's API."""
     tid = f"t-{uuid.uuid4().hex[:12]}"
     src, dst = lab.host(source), lab.host(target)
     token = tokens.issue(tid, guid, src.name, dst.name, lab.pki.client)
     with lab.agent(source) as agent:
         events = list(agent.push(repo, agent_endpoint(dst), token, tid, **options))
-    assert events[-1]["event"] == "result"
-    return events[-1]
+    result = events[-1]
+    assert isinstance(result, PushResult), result
+    return result
 
 
 def images(lab: Lab, guid: str, source: str, target: str) -> tuple[Path, Path]:
@@ -68,7 +68,7 @@ def write(lab: Lab, host: str, guid: str, mib: int, seek_mib: int = 0) -> None:
 def repo(lab: Lab) -> Any:
     name = f"x{uuid.uuid4().hex[:8]}"
     with lab.agent("a") as a:
-        guid = a.create(name, "2G")["guid"]
+        guid = a.create(name, "2G").guid
         a.up(name)
     yield name, guid
     remove_everywhere(lab, name)
@@ -79,17 +79,17 @@ def test_full_then_delta_then_delta_back(lab: Lab, repo: tuple[str, str]) -> Non
     write(lab, "a", guid, 300)
 
     full = push(lab, name, guid, "a", "b")
-    assert full["mode"] == "full"
+    assert full.mode == "full"
     # Sparse-aware: a 2 GiB image holding 300 MiB sends about 300 MiB, not 2 GiB.
-    assert 300 * MiB <= full["bytes_sent"] <= 1.05 * 300 * MiB, full["summary"]
+    assert 300 * MiB <= full.bytes_sent <= 1.05 * 300 * MiB, full.summary
     base_a, image_b = images(lab, guid, "a", "b")
     assert sha256(base_a) == sha256(image_b)
 
     write(lab, "a", guid, 50, seek_mib=100)
     delta = push(lab, name, guid, "a", "b")
-    assert delta["mode"] == "delta" and delta["base_id"] == full["root"][:16]
-    assert delta["bytes_sent"] <= 1.05 * 50 * MiB, delta["summary"]
-    assert "delta vs base" in delta["summary"]
+    assert delta.mode == "delta" and delta.base_id == full.root[:16]
+    assert delta.bytes_sent <= 1.05 * 50 * MiB, delta.summary
+    assert "delta vs base" in delta.summary
     assert sha256(base_a) == sha256(image_b)
 
     # The other way: b runs it now, writes, and sends back only what changed.
@@ -100,15 +100,15 @@ def test_full_then_delta_then_delta_back(lab: Lab, repo: tuple[str, str]) -> Non
     write(lab, "b", guid, 20, seek_mib=10)
     back = push(lab, name, guid, "b", "a")
     # Mounting and starting the repository's dockerd on b wrote a little metadata too.
-    assert back["mode"] == "delta", back["summary"]
-    assert back["bytes_sent"] <= 1.05 * 20 * MiB + 2 * MiB, back["summary"]
+    assert back.mode == "delta", back.summary
+    assert back.bytes_sent <= 1.05 * 20 * MiB + 2 * MiB, back.summary
     base_b, image_a = images(lab, guid, "b", "a")
     assert sha256(base_b) == sha256(image_a)
     with lab.agent("b") as b:
         b.down(name)
     with lab.agent("a") as a:
         a.up(name, force=True)  # the received image mounts and its data is there
-        assert a.status(name)["mounted"]
+        assert a.status(name).mounted
     size = lab.host("a").run(["stat", "-c", "%s", f"/var/lib/berth/mounts/{guid}/data"])
     assert int(size.stdout) == 300 * MiB
 
@@ -118,9 +118,9 @@ def test_dropped_connection_resumes_without_starting_over(lab: Lab, repo: tuple[
     name, guid = repo
     write(lab, "a", guid, 120)
     result = push(lab, name, guid, "a", "b", faults={"drop_after_bytes": 60 * MiB})
-    assert result["attempts"] >= 2
+    assert result.attempts >= 2
     # Resumed: what had arrived before the break was not sent again.
-    assert result["bytes_sent"] < 1.3 * result["bytes_planned"]
+    assert result.bytes_sent < 1.3 * result.bytes_planned
     base_a, image_b = images(lab, guid, "a", "b")
     assert sha256(base_a) == sha256(image_b)
 
@@ -143,8 +143,8 @@ def test_target_agent_killed_mid_transfer_resumes(lab: Lab, repo: tuple[str, str
         result = push(lab, name, guid, "a", "b", bandwidth=30e6)
     finally:
         killer.join()
-    assert result["attempts"] >= 2
-    assert result["bytes_sent"] < 1.6 * result["bytes_planned"], result
+    assert result.attempts >= 2
+    assert result.bytes_sent < 1.6 * result.bytes_planned, result
     base_a, image_b = images(lab, guid, "a", "b")
     assert sha256(base_a) == sha256(image_b)
 
@@ -154,7 +154,7 @@ def test_corrupt_range_is_caught_and_resent(lab: Lab, repo: tuple[str, str]) -> 
     name, guid = repo
     write(lab, "a", guid, 30)
     result = push(lab, name, guid, "a", "b", faults={"corrupt_frame": 10})
-    assert result["attempts"] >= 2
+    assert result.attempts >= 2
     base_a, image_b = images(lab, guid, "a", "b")
     assert sha256(base_a) == sha256(image_b)
     log = (lab.host("a").plan.state_dir / "agent.log").read_text()
@@ -171,7 +171,7 @@ def test_a_target_that_fills_up_mid_transfer_says_so_and_keeps_nothing(
     # Room for a third of the data: the transfer starts, then the disk fills.
     ballast = fill_up(datastore, leave=32 * MiB)
     try:
-        with pytest.raises(AgentAPIError) as refused:
+        with pytest.raises(AgentRefused) as refused:
             push(lab, name, guid, "a", "b")
         assert "host-b's datastore is full" in refused.value.message, refused.value.message
         assert not list((datastore / "transfers").glob("*")), "the partial image was kept"
@@ -179,7 +179,7 @@ def test_a_target_that_fills_up_mid_transfer_says_so_and_keeps_nothing(
     finally:
         shutil.rmtree(ballast)
     result = push(lab, name, guid, "a", "b")  # with room again, the same push succeeds
-    assert result["bytes_sent"] >= 96 * MiB
+    assert result.bytes_sent >= 96 * MiB
 
 
 @pytest.mark.faults
@@ -190,17 +190,17 @@ def test_bad_token_and_mounted_target_are_refused(lab: Lab, repo: tuple[str, str
         # A token for another target, and one signed by the target itself, are refused.
         for signer, target in ((lab.pki.client, "host-a"), (lab.pki.host("host-b"), "host-b")):
             token = tokens.issue("t-bad", guid, "host-a", target, signer)
-            with pytest.raises(AgentAPIError) as err:
+            with pytest.raises(AgentRefused) as err:
                 list(a.push(name, agent_endpoint(b_host), token, "t-bad"))
             assert "token" in err.value.message
     with lab.agent("b") as b:
-        assert name not in [r["name"] for r in b.repositories()]
+        assert name not in [r.name for r in b.repositories()]
     # A target where the repository is mounted never has its image replaced.
     push(lab, name, guid, "a", "b")
     with lab.agent("b") as b:
         b.up(name, force=True)
     try:
-        with pytest.raises(AgentAPIError) as err:
+        with pytest.raises(AgentRefused) as err:
             push(lab, name, guid, "a", "b")
         assert "mounted" in err.value.message
     finally:
@@ -257,7 +257,7 @@ def test_a_transfer_abandoned_while_its_target_was_down_is_swept_once_idle(
     killer = threading.Timer(2.5, lab.stop_agent, [host_b])  # ~75 MiB in at 30 MB/s
     killer.start()
     try:
-        with lab.agent("a") as agent, pytest.raises(AgentAPIError, match="after 8 attempts"):
+        with lab.agent("a") as agent, pytest.raises(AgentRefused, match="after 8 attempts"):
             list(agent.push(name, agent_endpoint(host_b), token, tid, bandwidth=30e6))
     finally:
         killer.join()

@@ -56,7 +56,7 @@ def test_every_acknowledged_write_moves(
     load: RunningLoad | None = None
     try:
         with dblab.agent("a") as a:
-            guid = a.create(name, "2G", template=kind)["guid"]
+            guid = a.create(name, "2G", template=kind).guid
             a.up(name, wait_answer=120)
         prepare(tools, kind, source)
         before = server_identity(tools, kind, source)
@@ -106,7 +106,7 @@ def test_redis_keys_expire_on_time_after_a_live_move_to_a_host_of_another_uptime
     ttl_s, keys = 40, 200
     try:
         with dblab.agent("a") as a:
-            guid = a.create(name, "2G", template="redis")["guid"]
+            guid = a.create(name, "2G", template="redis").guid
             a.up(name, wait_answer=120)
         prepare(tools, Database.REDIS, source)
         tools.redis(source, "SET", "long", "x", "EX", "600")

@@ -69,7 +69,7 @@ def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
 def fill(lab: Lab, host: str, repository: str, mib: int) -> None:
     """Write mib MiB of random data into the repository on host, so moving it takes time."""
     with lab.agent(host) as agent:
-        guid = next(r["guid"] for r in agent.repositories() if r["name"] == repository)
+        guid = next(r.guid for r in agent.repositories() if r.name == repository)
     lab.host(host).run(
         ["sh", "-c", f"head -c {mib}M /dev/urandom > /var/lib/berth/mounts/{guid}/data.bin && sync"]
     )

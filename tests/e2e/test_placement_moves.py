@@ -100,7 +100,7 @@ def test_kubectl_patch_moves_pulse_with_its_memory(
     assert abs(last["downtimeSeconds"] - gap) < 0.5, (last["downtimeSeconds"], gap)
     with lab.agent("a") as a:
         source = a.status(name)
-        assert not source["mounted"] and not source["docker"]["running"]
+        assert not source.mounted and not source.docker.running
     print(
         f"\ndowntime {last['downtimeSeconds']:.3f}s, heartbeat gap {gap:.3f}s, "
         f"counter {counters[-1]}"
@@ -164,7 +164,7 @@ def test_operator_killed_in_bulk_sync_and_in_cutover(
     counters = [c for _, c in beats(lab, "b", name)]
     assert counters == list(range(1, counters[-1] + 1)), "the counter was reset"
     with lab.agent("a") as a:
-        assert not a.status(name)["docker"]["running"]
+        assert not a.status(name).docker.running
 
 
 def test_problems_a_person_must_fix_stall(
@@ -200,7 +200,7 @@ def test_problems_a_person_must_fix_stall(
         move(kubectl, namespace, name, "host-b")
         until("Stalled=TargetCordoned", lambda: stalled("TargetCordoned"), 30)
         with lab.agent("a") as a:
-            assert a.status(name)["containers"][0]["state"] == "running"
+            assert a.status(name).containers[0].state == "running"
     finally:
         kubectl(
             "patch",

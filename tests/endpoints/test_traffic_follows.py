@@ -45,7 +45,7 @@ def cluster3(lab3: Lab, kubectl: Kubectl, namespace: str) -> Iterator[LabCluster
         for host in lab3.hosts:
             with lab3.agent(host) as agent:
                 for repo in agent.repositories():
-                    if repo["name"] == NAME:
+                    if repo.name == NAME:
                         agent.down(NAME)
                         agent.delete(NAME, confirm=NAME)
 

@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -21,8 +20,9 @@ from cryptography.x509.oid import NameOID
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from berth_agent.client import AgentAPIError, AgentClient
 from berth_common import tokens
+from berth_common.agent_api.client import AgentClient
+from berth_common.agent_api.errors import AgentRefused, AgentUnreachable
 from berth_common.pki import CertFiles
 from berth_lab import Lab
 from berth_lab.agents import agent_endpoint
@@ -66,7 +66,7 @@ def test_an_expired_client_certificate_is_refused(lab: Lab, tmp_path: Path) -> N
     client = AgentClient(
         agent_endpoint(lab.host("a")), lab.pki.ca.cert, expired.cert, expired.key, timeout=5
     )
-    with pytest.raises(httpx.TransportError):
+    with pytest.raises(AgentUnreachable):
         client.healthz()
     client.close()
 
@@ -75,7 +75,7 @@ def test_an_expired_client_certificate_is_refused(lab: Lab, tmp_path: Path) -> N
 @pytest.fixture(scope="module")
 def repo(lab: Lab) -> Iterator[tuple[str, str]]:
     with lab.agent("a") as a:
-        guid = a.create(REPO, "1G")["guid"]
+        guid = a.create(REPO, "1G").guid
     yield REPO, guid
     with lab.agent("a") as a:
         a.delete(REPO, confirm=REPO)
@@ -83,10 +83,10 @@ def repo(lab: Lab) -> Iterator[tuple[str, str]]:
 
 def push_with(lab: Lab, token: str, tid: str) -> str:
     """Push REPO from host-a to host-b with this token; the refusal's message."""
-    with lab.agent("a") as a, pytest.raises(AgentAPIError) as refused:
+    with lab.agent("a") as a, pytest.raises(AgentRefused) as refused:
         list(a.push(REPO, agent_endpoint(lab.host("b")), token, tid))
     with lab.agent("b") as b:
-        assert REPO not in [r["name"] for r in b.repositories()], "an image was installed"
+        assert REPO not in [r.name for r in b.repositories()], "an image was installed"
     return refused.value.message
 
 
@@ -117,7 +117,7 @@ def test_transfer_tokens_are_scoped_and_expire(lab: Lab, repo: tuple[str, str]) 
     # same token, replayed for a new transfer, is refused like any other.
     with lab.agent("a") as a:
         events = list(a.push(REPO, agent_endpoint(lab.host("b")), good, tid))
-    assert events[-1]["event"] == "result", events[-1]
+    assert events[-1].event == "result", events[-1]
     with lab.agent("b") as b:
         b.delete(REPO, confirm=REPO)
     assert "token" in push_with(lab, good, f"t-{uuid.uuid4().hex[:10]}")
@@ -205,7 +205,7 @@ def test_keys_and_tokens_never_reach_answers_or_logs(lab: Lab, repo: tuple[str, 
     for answer in answers:  # 501: this kernel has no dm-crypt; refused all the same
         assert answer.status_code in (400, 404, 501) and key not in answer.text, answer.text
     with lab.agent("a") as agent:
-        if "enc" in [r["name"] for r in agent.repositories()]:
+        if "enc" in [r.name for r in agent.repositories()]:
             agent.delete("enc", confirm="enc")
     for host in lab.hosts.values():
         log = (host.plan.state_dir / "agent.log").read_text(errors="replace")

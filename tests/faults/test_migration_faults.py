@@ -201,8 +201,8 @@ def test_target_unreachable_after_the_freeze_rolls_back_then_moves_once_back(
         assert target in last["reason"], last
         with lab.agent(source) as agent:
             status = agent.status(APP)
-        assert not status["quiesced"] and status["frozenBy"] is None, status
-        assert all(c["state"] == "running" for c in status["containers"]), status
+        assert not status.quiesced and status.frozen_by is None, status
+        assert all(c.state == "running" for c in status.containers), status
     finally:
         operator.crash_file.unlink(missing_ok=True)
         if operator.proc is None:
@@ -233,8 +233,8 @@ def test_restore_failing_on_the_target_resumes_on_the_source_then_moves(
         assert intact.host == source
         assert_nothing_left(lab)
         with lab.agent(target) as agent:
-            copy = next(r for r in agent.repositories() if r["name"] == APP)
-        assert copy["moved_to"] == source and not copy["mounted"], copy
+            copy = next(r for r in agent.repositories() if r.name == APP)
+        assert copy.moved_to == source and not copy.mounted, copy
     finally:
         squatter.kill()
         squatter.wait()
@@ -328,12 +328,12 @@ def test_agent_restarted_while_the_application_runs_adopts_it(
     source, _ = where(kubectl, namespace)
     before = acked(lab, source)
     with lab.agent(source) as agent:
-        dockerd = agent.status(APP)["docker"]["pid"]
+        dockerd = agent.status(APP).docker.pid
     lab.stop_agent(lab.host(source))  # SIGKILL
     time.sleep(2)  # ledger goes on writing without its agent
     lab.start_agent(lab.host(source))
     with lab.agent(source) as agent:
-        assert agent.status(APP)["docker"]["pid"] == dockerd, "a second dockerd was started"
+        assert agent.status(APP).docker.pid == dockerd, "a second dockerd was started"
     assert assert_intact(lab, app, before).host == source
     assert_nothing_left(lab)
     obj = wait_current(kubectl, namespace, APP)
@@ -368,8 +368,8 @@ def test_target_datastore_full_fails_cleanly_then_moves_once_there_is_room(
         assert running_on(lab, app) == [source]
         assert_nothing_left(lab)
         with lab.agent(target) as agent:  # at most the stale copy an earlier move left
-            copies = [r for r in agent.repositories() if r["name"] == app]
-            assert all(r["moved_to"] and not r["mounted"] for r in copies), copies
+            copies = [r for r in agent.repositories() if r.name == app]
+            assert all(r.moved_to and not r.mounted for r in copies), copies
     finally:
         shutil.rmtree(ballast)
     assert_moved(kubectl, namespace, lab, target, before)  # by the retry, once there is room

@@ -38,8 +38,8 @@ def running_on(lab: Lab, name: str) -> list[str]:
     for host in lab.hosts:
         with lab.agent(host) as agent:
             for repo in agent.repositories():
-                if repo["name"] == name and repo["mounted"] and repo["docker"]["running"]:
-                    states = [c["state"] for c in repo["containers"]]
+                if repo.name == name and repo.mounted and repo.docker.running:
+                    states = [c.state for c in repo.containers]
                     if states and all(s == "running" for s in states):
                         where.append(host)
     return where
@@ -79,12 +79,12 @@ def leftovers(lab: Lab) -> list[str]:
     for name, host in lab.hosts.items():
         with lab.agent(name) as agent:
             repos = agent.repositories()
-        mounted = {r["guid"] for r in repos if r["mounted"]}
+        mounted = {r.guid for r in repos if r.mounted}
         transfers = host.plan.datastore_mount / "transfers"
         if transfers.exists():  # partial images of transfers that will never finish
             found += [f"{name}: transfer {t.name}" for t in sorted(transfers.iterdir())]
-        found += [f"{name}: stale copy {r['name']} still mounted" for r in repos
-                  if r["mounted"] and r.get("moved_to")]  # fmt: skip
+        found += [f"{name}: stale copy {r.name} still mounted" for r in repos
+                  if r.mounted and r.moved_to]  # fmt: skip
         for target in host.run(["findmnt", "-rn", "-o", "TARGET"]).stdout.decode().split():
             if target.startswith(("/var/lib/berth/mounts/", "/run/berth/")):
                 guid = _GUID.search(target)

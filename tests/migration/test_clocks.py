@@ -10,7 +10,7 @@ import uuid
 import pytest
 
 from berth_agent.apps import clocks
-from berth_agent.runtime.spec import RepositoryServices
+from berth_common.agent_api.services import RepositoryServices
 from berth_lab import Lab
 from berth_lab.scratch import remove_everywhere
 from migration.helpers import migrate
@@ -42,7 +42,7 @@ def test_monotonic_and_boot_clocks_continue_on_a_host_of_another_uptime(lab: Lab
     services = RepositoryServices(services=[clocks.service()])
     try:
         with lab.agent("a") as a:
-            guid = a.create(name, "2G", services=services.model_dump(mode="json"))["guid"]
+            guid = a.create(name, "2G", services=services.model_dump(mode="json")).guid
             a.up(name)
         sampled(lab, "a", name, after=time.time())
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from berth_agent.apps import pulse
-from berth_agent.client import AgentAPIError
+from berth_common.agent_api.errors import AgentRefused
 from berth_lab import Lab
 from berth_lab.agents import LabAgents
 from berth_lab.leftovers import checkpoint_copies
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.migration
 def app(lab: Lab) -> Iterator[tuple[str, str]]:
     name = f"m{uuid.uuid4().hex[:8]}"
     with lab.agent("a") as a:
-        guid = a.create(name, "1G", services=pulse.services(interval=0.2).model_dump())["guid"]
+        guid = a.create(name, "1G", services=pulse.services(interval=0.2).model_dump()).guid
         a.up(name, wait_answer=30)
     yield name, guid
     remove_everywhere(lab, name)
@@ -54,9 +54,9 @@ def test_live_migration_keeps_the_counter_and_measures_downtime(
     assert seen == list(range(1, seen[-1] + 1)), "the counter restarted or skipped"
     with lab.agent("a") as a:
         source = a.status(name)
-        assert not source["mounted"] and not source["docker"]["running"]
-        assert source["moved_to"] == "host-b"
-        with pytest.raises(AgentAPIError, match="stale"):
+        assert not source.mounted and not source.docker.running
+        assert source.moved_to == "host-b"
+        with pytest.raises(AgentRefused, match="stale"):
             a.up(name)  # the old copy is not started by mistake
     assert_move_left_no_checkpoint(lab, "b", guid)
 
@@ -104,9 +104,9 @@ def test_failed_cutover_resumes_on_the_source(lab: Lab, app: tuple[str, str]) ->
     assert seen[-1] > before and seen == list(range(1, seen[-1] + 1)), "the app lost its memory"
     with lab.agent("a") as a:
         status = a.status(name)
-        assert status["containers"][0]["state"] == "running" and not status["quiesced"]
+        assert status.containers[0].state == "running" and not status.quiesced
     with lab.agent("b") as b:
-        assert not b.status(name)["mounted"]
+        assert not b.status(name).mounted
     with socket.create_connection((lab.host("a").address, pulse.PORT), timeout=3) as conn:
         assert conn.recv(20).startswith(b"pulse")
 
@@ -122,7 +122,7 @@ def test_failure_before_the_freeze_leaves_the_source_untouched(
     state = MigrationDriver(LabAgents(lab), lab.pki.client, Unrecorded()).run(state)
     assert state.result == "Failed" and "both host-a" in (state.reason or "")
     with lab.agent("a") as a:
-        assert a.status(name)["containers"][0]["state"] == "running"
+        assert a.status(name).containers[0].state == "running"
 
 
 @pytest.mark.faults
@@ -140,9 +140,9 @@ def test_a_move_failing_after_a_bulk_round_leaves_the_received_copy_stale(
     while not state.bulk_rounds:  # Preparing, then the first bulk round
         state = driver.advance(state)
     with lab.agent("b") as b:
-        received = next(r for r in b.repositories() if r["name"] == name)
-    assert received["moved_to"] == "host-a", "a received copy counted as live before it ran"
-    with lab.agent("b") as b, pytest.raises(AgentAPIError, match="stale"):
+        received = next(r for r in b.repositories() if r.name == name)
+    assert received.moved_to == "host-a", "a received copy counted as live before it ran"
+    with lab.agent("b") as b, pytest.raises(AgentRefused, match="stale"):
         b.up(name)  # nobody starts it by mistake; the migration starts it with force
 
     state.phase = Phase.BULK_SYNC  # one more round, whatever the rounds rule said
@@ -153,10 +153,10 @@ def test_a_move_failing_after_a_bulk_round_leaves_the_received_copy_stale(
         lab.start_agent(lab.host("b"))
     assert state.result == "Failed" and state.reason and state.reason.startswith("BulkSync")
     with lab.agent("a") as a:
-        assert a.status(name)["containers"][0]["state"] == "running"
+        assert a.status(name).containers[0].state == "running"
     with lab.agent("b") as b:
-        copy = next(r for r in b.repositories() if r["name"] == name)
-    assert copy["moved_to"] == "host-a" and not copy["mounted"], copy
+        copy = next(r for r in b.repositories() if r.name == name)
+    assert copy.moved_to == "host-a" and not copy.mounted, copy
     # The failed round's snapshot on the source went with the migration.
     transfers = lab.host("a").plan.datastore_mount / "transfers"
     assert not list(transfers.glob(f"{state.id}-*")), list(transfers.iterdir())

@@ -11,7 +11,7 @@ import pytest
 
 from berth_agent.apps import pulse
 from berth_agent.runtime.images import BUSYBOX_IMAGE
-from berth_agent.runtime.spec import RepositoryServices, ServiceSpec
+from berth_common.agent_api.services import RepositoryServices, ServiceSpec
 from berth_lab import Lab
 from berth_lab.scratch import remove_everywhere
 from migration.helpers import migrate
@@ -44,7 +44,7 @@ def test_labelled_containers_resume_and_the_others_restart(lab: Lab) -> None:
     )
     try:
         with lab.agent("a") as a:
-            guid = a.create(name, "1G", services=services.model_dump(mode="json"))["guid"]
+            guid = a.create(name, "1G", services=services.model_dump(mode="json")).guid
             a.up(name)
         before = pulse_counters(lab, "a", name, 3)[-1]
 
@@ -58,7 +58,7 @@ def test_labelled_containers_resume_and_the_others_restart(lab: Lab) -> None:
         # The sidecar restarted: its log (which moved with the repository) says so twice.
         with lab.agent("b") as b:
             lines = b.logs(name, "sidecar", tail=100)
-            containers = {c["name"]: c["state"] for c in b.status(name)["containers"]}
+            containers = {c.name: c.state for c in b.status(name).containers}
         assert sum(line.endswith("started") for line in lines) == 2, lines
         assert containers == {"pulse": "running", "sidecar": "running"}
     finally:

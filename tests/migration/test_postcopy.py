@@ -12,11 +12,11 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from berth_agent.apps import memory
-from berth_agent.runtime.spec import RepositoryServices
+from berth_common.agent_api.errors import AgentUnreachable
+from berth_common.agent_api.services import RepositoryServices
 from berth_lab import Lab
 from berth_lab.agents import LabAgents
 from berth_lab.leftovers import checkpoint_copies
@@ -51,7 +51,7 @@ def app(lab: Lab) -> Iterator[tuple[str, str]]:
     name = f"pc{uuid.uuid4().hex[:8]}"
     services = RepositoryServices(services=[memory.service(MIB, every=0.5)])
     with lab.agent("a") as a:
-        guid = a.create(name, "1G", services=services.model_dump())["guid"]
+        guid = a.create(name, "1G", services=services.model_dump()).guid
         a.up(name)
     wait_for_checks(lab, "a", name, 1)
     yield name, guid
@@ -76,7 +76,7 @@ def test_memory_follows_after_the_freeze_and_arrives_intact(lab: Lab, app: tuple
     assert memory.problems(lines) == [], lines[-5:]
     with lab.agent("a") as a:
         source = a.status(name)
-    assert not source["mounted"] and not source["docker"]["running"]
+    assert not source.mounted and not source.docker.running
     assert checkpoint_copies(lab.plan.state_dir) == []
     containers = lab.host("b").plan.datastore_mount / "mounts" / guid / "docker" / "containers"
     assert list(containers.glob("*/checkpoints/*")) == [], "the checkpoint stayed after post-copy"
@@ -132,9 +132,9 @@ def test_a_page_fetch_killed_part_way_brings_the_app_back_on_the_source(
     assert memory.problems(lines) == [], lines[-5:]
     with lab.agent("a") as a:
         status = a.status(name)
-    assert status["containers"][0]["state"] == "running" and not status["quiesced"]
+    assert status.containers[0].state == "running" and not status.quiesced
     with lab.agent("b") as b:
-        assert not b.status(name)["mounted"]
+        assert not b.status(name).mounted
 
 
 @pytest.mark.faults
@@ -166,7 +166,7 @@ def test_a_link_cut_silently_during_post_copy_brings_the_app_back_on_the_source(
     lines = memory_lines(lab, "a", name)
     assert memory.problems(lines) == [], lines[-5:]
     with lab.agent("b") as b:
-        assert not b.status(name)["mounted"]
+        assert not b.status(name).mounted
     assert fetch_pids_alive(lab, "b") == [], "a page fetch outlived the rollback"
 
 
@@ -186,7 +186,7 @@ def test_the_target_agent_killed_during_post_copy_does_not_stop_it(
                 lab.stop_agent(lab.host("b"))
 
     with slowed(lab, "a", "200mbit"):
-        with pytest.raises(httpx.TransportError):
+        with pytest.raises(AgentUnreachable):
             migrate(lab, name, guid, memory="postcopy", listener=KillAgent())
         time.sleep(2)
         lab.start_agent(lab.host("b"))

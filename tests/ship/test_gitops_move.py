@@ -208,7 +208,7 @@ def test_a_commit_that_changes_spec_machine_moves_the_repository(
     assert counters == list(range(1, counters[-1] + 1)), "the counter was reset"
     assert counters[-1] > counted_on_a
     with lab.agent("a") as a:
-        assert not a.status(NAME)["docker"]["running"]
+        assert not a.status(NAME).docker.running
 
     # The operator never wrote spec: only the applier manages spec fields, so a GitOps
     # tool never sees drift. The operator writes status (status subresource); kopf writes

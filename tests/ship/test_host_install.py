@@ -20,11 +20,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
 from berth_agent.apps import pulse
-from berth_agent.client import AgentClient
+from berth_common.agent_api.client import AgentClient
+from berth_common.agent_api.errors import AgentUnreachable
 from berth_lab import Lab
 from berth_lab.cluster import (
     OPERATOR_NAMESPACE,
@@ -223,8 +223,8 @@ def start_from_unit(joining: Joining, unit: Path) -> subprocess.Popen[bytes]:
 
         def answers() -> bool:
             try:
-                return bool(client.healthz()["machine"] == MACHINE)
-            except httpx.TransportError:
+                return bool(client.healthz().machine == MACHINE)
+            except AgentUnreachable:
                 assert proc.poll() is None, (joining.work / "agent.log").read_text()[-3000:]
                 return False
 

@@ -11,15 +11,11 @@ from berth_agent.checkpoint.criu import criu_log_excerpt
 from berth_agent.errors import InvalidRequest
 from berth_agent.runtime import neighbours
 from berth_agent.runtime.services import published_ports
-from berth_agent.runtime.spec import (
-    CHECKPOINT_LABEL,
-    RepositoryServices,
-    ServiceSpec,
-    bridge_name,
-    repository_subnet,
-)
+from berth_agent.runtime.spec import bridge_name, repository_subnet
 from berth_agent.server.app import describe_invalid
 from berth_agent.store.naming import parse_size, validate_guid, validate_name
+from berth_common.agent_api.models import PublishedPort
+from berth_common.agent_api.services import CHECKPOINT_LABEL, RepositoryServices, ServiceSpec
 
 pytestmark = pytest.mark.unit
 
@@ -141,8 +137,8 @@ def test_published_ports_are_what_a_client_outside_reaches() -> None:
         }
     }
     assert published_ports(attrs) == [  # by host port
-        {"container": 53, "protocol": "udp", "host": 5353},
-        {"container": 8080, "protocol": "tcp", "host": 18000},
+        PublishedPort(container=53, protocol="udp", host=5353),
+        PublishedPort(container=8080, protocol="tcp", host=18000),
     ]
     assert published_ports({}) == [] and published_ports({"NetworkSettings": None}) == []
 

@@ -10,12 +10,14 @@ from typing import Any, cast
 import pytest
 
 from berth_agent.checkpoint.freeze import grace_seconds
-from berth_agent.client import AgentClient
+from berth_common.agent_api.client import AgentClient
+from berth_common.agent_api.models import Durations, FreezeRecord, Health, PushProgress, PushResult
 from berth_common.pki import CertFiles, create_ca
 from berth_operator.migration.driver import MigrationDriver, rest_of_downtime
 from berth_operator.migration.listener import Unrecorded
 from berth_operator.migration.state import MigrationState, Mode, Phase, timestamp
 from berth_operator.placement.status import last_migration
+from wire_fakes import health
 
 pytestmark = pytest.mark.unit
 
@@ -40,25 +42,31 @@ class FakeAgent:
     def __init__(self, clock: Clock, calls: list[tuple[str, float]]) -> None:
         self.clock, self.calls = clock, calls
 
-    def healthz(self) -> dict[str, Any]:
+    def healthz(self) -> Health:
         self.calls.append(("healthz", self.clock()))
         self.clock.at += HANDSHAKE  # before the freeze request
-        return {}
+        return health("host")
 
-    def freeze(self, ref: str, migration_id: str, **_: Any) -> dict[str, Any]:
+    def freeze(self, ref: str, migration_id: str, **_: Any) -> FreezeRecord:
         self.calls.append(("freeze", self.clock()))
         self.clock.at += FREEZE
-        return {"durations": {"checkpoint:pulse": 1.5}, "checkpointed": ["pulse"], "stopped": []}
+        return FreezeRecord(
+            migration_id=migration_id, checkpoint=f"berth-{migration_id}",
+            durations={"checkpoint:pulse": 1.5}, checkpointed=["pulse"],
+        )  # fmt: skip
 
-    def push(self, *_: Any, **__: Any) -> Iterator[dict[str, Any]]:
+    def push(self, *_: Any, **__: Any) -> Iterator[PushProgress | PushResult]:
         self.calls.append(("push", self.clock()))
         self.clock.at += PUSH
-        yield {"event": "done", "bytes_sent": 4096, "mode": "delta", "durations": {"send": 1.25}}
+        yield PushResult(
+            summary="4 KiB", transfer_id="t", mode="delta", image_size=2**30, bytes_planned=4096,
+            bytes_sent=4096, base_id="b", root="r", attempts=1, durations={"send": 1.25},
+        )  # fmt: skip
 
-    def up(self, ref: str, **_: Any) -> dict[str, Any]:
+    def up(self, ref: str, **_: Any) -> Durations:
         self.calls.append(("up", self.clock()))
         self.clock.at += UP
-        return {"durations": {"restore": 4.0}}
+        return Durations(durations={"restore": 4.0})
 
     def close(self) -> None:
         pass
@@ -141,11 +149,13 @@ class StubbornFakeAgent(FakeAgent):
 
     asked: dict[str, Any] = {}
 
-    def freeze(self, ref: str, migration_id: str, **options: Any) -> dict[str, Any]:
+    def freeze(self, ref: str, migration_id: str, **options: Any) -> FreezeRecord:
         StubbornFakeAgent.asked = options
-        super().freeze(ref, migration_id)
-        return {"durations": {"stop:web": 3.0}, "checkpointed": [],
-                "stopped": ["web", "db"], "killed": ["web"]}  # fmt: skip
+        frozen = super().freeze(ref, migration_id)
+        return frozen.model_copy(
+            update={"durations": {"stop:web": 3.0}, "checkpointed": [],
+                    "stopped": ["web", "db"], "killed": ["web"]}
+        )  # fmt: skip
 
 
 def test_a_cold_move_passes_the_grace_period_and_reports_who_was_killed(

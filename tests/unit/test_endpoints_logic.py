@@ -5,25 +5,25 @@ from __future__ import annotations
 import pytest
 
 from berth_api.v1alpha1 import DNSOptions
+from berth_common.agent_api.models import PublishedPort
 from berth_operator.placement.endpoints import (
     build_dns_endpoint,
     build_endpoints,
     machine_address,
     record_type,
 )
+from wire_fakes import container, repository
 
 pytestmark = pytest.mark.unit
 
-REPOSITORY = {
-    "name": "web",
-    "containers": [
-        {"name": "pulse", "state": "running",
-         "ports": [{"container": 8080, "protocol": "tcp", "host": 18000}]},
-        {"name": "dns", "state": "running",
-         "ports": [{"container": 53, "protocol": "udp", "host": 5353}]},
-        {"name": "batch", "state": "exited", "ports": []},
+REPOSITORY = repository(
+    "web",
+    containers=[
+        container("pulse", ports=[PublishedPort(container=8080, protocol="tcp", host=18000)]),
+        container("dns", ports=[PublishedPort(container=53, protocol="udp", host=5353)]),
+        container("batch", state="exited"),
     ],
-}  # fmt: skip
+)
 PLACEMENT = {"metadata": {"name": "web", "namespace": "apps", "uid": "u-1"}}
 
 
@@ -34,7 +34,7 @@ def test_endpoints_are_the_running_services_published_ports_at_the_machines_addr
         {"service": "pulse", "machine": "host-b", "address": "10.1.0.3", "port": 18000,
          "protocol": "tcp"},
     ]  # fmt: skip
-    assert build_endpoints("host-b", "10.1.0.3", {"containers": []}) == []
+    assert build_endpoints("host-b", "10.1.0.3", repository("web")) == []
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,8 @@ import pytest
 from berth_agent.checkpoint import freeze as freezing
 from berth_agent.checkpoint.runc import RuncCheckpointer
 from berth_agent.errors import AgentError
-from berth_agent.runtime.spec import CHECKPOINT_LABEL
+from berth_common.agent_api.models import FreezeRecord
+from berth_common.agent_api.services import CHECKPOINT_LABEL
 
 pytestmark = pytest.mark.unit
 
@@ -66,7 +67,7 @@ class FakeRunc:
         self.dumped.add(container_id)
 
 
-def frozen_with(tmp_path: Path, runc: FakeRunc, migration: str = "m-1") -> freezing.FreezeRecord:
+def frozen_with(tmp_path: Path, runc: FakeRunc, migration: str = "m-1") -> FreezeRecord:
     client = FakeDocker([FakeContainer("app", True), FakeContainer("db", True)])
     return freezing.freeze(
         cast(docker.DockerClient, client), cast(RuncCheckpointer, runc), tmp_path, migration

@@ -12,7 +12,8 @@ from typing import Any, cast
 
 import pytest
 
-from berth_agent.client import AgentClient
+from berth_common.agent_api.client import AgentClient
+from berth_common.agent_api.models import Health, RepositoryStatus
 from berth_operator.agents import MachineAgents
 from berth_operator.config import OperatorConfig
 from berth_operator.controller.cache import ObjectCache
@@ -24,6 +25,7 @@ from berth_operator.placement.controller import PLACEMENT_INDEXES, PlacementCont
 from berth_operator.placement.status import merge_patch
 from berth_operator.placement.status_writer import PlacementKey, placement_key
 from berth_operator.runtime import Operator, machine_facts, wants_reconcile
+from wire_fakes import container, health, repository
 
 pytestmark = pytest.mark.unit
 NOW = 4_000_000_000.0  # the fake clock's time (seconds since the epoch)
@@ -111,17 +113,15 @@ class FakeAgent:
     def close(self) -> None:
         pass
 
-    def healthz(self) -> dict[str, Any]:
-        return {"version": "test", "machine": self.name, "datastore": {"freeBytes": 2**40}}
+    def healthz(self) -> Health:
+        return health(self.name)
 
-    def repositories(self) -> list[dict[str, Any]]:
+    def repositories(self) -> list[RepositoryStatus]:
         self.fleet.asked.append(self.name)
-        running = {"mounted": True, "docker": {"running": True}, "containers": []}
-        return [{"name": r, "guid": f"g-{r}", "moved_to": None, **running}
-                for r in sorted(self.fleet.holds.get(self.name, ()))]  # fmt: skip
+        return [repository(r) for r in sorted(self.fleet.holds.get(self.name, ()))]
 
-    def status(self, ref: str) -> dict[str, Any]:
-        return {"mounted": False, "docker": {"running": False}, "guid": f"g-{ref}"}
+    def status(self, ref: str) -> RepositoryStatus:
+        return repository(ref, mounted=False, running=False)
 
 
 class FakeFleet(MachineAgents):
@@ -242,9 +242,8 @@ def test_a_heartbeat_writes_only_what_changed_and_reports_changed_repositories()
 
 
 def test_inventory_changes_name_the_repositories_that_changed() -> None:
-    up = {"name": "web", "guid": "g", "mounted": True, "docker": {"running": True},
-          "containers": [{"name": "app", "state": "running"}]}  # fmt: skip
-    moved = {**up, "moved_to": "b"}
+    up = repository("web", containers=[container("app")])
+    moved = up.model_copy(update={"moved_to": "b"})
     assert changed_names([up], [up]) == set()
     assert changed_names([up], [moved]) == {"web"}
     assert changed_names([up], None) == {"web"}  # unknown now: its placement must look

@@ -16,18 +16,17 @@ from berth_agent.apps import memory
 from berth_agent.checkpoint import runc_shim
 from berth_agent.checkpoint.memory import (
     AUTO_POSTCOPY_BYTES,
-    MemoryMode,
     moves_after_freeze,
     resident_anon_bytes,
 )
 from berth_agent.checkpoint.postcopy import (
     LAZY_MARKER,
     PageCounts,
-    Progress,
     _in_recording_shell,
     page_counts,
     read_status,
 )
+from berth_common.agent_api.models import MemoryMode, PostCopyProgress
 from berth_operator.migration.driver import address_of
 
 pytestmark = pytest.mark.unit
@@ -129,9 +128,9 @@ def test_the_shim_opens_a_restores_images_to_a_user_namespace_only(
 
 def test_the_recording_shell_says_done_failed_or_killed(tmp_path: Path) -> None:
     for name, argv, progress in [
-        ("ok", ["true"], Progress.DONE),
+        ("ok", ["true"], PostCopyProgress.DONE),
         ("bad", ["sh", "-c", "echo 'Error (criu/uffd.c:1): broken' > lazy.log; exit 3"],
-         Progress.FAILED),
+         PostCopyProgress.FAILED),
     ]:  # fmt: skip
         work = tmp_path / name
         work.mkdir()
@@ -150,12 +149,12 @@ def test_the_recording_shell_says_done_failed_or_killed(tmp_path: Path) -> None:
     deadline = time.monotonic() + 5
     while not (work / "pid").exists() and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert read_status("killed", work, "x.log").progress == Progress.RUNNING
+    assert read_status("killed", work, "x.log").progress == PostCopyProgress.RUNNING
     children = Path(f"/proc/{shell.pid}/task/{shell.pid}/children").read_text().split()
     os.kill(int(children[0]), 9)  # the work dies; its shell runs on_failure and records it
     shell.wait(5)
     assert ran.exists()
-    assert read_status("killed", work, "x.log").progress == Progress.FAILED
+    assert read_status("killed", work, "x.log").progress == PostCopyProgress.FAILED
 
 
 def test_the_page_server_address_comes_from_the_agent_endpoint() -> None:

@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 
 from berth_agent.errors import InsufficientSpace
-from berth_agent.store.store import RepositoryRecord, RepositoryStore
+from berth_agent.store.store import RepositoryStore
 from berth_agent.transfer import frames
 from berth_agent.transfer.hashtree import BLOCK_SIZE
-from berth_agent.transfer.receiver import BeginRequest, Receiver
+from berth_agent.transfer.receiver import Receiver
 from berth_common import tokens
+from berth_common.agent_api.models import BeginRequest, RepositoryRecord
 from berth_common.pki import CertFiles, create_ca, issue
 
 pytestmark = pytest.mark.unit

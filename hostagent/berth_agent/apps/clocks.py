@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from berth_agent.apps import databases
 from berth_agent.runtime.debian_images import DebianImage
-from berth_agent.runtime.spec import ServiceSpec
+from berth_common.agent_api.services import ServiceSpec
 
 NAME = "clocks"
 IMAGE = DebianImage(

@@ -9,7 +9,7 @@ import itertools
 import re
 
 from berth_agent.runtime.images import BUSYBOX_IMAGE
-from berth_agent.runtime.spec import ServiceSpec
+from berth_common.agent_api.services import ServiceSpec
 
 FILE = "/ledger"
 INTERVAL_S = 0.1

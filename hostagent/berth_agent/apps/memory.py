@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 
 from berth_agent.runtime.images import BUSYBOX_IMAGE
-from berth_agent.runtime.spec import ServiceSpec
+from berth_common.agent_api.services import ServiceSpec
 
 NAME = "memory"
 CHUNK = 786432  # random bytes per chunk: one line of 1 MiB in base64

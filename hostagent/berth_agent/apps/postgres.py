@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from berth_agent.apps import databases
 from berth_agent.runtime.debian_images import DebianImage
-from berth_agent.runtime.spec import PortSpec, RepositoryServices, ServiceSpec, VolumeSpec
+from berth_common.agent_api.services import PortSpec, RepositoryServices, ServiceSpec, VolumeSpec
 
 NAME = "postgres"
 PORT = 5432

@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 
-from berth_agent.runtime.spec import PortSpec, RepositoryServices, ServiceSpec
+from berth_common.agent_api.services import PortSpec, RepositoryServices, ServiceSpec
 
 IMAGE = "berth/pulse:1"
 PORT = 8080

@@ -19,40 +19,24 @@ from typing import Any
 
 import docker
 from docker.models.containers import Container
-from pydantic import BaseModel, Field
 
 from berth_agent.checkpoint import docker_api
 from berth_agent.checkpoint.criu import criu_log_excerpt
-from berth_agent.checkpoint.memory import MemoryMode, moves_after_freeze, resident_anon_bytes
-from berth_agent.checkpoint.postcopy import LazyDump, PageFetch, PageServer
+from berth_agent.checkpoint.memory import moves_after_freeze, resident_anon_bytes
+from berth_agent.checkpoint.postcopy import LazyDump, PageFetch
 from berth_agent.checkpoint.runc import RuncCheckpointer
 from berth_agent.config import TLSConfig
 from berth_agent.errors import AgentError
 from berth_agent.runtime.services import service_containers
-from berth_agent.runtime.spec import CHECKPOINT_LABEL
+from berth_common.agent_api.models import FreezeRecord, MemoryMode, PageServer
+from berth_common.agent_api.services import CHECKPOINT_LABEL
 from berth_common.process import alive
 
 log = logging.getLogger("berth.agent.checkpoint")
 RECORD = "checkpoint.json"
 RESTORE_ATTEMPTS = 6
 DOCKER_STOP_TIMEOUT = 10  # seconds: dockerd's own default
-# The longest grace period a placement may ask for: the application is down meanwhile,
-# and the freeze call that waits for it must end well within its 900 s.
-MAX_STOP_GRACE = 300
 KILLED_EXIT_CODE = 137  # 128 + SIGKILL: what a container killed at the end of its grace shows
-
-
-class FreezeRecord(BaseModel):
-    migration_id: str
-    checkpoint: str
-    checkpointed: list[str] = Field(default_factory=list)  # restore from the checkpoint
-    stopped: list[str] = Field(default_factory=list)  # start fresh
-    # Of the stopped: those still running when their grace period ended (SIGKILLed).
-    killed: list[str] = Field(default_factory=list)
-    durations: dict[str, float] = Field(default_factory=dict)
-    complete: bool = True  # False: a container failed to freeze; only resume is left
-    # Checkpointed containers whose memory pages stayed at the source, and where from.
-    postcopy: dict[str, PageServer] = Field(default_factory=dict)
 
 
 @dataclass(frozen=True)

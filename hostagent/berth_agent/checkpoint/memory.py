@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-import enum
 from pathlib import Path
 
-
-class MemoryMode(enum.StrEnum):
-    FREEZE = "freeze"  # every page is dumped and sent while the application is frozen
-    POSTCOPY = "postcopy"  # only the process state inside the freeze; pages follow
-    AUTO = "auto"  # post-copy for a container holding more than AUTO_POSTCOPY_BYTES
-
+from berth_common.agent_api.models import MemoryMode
 
 # Measured on the lab: pulse (a few MiB resident) froze no shorter with post-copy, which
 # adds a page server and a fetch to start; 1 GiB took 11.8 s dumped inside the freeze.

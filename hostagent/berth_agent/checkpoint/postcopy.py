@@ -20,7 +20,6 @@ with the agents' certificates: the pages are the application's memory.
 from __future__ import annotations
 
 import contextlib
-import enum
 import os
 import re
 import select
@@ -33,11 +32,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import BaseModel
-
 from berth_agent.checkpoint.criu import CRIU_DIR, environment_with_criu, log_excerpt
 from berth_agent.config import TLSConfig
 from berth_agent.errors import AgentError
+from berth_common.agent_api.models import PageServer, PostCopyProgress, PostCopyStatus
 from berth_common.process import alive
 
 ABORT_GRACE = 5.0  # seconds a failing lazy dump gets to resume its processes itself
@@ -52,35 +50,6 @@ PIPE_MAX_SIZE_FILE = Path("/proc/sys/fs/pipe-max-size")
 # Written into a checkpoint whose memory comes from a page fetch: the folder that holds
 # the fetch's socket. runc_shim reads it from the copy docker's restore hands runc.
 LAZY_MARKER = "berth-lazy-pages"
-
-
-class Progress(enum.StrEnum):
-    RUNNING = "running"
-    DONE = "done"
-    FAILED = "failed"
-
-
-class PageServer(BaseModel):
-    """Where a frozen container's pages are served from."""
-
-    address: str
-    port: int
-
-
-class PostCopyStatus(BaseModel):
-    """One container's post-copy, as one end sees it."""
-
-    container: str
-    progress: Progress
-    seconds: float | None = None  # from its start until it ended
-    error: str | None = None
-    # The fetch's bytes received so far (TCP, TLS included): its progress, which a link
-    # cut off silently stops (the fetch itself would wait for TCP to give up).
-    bytes_received: int | None = None
-    # Once the fetch has ended: the pages it placed, and how many of them a process
-    # faulted on before the background transfer had brought them (it waited for those).
-    pages: int | None = None
-    faulted_pages: int | None = None
 
 
 def raise_pipe_max_size() -> None:
@@ -135,18 +104,20 @@ def read_status(container: str, work_dir: Path, log_name: str) -> PostCopyStatus
         code = exit_file.read_text().strip()
         seconds = _mtime(exit_file) - started if started else None
         if code == "0":
-            return PostCopyStatus(container=container, progress=Progress.DONE, seconds=seconds)
+            return PostCopyStatus(
+                container=container, progress=PostCopyProgress.DONE, seconds=seconds
+            )
         return PostCopyStatus(
             container=container,
-            progress=Progress.FAILED,
+            progress=PostCopyProgress.FAILED,
             seconds=seconds,
             error=f"exit {code}{log_excerpt(work_dir / log_name)}",
         )
     if _shell_alive(work_dir):
-        return PostCopyStatus(container=container, progress=Progress.RUNNING)
+        return PostCopyStatus(container=container, progress=PostCopyProgress.RUNNING)
     return PostCopyStatus(
         container=container,
-        progress=Progress.FAILED,
+        progress=PostCopyProgress.FAILED,
         error=f"ended without an exit code (killed){log_excerpt(work_dir / log_name)}",
     )
 
@@ -170,7 +141,7 @@ def fetch_status(container: str, work_dir: Path) -> PostCopyStatus:
     """A page fetch's status: the bytes it has received while it runs, its page counts
     once it has ended."""
     status = read_status(container, work_dir, PageFetch.LOG)
-    if status.progress != Progress.RUNNING:
+    if status.progress != PostCopyProgress.RUNNING:
         with contextlib.suppress(OSError):
             counts = page_counts((work_dir / PageFetch.LOG).read_text(errors="replace"))
             status.pages, status.faulted_pages = counts.placed, counts.faulted

@@ -69,11 +69,11 @@ def exec_start(unit: Path) -> str:
 
 
 def running_repositories(config: AgentConfig) -> list[str]:
-    return [r["name"] for r in Repositories(config).list() if r["mounted"]]
+    return [r.name for r in Repositories(config).list() if r.mounted]
 
 
 def all_repositories(config: AgentConfig) -> list[str]:
-    return [r["name"] for r in Repositories(config).list()]
+    return [r.name for r in Repositories(config).list()]
 
 
 def uninstall(etc_dir: Path, systemd_dir: Path, *, purge: bool, force: bool) -> list[str]:

@@ -12,13 +12,13 @@ from docker.models.containers import Container
 
 from berth_agent.errors import Conflict
 from berth_agent.runtime.images import ensure_image
-from berth_agent.runtime.spec import (
+from berth_agent.runtime.spec import bridge_name, repository_subnet
+from berth_common.agent_api.models import ContainerStatus, PublishedPort
+from berth_common.agent_api.services import (
     CHECKPOINT_LABEL,
     SERVICE_LABEL,
     RepositoryServices,
     ServiceSpec,
-    bridge_name,
-    repository_subnet,
 )
 
 log = logging.getLogger("berth.agent.services")
@@ -98,7 +98,7 @@ def stop_services(client: docker.DockerClient, timeout: int = 5) -> list[str]:
     return stopped
 
 
-def published_ports(attrs: dict[str, Any]) -> list[dict[str, Any]]:
+def published_ports(attrs: dict[str, Any]) -> list[PublishedPort]:
     """The container's ports published on the host, from its `docker inspect`: what a
     client outside reaches at the host's address."""
     found = []
@@ -108,25 +108,25 @@ def published_ports(attrs: dict[str, Any]) -> list[dict[str, Any]]:
         for binding in bindings or []:
             if binding.get("HostIp", "") in ("", "0.0.0.0", "::") and binding.get("HostPort"):
                 found.append(
-                    {"container": int(number), "protocol": protocol or "tcp",
-                     "host": int(binding["HostPort"])}
+                    PublishedPort(container=int(number), protocol=protocol or "tcp",
+                                  host=int(binding["HostPort"]))
                 )  # fmt: skip
     # docker lists a port once per address family; one entry per host port is enough
-    unique = {(p["host"], p["protocol"]): p for p in found}
+    unique = {(p.host, p.protocol): p for p in found}
     return [unique[k] for k in sorted(unique)]
 
 
-def describe(container: Container) -> dict[str, Any]:
+def describe(container: Container) -> ContainerStatus:
     labels = container.labels or {}
-    return {
-        "name": container.name,
-        "id": container.short_id,
-        "image": container.attrs.get("Config", {}).get("Image"),
-        "state": container.status,
-        "checkpoint": labels.get(CHECKPOINT_LABEL) == "true",
-        "startedAt": container.attrs.get("State", {}).get("StartedAt"),
-        "ports": published_ports(container.attrs) if container.status == "running" else [],
-    }
+    return ContainerStatus(
+        name=container.name,
+        id=container.short_id,
+        image=container.attrs.get("Config", {}).get("Image"),
+        state=container.status,
+        checkpoint=labels.get(CHECKPOINT_LABEL) == "true",
+        started_at=container.attrs.get("State", {}).get("StartedAt"),
+        ports=published_ports(container.attrs) if container.status == "running" else [],
+    )
 
 
 def wait_for_ports(

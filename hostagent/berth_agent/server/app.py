@@ -15,65 +15,34 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import generate_latest
-from pydantic import BaseModel, Field
 
 from berth_agent import __version__
-from berth_agent.checkpoint.freeze import MAX_STOP_GRACE
-from berth_agent.checkpoint.memory import MemoryMode
 from berth_agent.config import AgentConfig
 from berth_agent.errors import AgentError, InvalidRequest
 from berth_agent.repositories import Repositories
-from berth_agent.runtime.spec import RepositoryServices
 from berth_agent.server.metrics import OPERATION_SECONDS, OPERATIONS, REGISTRY, REPOSITORIES
 from berth_agent.server.transfers import build_router
 from berth_agent.transfer.sweeper import InUse, Sweeper
+from berth_common.agent_api.models import (
+    MIGRATION_ID,
+    CreateRequest,
+    Datastore,
+    DownRequest,
+    Durations,
+    FreezeRecord,
+    FreezeRequest,
+    Health,
+    LogLines,
+    PostCopyReport,
+    Problem,
+    RepositoryRecord,
+    RepositoryStatus,
+    ResumeRequest,
+    UpRequest,
+)
 
 T = TypeVar("T")
 log = logging.getLogger("berth.agent.api")
-
-
-class CreateRequest(BaseModel):
-    name: str
-    size: str = Field(examples=["2G"])
-    guid: str | None = None
-    template: str | None = Field(None, examples=["pulse"])
-    services: RepositoryServices | None = None
-    key: str | None = Field(None, description="base64 LUKS key; never stored or logged")
-
-
-class UpRequest(BaseModel):
-    key: str | None = Field(None, description="base64 LUKS key for encrypted repositories")
-    wait_answer: float | None = Field(
-        None, gt=0, le=600, description="also wait until the services' TCP ports answer"
-    )
-    force: bool = Field(False, description="start a copy marked stale by a migration")
-
-
-class DownRequest(BaseModel):
-    moved_to: str | None = Field(None, description="mark this copy stale: it moved there")
-
-
-MIGRATION_ID = r"^[a-z0-9][a-z0-9-]{0,62}$"
-
-
-class FreezeRequest(BaseModel):
-    migration_id: str = Field(pattern=MIGRATION_ID)
-    checkpoint: bool = Field(True, description="False: stop every container (cold)")
-    memory: MemoryMode = Field(
-        MemoryMode.FREEZE, description="when checkpointed containers' memory moves"
-    )
-    page_server_address: str | None = Field(
-        None,
-        pattern=r"^[0-9.]+$|^[0-9a-fA-F:]+$",
-        description="this host's IP address as the target reaches it (post-copy)",
-    )
-    stop_grace: int | None = Field(
-        None,
-        ge=0,
-        le=MAX_STOP_GRACE,
-        description="seconds a stopped container gets between its stop signal and SIGKILL "
-        "(default: its own stop timeout, else docker's 10 s)",
-    )
 
 
 def _key(encoded: str | None) -> bytes | None:
@@ -126,32 +95,31 @@ def build_app(repos: Repositories, config: AgentConfig) -> FastAPI:
         lifespan=lifespan,
     )
 
+    def problem(status: int, code: str, message: str) -> JSONResponse:
+        return JSONResponse(Problem(code=code, message=message).model_dump(), status_code=status)
+
     @app.exception_handler(AgentError)
     async def agent_error(_: Request, err: AgentError) -> JSONResponse:
-        return JSONResponse({"code": err.code, "message": err.message}, status_code=err.status)
+        return problem(err.status, err.code, err.message)
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, err: Exception) -> JSONResponse:
         log.exception("request failed", extra={"error": str(err)})
-        return JSONResponse(
-            {"code": "Internal", "message": f"{type(err).__name__}: {err}"}, status_code=500
-        )
+        return problem(500, "Internal", f"{type(err).__name__}: {err}")
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, err: RequestValidationError) -> JSONResponse:
-        return JSONResponse(
-            {"code": "Invalid", "message": describe_invalid(err.errors())}, status_code=400
-        )
+        return problem(400, "Invalid", describe_invalid(err.errors()))
 
     @app.get("/healthz")
-    def healthz() -> dict[str, Any]:
+    def healthz() -> Health:
         usage = shutil.disk_usage(config.data_dir)
-        return {
-            "status": "ok",
-            "machine": machine,
-            "version": __version__,
-            "datastore": {"sizeBytes": usage.total, "freeBytes": usage.free},
-        }
+        return Health(
+            status="ok",
+            machine=machine,
+            version=__version__,
+            datastore=Datastore(size_bytes=usage.total, free_bytes=usage.free),
+        )
 
     @app.get("/metrics", response_class=PlainTextResponse)
     def metrics() -> bytes:
@@ -162,12 +130,12 @@ def build_app(repos: Repositories, config: AgentConfig) -> FastAPI:
         return generate_latest(REGISTRY)
 
     @app.get("/v1/repositories")
-    def list_repositories() -> list[dict[str, Any]]:
+    def list_repositories() -> list[RepositoryStatus]:
         return repos.list()
 
     @app.post("/v1/repositories", status_code=201)
-    def create(req: CreateRequest) -> dict[str, Any]:
-        record = _measured(
+    def create(req: CreateRequest) -> RepositoryRecord:
+        return _measured(
             "create",
             lambda: repos.create(
                 req.name,
@@ -178,24 +146,23 @@ def build_app(repos: Repositories, config: AgentConfig) -> FastAPI:
                 key=_key(req.key),
             ),
         )
-        return record.model_dump(mode="json")
 
     @app.get("/v1/repositories/{ref}")
-    def status(ref: str) -> dict[str, Any]:
+    def status(ref: str) -> RepositoryStatus:
         return repos.status(ref)
 
     @app.post("/v1/repositories/{ref}/up")
-    def up(ref: str, req: UpRequest | None = None) -> dict[str, Any]:
+    def up(ref: str, req: UpRequest | None = None) -> Durations:
         req = req or UpRequest()
         durations = _measured(
             "up",
             lambda: repos.up(ref, key=_key(req.key), wait_answer=req.wait_answer, force=req.force),
         )
-        return {"durations": durations}
+        return Durations(durations=durations)
 
     @app.post("/v1/repositories/{ref}/freeze")
-    def freeze(ref: str, req: FreezeRequest) -> dict[str, Any]:
-        record = _measured(
+    def freeze(ref: str, req: FreezeRequest) -> FreezeRecord:
+        return _measured(
             "freeze",
             lambda: repos.freeze(
                 ref,
@@ -206,33 +173,31 @@ def build_app(repos: Repositories, config: AgentConfig) -> FastAPI:
                 stop_grace=req.stop_grace,
             ),
         )
-        return record.model_dump(mode="json")
 
     @app.get("/v1/repositories/{ref}/postcopy/{migration_id}")
-    def postcopy(ref: str, migration_id: str) -> dict[str, Any]:
+    def postcopy(ref: str, migration_id: str) -> PostCopyReport:
         if not re.fullmatch(MIGRATION_ID, migration_id):
             raise InvalidRequest(f"not a migration id: {migration_id!r}")
-        statuses = repos.postcopy(ref, migration_id)
-        return {"containers": [s.model_dump(mode="json") for s in statuses]}
+        return PostCopyReport(containers=repos.postcopy(ref, migration_id))
 
     @app.post("/v1/repositories/{ref}/resume")
-    def resume(ref: str, req: FreezeRequest) -> dict[str, Any]:
-        return {"durations": _measured("resume", lambda: repos.resume(ref, req.migration_id))}
+    def resume(ref: str, req: ResumeRequest) -> Durations:
+        return Durations(durations=_measured("resume", lambda: repos.resume(ref, req.migration_id)))
 
     @app.get("/v1/repositories/{ref}/services/{service}/logs")
-    def logs(ref: str, service: str, tail: int = 100) -> dict[str, Any]:
+    def logs(ref: str, service: str, tail: int = 100) -> LogLines:
         if not 1 <= tail <= 10000:
             raise InvalidRequest("tail must be between 1 and 10000")
-        return {"lines": repos.logs(ref, service, tail)}
+        return LogLines(lines=repos.logs(ref, service, tail))
 
     @app.post("/v1/repositories/{ref}/down")
-    def down(ref: str, req: DownRequest | None = None) -> dict[str, Any]:
+    def down(ref: str, req: DownRequest | None = None) -> Durations:
         moved_to = req.moved_to if req else None
-        return {"durations": _measured("down", lambda: repos.down(ref, moved_to=moved_to))}
+        return Durations(durations=_measured("down", lambda: repos.down(ref, moved_to=moved_to)))
 
     @app.delete("/v1/repositories/{ref}")
-    def delete(ref: str, confirm: str = "") -> dict[str, Any]:
-        return _measured("delete", lambda: repos.delete(ref, confirm)).model_dump(mode="json")
+    def delete(ref: str, confirm: str = "") -> RepositoryRecord:
+        return _measured("delete", lambda: repos.delete(ref, confirm))
 
     app.include_router(build_router(repos, config, in_use))
     return app

@@ -7,38 +7,30 @@ import queue
 import threading
 import uuid
 from collections.abc import Iterator
-from typing import Any
 
 from fastapi import APIRouter, Header, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 from starlette.requests import ClientDisconnect
 
-from berth_agent.client import AgentClient
 from berth_agent.config import AgentConfig
 from berth_agent.errors import AgentError, InvalidRequest
 from berth_agent.repositories import Repositories
 from berth_agent.server.metrics import OPERATIONS, TRANSFER_BYTES
-from berth_agent.transfer.receiver import TRANSFER_ID, BeginRequest, Receiver
+from berth_agent.transfer.receiver import Receiver
 from berth_agent.transfer.sender import Faults, Sender
 from berth_agent.transfer.sweeper import InUse
-
-
-class CommitRequest(BaseModel):
-    token: str
-    root: str
-
-
-class PushRequest(BaseModel):
-    target: str = Field(description="the receiving agent's endpoint, https://HOST:PORT")
-    token: str
-    transfer_id: str = Field(pattern=TRANSFER_ID.pattern)
-    compress: bool = False
-    bandwidth: float | None = Field(None, gt=0, description="bytes per second")
-    faults: dict[str, int] = Field(
-        default_factory=dict, description="test only; refused unless enabled"
-    )
+from berth_common.agent_api.client import AgentClient
+from berth_common.agent_api.models import (
+    Aborted,
+    BeginRequest,
+    CommitRequest,
+    CommitResult,
+    PushFailed,
+    PushRequest,
+    TransferState,
+)
 
 
 def peer_client(config: AgentConfig, endpoint: str) -> AgentClient:
@@ -70,17 +62,17 @@ def build_router(repos: Repositories, config: AgentConfig, in_use: InUse) -> API
     peers = PeerClients(config)
 
     @router.post("/v1/transfers")
-    def begin(req: BeginRequest) -> dict[str, Any]:
-        return receiver.begin(req).model_dump(mode="json")
+    def begin(req: BeginRequest) -> TransferState:
+        return receiver.begin(req)
 
     @router.get("/v1/transfers/{tid}")
-    def status(tid: str) -> dict[str, Any]:
-        return receiver.status(tid).model_dump(mode="json")
+    def status(tid: str) -> TransferState:
+        return receiver.status(tid)
 
     @router.put("/v1/transfers/{tid}/data")
     async def data(
         tid: str, request: Request, from_block: int, x_berth_token: str = Header()
-    ) -> dict[str, Any]:
+    ) -> TransferState:
         session = await run_in_threadpool(receiver.open_session, tid, x_berth_token, from_block)
         try:
             async for chunk in request.stream():
@@ -90,16 +82,16 @@ def build_router(repos: Repositories, config: AgentConfig, in_use: InUse) -> API
         finally:
             state = await run_in_threadpool(session.close)
         TRANSFER_BYTES.labels("received").inc(state.received_bytes)
-        return state.model_dump(mode="json")
+        return state
 
     @router.post("/v1/transfers/{tid}/commit")
-    def commit(tid: str, req: CommitRequest) -> dict[str, Any]:
+    def commit(tid: str, req: CommitRequest) -> CommitResult:
         return receiver.commit(tid, req.token, req.root)
 
     @router.delete("/v1/transfers/{tid}")
-    def abort(tid: str) -> dict[str, Any]:
+    def abort(tid: str) -> Aborted:
         receiver.abort(tid)
-        return {"aborted": tid}
+        return Aborted(aborted=tid)
 
     @router.post("/v1/repositories/{ref}/push")
     def push(ref: str, req: PushRequest) -> StreamingResponse:
@@ -114,8 +106,9 @@ def build_router(repos: Repositories, config: AgentConfig, in_use: InUse) -> API
 
 
 def _push_events(sender: Sender, peers: PeerClients, ref: str, req: PushRequest) -> Iterator[bytes]:
-    """Run the push in a thread and stream its progress, then its result, as NDJSON."""
-    events: queue.Queue[dict[str, Any] | None] = queue.Queue()
+    """Run the push in a thread and stream its progress, then its result (or what
+    failed), as NDJSON: PushProgress lines, then a PushResult or a PushFailed."""
+    events: queue.Queue[BaseModel | None] = queue.Queue()
 
     def work() -> None:
         try:
@@ -127,25 +120,18 @@ def _push_events(sender: Sender, peers: PeerClients, ref: str, req: PushRequest)
                 compress=req.compress,
                 bandwidth=req.bandwidth,
                 faults=Faults(**req.faults),
-                on_progress=lambda p: events.put({"event": "progress", **p}),
+                on_progress=events.put,
             )
             OPERATIONS.labels("push", "ok").inc()
             TRANSFER_BYTES.labels("sent").inc(result.bytes_sent)
-            events.put({"event": "result", "summary": result.summary(), **vars(result)})
+            events.put(result)
         except AgentError as err:
             OPERATIONS.labels("push", "error").inc()
-            events.put(
-                {"event": "error", "status": err.status, "code": err.code, "message": err.message}
-            )
+            events.put(PushFailed(status=err.status, code=err.code, message=err.message))
         except Exception as err:
             OPERATIONS.labels("push", "error").inc()
             events.put(
-                {
-                    "event": "error",
-                    "status": 500,
-                    "code": "Internal",
-                    "message": f"{type(err).__name__}: {err}",
-                }
+                PushFailed(status=500, code="Internal", message=f"{type(err).__name__}: {err}")
             )
         finally:
             events.put(None)
@@ -154,4 +140,4 @@ def _push_events(sender: Sender, peers: PeerClients, ref: str, req: PushRequest)
         target=work, name=f"push-{req.transfer_id}-{uuid.uuid4().hex[:6]}", daemon=True
     ).start()
     while (event := events.get()) is not None:
-        yield (json.dumps(event, default=str) + "\n").encode()
+        yield (json.dumps(event.model_dump(mode="json"), default=str) + "\n").encode()

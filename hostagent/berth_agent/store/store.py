@@ -8,28 +8,18 @@ import os
 import shutil
 from pathlib import Path
 
-from pydantic import BaseModel
-
 from berth_agent.errors import Conflict, InsufficientSpace, InvalidRequest, NotFound
-from berth_agent.runtime.spec import RepositoryServices
 from berth_agent.store import luks
 from berth_agent.store.mounts import loops_backed_by, mount_points_of, mount_source
 from berth_agent.store.naming import new_guid, parse_size, validate_guid, validate_name
+from berth_common.agent_api.models import RepositoryRecord
+from berth_common.agent_api.services import RepositoryServices
 from berth_common.process import run
 
 log = logging.getLogger("berth.agent.store")
 
 META_DIR = ".berth"  # inside the repository: its identity and services travel with it
 DOCKER_DIR = "docker"  # the data-root of the repository's own dockerd
-
-
-class RepositoryRecord(BaseModel):
-    guid: str
-    name: str
-    size_bytes: int
-    created_at: str
-    encrypted: bool = False
-    moved_to: str | None = None  # set on the source after a migration: this copy is stale
 
 
 class RepositoryStore:
@@ -218,10 +208,11 @@ class RepositoryStore:
             return None
         return RepositoryServices.model_validate_json(path.read_text())
 
-    def usage(self, ref: str) -> dict[str, int]:
+    def usage(self, ref: str) -> tuple[int, int]:
+        """The image's size, and what it takes on the datastore (allocated bytes)."""
         record = self.find(ref)
         stat = self.image_path(record.guid).stat()
-        return {"sizeBytes": stat.st_size, "allocatedBytes": stat.st_blocks * 512}
+        return stat.st_size, stat.st_blocks * 512
 
     def set_moved_to(self, guid: str, machine: str | None) -> None:
         record = self.find(guid)

@@ -18,8 +18,6 @@ import threading
 import time
 from pathlib import Path
 
-from pydantic import BaseModel
-
 from berth_agent.errors import (
     Conflict,
     CorruptData,
@@ -27,35 +25,19 @@ from berth_agent.errors import (
     InvalidRequest,
     NotFound,
 )
-from berth_agent.store.store import RepositoryRecord, RepositoryStore
+from berth_agent.store.store import RepositoryStore
 from berth_agent.transfer import layout
 from berth_agent.transfer.bases import BaseStore
 from berth_agent.transfer.frames import ZERO, Decoder, FrameError, zero_digests
 from berth_agent.transfer.hashtree import BlockHashes
 from berth_agent.transfer.sweeper import InUse
 from berth_common import tokens
+from berth_common.agent_api.models import TRANSFER_ID as TRANSFER_ID_PATTERN
+from berth_common.agent_api.models import BeginRequest, CommitResult, TransferState
 
 log = logging.getLogger("berth.agent.transfer.receiver")
-TRANSFER_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,80}$")
+TRANSFER_ID = re.compile(TRANSFER_ID_PATTERN)
 PERSIST_EVERY = 16 * 2**20  # bytes applied between durable progress records
-
-
-class TransferState(BaseModel):
-    transfer_id: str
-    record: RepositoryRecord
-    mode: str  # full | delta
-    base_root: str | None
-    source: str | None = None  # the sending machine, from the token
-    next_block: int = 0
-    received_bytes: int = 0
-    full_reason: str | None = None  # set when the datastore filled up (data freed)
-
-
-class BeginRequest(BaseModel):
-    transfer_id: str
-    token: str
-    record: RepositoryRecord
-    offer_base_root: str | None = None
 
 
 class Receiver:
@@ -187,11 +169,11 @@ class Receiver:
             raise
 
     # --- commit / abort ----------------------------------------------------------------
-    def commit(self, tid: str, token: str, root: str) -> dict[str, object]:
+    def commit(self, tid: str, token: str, root: str) -> CommitResult:
         with self.in_use.hold(tid):
             return self._commit(tid, token, root)
 
-    def _commit(self, tid: str, token: str, root: str) -> dict[str, object]:
+    def _commit(self, tid: str, token: str, root: str) -> CommitResult:
         state = self._load(tid)
         self._authorise(token, state.record.guid, state.transfer_id)
         _, staging, hashes_path = self._paths(tid)
@@ -228,7 +210,9 @@ class Receiver:
                 "root": root[:16],
             },
         )
-        return {"root": info.root, "mode": state.mode, "commit_seconds": time.monotonic() - started}
+        return CommitResult(
+            root=info.root, mode=state.mode, commit_seconds=time.monotonic() - started
+        )
 
     def abort(self, tid: str) -> None:
         """Forget the transfer on this host, whichever end this host was: both ends keep

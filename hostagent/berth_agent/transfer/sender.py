@@ -18,12 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import zstandard
 
-from berth_agent.client import AgentAPIError, AgentClient
 from berth_agent.errors import AgentError, InvalidRequest
-from berth_agent.store.store import RepositoryRecord, RepositoryStore
+from berth_agent.store.store import RepositoryStore
 from berth_agent.transfer import frames, layout
 from berth_agent.transfer.bases import BaseStore
 from berth_agent.transfer.hashtree import ZERO_HASH, BlockHashes, block_hash
@@ -37,6 +35,9 @@ from berth_agent.transfer.prefetch import prefetched
 from berth_agent.transfer.receiver import TRANSFER_ID
 from berth_agent.transfer.sweeper import InUse
 from berth_agent.transfer.throttle import Throttle
+from berth_common.agent_api.client import AgentClient
+from berth_common.agent_api.errors import AgentRefused, AgentUnreachable
+from berth_common.agent_api.models import PushProgress, PushResult, RepositoryRecord
 from berth_common.crash import CrashPoints
 from berth_common.units import human_bytes
 
@@ -70,41 +71,32 @@ class Progress:
     started: float = field(default_factory=time.monotonic)
     attempts: int = 0
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> PushProgress:
         elapsed = max(time.monotonic() - self.started, 1e-6)
-        return {
-            "transfer_id": self.transfer_id,
-            "mode": self.mode,
-            "bytes_total": self.bytes_total,
-            "bytes_done": self.bytes_done,
-            "bytes_sent": self.bytes_sent,
-            "elapsed": elapsed,
-            "rate": self.bytes_sent / elapsed,
-            "attempts": self.attempts,
-        }
-
-
-@dataclass
-class PushResult:
-    transfer_id: str
-    mode: str
-    image_size: int
-    bytes_planned: int
-    bytes_sent: int
-    base_id: str | None
-    root: str
-    attempts: int
-    durations: dict[str, float]
-
-    def summary(self) -> str:
-        size = human_bytes(self.bytes_sent)
-        took = sum(self.durations.values())
-        if self.mode == "full":
-            return f"{size} transferred in {took:.2f}s (full)"
-        return (
-            f"{size} transferred in {took:.2f}s (delta vs base {self.base_id}, "
-            f"image {human_bytes(self.image_size)})"
+        return PushProgress(
+            transfer_id=self.transfer_id,
+            mode=self.mode,
+            bytes_total=self.bytes_total,
+            bytes_done=self.bytes_done,
+            bytes_sent=self.bytes_sent,
+            elapsed=elapsed,
+            rate=self.bytes_sent / elapsed,
+            attempts=self.attempts,
         )
+
+
+def summary(
+    mode: str, bytes_sent: int, durations: dict[str, float], base_id: str | None, image_size: int
+) -> str:
+    """A push's result in a line (PushResult.summary)."""
+    size = human_bytes(bytes_sent)
+    took = sum(durations.values())
+    if mode == "full":
+        return f"{size} transferred in {took:.2f}s (full)"
+    return (
+        f"{size} transferred in {took:.2f}s (delta vs base {base_id}, "
+        f"image {human_bytes(image_size)})"
+    )
 
 
 PREFETCH_FRAMES = 16  # 1 MiB frames made ahead of the socket: 16 MiB at most
@@ -165,7 +157,7 @@ class Sender:
         compress: bool = False,
         bandwidth: float | None = None,
         faults: Faults | None = None,
-        on_progress: Callable[[dict[str, Any]], None] | None = None,
+        on_progress: Callable[[PushProgress], None] | None = None,
     ) -> PushResult:
         record = self.store.find(ref)
         progress = Progress(transfer_id)
@@ -177,14 +169,12 @@ class Sender:
         durations["snapshot"] = time.monotonic() - t
 
         base = self.bases.info(record.guid)
-        begin = target.begin_transfer(
-            transfer_id, token, record.model_dump(mode="json"), base.root if base else None
-        )
+        begin = target.begin_transfer(transfer_id, token, record, base.root if base else None)
         t = time.monotonic()
         base_hashes = (
-            self.bases.hashes(record.guid, base) if base and begin["mode"] == "delta" else None
+            self.bases.hashes(record.guid, base) if base and begin.mode == "delta" else None
         )
-        plan = self._plan(record, source, base_hashes, begin["mode"])
+        plan = self._plan(record, source, base_hashes, begin.mode)
         durations["find"] = time.monotonic() - t
         progress.mode, progress.bytes_total = plan.mode, plan.bytes_planned
         hashes = base_hashes.copy() if base_hashes else BlockHashes.of_zeros(record.size_bytes)
@@ -207,22 +197,24 @@ class Sender:
         root = hashes.root()
         try:
             target.commit_transfer(transfer_id, token, root)
-        except AgentAPIError as err:
+        except AgentRefused as err:
             _abandon(target, transfer_id)
             raise TransferFailed(f"target refused the image: {err.message}") from err
         self.bases.replace(record.guid, source if snap_is_copy else None, hashes)
         shutil.rmtree(work, ignore_errors=True)
         durations["commit"] = time.monotonic() - t
+        base_id = base.id if plan.mode == "delta" and base else None
         result = PushResult(
-            transfer_id,
-            plan.mode,
-            record.size_bytes,
-            plan.bytes_planned,
-            progress.bytes_sent,
-            base.id if plan.mode == "delta" and base else None,
-            root,
-            progress.attempts,
-            durations,
+            summary=summary(plan.mode, progress.bytes_sent, durations, base_id, record.size_bytes),
+            transfer_id=transfer_id,
+            mode=plan.mode,
+            image_size=record.size_bytes,
+            bytes_planned=plan.bytes_planned,
+            bytes_sent=progress.bytes_sent,
+            base_id=base_id,
+            root=root,
+            attempts=progress.attempts,
+            durations=durations,
         )
         log.info(
             "transfer pushed",
@@ -291,7 +283,7 @@ class Sender:
         compress: bool,
         bandwidth: float | None,
         faults: Faults,
-        on_progress: Callable[[dict[str, Any]], None] | None,
+        on_progress: Callable[[PushProgress], None] | None,
     ) -> None:
         throttle = Throttle(bandwidth)
         fd = os.open(source, os.O_RDONLY)
@@ -300,7 +292,7 @@ class Sender:
             while True:
                 progress.attempts += 1
                 try:
-                    next_block = target.transfer_status(tid)["next_block"]
+                    next_block = target.transfer_status(tid).next_block
                     stream = self._frames(
                         plan,
                         fd,
@@ -318,8 +310,8 @@ class Sender:
                     finally:
                         ahead.close()
                     return
-                except (httpx.TransportError, AgentAPIError, _Dropped) as err:
-                    retriable = not isinstance(err, AgentAPIError) or err.status in RETRIABLE
+                except (AgentUnreachable, AgentRefused, _Dropped) as err:
+                    retriable = not isinstance(err, AgentRefused) or err.status in RETRIABLE
                     if not retriable or progress.attempts >= MAX_ATTEMPTS:
                         _abandon(target, tid)
                         raise TransferFailed(
@@ -343,7 +335,7 @@ class Sender:
         compress: bool,
         throttle: Throttle,
         faults: Faults,
-        on_progress: Callable[[dict[str, Any]], None] | None,
+        on_progress: Callable[[PushProgress], None] | None,
     ) -> Iterator[bytes]:
         bs = plan.block_size
         compressor = zstandard.ZstdCompressor(level=1) if compress else None
@@ -396,7 +388,7 @@ def _abandon(target: AgentClient, tid: str) -> bool:
     try:
         target.abort_transfer(tid)
         return True
-    except (httpx.HTTPError, AgentAPIError) as err:
+    except (AgentUnreachable, AgentRefused) as err:
         log.warning("abandoned transfer not aborted", extra={"transfer": tid, "error": str(err)})
         return False
 

@@ -16,9 +16,8 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-import httpx
-
-from berth_agent.client import AgentAPIError
+from berth_common.agent_api.errors import AgentError, describe
+from berth_common.agent_api.models import Health, RepositoryStatus
 from berth_operator.agents import MachineAgents
 from berth_operator.config import OperatorConfig
 from berth_operator.controller.cache import ObjectCache
@@ -36,7 +35,7 @@ def _now() -> str:
 def build_machine_status(
     previous: dict[str, Any],
     generation: int | None,
-    health: dict[str, Any] | None,
+    health: Health | None,
     repositories: list[str],
     error: str | None,
     now: str,
@@ -46,9 +45,9 @@ def build_machine_status(
     conditions = list(previous.get("conditions", []))
     if health is not None:
         status.update(
-            agentVersion=health.get("version"),
+            agentVersion=health.version,
             lastHeartbeat=now,
-            freeBytes=health.get("datastore", {}).get("freeBytes"),
+            freeBytes=health.datastore.free_bytes,
             repositories=sorted(repositories),
         )
         conditions = set_condition(
@@ -56,7 +55,7 @@ def build_machine_status(
             "Ready",
             True,
             "AgentAnswered",
-            f"agent {health.get('version')} answered",
+            f"agent {health.version} answered",
             generation,
             now,
         )
@@ -157,22 +156,22 @@ class Heartbeats:
         machine = self.machines.get(name)
         if machine is None:
             return None
-        health: dict[str, Any] | None = None
-        listing: list[dict[str, Any]] | None = None
+        health: Health | None = None
+        listing: list[RepositoryStatus] | None = None
         error: str | None = None
         try:
             with self.agents.client(name, timeout=10) as agent:
                 health = agent.healthz()
                 listing = agent.repositories()
-            claimed = health.get("machine")
+            claimed = health.machine
             if claimed and claimed != name:
                 error = (
                     f"the agent at {machine['spec']['endpoint']} says it is {claimed!r}, "
                     f"not {name!r}"
                 )
                 health, listing = None, None
-        except (httpx.HTTPError, AgentAPIError, OSError) as err:
-            error = f"{type(err).__name__}: {err}"
+        except (AgentError, OSError) as err:
+            error = describe(err)
         changed = self.inventories.record(name, listing, error)
         if changed:
             self.on_changed(name, changed)
@@ -181,7 +180,7 @@ class Heartbeats:
             previous,
             machine["metadata"].get("generation"),
             health,
-            [r["name"] for r in listing or []],
+            [r.name for r in listing or []],
             error,
             _now(),
         )

@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any
 
-import httpx
+from berth_common.agent_api.errors import AgentError, describe
+from berth_common.agent_api.models import RepositoryStatus
 
-from berth_agent.client import AgentAPIError
-
-Entry = dict[str, Any]  # one repository as the agent lists it
+Entry = RepositoryStatus  # one repository as the agent lists it
 
 
 class InventoryUnavailable(RuntimeError):
@@ -26,17 +24,15 @@ class InventoryUnavailable(RuntimeError):
 
 def summary(entry: Entry) -> tuple[object, ...]:
     """What about a listed repository matters to its placement."""
-    containers = tuple(sorted((c.get("name"), c.get("state")) for c in entry.get("containers", [])))
-    docker = entry.get("docker") or {}
-    return (entry.get("guid"), entry.get("mounted"), docker.get("running"), containers,
-            entry.get("moved_to"))  # fmt: skip
+    containers = tuple(sorted((c.name, c.state) for c in entry.containers))
+    return (entry.guid, entry.mounted, entry.docker.running, containers, entry.moved_to)
 
 
 def changed_names(before: list[Entry] | None, after: list[Entry] | None) -> set[str]:
     """Repositories whose entry differs between two looks (an unknown look differs from
     every known one)."""
-    old = {e["name"]: summary(e) for e in before or []}
-    new = {e["name"]: summary(e) for e in after or []}
+    old = {e.name: summary(e) for e in before or []}
+    new = {e.name: summary(e) for e in after or []}
     if (before is None) != (after is None):
         return set(old) | set(new)
     return {name for name in old.keys() | new.keys() if old.get(name) != new.get(name)}
@@ -90,14 +86,14 @@ class Inventories:
     def _take(self, machine: str, look: _Look) -> set[str]:
         try:
             entries, error = self._ask(machine), None
-        except (httpx.HTTPError, AgentAPIError, OSError) as err:
-            entries, error = None, f"{type(err).__name__}: {err}"
+        except (AgentError, OSError) as err:
+            entries, error = None, describe(err)
         return self._keep(look, entries, error)
 
     @staticmethod
     def _keep(look: _Look, entries: list[Entry] | None, error: str | None) -> set[str]:
         changed = changed_names(look.entries, entries) if look.looked else set()
         if not look.looked:
-            changed = {e["name"] for e in entries or []}
+            changed = {e.name for e in entries or []}
         look.entries, look.error, look.looked = entries, error, True
         return changed

@@ -16,13 +16,12 @@ import socket
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
-from typing import Any, Protocol
+from typing import Protocol
 
-import httpx
-
-from berth_agent.checkpoint.postcopy import PostCopyStatus, Progress
-from berth_agent.client import AgentAPIError, AgentClient
 from berth_common import tokens
+from berth_common.agent_api.client import AgentClient
+from berth_common.agent_api.errors import AgentError, AgentRefused, AgentUnreachable
+from berth_common.agent_api.models import PostCopyProgress, PostCopyStatus, PushResult
 from berth_common.crash import CrashPoints
 from berth_common.pki import CertFiles
 from berth_common.units import human_bytes
@@ -120,8 +119,8 @@ class MigrationDriver:
         started = time.monotonic()
         try:
             self._do(state)
-        except (AgentAPIError, MigrationError, OSError) as err:
-            reason = err.message if isinstance(err, AgentAPIError) else str(err)
+        except (AgentRefused, MigrationError, OSError) as err:
+            reason = err.message if isinstance(err, AgentRefused) else str(err)
             self._fail(state, phase, reason)
         state.phase_seconds[phase.value] = (
             state.phase_seconds.get(phase.value, 0) + time.monotonic() - started
@@ -170,15 +169,15 @@ class MigrationDriver:
             raise MigrationError(f"source and target are both {state.source}")
         with self._agent(state.source) as source:
             status = source.status(state.repository)
-        if not status["mounted"] or not status["docker"]["running"]:
+        if not status.mounted or not status.docker.running:
             raise MigrationError(f"{state.repository} is not running on {state.source}")
-        state.guid = status["guid"]
+        state.guid = status.guid
         with self._agent(state.target) as target:
-            free = int(target.healthz().get("datastore", {}).get("freeBytes", 0))
-            held = [r for r in target.repositories() if r["guid"] == state.guid]
-        if held and held[0]["mounted"]:
+            free = target.healthz().datastore.free_bytes
+            held = [r for r in target.repositories() if r.guid == state.guid]
+        if held and held[0].mounted:
             raise MigrationError(f"{state.repository} is mounted on {state.target} already")
-        needed = int(status["allocatedBytes"] * SPACE_MARGIN)
+        needed = int(status.allocated_bytes * SPACE_MARGIN)
         if free < needed:
             raise MigrationError(
                 f"{state.target} has {human_bytes(free, binary=True)} free; "
@@ -189,7 +188,7 @@ class MigrationDriver:
         tid = state.transfer_id(label)
         token = tokens.issue(tid, state.guid, state.source, state.target, self.signer)
         with self._agent(state.source) as source:
-            result: dict[str, Any] = {}
+            result: PushResult | None = None
             for event in source.push(
                 state.repository,
                 self.agents.endpoint(state.target),
@@ -198,18 +197,20 @@ class MigrationDriver:
                 compress=self.compress,
                 bandwidth=self.bandwidth,
             ):
-                if event["event"] == "progress":
-                    self.listener.progress(state, TransferProgress.from_agent(label, event))
-                else:
+                if isinstance(event, PushResult):
                     result = event
-        sent = int(result["bytes_sent"])
+                else:
+                    self.listener.progress(state, TransferProgress.from_agent(label, event))
+        if result is None:
+            raise AgentUnreachable(f"the push of {tid} ended without its result")
+        sent = result.bytes_sent
         if label == "final":
-            _steps(state, "final", result["durations"])
+            _steps(state, "final", result.durations)
         log.info(
             "transfer pushed",
             extra={"migration": state.id, "repository": state.repository, "transfer": label,
-                   "mode": result["mode"], "bytes": sent,
-                   "seconds": round(sum(result["durations"].values()), 3)},
+                   "mode": result.mode, "bytes": sent,
+                   "seconds": round(sum(result.durations.values()), 3)},
         )  # fmt: skip
         return sent
 
@@ -226,7 +227,7 @@ class MigrationDriver:
         try:
             with self._agent(state.target) as target:
                 target.healthz()
-        except httpx.HTTPError as err:
+        except AgentUnreachable as err:
             if first:
                 raise  # nothing is frozen: the step is simply tried again later
             # A replay, frozen by an earlier attempt: the source takes it back (see _fail).
@@ -247,13 +248,13 @@ class MigrationDriver:
                 stop_grace=state.stop_grace,
             )
         self.crash.reached("Cutover.frozen")
-        state.postcopy = sorted(frozen.get("postcopy") or {})
-        state.stopped = list(frozen.get("stopped") or [])
-        state.killed = list(frozen.get("killed") or [])
+        state.postcopy = sorted(frozen.postcopy)
+        state.stopped = list(frozen.stopped)
+        state.killed = list(frozen.killed)
         state.checkpoint_seconds = sum(
-            v for k, v in frozen["durations"].items() if k.startswith("checkpoint:")
+            v for k, v in frozen.durations.items() if k.startswith("checkpoint:")
         )
-        _steps(state, "freeze", frozen["durations"])
+        _steps(state, "freeze", frozen.durations)
         state.delta_bytes = self._push(state, "final")
 
     def _mark_freeze(self, state: MigrationState) -> None:
@@ -268,7 +269,7 @@ class MigrationDriver:
         self.crash.reached("Verifying.answered")
         answered = self.clock()
         state.answered_at_epoch = answered
-        _steps(state, "up", revived.get("durations") or {})
+        _steps(state, "up", revived.durations)
         assert state.frozen_at_epoch is not None
         state.downtime_seconds = round(answered - state.frozen_at_epoch, 3)
         state.step_seconds["operator.other"] = rest_of_downtime(
@@ -285,7 +286,7 @@ class MigrationDriver:
         while True:
             with self._agent(state.target) as target:
                 statuses = target.postcopy(state.repository, state.id)
-            failed = [s for s in statuses if s.progress == Progress.FAILED]
+            failed = [s for s in statuses if s.progress == PostCopyProgress.FAILED]
             if failed:
                 raise MigrationError(
                     "post-copy failed: " + "; ".join(f"{s.container}: {s.error}" for s in failed)
@@ -299,7 +300,7 @@ class MigrationDriver:
                     f"post-copy received nothing for {POSTCOPY_STALL:.0f}s "
                     f"(at {human_bytes(state.postcopy_bytes)}): the link to the source is cut"
                 )
-            if statuses and all(s.progress == Progress.DONE for s in statuses):
+            if statuses and all(s.progress == PostCopyProgress.DONE for s in statuses):
                 assert state.answered_at_epoch is not None
                 state.postcopy_seconds = round(self.clock() - state.answered_at_epoch, 3)
                 state.postcopy_pages = sum(s.pages or 0 for s in statuses)
@@ -334,12 +335,12 @@ class MigrationDriver:
             with self._agent(state.target) as target:
                 # Marked stale: the copy the target received must never be taken for live.
                 target.down(state.repository, moved_to=state.source)
-        except AgentAPIError as err:
+        except AgentRefused as err:
             if err.status != 404:
                 log.warning(
                     "target cleanup failed", extra={"migration": state.id, "error": err.message}
                 )
-        except httpx.HTTPError as err:
+        except AgentUnreachable as err:
             if phase != Phase.CUTOVER:
                 # Verifying may have told it to start the application: resuming the source
                 # now could run it twice. Kept frozen; the step is tried again.
@@ -364,7 +365,7 @@ class MigrationDriver:
             try:
                 with self._agent(machine) as agent:
                     agent.abort_transfer(tid, timeout=FORGET_TIMEOUT)
-            except (AgentAPIError, httpx.HTTPError) as err:
+            except AgentError as err:
                 log.info(
                     "transfer left to the agent's sweeper",
                     extra={"migration": state.id, "transfer": tid, "machine": machine,
@@ -378,7 +379,7 @@ def postcopy_stalled(statuses: list[PostCopyStatus], progress_at: float, now: fl
     until it ends (it pulls what the application has not asked for in the background);
     one whose link was cut silently would wait for TCP to give up, for many minutes,
     with the application stuck on the page it touched."""
-    running = any(s.progress == Progress.RUNNING for s in statuses)
+    running = any(s.progress == PostCopyProgress.RUNNING for s in statuses)
     return running and now - progress_at > POSTCOPY_STALL
 
 

@@ -12,6 +12,7 @@ import abc
 from dataclasses import dataclass
 from typing import Any
 
+from berth_common.agent_api.models import PushProgress
 from berth_operator.migration.state import MigrationState, Phase
 
 
@@ -23,12 +24,9 @@ class TransferProgress:
     rate: float  # bytes per second so far
 
     @classmethod
-    def from_agent(cls, label: str, event: dict[str, Any]) -> TransferProgress:
+    def from_agent(cls, label: str, event: PushProgress) -> TransferProgress:
         return cls(
-            label=label,
-            bytes_done=int(event.get("bytes_done", 0)),
-            bytes_total=int(event.get("bytes_total", 0)),
-            rate=float(event.get("rate", 0.0)),
+            label=label, bytes_done=event.bytes_done, bytes_total=event.bytes_total, rate=event.rate
         )
 
     def wire(self) -> dict[str, Any]:

@@ -17,10 +17,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import httpx
-
-from berth_agent.client import AgentAPIError
 from berth_api.v1alpha1 import RepositoryPlacement, RepositoryPlacementSpec
+from berth_common.agent_api.errors import AgentError
 from berth_common.crash import CrashPoints
 from berth_operator.agents import MachineAgents
 from berth_operator.config import OperatorConfig
@@ -35,7 +33,7 @@ from berth_operator.migration.runner import MigrationRunner, migrating_changes
 from berth_operator.migration.state import TERMINAL, MigrationState, Phase, now, timestamp
 from berth_operator.placement import decide as d
 from berth_operator.placement.conditions import Verdict, already_stalled
-from berth_operator.placement.observe import machine_view, observe
+from berth_operator.placement.observe import Listing, machine_view, observe
 from berth_operator.placement.publish import EndpointPublisher, PublishError
 from berth_operator.placement.status import build_status
 from berth_operator.placement.status_writer import PlacementKey, StatusWriter
@@ -139,7 +137,7 @@ class PlacementController:
             )
             for m in self.machines.values()
         }
-        listings: dict[str, list[dict[str, Any]] | None] = {}
+        listings: dict[str, Listing] = {}
         for name, view in views.items():
             if view.ready:
                 try:
@@ -230,9 +228,8 @@ class PlacementController:
                 with self.agents.client(action.machine) as agent:
                     agent.up(placement.spec.repository, wait_answer=60)
                 notice = lifecycle.Notice("Started", f"repository started on {action.machine}")
-        except (AgentAPIError, httpx.HTTPError) as err:
-            message = err.message if isinstance(err, AgentAPIError) else str(err)
-            self._write(key, placement, Verdict(False, True, False, "AgentError", message))
+        except AgentError as err:
+            self._write(key, placement, Verdict(False, True, False, "AgentError", err.message))
             return Result(poll * 2)
         finally:  # done or not: what the machine holds now
             self.inventories.refresh(action.machine)

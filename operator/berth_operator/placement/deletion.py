@@ -29,7 +29,7 @@ def delete_placement(
     repository = spec["repository"]
     for machine in agents.machines.key_list():
         with agents.client(machine) as agent:
-            if any(r["name"] == repository for r in agent.repositories()):
+            if any(r.name == repository for r in agent.repositories()):
                 agent.down(repository)
                 agent.delete(repository, confirm=repository)
                 log.info("repository deleted", extra={"repository": repository, "machine": machine})

@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from berth_api.v1alpha1 import API_VERSION, DNSOptions, ServiceEndpoint
+from berth_common.agent_api.models import RepositoryStatus
 
 DNS_API_VERSION = "externaldns.k8s.io/v1alpha1"
 DNS_KIND = "DNSEndpoint"
@@ -26,19 +27,21 @@ def machine_address(machine: dict[str, Any]) -> str:
     return host
 
 
-def build_endpoints(machine: str, address: str, repository: dict[str, Any]) -> list[dict[str, Any]]:
+def build_endpoints(
+    machine: str, address: str, repository: RepositoryStatus
+) -> list[dict[str, Any]]:
     """One entry per published port of each running service, as the agent reported."""
     found = [
         ServiceEndpoint(
-            service=container["name"],
+            service=container.name,
             machine=machine,
             address=address,
-            port=port["host"],
-            protocol=port.get("protocol", "tcp"),
+            port=port.host,
+            protocol=port.protocol,
         ).wire()
-        for container in repository.get("containers", [])
-        if container.get("state") == "running"
-        for port in container.get("ports", [])
+        for container in repository.containers
+        if container.state == "running"
+        for port in container.ports
     ]
     return sorted(found, key=lambda e: (e["service"], e["port"], e["protocol"]))
 

@@ -9,12 +9,13 @@ from typing import Any
 
 from berth_api.v1alpha1 import RepositoryPlacementSpec
 from berth_api.v1alpha1.placement_types import RepositoryPlacementStatus
+from berth_common.agent_api.models import RepositoryStatus
 from berth_operator.machine.heartbeat import heartbeat_age, is_ready
 from berth_operator.migration.retry import RetryView
 from berth_operator.migration.state import TERMINAL
 from berth_operator.placement.decide import Copy, MachineView, Observed
 
-Listing = list[dict[str, Any]] | None  # None: the machine's agent did not answer
+Listing = list[RepositoryStatus] | None  # None: the machine's agent did not answer
 
 
 def machine_view(
@@ -38,11 +39,11 @@ def copies_of(repository: str, listings: Mapping[str, Listing]) -> tuple[list[Co
             unknown.append(machine)
             continue
         for entry in listing:
-            if entry["name"] != repository:
+            if entry.name != repository:
                 continue
-            containers_up = all(c["state"] == "running" for c in entry["containers"])
-            running = bool(entry["mounted"] and entry["docker"]["running"] and containers_up)
-            copies.append(Copy(machine, running=running, stale=bool(entry.get("moved_to"))))
+            containers_up = all(c.state == "running" for c in entry.containers)
+            running = entry.mounted and entry.docker.running and containers_up
+            copies.append(Copy(machine, running=running, stale=bool(entry.moved_to)))
     return copies, unknown
 
 

@@ -55,7 +55,7 @@ class EndpointPublisher:
         address = machine_address(self.agents.machine(machine))
         endpoints = None
         try:
-            found = [r for r in self.inventories.get(machine) if r["name"] == spec.repository]
+            found = [r for r in self.inventories.get(machine) if r.name == spec.repository]
         except InventoryUnavailable as err:
             log.warning("endpoints not refreshed", extra={"machine": machine, "error": str(err)})
         else:
