@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from berth_agent.config import AgentConfig, load_config
-from berth_agent.errors import AgentError, InvalidRequest
+from berth_agent.errors import InvalidRequest, Refusal
 from berth_agent.repositories import TEMPLATES, Repositories
 from berth_agent.server.transfers import peer_client
 from berth_agent.transfer.sender import Sender
@@ -149,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run(args)
     try:
         return _repo_command(Repositories(config), args)
-    except AgentError as err:
+    except Refusal as err:
         print(f"berth-agent: {err.message}", file=sys.stderr)
         return 1
 

@@ -1,9 +1,10 @@
-"""Errors the agent reports to its callers, each with an HTTP status and a stable code."""
+"""Refusals: the errors the agent answers its callers with, each an HTTP status and a
+stable code (a caller sees them as berth_common.agent_api.errors.AgentRefused)."""
 
 from __future__ import annotations
 
 
-class AgentError(Exception):
+class Refusal(Exception):
     status = 500
     code = "Internal"
 
@@ -12,35 +13,35 @@ class AgentError(Exception):
         self.message = message
 
 
-class InvalidRequest(AgentError):
+class InvalidRequest(Refusal):
     status = 400
     code = "Invalid"
 
 
-class NotFound(AgentError):
+class NotFound(Refusal):
     status = 404
     code = "NotFound"
 
 
-class Conflict(AgentError):
+class Conflict(Refusal):
     status = 409
     code = "Conflict"
 
 
-class CorruptData(AgentError):
+class CorruptData(Refusal):
     """Data that failed its checksum: nothing of it was applied; send it again."""
 
     status = 422
     code = "Corrupt"
 
 
-class Unsupported(AgentError):
+class Unsupported(Refusal):
     """The host lacks a feature the request needs (dm-crypt, reflink, ...)."""
 
     status = 501
     code = "Unsupported"
 
 
-class InsufficientSpace(AgentError):
+class InsufficientSpace(Refusal):
     status = 507
     code = "InsufficientSpace"

@@ -12,7 +12,7 @@ import pytest
 
 from berth_agent.checkpoint import freeze as freezing
 from berth_agent.checkpoint.runc import RuncCheckpointer
-from berth_agent.errors import AgentError
+from berth_agent.errors import Refusal
 from berth_common.agent_api.models import FreezeRecord
 from berth_common.agent_api.services import CHECKPOINT_LABEL
 
@@ -27,11 +27,11 @@ def test_all_at_once_runs_the_work_together_and_reports_every_outcome() -> None:
 
     def fails() -> None:
         both.wait()
-        raise AgentError("dump failed")
+        raise Refusal("dump failed")
 
     outcomes = freezing.all_at_once([("a", meets), ("b", fails)])
     assert outcomes["a"].error is None and outcomes["a"].seconds >= 0
-    assert isinstance(outcomes["b"].error, AgentError)
+    assert isinstance(outcomes["b"].error, Refusal)
 
 
 class FakeContainer:
@@ -63,7 +63,7 @@ class FakeRunc:
 
     def checkpoint(self, container_id: str, name: str) -> None:
         if container_id in self.fails:
-            raise AgentError("criu: Can't dump a connecting socket")
+            raise Refusal("criu: Can't dump a connecting socket")
         self.dumped.add(container_id)
 
 
@@ -83,10 +83,10 @@ def test_a_freeze_checkpoints_every_labelled_container(tmp_path: Path) -> None:
 
 
 def test_a_freeze_that_fails_part_way_records_what_froze_for_resume(tmp_path: Path) -> None:
-    with pytest.raises(AgentError, match="checkpoint of db failed"):
+    with pytest.raises(Refusal, match="checkpoint of db failed"):
         frozen_with(tmp_path, FakeRunc({"id-db"}))
     record = freezing.read_record(tmp_path)
     # app's processes are gone into its checkpoint: resume restores it; db still runs.
     assert record is not None and record.checkpointed == ["app"] and not record.complete
-    with pytest.raises(AgentError, match="failed part way"):
+    with pytest.raises(Refusal, match="failed part way"):
         frozen_with(tmp_path, FakeRunc(set()))  # a replay does not take it for done

@@ -26,7 +26,7 @@ from berth_agent.checkpoint.memory import moves_after_freeze, resident_anon_byte
 from berth_agent.checkpoint.postcopy import LazyDump, PageFetch
 from berth_agent.checkpoint.runc import RuncCheckpointer
 from berth_agent.config import TLSConfig
-from berth_agent.errors import AgentError
+from berth_agent.errors import Refusal
 from berth_agent.runtime.services import service_containers
 from berth_common.agent_api.models import FreezeRecord, MemoryMode, PageServer
 from berth_common.agent_api.services import CHECKPOINT_LABEL
@@ -88,10 +88,10 @@ def freeze(
         if existing.migration_id == migration_id and existing.complete:
             return existing  # already frozen for this migration: a replay
         if existing.migration_id == migration_id:
-            raise AgentError(
+            raise Refusal(
                 f"the freeze for migration {migration_id} failed part way; resume it first"
             )
-        raise AgentError(
+        raise Refusal(
             f"repository is frozen by migration {existing.migration_id}; "
             "restore it before freezing it again"
         )
@@ -112,8 +112,8 @@ def freeze(
                 )
             else:
                 checkpointer.checkpoint(container.id, record.checkpoint)
-        except AgentError as err:
-            raise AgentError(f"checkpoint of {container.name} failed: {err}") from err
+        except Refusal as err:
+            raise Refusal(f"checkpoint of {container.name} failed: {err}") from err
 
     def stop_one(container: Container) -> None:
         if _stop(client, container, stop_grace):
@@ -249,7 +249,7 @@ def _wait_exited(
     deadline = time.monotonic() + timeout
     while (state := client.api.inspect_container(container_id)["State"])["Running"]:
         if time.monotonic() > deadline:
-            raise AgentError(f"container {container_id[:12]} still running {timeout:.0f}s after")
+            raise Refusal(f"container {container_id[:12]} still running {timeout:.0f}s after")
         time.sleep(0.005)
     exited: dict[str, Any] = state
     return exited
@@ -280,7 +280,7 @@ def thaw(
             return
         if name in record.postcopy:
             if fetch is None:
-                raise AgentError(
+                raise Refusal(
                     f"{name} no longer runs here and its memory went to the target after "
                     "the freeze: it can only run there"
                 )
@@ -342,7 +342,7 @@ def _restore_with_retry(client: docker.DockerClient, container_id: str, checkpoi
             return
         except docker.errors.APIError as err:
             if "already exists" not in str(err) or attempt == RESTORE_ATTEMPTS:
-                raise AgentError(
+                raise Refusal(
                     f"restore of {container_id[:12]} failed: {err}{criu_log_excerpt(str(err))}"
                 ) from err
             log.warning(

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from berth_agent.checkpoint.criu import CRIU_DIR, environment_with_criu, log_excerpt
 from berth_agent.config import TLSConfig
-from berth_agent.errors import AgentError
+from berth_agent.errors import Refusal
 from berth_common.agent_api.models import PageServer, PostCopyProgress, PostCopyStatus
 from berth_common.process import alive
 
@@ -59,7 +59,7 @@ def raise_pipe_max_size() -> None:
             return
         PIPE_MAX_SIZE_FILE.write_text(str(PIPE_MAX_SIZE))
     except OSError as err:
-        raise AgentError(
+        raise Refusal(
             f"post-copy needs fs.pipe-max-size >= {PIPE_MAX_SIZE} and it could not be raised: {err}"
         ) from err
 
@@ -257,7 +257,7 @@ class LazyDump:
             os.close(read_end)  # one byte only: CRIU keeps the fd, a reader of EOF would hang
         if byte == b"":
             _wait_for_exit(work_dir, 5.0)
-            raise AgentError(
+            raise Refusal(
                 f"lazy checkpoint of {container} failed: "
                 f"{(work_dir / 'runc.out').read_text(errors='replace').strip()[-300:]}"
                 f"{log_excerpt(work_dir / cls.LOG)}"
@@ -353,7 +353,7 @@ class PageFetch:
         deadline = time.monotonic() + READY_TIMEOUT
         while not socket_path.exists():
             if (work_dir / EXIT).exists() or time.monotonic() > deadline:
-                raise AgentError(
+                raise Refusal(
                     f"page fetch for {container} did not start: "
                     f"{fetch.status().error or 'no socket'}"
                 )

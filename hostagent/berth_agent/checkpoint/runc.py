@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from berth_agent.checkpoint.criu import environment_with_criu, log_excerpt
-from berth_agent.errors import AgentError
+from berth_agent.errors import Refusal
 
 RUNC = "/usr/sbin/runc"  # docker's own runtime: the state under runc_root is its
 CHECKPOINT_TIMEOUT = 120.0  # seconds: a dump writes the container's whole memory
@@ -69,9 +69,9 @@ class RuncCheckpointer:
                 timeout=CHECKPOINT_TIMEOUT,
             )
         except subprocess.CalledProcessError as err:
-            raise AgentError(
+            raise Refusal(
                 f"runc checkpoint failed: {err.stderr.strip() or err.returncode}"
                 f"{log_excerpt(images / 'dump.log')}"
             ) from err
         except subprocess.TimeoutExpired as err:
-            raise AgentError(f"runc checkpoint took over {CHECKPOINT_TIMEOUT:.0f}s") from err
+            raise Refusal(f"runc checkpoint took over {CHECKPOINT_TIMEOUT:.0f}s") from err

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import docker
 
-from berth_agent.errors import AgentError
+from berth_agent.errors import Refusal
 
 log = logging.getLogger("berth.agent.images")
 
@@ -89,7 +89,7 @@ def rootfs_tarball(recipe: RootfsRecipe) -> Path:
 
 def _build(recipe: RootfsRecipe, tarball: Path) -> None:
     if not Path(DEBOOTSTRAP).exists():
-        raise AgentError(f"{DEBOOTSTRAP} is missing (apt-get install debootstrap)")
+        raise Refusal(f"{DEBOOTSTRAP} is missing (apt-get install debootstrap)")
     work = Path(tempfile.mkdtemp(prefix="work.", dir=tarball.parent))
     rootfs = work / "rootfs"
     started = time.monotonic()
@@ -105,7 +105,7 @@ def _build(recipe: RootfsRecipe, tarball: Path) -> None:
         )  # fmt: skip
         if done.returncode != 0:
             tail = " | ".join((done.stdout + done.stderr).splitlines()[-5:])
-            raise AgentError(f"debootstrap of {recipe.name} failed: {tail}")
+            raise Refusal(f"debootstrap of {recipe.name} failed: {tail}")
         _trim(rootfs)
         for path, content in recipe.files:
             target = rootfs / path.lstrip("/")

@@ -24,7 +24,7 @@ import docker
 from berth_agent.checkpoint import runc_shim
 from berth_agent.checkpoint.criu import environment_with_criu
 from berth_agent.checkpoint.runc import RuncCheckpointer
-from berth_agent.errors import AgentError
+from berth_agent.errors import Refusal
 
 log = logging.getLogger("berth.agent.dockerd")
 
@@ -129,7 +129,7 @@ class RepositoryDaemon:
             return self.paths.data_root
         found = [p for p in self.paths.data_root.iterdir() if _REMAPPED_ROOT.match(p.name)]
         if len(found) != 1:
-            raise AgentError(
+            raise Refusal(
                 f"no single remapped root in {self.paths.data_root}: {[p.name for p in found]}"
             )
         return found[0]
@@ -212,7 +212,7 @@ class RepositoryDaemon:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not Path(f"/proc/{pid}").exists():
-                raise AgentError(f"dockerd exited: {self._log_tail()}")
+                raise Refusal(f"dockerd exited: {self._log_tail()}")
             if self.paths.socket.exists():
                 with contextlib.suppress(Exception):
                     client = self.client(timeout=2)
@@ -222,7 +222,7 @@ class RepositoryDaemon:
                     finally:
                         client.close()
             time.sleep(0.01)  # on a move's critical path: dockerd answers ~0.1 s after exec
-        raise AgentError(f"dockerd did not answer within {timeout:.0f}s: {self._log_tail()}")
+        raise Refusal(f"dockerd did not answer within {timeout:.0f}s: {self._log_tail()}")
 
     def _log_tail(self, lines: int = 5) -> str:
         try:

@@ -18,7 +18,7 @@ from prometheus_client import generate_latest
 
 from berth_agent import __version__
 from berth_agent.config import AgentConfig
-from berth_agent.errors import AgentError, InvalidRequest
+from berth_agent.errors import InvalidRequest, Refusal
 from berth_agent.repositories import Repositories
 from berth_agent.server.metrics import OPERATION_SECONDS, OPERATIONS, REGISTRY, REPOSITORIES
 from berth_agent.server.transfers import build_router
@@ -98,8 +98,8 @@ def build_app(repos: Repositories, config: AgentConfig) -> FastAPI:
     def problem(status: int, code: str, message: str) -> JSONResponse:
         return JSONResponse(Problem(code=code, message=message).model_dump(), status_code=status)
 
-    @app.exception_handler(AgentError)
-    async def agent_error(_: Request, err: AgentError) -> JSONResponse:
+    @app.exception_handler(Refusal)
+    async def agent_error(_: Request, err: Refusal) -> JSONResponse:
         return problem(err.status, err.code, err.message)
 
     @app.exception_handler(Exception)

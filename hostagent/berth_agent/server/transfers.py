@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from starlette.requests import ClientDisconnect
 
 from berth_agent.config import AgentConfig
-from berth_agent.errors import AgentError, InvalidRequest
+from berth_agent.errors import InvalidRequest, Refusal
 from berth_agent.repositories import Repositories
 from berth_agent.server.metrics import OPERATIONS, TRANSFER_BYTES
 from berth_agent.transfer.receiver import Receiver
@@ -125,7 +125,7 @@ def _push_events(sender: Sender, peers: PeerClients, ref: str, req: PushRequest)
             OPERATIONS.labels("push", "ok").inc()
             TRANSFER_BYTES.labels("sent").inc(result.bytes_sent)
             events.put(result)
-        except AgentError as err:
+        except Refusal as err:
             OPERATIONS.labels("push", "error").inc()
             events.put(PushFailed(status=err.status, code=err.code, message=err.message))
         except Exception as err:

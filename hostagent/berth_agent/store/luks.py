@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from berth_agent.errors import AgentError, Unsupported
+from berth_agent.errors import Refusal, Unsupported
 from berth_agent.store.mounts import dm_crypt_available
 from berth_common.process import CommandError, run
 
@@ -30,7 +30,7 @@ def _cryptsetup(argv: list[str], key: bytes) -> None:
         run(["cryptsetup", *argv, "--key-file", "-"], input=key)
     except CommandError as err:
         # stderr of cryptsetup never contains the key; argv does not either.
-        raise AgentError(f"cryptsetup {argv[0]} failed: {err.stderr}") from None
+        raise Refusal(f"cryptsetup {argv[0]} failed: {err.stderr}") from None
 
 
 def format_image(image: Path, key: bytes) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 
 import zstandard
 
-from berth_agent.errors import AgentError, InvalidRequest
+from berth_agent.errors import InvalidRequest, Refusal
 from berth_agent.store.store import RepositoryStore
 from berth_agent.transfer import frames, layout
 from berth_agent.transfer.bases import BaseStore
@@ -48,7 +48,7 @@ MAX_ATTEMPTS = 8
 RETRIABLE = (409, 422, 502, 503)
 
 
-class TransferFailed(AgentError):
+class TransferFailed(Refusal):
     status = 502
     code = "TransferFailed"
 
@@ -240,7 +240,7 @@ class Sender:
             return snap, True
         except layout.LayoutUnsupported:
             if self.store.is_mounted(record.guid):
-                raise AgentError(
+                raise Refusal(
                     f"repository {record.name!r} is mounted and this datastore cannot make "
                     "reflink snapshots: take it down (or freeze it) before pushing"
                 ) from None
