@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,8 @@ from berth_common.agent_api.models import RepositoryStatus
 from berth_operator.config import OperatorConfig
 from berth_operator.controller.cache import ObjectCache
 
+LOOK_TIMEOUT = 15.0  # seconds: a heartbeat or an inventory look
+
 
 class MachineAgents:
     """Implements the migration driver's Agents: each machine's endpoint and a client,
@@ -17,6 +20,10 @@ class MachineAgents:
 
     def __init__(self, machines: ObjectCache[str], config: OperatorConfig) -> None:
         self.machines, self.config = machines, config
+        # One long-lived client per machine for the quick looks (heartbeats, inventories):
+        # a TLS handshake and a certificate load per look cost more CPU than the look.
+        self._lookers: dict[str, tuple[tuple[str, Path | bytes], AgentClient]] = {}
+        self._lock = threading.Lock()
 
     def machine(self, name: str) -> dict[str, Any]:
         found = self.machines.get(name)
@@ -39,7 +46,28 @@ class MachineAgents:
             self.endpoint(machine), self._ca(machine), identity.cert, identity.key, timeout=timeout
         )
 
+    def looker(self, machine: str) -> AgentClient:
+        """The machine's long-lived client for quick calls (LOOK_TIMEOUT); not to be
+        closed by its caller. A new one when the Machine's endpoint or CA changes."""
+        wanted = (self.endpoint(machine), self._ca(machine))
+        with self._lock:
+            held = self._lookers.get(machine)
+            if held is not None and held[0] == wanted:
+                return held[1]
+            if held is not None:
+                held[1].close()
+            identity = self.config.identity
+            client = AgentClient(*wanted, identity.cert, identity.key, timeout=LOOK_TIMEOUT)
+            self._lookers[machine] = (wanted, client)
+            return client
+
+    def forget(self, machine: str) -> None:
+        """The Machine is gone: its long-lived client closes."""
+        with self._lock:
+            held = self._lookers.pop(machine, None)
+        if held is not None:
+            held[1].close()
+
     def repositories(self, machine: str) -> list[RepositoryStatus]:
         """Asks the machine's agent now (for the inventories)."""
-        with self.client(machine, timeout=15) as agent:
-            return agent.repositories()
+        return self.looker(machine).repositories()

@@ -94,24 +94,6 @@ class Kube:
                  "spec": body["spec"]},
             )  # fmt: skip
 
-    def dns_endpoint_names(self) -> set[tuple[str, str]] | None:
-        """(namespace, name) of every DNSEndpoint in the cluster; none where the kind is
-        not installed; None if the operator may not list them (berth's chart grants get,
-        not list: each placement's own is looked up then)."""
-        group, version = DNS_API_VERSION.split("/")
-        try:
-            listed = cast(
-                dict[str, Any],
-                self.custom.list_cluster_custom_object(group, version, DNS_ENDPOINTS),
-            )
-        except client.ApiException as err:
-            if err.status == 404:
-                return set()
-            if err.status == 403:
-                return None
-            raise
-        return {(i["metadata"]["namespace"], i["metadata"]["name"]) for i in listed["items"]}
-
     def delete_dns_endpoint(self, namespace: str, name: str, owner_uid: str) -> bool:
         """Delete the DNSEndpoint named like a placement if that placement owns it (one of
         the same name that someone else wrote is left alone); True if one was deleted.

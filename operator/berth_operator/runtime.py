@@ -100,6 +100,7 @@ class Operator:
         if kind == "DELETED":
             old = self.machines.delete(name)
             self.inventories.forget(name)
+            self.agents.forget(name)
             changed = old is not None
         else:
             self.heartbeats.watched(name)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import threading
 from pathlib import Path
 from typing import Any, cast
 
@@ -59,6 +60,7 @@ class FakeKube:
         self.patches: list[tuple[str, dict[str, Any]]] = []
         self.events: list[str] = []
         self.machine_writes: list[dict[str, Any]] = []
+        self.dns_deletions: list[str] = []
         self.versions = itertools.count(100)
 
     def patch_placement_status(
@@ -78,8 +80,9 @@ class FakeKube:
     def event(self, obj: dict[str, Any], reason: str, message: str, type_: str = "Normal") -> None:
         self.events.append(reason)
 
-    def dns_endpoint_names(self) -> set[tuple[str, str]] | None:
-        return set()
+    def delete_dns_endpoint(self, namespace: str, name: str, owner_uid: str) -> bool:
+        self.dns_deletions.append(name)
+        return True
 
     def machines(self) -> list[dict[str, Any]]:
         return []
@@ -134,6 +137,9 @@ class FakeFleet(MachineAgents):
 
     def client(self, machine: str, timeout: float = 300) -> AgentClient:
         return cast(AgentClient, FakeAgent(self, machine))
+
+    def looker(self, machine: str) -> AgentClient:
+        return self.client(machine)
 
 
 class Setup:
@@ -272,3 +278,36 @@ def test_only_news_wakes_a_placement() -> None:
     operator.machine_event("MODIFIED", down)
     assert woken == [("ns", "web")] * 2
     assert not wants_reconcile(obj, written) and machine_facts(beat) != machine_facts(down)
+
+
+def test_a_migration_being_admitted_counts_before_its_start_is_written() -> None:
+    s = Setup(machines={"a": 1, "b": 1})
+    first, second = s.add("p1", "b", runs_on="a"), s.add("p2", "b", runs_on="a")
+    seen: list[Any] = []
+    patch = s.kube.patch_placement_status
+
+    def slow_patch(namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any] | None:
+        if name == "p1" and not seen:  # p1 admitted, its write under way: p2 decides now
+            worker = threading.Thread(target=lambda: seen.append(s.controller.reconcile(second)))
+            worker.start()
+            worker.join(5)
+        return patch(namespace, name, status)
+
+    s.kube.patch_placement_status = slow_patch  # type: ignore[method-assign]
+    assert s.controller.reconcile(first).requeue_after == 0
+    assert seen and seen[0].requeue_after == s.config.poll_seconds
+    assert s.status(second)["phase"] == "Waiting"
+    assert s.status(first)["migration"]["phase"] == "Pending"
+
+
+def test_dns_records_are_removed_only_where_berth_wrote_some() -> None:
+    s = Setup(machines={"a": 1})
+    plain, named = s.add("plain", "a", runs_on="a"), s.add("named", "a", runs_on="a")
+    s.controller.reconcile(plain)
+    assert s.kube.dns_deletions == [] and s.status(plain)["dnsHostnames"] == []
+    obj = s.placements.get(named)
+    assert obj is not None
+    s.placements.store({**obj, "status": {"dnsHostnames": ["named.example.com"]}})
+    s.controller.reconcile(named)  # spec.dns is gone: its records go, once
+    s.controller.reconcile(named)
+    assert s.kube.dns_deletions == ["named"] and s.status(named)["dnsHostnames"] == []

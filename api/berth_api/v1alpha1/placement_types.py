@@ -227,6 +227,11 @@ class RepositoryPlacementStatus(Model):
         description="where the services answer, from the agent running it; updated at the "
         "end of every move, before Ready turns True",
     )
+    dns_hostnames: list[str] = Field(
+        default_factory=list,
+        description="the names this placement's DNSEndpoint (written by berth) points at "
+        "its machine; empty: berth wrote none, so there is none to remove when spec.dns goes",
+    )
     last_migration: LastMigration | None = None
     retry: RetryState | None = None
     history: list[LastMigration] = Field(default_factory=list, max_length=HISTORY_LIMIT)

@@ -160,9 +160,9 @@ class Heartbeats:
         listing: list[RepositoryStatus] | None = None
         error: str | None = None
         try:
-            with self.agents.client(name, timeout=10) as agent:
-                health = agent.healthz()
-                listing = agent.repositories()
+            agent = self.agents.looker(name)
+            health = agent.healthz()
+            listing = agent.repositories()
             claimed = health.machine
             if claimed and claimed != name:
                 error = (

@@ -81,9 +81,11 @@ class PlacementController:
         self.publisher = EndpointPublisher(kube, agents, inventories)
         self.runner = MigrationRunner(agents, config, clock)
         self.crash = CrashPoints(config.crash_file)
-        # Held from the last look at the limits until a migration's start is written, so
-        # two workers never both take the last free slot of a machine or the cluster.
+        # Migrations admitted whose start is being written: they count against the limits
+        # from the moment they are admitted, so two workers never both take the last free
+        # slot of a machine or the cluster, and none waits for another's write.
         self._admission = threading.Lock()
+        self._reserved: dict[PlacementKey, tuple[str, str]] = {}
 
     # --- entry point ---------------------------------------------------------------------
     def reconcile(self, key: PlacementKey) -> Result:
@@ -102,10 +104,14 @@ class PlacementController:
                 if placement is None:
                     return DONE
                 action = d.decide(self._observe(placement))
-                begun = (
-                    self._begin(key, placement, action) if isinstance(action, d.Migrate) else None
-                )
-            if begun is not None:  # announced outside the lock: others may be admitted
+                if isinstance(action, d.Migrate):
+                    self._reserved[key] = (action.source, action.target)
+            if isinstance(action, d.Migrate):
+                try:
+                    begun = self._begin(key, placement, action)
+                finally:  # written (and counted from the cache), or not begun at all
+                    with self._admission:
+                        del self._reserved[key]
                 self._log_decision(key, action)
                 self._event(key, lifecycle.started_notice(begun))
                 return Result(0)
@@ -131,7 +137,7 @@ class PlacementController:
         views = {
             m["metadata"]["name"]: machine_view(
                 m,
-                len(self.placements.by("migrating", m["metadata"]["name"])),
+                len(self._migrating(m["metadata"]["name"])),
                 self.config.stale_heartbeat_seconds,
                 at,
             )
@@ -150,10 +156,19 @@ class PlacementController:
             placement.status,
             views,
             listings,
-            cluster_migrations=len(self.placements.by("migrating", IN_FLIGHT)),
+            cluster_migrations=len(self._migrating(IN_FLIGHT)),
             cluster_max_migrations=self.config.cluster_max_migrations,
             retry=retry_view(placement.status.retry, generation, self.runner.policy, self.clock()),
         )
+
+    def _migrating(self, machine: str) -> set[PlacementKey]:
+        """Migrations in flight on machine (IN_FLIGHT: anywhere): those the cache holds
+        and those admitted whose start is still being written."""
+        reserved = {
+            key for key, ends in list(self._reserved.items())
+            if machine == IN_FLIGHT or machine in ends
+        }  # fmt: skip
+        return self.placements.by("migrating", machine) | reserved
 
     def _look_again(self, action: d.Action) -> None:
         if isinstance(action, d.Migrate):
@@ -195,14 +210,16 @@ class PlacementController:
         if isinstance(action, d.Settled):
             changes: dict[str, Any] = {"current_machine": action.machine, "retry": None}
             obj = self.placements.get(key) or {}
+            recorded = placement.status.dns_hostnames
             try:
-                endpoints = self.publisher.publish(obj, placement.spec, action.machine)
+                published = self.publisher.publish(obj, placement.spec, action.machine, recorded)
             except PublishError as err:
                 verdict = Verdict(False, True, False, "DNSNotUpdated", str(err))
                 self._write(key, placement, verdict, **changes)
                 return Result(poll * 2)
-            if endpoints is not None:
-                changes["endpoints"] = endpoints
+            changes["dns_hostnames"] = published.dns_hostnames
+            if published.endpoints is not None:
+                changes["endpoints"] = published.endpoints
             verdict = Verdict(True, False, False, "Placed", action.message)
             self._write(key, placement, verdict, phase="Placed", **changes)
             return DONE
@@ -302,13 +319,14 @@ class PlacementController:
     def _publish_early(
         self, key: PlacementKey, placement: RepositoryPlacement, machine: str
     ) -> None:
+        obj, recorded = self.placements.get(key) or {}, placement.status.dns_hostnames
         try:
-            endpoints = self.publisher.publish(
-                self.placements.get(key) or {}, placement.spec, machine
-            )
+            published = self.publisher.publish(obj, placement.spec, machine, recorded)
         except PublishError as err:  # the settled placement tries again
             log.warning("publish failed", extra={"placement": "/".join(key), "error": str(err)})
             return
-        if endpoints is not None:
-            latest = self._placement(key) or placement
-            self.writer.write(key, latest.status.model_copy(update={"endpoints": endpoints}))
+        changes: dict[str, Any] = {"dns_hostnames": published.dns_hostnames}
+        if published.endpoints is not None:
+            changes["endpoints"] = published.endpoints
+        latest = self._placement(key) or placement
+        self.writer.write(key, latest.status.model_copy(update=changes))

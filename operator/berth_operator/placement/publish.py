@@ -8,6 +8,7 @@ or the DNS names find the repository on its new machine at once.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from kubernetes import client
@@ -30,28 +31,30 @@ class PublishError(RuntimeError):
     """The DNS records could not be written (the reason is for a condition)."""
 
 
+@dataclass(frozen=True)
+class Published:
+    endpoints: list[ServiceEndpoint] | None  # None: the agent's listing is unknown
+    dns_hostnames: list[str]  # what the placement's DNSEndpoint now holds (status)
+
+
 class EndpointPublisher:
     def __init__(self, kube: Kube, agents: MachineAgents, inventories: Inventories) -> None:
         self.kube, self.agents, self.inventories = kube, agents, inventories
         # What each placement's DNSEndpoint was last written with (by uid): written again
         # only when that changes, or once after the operator starts.
         self._written: dict[str, tuple[str, tuple[str, ...], int]] = {}
-        # Placements without spec.dns whose DNSEndpoint was looked for (and deleted) since
-        # the operator started: looked for once each, not on every settled look.
-        self._retired: set[str] = set()
-        # The DNSEndpoints that existed when the operator started, listed once at the
-        # first retirement: a placement without one has nothing to remove. (None: not
-        # allowed to list them; each placement's is looked up.)
-        self._existing: set[tuple[str, str]] | None = None
-        self._listed = False
 
     def publish(
-        self, obj: dict[str, Any], spec: RepositoryPlacementSpec, machine: str
-    ) -> list[ServiceEndpoint] | None:
-        """Where the repository's services answer on machine (None if its agent's last
-        listing is unknown), after pointing the DNS names there unless spec.dns is skipped;
-        without spec.dns, the records this placement wrote before are removed. A DNS write
-        that fails raises PublishError."""
+        self,
+        obj: dict[str, Any],
+        spec: RepositoryPlacementSpec,
+        machine: str,
+        recorded: list[str],
+    ) -> Published:
+        """Where the repository's services answer on machine, after pointing the DNS
+        names there unless spec.dns is skipped; without spec.dns, the records this
+        placement wrote before (`recorded`, from status.dnsHostnames) are removed. A DNS
+        write that fails raises PublishError."""
         address = machine_address(self.agents.machine(machine))
         endpoints = None
         try:
@@ -64,14 +67,14 @@ class EndpointPublisher:
                 endpoints = [ServiceEndpoint.model_validate(e) for e in built]
         uid = obj["metadata"]["uid"]
         if spec.dns is None:
-            self._retire(obj)
-            return endpoints
-        self._retired.discard(uid)
+            if recorded:
+                self._retire(obj)
+            return Published(endpoints, [])
         if spec.dns.skip:
-            return endpoints
+            return Published(endpoints, recorded)
         wanted = (address, tuple(spec.dns.hostnames), spec.dns.ttl)
         if self._written.get(uid) == wanted:
-            return endpoints
+            return Published(endpoints, list(spec.dns.hostnames))
         try:
             self.kube.apply_dns_endpoint(build_dns_endpoint(obj, spec.dns, address))
         except client.ApiException as err:
@@ -80,38 +83,25 @@ class EndpointPublisher:
                 f"{err.status} {err.reason} (is external-dns's DNSEndpoint CRD installed?)"
             ) from None
         self._written[uid] = wanted
-        if self._existing is not None:
-            self._existing.add((obj["metadata"]["namespace"], obj["metadata"]["name"]))
         names = ", ".join(spec.dns.hostnames)
         self.kube.event(obj, "DNSUpdated", f"{names} -> {address} ({machine})")
         log.info(
             "dns records switched",
             extra={"placement": obj["metadata"]["name"], "address": address, "machine": machine},
         )
-        return endpoints
+        return Published(endpoints, list(spec.dns.hostnames))
 
     def _retire(self, obj: dict[str, Any]) -> None:
-        """spec.dns was removed (or never set): its names must not keep pointing at a
-        machine the repository may leave."""
+        """spec.dns was removed: its names must not keep pointing at a machine the
+        repository may leave."""
         meta = obj["metadata"]
-        if meta["uid"] in self._retired:
-            return
         try:  # a cluster without the DNSEndpoint kind answers 404: nothing to remove
-            if not self._listed:
-                self._existing, self._listed = self.kube.dns_endpoint_names(), True
-            if (
-                self._existing is not None
-                and (meta["namespace"], meta["name"]) not in self._existing
-            ):
-                self._retired.add(meta["uid"])
-                return
             deleted = self.kube.delete_dns_endpoint(meta["namespace"], meta["name"], meta["uid"])
         except client.ApiException as err:
             raise PublishError(
                 f"the DNS records of a placement without spec.dns were not removed: "
                 f"{err.status} {err.reason}"
             ) from None
-        self._retired.add(meta["uid"])
         self._written.pop(meta["uid"], None)
         if deleted:
             self.kube.event(obj, "DNSRemoved", "spec.dns was removed: its DNS records are deleted")
