@@ -98,9 +98,8 @@ import yaml
 
 from berth_api.v1alpha1 import GROUP, VERSION
 from berth_common.pki import CertFiles, create_ca, issue
-from berth_lab.cluster import OPERATOR_NAMESPACE, PEERING, RELEASE, OperatorProcess
+from berth_lab.cluster import OPERATOR_NAMESPACE, PEERING, RELEASE, OperatorProcess, chart_rbac
 from berth_lab.kube import KubeAPIServer
-from berth_lab.kube_tools import helm_binary
 from berth_lab.kubeconfig import Kubectl, service_account_kubeconfig
 from report import operator_section, operator_targets
 
@@ -332,23 +331,6 @@ def apply_manifests(kubectl: Kubectl, design: Design) -> None:
     peering = {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering"}
     kubectl.apply({**peering, "metadata": {"name": PEERING}}, "--server-side", "--force-conflicts")
     kubectl.apply(chart_rbac(design.tree / "charts" / "berth"))
-
-
-def chart_rbac(chart: Path) -> list[dict[str, Any]]:
-    """The chart's ServiceAccount, ClusterRole and binding (as berth_lab.cluster's)."""
-    out = subprocess.run(
-        [
-            *(str(helm_binary()), "template", RELEASE, str(chart)),
-            *("--namespace", OPERATOR_NAMESPACE, "--set", f"peering.name={PEERING}"),
-            *("--set", "operatorTLS.existingSecret=unused"),
-            *("--set", "agentsCA.existingSecret=unused"),
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    kinds = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding"}
-    return [d for d in yaml.safe_load_all(out) if d and d["kind"] in kinds]
 
 
 # --- the API server --------------------------------------------------------------------

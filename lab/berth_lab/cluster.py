@@ -76,11 +76,12 @@ def _wait_not_terminating(
     raise RuntimeError(f"{kind} {name} is still being deleted after {timeout:.0f}s")
 
 
-def chart_rbac() -> list[dict[str, Any]]:
-    """The chart's ServiceAccount, ClusterRole and binding, rendered by the real helm."""
+def chart_rbac(chart: Path = CHART) -> list[dict[str, Any]]:
+    """The chart's ServiceAccount, ClusterRole and binding, rendered by the real helm
+    (chart: another tree's, as the operator benchmark compares two)."""
     out = subprocess.run(
         [
-            *(str(helm_binary()), "template", RELEASE, str(CHART)),
+            *(str(helm_binary()), "template", RELEASE, str(chart)),
             *("--namespace", OPERATOR_NAMESPACE, "--set", f"peering.name={PEERING}"),
             # The lab's operator reads its certificates from files; these are not rendered.
             *(
