@@ -10,6 +10,7 @@ import random
 from typing import Any
 
 import kopf
+from kubernetes import client as kube_client
 from kubernetes import config as kube_config
 
 from berth_api.v1alpha1 import GROUP, VERSION
@@ -21,12 +22,17 @@ from berth_operator.runtime import Operator
 log = logging.getLogger("berth.operator")
 
 
-def _kube() -> Kube:
+def _kube(connections: int) -> Kube:
+    """The Kubernetes client, with a connection to the API server for each thread that
+    may call it at once (the client's default of 5 per core makes the rest open and
+    drop a TLS connection per call)."""
     try:
         kube_config.load_incluster_config()  # type: ignore[no-untyped-call]
     except kube_config.ConfigException:
         kube_config.load_kube_config()  # type: ignore[no-untyped-call]
-    return Kube()
+    configuration = kube_client.Configuration.get_default_copy()
+    configuration.connection_pool_maxsize = connections
+    return Kube(kube_client.ApiClient(configuration))
 
 
 @kopf.on.startup()
@@ -49,7 +55,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     # A crashed replica's record blocks the others until it expires: keep that short.
     settings.peering.lifetime = 10
     settings.execution.max_workers = config.max_workers  # deletions only: the rest is async
-    memo.operator = Operator(_kube(), config)
+    memo.operator = Operator(_kube(config.worker_count + 16), config)
     memo.operator.start()
 
 

@@ -68,6 +68,8 @@ class Operator:
         )
         self._stop = threading.Event()
         self._resync = threading.Thread(target=self._resync_loop, name="resync", daemon=True)
+        self._watching = threading.Event()  # a watch event arrived: this replica works
+        self._starter = threading.Thread(target=self._start_workers, name="start", daemon=True)
 
     def serves(self, namespace: str | None) -> bool:
         return not self.config.namespaces or namespace in self.config.namespaces
@@ -77,9 +79,20 @@ class Operator:
         # (a watch delivers them in no particular order with the placements).
         for machine in self.kube.machines():
             self.machines.store(machine)
-        self.workers.start()
         self.heartbeats.start()
         self._resync.start()
+        # The workers wait for the first heartbeat of every Machine, which the first
+        # watch event starts (a replica that stands by gets none): a placement decided
+        # before would find its machine not Ready and write a Waiting status for nothing.
+        self._starter.start()
+
+    def _start_workers(self) -> None:
+        self._watching.wait()
+        names = self.machines.key_list()
+        if not self.heartbeats.wait_first_beats(names, timeout=2 * self.config.heartbeat_seconds):
+            log.warning("workers started before every Machine's first heartbeat")
+        self.workers.start()
+        log.info("workers started", extra={"workers": self.workers.count, "machines": len(names)})
 
     def stop(self) -> None:
         self._stop.set()
@@ -89,6 +102,7 @@ class Operator:
     # --- watch events --------------------------------------------------------------------
     def placement_event(self, kind: str | None, obj: dict[str, Any]) -> None:
         key = placement_key(obj)
+        self._watching.set()
         if kind == "DELETED":
             self.placements.delete(key)
             return
@@ -104,6 +118,7 @@ class Operator:
             changed = old is not None
         else:
             self.heartbeats.watched(name)
+            self._watching.set()
             changed = machine_facts(self.machines.store(obj)) != machine_facts(obj)
         if changed:
             for key in self.placements.by("machine", name) | self.placements.by("migrating", name):

@@ -260,12 +260,13 @@ def test_only_news_wakes_a_placement() -> None:
     operator = Operator.__new__(Operator)  # the event routing alone, without threads
     operator.placements, operator.machines = s.placements, s.machines
     operator.inventories = s.inventories
+    operator._watching = threading.Event()
     woken: list[PlacementKey] = []
     operator.queue = cast(Any, type("Q", (), {"add": lambda self, key: woken.append(key)})())
     operator.heartbeats = cast(Any, type("H", (), {"watched": lambda self, name: None})())
     obj = placement("web", "a")
     operator.placement_event(None, obj)
-    assert woken == [("ns", "web")]
+    assert woken == [("ns", "web")] and operator._watching.is_set()
     written = {**obj, "status": {"phase": "Placed"}}
     written["metadata"] = {**obj["metadata"], "resourceVersion": "2"}
     operator.placement_event("MODIFIED", written)  # the operator's own status write
@@ -311,3 +312,17 @@ def test_dns_records_are_removed_only_where_berth_wrote_some() -> None:
     s.controller.reconcile(named)  # spec.dns is gone: its records go, once
     s.controller.reconcile(named)
     assert s.kube.dns_deletions == ["named"] and s.status(named)["dnsHostnames"] == []
+
+
+def test_a_machine_first_delivered_by_a_watch_is_beaten_at_once() -> None:
+    s = Setup(machines={"a": 1, "b": 1}, heartbeat_renew_seconds=3600)
+    beats = Heartbeats(cast(Kube, s.kube), s.machines, s.fleet, s.inventories,
+                       lambda m, names: None, s.config)  # fmt: skip
+    try:
+        assert not beats.wait_first_beats(["a"], timeout=0.2)  # no watch yet: no beat
+        beats.watched("a")
+        assert beats.wait_first_beats(["a"], timeout=5)
+        assert not beats.wait_first_beats(["a", "b"], timeout=0.2)
+    finally:
+        beats.stop()
+    assert len(s.kube.machine_writes) == 1

@@ -121,6 +121,9 @@ class Heartbeats:
         # Machines a watch has delivered: a replica that stands by (kopf's peering pauses
         # its watches) beats none.
         self._watched: set[str] = set()
+        self._submitting = threading.Lock()
+        self._beaten: set[str] = set()  # machines beaten at least once
+        self._beaten_changed = threading.Condition()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="heartbeats", daemon=True)
 
@@ -128,7 +131,28 @@ class Heartbeats:
         self._thread.start()
 
     def watched(self, name: str) -> None:
+        """A watch delivered this Machine: beat it from now on, the first time at once."""
+        if name in self._watched:
+            return
         self._watched.add(name)
+        self._submit(name)
+
+    def wait_first_beats(self, names: list[str], timeout: float) -> bool:
+        """Until each machine has had its first beat (answered or not), or timeout."""
+        deadline = time.monotonic() + timeout
+        with self._beaten_changed:
+            while not self._beaten.issuperset(names):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._beaten_changed.wait(left)
+        return True
+
+    def _submit(self, name: str) -> None:
+        with self._submitting:
+            running = self._running.get(name)
+            if running is None or running.done():
+                self._running[name] = self._pool.submit(self._beat_logged, name)
 
     def stop(self) -> None:
         self._stop.set()
@@ -138,11 +162,8 @@ class Heartbeats:
         while not self._stop.is_set():
             started = time.monotonic()
             for name in self.machines.key_list():
-                if name not in self._watched:
-                    continue
-                running = self._running.get(name)
-                if running is None or running.done():
-                    self._running[name] = self._pool.submit(self._beat_logged, name)
+                if name in self._watched:
+                    self._submit(name)
             self._stop.wait(max(0.0, self.config.heartbeat_seconds - (time.monotonic() - started)))
 
     def _beat_logged(self, name: str) -> None:
@@ -150,6 +171,10 @@ class Heartbeats:
             self.beat(name)
         except Exception:
             log.exception("heartbeat failed", extra={"machine": name})
+        finally:
+            with self._beaten_changed:
+                self._beaten.add(name)
+                self._beaten_changed.notify_all()
 
     def beat(self, name: str) -> dict[str, Any] | None:
         """One beat of one machine: the status written, or None if nothing was."""

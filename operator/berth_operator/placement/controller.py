@@ -125,7 +125,10 @@ class PlacementController:
         return RepositoryPlacement.model_validate(obj)
 
     def _log_decision(self, key: PlacementKey, action: d.Action) -> None:
-        log.info(
+        # A placement found as it should be is not news (a start-up finds thousands).
+        level = logging.DEBUG if isinstance(action, d.Settled) else logging.INFO
+        log.log(
+            level,
             "placement decided",
             extra={"placement": "/".join(key), "action": type(action).__name__,
                    "reason": action.reason},
