@@ -12,6 +12,8 @@ from berth_operator.config import OperatorConfig
 from berth_operator.controller.cache import ObjectCache
 
 LOOK_TIMEOUT = 15.0  # seconds: a heartbeat or an inventory look
+# Longer than the time between two heartbeats, shorter than the agent keeps its end (75 s).
+LOOK_KEEP_ALIVE = 60.0
 
 
 class MachineAgents:
@@ -57,7 +59,10 @@ class MachineAgents:
             if held is not None:
                 held[1].close()
             identity = self.config.identity
-            client = AgentClient(*wanted, identity.cert, identity.key, timeout=LOOK_TIMEOUT)
+            client = AgentClient(
+                *wanted, identity.cert, identity.key, timeout=LOOK_TIMEOUT,
+                keep_alive=LOOK_KEEP_ALIVE,
+            )  # fmt: skip
             self._lookers[machine] = (wanted, client)
             return client
 

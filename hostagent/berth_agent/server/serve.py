@@ -18,6 +18,9 @@ from berth_agent.server.app import build_app
 log = logging.getLogger("berth.agent.server")
 
 
+KEEP_ALIVE_SECONDS = 75
+
+
 def serve(config: AgentConfig) -> None:
     for path in (config.tls.cert, config.tls.key, config.tls.client_ca):
         if not path.exists():
@@ -38,4 +41,7 @@ def serve(config: AgentConfig) -> None:
         ssl_cert_reqs=ssl.CERT_REQUIRED,
         log_config=None,
         access_log=False,
+        # The operator keeps one connection per agent for its heartbeats (every 10 s):
+        # idle connections live longer than that, so a beat is not a TLS handshake.
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
     )
