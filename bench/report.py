@@ -549,8 +549,23 @@ def operator_section(operator: dict[str, Any]) -> list[str]:
         "with no operator running, is subtracted."
     )
     notes = [f"Failed: {f.splitlines()[0]}" for f in failed]
+    rest = [
+        f"{r.get('design')} {r.get('scale')}: " + (", ".join(
+            f"{request} {rate}/s" for request, rate in sorted(
+                (r.get("apiserver_rest") or {}).get("by_request_per_s", {}).items(),
+                key=lambda item: -item[1])
+            if rate >= 0.1 and request != "PATCH machines/status") or "none")
+        for r in runs
+    ]  # fmt: skip
+    breakdown = (
+        "Requests beyond heartbeats at rest, by kind (0.1/s or more): "
+        + "; ".join(rest)
+        + ". `PATCH repositoryplacements` (not `/status`) is kopf adding its finalizer and "
+        "bookkeeping annotation to a placement it has not seen before, once per placement: "
+        "every run creates its placements just before the operator starts."
+    )
     return [
-        "## Operator at scale", "", setup, "", table(headers, rows), "",
+        "## Operator at scale", "", setup, "", table(headers, rows), "", breakdown, "",
         *[line for note in notes for line in (note, "")],
     ]  # fmt: skip
 
