@@ -21,25 +21,6 @@ class Kube:
         self.custom = client.CustomObjectsApi(api_client)
         self.core = client.CoreV1Api(api_client)
 
-    def placement(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            return cast(
-                dict[str, Any],
-                self.custom.get_namespaced_custom_object(
-                    GROUP, VERSION, namespace, PLACEMENTS, name
-                ),
-            )
-        except client.ApiException as err:
-            if err.status == 404:
-                return None
-            raise
-
-    def placements(self) -> list[dict[str, Any]]:
-        listed = cast(
-            dict[str, Any], self.custom.list_cluster_custom_object(GROUP, VERSION, PLACEMENTS)
-        )
-        return cast(list[dict[str, Any]], listed["items"])
-
     def machines(self) -> list[dict[str, Any]]:
         listed = cast(
             dict[str, Any], self.custom.list_cluster_custom_object(GROUP, VERSION, MACHINES)

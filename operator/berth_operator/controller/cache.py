@@ -64,14 +64,6 @@ class ObjectCache(Generic[K]):
         with self._lock:
             return set(self._index[index].get(value, ()))
 
-    def index_values(self, index: str) -> dict[str, set[K]]:
-        with self._lock:
-            return {value: set(keys) for value, keys in self._index[index].items() if keys}
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._objects)
-
     def _reindex(self, key: K, obj: Obj | None) -> None:
         previous = self._entries.pop(key, {})
         for name, values in previous.items():

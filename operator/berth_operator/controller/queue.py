@@ -135,12 +135,3 @@ class WorkQueue(Generic[K]):
         with self._changed:
             self._shut = True
             self._changed.notify_all()
-
-    def __len__(self) -> int:
-        """Keys ready now (not those waiting for later, nor those being processed)."""
-        with self._changed:
-            return len(self._ready)
-
-    def delayed(self) -> int:
-        with self._changed:
-            return len(self._due)

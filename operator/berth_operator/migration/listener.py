@@ -9,6 +9,7 @@ durable. The other hooks are for reporting and may do nothing.
 from __future__ import annotations
 
 import abc
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,12 +31,7 @@ class TransferProgress:
         )
 
     def wire(self) -> dict[str, Any]:
-        return {
-            "label": self.label,
-            "bytes_done": self.bytes_done,
-            "bytes_total": self.bytes_total,
-            "rate": self.rate,
-        }
+        return dataclasses.asdict(self)
 
 
 class MigrationListener(abc.ABC):

@@ -17,7 +17,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from berth_api.v1alpha1 import RepositoryPlacement, RepositoryPlacementSpec
+from berth_api.v1alpha1 import (
+    RepositoryPlacement,
+    RepositoryPlacementSpec,
+    RepositoryPlacementStatus,
+)
 from berth_common.agent_api.errors import AgentError
 from berth_common.crash import CrashPoints
 from berth_operator.agents import MachineAgents
@@ -194,12 +198,20 @@ class PlacementController:
         phase: str | None = None,
         **changes: Any,
     ) -> None:
-        latest = self._placement(key) or placement  # the cache holds our own last write
         status = build_status(
-            latest.status, placement.metadata.generation or 0, verdict, now(), phase=phase,
-            **changes,
+            self._latest_status(key, placement), placement.metadata.generation or 0, verdict,
+            now(), phase=phase, **changes,
         )  # fmt: skip
         self.writer.write(key, status)
+
+    def _latest_status(
+        self, key: PlacementKey, placement: RepositoryPlacement
+    ) -> RepositoryPlacementStatus:
+        """The status the cache holds (our own last write included), else placement's."""
+        obj = self.placements.get(key)
+        if obj is None:
+            return placement.status
+        return RepositoryPlacementStatus.model_validate(obj.get("status") or {})
 
     def _event(self, key: PlacementKey, notice: lifecycle.Notice) -> None:
         obj = self.placements.get(key)
@@ -331,5 +343,4 @@ class PlacementController:
         changes: dict[str, Any] = {"dns_hostnames": published.dns_hostnames}
         if published.endpoints is not None:
             changes["endpoints"] = published.endpoints
-        latest = self._placement(key) or placement
-        self.writer.write(key, latest.status.model_copy(update=changes))
+        self.writer.write(key, self._latest_status(key, placement).model_copy(update=changes))

@@ -27,7 +27,6 @@ def placement_key(obj: dict[str, Any]) -> PlacementKey:
 class StatusWriter:
     def __init__(self, kube: Kube, placements: ObjectCache[PlacementKey]) -> None:
         self.kube, self.placements = kube, placements
-        self.writes = 0  # patches sent (a figure for tests and benchmarks)
 
     def write(self, key: PlacementKey, status: RepositoryPlacementStatus) -> bool:
         """Patch status to `status` if it differs from the cached object's; True if a
@@ -40,7 +39,6 @@ class StatusWriter:
             return False
         namespace, name = key
         answer = self.kube.patch_placement_status(namespace, name, patch)
-        self.writes += 1
         if answer is not None:
             self.placements.store(answer)
         return True
