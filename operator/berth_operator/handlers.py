@@ -1,7 +1,7 @@
 """kopf registrations. Thin: watch events go into the operator's caches and queue
 (`runtime.Operator`); kopf brings the watches, peering between replicas and the
-deletion finalizer. The operator lives in kopf's memo, built at start-up from the
-configuration `cli.py` put there."""
+deletion finalizer of placements whose deletion has work. The operator lives in kopf's
+memo, built at start-up from the configuration `cli.py` put there."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from kubernetes import config as kube_config
 from berth_api.v1alpha1 import GROUP, VERSION
 from berth_operator.config import OperatorConfig
 from berth_operator.kube import MACHINES, PLACEMENTS, Kube
-from berth_operator.placement.deletion import delete_placement
+from berth_operator.placement.deletion import delete_placement, deletion_has_work
 from berth_operator.runtime import Operator
 
 log = logging.getLogger("berth.operator")
@@ -79,7 +79,11 @@ async def machine_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_:
     memo.operator.machine_event(type, dict(body))
 
 
-@kopf.on.delete(GROUP, VERSION, PLACEMENTS, when=_served)
+def _deletion_has_work(memo: kopf.Memo, namespace: str | None, spec: kopf.Spec, **_: Any) -> bool:
+    return _served(memo, namespace) and deletion_has_work(dict(spec))
+
+
+@kopf.on.delete(GROUP, VERSION, PLACEMENTS, when=_deletion_has_work)
 def placement_deleted(spec: kopf.Spec, meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
     """Its DNS records go; Retain (the default) keeps the repository's data, Delete
     removes it everywhere."""

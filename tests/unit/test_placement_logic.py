@@ -19,6 +19,7 @@ from berth_operator.placement.decide import (
     Wait,
     decide,
 )
+from berth_operator.placement.deletion import deletion_has_work
 
 pytestmark = pytest.mark.unit
 
@@ -189,3 +190,19 @@ def test_the_retry_policy_counts_attempts_per_generation() -> None:
     assert retry_view(third, 5, policy, now=0) is None  # a new spec: nothing failed yet
     view = retry_view(third, 4, policy, now=500)
     assert view is not None and view.exhausted and view.wait_seconds == 40
+
+
+@pytest.mark.parametrize(
+    ("spec", "has_work"),
+    [
+        ({"repository": "r", "machine": "m"}, False),  # Retain by default, no DNS
+        ({"repository": "r", "machine": "m", "deletionPolicy": "Retain"}, False),
+        ({"repository": "r", "machine": "m", "dns": []}, False),
+        ({"repository": "r", "machine": "m", "deletionPolicy": "Delete"}, True),
+        ({"repository": "r", "machine": "m", "dns": ["r.example.test"]}, True),
+    ],
+)
+def test_only_a_deletion_with_work_waits_for_the_operator(
+    spec: dict[str, object], has_work: bool
+) -> None:
+    assert deletion_has_work(spec) is has_work

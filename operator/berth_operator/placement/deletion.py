@@ -15,6 +15,14 @@ from berth_operator.kube import Kube
 log = logging.getLogger("berth.operator.placement")
 
 
+def deletion_has_work(spec: dict[str, Any]) -> bool:
+    """Whether a placement's deletion must wait for the operator: only when it has DNS
+    records to retire or data to remove. kopf adds its finalizer (and its bookkeeping
+    annotation) to these placements alone, so the rest cost no write of their own and
+    their namespace can be deleted while no operator runs."""
+    return bool(spec.get("dns")) or spec.get("deletionPolicy", "Retain") == "Delete"
+
+
 def delete_placement(
     kube: Kube, agents: MachineAgents, spec: dict[str, Any], meta: dict[str, Any]
 ) -> None:
