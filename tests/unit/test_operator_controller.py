@@ -20,7 +20,7 @@ from berth_operator.config import OperatorConfig
 from berth_operator.controller.cache import ObjectCache
 from berth_operator.kube import Kube
 from berth_operator.machine.heartbeat import Heartbeats
-from berth_operator.machine.inventory import Inventories, changed_names
+from berth_operator.machine.inventory import Inventories, Look, changed_names
 from berth_operator.migration.state import timestamp
 from berth_operator.placement.controller import PLACEMENT_INDEXES, PlacementController
 from berth_operator.placement.status import merge_patch
@@ -250,9 +250,38 @@ def test_a_heartbeat_writes_only_what_changed_and_reports_changed_repositories()
 def test_inventory_changes_name_the_repositories_that_changed() -> None:
     up = repository("web", containers=[container("app")])
     moved = up.model_copy(update={"moved_to": "b"})
-    assert changed_names([up], [up]) == set()
-    assert changed_names([up], [moved]) == {"web"}
-    assert changed_names([up], None) == {"web"}  # unknown now: its placement must look
+    assert changed_names(Look((up,)), Look((up,))) == set()
+    assert changed_names(Look((up,)), Look((moved,))) == {"web"}
+    assert changed_names(None, Look((up,))) == {"web"}  # a first look: all news
+    unknown = Look(None, "no answer")
+    assert changed_names(Look((up,)), unknown) == {"web"}  # its placement must look
+    assert changed_names(unknown, Look((up,))) == {"web"}
+
+
+def test_an_inventory_read_does_not_wait_for_a_look_in_progress() -> None:
+    web = repository("web", containers=[container("app")])
+    asked, answer = threading.Event(), threading.Event()
+
+    def ask(machine: str) -> list[RepositoryStatus]:
+        if machine == "b":
+            asked.set()
+            answer.wait(10)
+        return [web] if machine == "a" else []
+
+    inventories = Inventories(ask)
+    inventories.refresh("a")
+    inventories.record("b", [], None)
+    looking = threading.Thread(target=inventories.refresh, args=("b",))
+    looking.start()
+    assert asked.wait(10)
+    # While b's agent is being asked again, readers get the last answers at once.
+    assert inventories.get("b") == ()
+    assert inventories.holders("web") == {"a": web}
+    assert inventories.unknown(["a", "b"]) == set()
+    answer.set()
+    looking.join(10)
+    inventories.record("a", None, "agent unreachable")
+    assert inventories.holders("web") == {} and inventories.unknown(["a", "b"]) == {"a"}
 
 
 def test_only_news_wakes_a_placement() -> None:

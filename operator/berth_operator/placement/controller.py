@@ -29,7 +29,7 @@ from berth_operator.config import OperatorConfig
 from berth_operator.controller.cache import ObjectCache
 from berth_operator.controller.workers import DONE, Result
 from berth_operator.kube import Kube
-from berth_operator.machine.inventory import Inventories, InventoryUnavailable
+from berth_operator.machine.inventory import Inventories
 from berth_operator.migration import lifecycle
 from berth_operator.migration.listener import TransferProgress
 from berth_operator.migration.retry import retry_view
@@ -37,7 +37,7 @@ from berth_operator.migration.runner import MigrationRunner, migrating_changes
 from berth_operator.migration.state import TERMINAL, MigrationState, Phase, now, timestamp
 from berth_operator.placement import decide as d
 from berth_operator.placement.conditions import Verdict, already_stalled
-from berth_operator.placement.observe import Listing, machine_view, observe
+from berth_operator.placement.observe import machine_view, observe
 from berth_operator.placement.publish import EndpointPublisher, PublishError
 from berth_operator.placement.status import build_status
 from berth_operator.placement.status_writer import PlacementKey, StatusWriter
@@ -150,19 +150,14 @@ class PlacementController:
             )
             for m in self.machines.values()
         }
-        listings: dict[str, Listing] = {}
-        for name, view in views.items():
-            if view.ready:
-                try:
-                    listings[name] = self.inventories.get(name)
-                except InventoryUnavailable:
-                    listings[name] = None
+        unknown = self.inventories.unknown(m for m, view in views.items() if view.ready)
         generation = placement.metadata.generation or 0
         return observe(
             placement.spec,
             placement.status,
             views,
-            listings,
+            self.inventories.holders(placement.spec.repository),  # after unknown's first looks
+            unknown,
             cluster_migrations=len(self._migrating(IN_FLIGHT)),
             cluster_max_migrations=self.config.cluster_max_migrations,
             retry=retry_view(placement.status.retry, generation, self.runner.policy, self.clock()),

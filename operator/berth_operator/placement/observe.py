@@ -1,10 +1,10 @@
 """What decide() is given, built from what the operator holds (pure): the Machines and
-the migrations in flight from the cache, each machine's repositories from the
+the migrations in flight from the cache, where the repository is listed from the
 inventories, the retry state from status."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from berth_api.v1alpha1 import RepositoryPlacementSpec
@@ -14,8 +14,6 @@ from berth_operator.machine.heartbeat import heartbeat_age, is_ready
 from berth_operator.migration.retry import RetryView
 from berth_operator.migration.state import TERMINAL
 from berth_operator.placement.decide import Copy, MachineView, Observed
-
-Listing = list[RepositoryStatus] | None  # None: the machine's agent did not answer
 
 
 def machine_view(
@@ -31,34 +29,32 @@ def machine_view(
     )
 
 
-def copies_of(repository: str, listings: Mapping[str, Listing]) -> tuple[list[Copy], list[str]]:
-    """The copies of repository found, and the machines whose listing is unknown."""
-    copies, unknown = [], []
-    for machine, listing in sorted(listings.items()):
-        if listing is None:
-            unknown.append(machine)
-            continue
-        for entry in listing:
-            if entry.name != repository:
-                continue
-            containers_up = all(c.state == "running" for c in entry.containers)
-            running = entry.mounted and entry.docker.running and containers_up
-            copies.append(Copy(machine, running=running, stale=bool(entry.moved_to)))
-    return copies, unknown
+def copies_of(found: Mapping[str, RepositoryStatus]) -> list[Copy]:
+    """The copies of a repository, from its entry on each machine that lists it."""
+    copies = []
+    for machine, entry in sorted(found.items()):
+        containers_up = all(c.state == "running" for c in entry.containers)
+        running = entry.mounted and entry.docker.running and containers_up
+        copies.append(Copy(machine, running=running, stale=bool(entry.moved_to)))
+    return copies
 
 
 def observe(
     spec: RepositoryPlacementSpec,
     status: RepositoryPlacementStatus,
     machines: Mapping[str, MachineView],
-    listings: Mapping[str, Listing],
+    found: Mapping[str, RepositoryStatus],
+    unknown: Iterable[str],
     cluster_migrations: int,
     cluster_max_migrations: int,
     retry: RetryView | None,
 ) -> Observed:
-    """listings: one per Ready machine (the others' copies are unknown anyway)."""
-    copies, unknown = copies_of(spec.repository, listings)
+    """found: the repository's entry on each machine whose last look listed it;
+    unknown: machines whose holdings are unknown (their agent did not answer). Copies
+    count only on Ready machines; the others, and the unknown, are unobserved."""
     not_ready = {name for name, view in machines.items() if not view.ready}
+    unobserved = not_ready | (set(unknown) & machines.keys())
+    copies = copies_of({m: e for m, e in found.items() if m in machines and m not in unobserved})
     migration = status.migration or {}
     return Observed(
         desired=spec.machine,
@@ -68,7 +64,7 @@ def observe(
         migration_in_flight=migration.get("phase") not in (None, *TERMINAL),
         cluster_migrations=cluster_migrations,
         cluster_max_migrations=cluster_max_migrations,
-        unobserved=tuple(sorted(not_ready | set(unknown))),
+        unobserved=tuple(sorted(unobserved)),
         ever_placed=bool(status.current_machine or status.last_migration),
         retry=retry,
     )
