@@ -1,14 +1,15 @@
 """Simulated berth agents for benchmarks: many machines' agent API in one process.
 
 Speaks the subset of the agent's mTLS API that the operator and the migration driver
-call (`AgentClient`: healthz, repositories, status, create, up, freeze, push, resume,
-down, delete; postcopy, which has nothing to report, and abort_transfer, which has
-nothing to forget) with repositories held in memory and small sleeps where a real agent
-does work, so thousands of placements can be reconciled without dockerds, CRIU or images.
-One asyncio loop in one thread serves every machine (100 machines and 5,000 repositories
-are fine), each on its own 127.0.0.1 port with a listen queue of 1024, with a minimal
-HTTP/1.1 server (keep-alive, Content-Length bodies, a chunked NDJSON stream for push); it
-raises its open-files limit to the hard limit, one descriptor per connection.
+call (`AgentClient`: healthz, heartbeat (with its ETag and 304), repositories, status,
+create, up, freeze, push, resume, down, delete; postcopy, which has nothing to report,
+and abort_transfer, which has nothing to forget) with repositories held in memory and
+small sleeps where a real agent does work, so thousands of placements can be reconciled
+without dockerds, CRIU or images. One asyncio loop in one thread serves every machine
+(100 machines and 5,000 repositories are fine), each on its own 127.0.0.1 port with a
+listen queue of 1024, with a minimal HTTP/1.1 server (keep-alive, Content-Length bodies,
+a chunked NDJSON stream for push); it raises its open-files limit to the hard limit, one
+descriptor per connection.
 
     .venv/bin/python bench/simagent.py SPEC.json
 
@@ -39,6 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from berth_common.agent_api.etag import entity_tag
 
 MiB = 2**20
 # What a real agent spends on each step, roughly (lab hosts, a small pulse repository).
@@ -160,7 +163,16 @@ class Request:
 
 
 # A response: (status, JSON body) or a stream of NDJSON events.
-Response = tuple[int, Any] | AsyncIterator[dict[str, Any]]
+@dataclass(frozen=True)
+class Tagged:
+    """An answer with an ETag (the heartbeat's): a body already encoded, or 304's none."""
+
+    status: int
+    data: bytes
+    etag: str
+
+
+Response = tuple[int, Any] | Tagged | AsyncIterator[dict[str, Any]]
 Handler = Callable[[Request], Awaitable[Response]]
 
 
@@ -196,6 +208,8 @@ class SimAgent:
         match (req.method, parts):
             case ("GET", ["healthz"]):
                 return 200, self.healthz()
+            case ("GET", ["v1", "heartbeat"]):
+                return self.heartbeat(req.headers.get("if-none-match", ""))
             case ("GET", ["v1", "repositories"]):
                 return 200, [r.status() for r in self.repos.values()]
             case ("POST", ["v1", "repositories"]):
@@ -241,6 +255,12 @@ class SimAgent:
             "version": "0.1.0-sim",
             "datastore": {"sizeBytes": 2 * FREE_BYTES, "freeBytes": FREE_BYTES},
         }
+
+    def heartbeat(self, if_none_match: str) -> Tagged:
+        repositories = [r.status() for r in self.repos.values()]
+        data = json.dumps({"health": self.healthz(), "repositories": repositories}).encode()
+        etag = entity_tag(data)
+        return Tagged(304, b"", etag) if etag in if_none_match else Tagged(200, data, etag)
 
     async def create(self, body: dict[str, Any]) -> Response:
         name = str(body.get("name") or "")
@@ -457,6 +477,8 @@ class Fleet:
             return
         if isinstance(response, tuple):
             await _send(writer, response[0], response[1], keep)
+        elif isinstance(response, Tagged):
+            await _send_raw(writer, response.status, response.data, keep, {"ETag": response.etag})
         else:
             await _stream(writer, response)
 
@@ -507,15 +529,28 @@ async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
         await reader.readexactly(2)
 
 
-REASONS = {200: "OK", 201: "Created", 400: "Bad Request", 403: "Forbidden", 404: "Not Found"}
+REASONS = {
+    200: "OK", 201: "Created", 304: "Not Modified", 400: "Bad Request", 403: "Forbidden",
+    404: "Not Found",
+}  # fmt: skip
 
 
 async def _send(writer: asyncio.StreamWriter, status: int, body: Any, keep: bool = True) -> None:
-    data = json.dumps(body).encode()
+    await _send_raw(writer, status, json.dumps(body).encode(), keep)
+
+
+async def _send_raw(
+    writer: asyncio.StreamWriter,
+    status: int,
+    data: bytes,
+    keep: bool,
+    headers: dict[str, str] | None = None,
+) -> None:
+    extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
     head = (
         f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}\r\n"
         "Content-Type: application/json\r\n"
-        f"Content-Length: {len(data)}\r\n"
+        f"Content-Length: {len(data)}\r\n{extra}"
         f"Connection: {'keep-alive' if keep else 'close'}\r\n\r\n"
     )
     writer.write(head.encode() + data)

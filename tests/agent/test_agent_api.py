@@ -282,3 +282,27 @@ def test_agent_log_is_structured(lab: Lab) -> None:
     lines = (lab.host("a").plan.state_dir / "agent.log").read_text().splitlines()
     events = [json.loads(line) for line in lines if line.startswith("{")]
     assert any(e["msg"] == "agent serving" and e["machine"] == "host-a" for e in events)
+
+
+def test_a_heartbeat_is_one_call_answered_304_while_nothing_changed(lab: Lab) -> None:
+    with lab.agent("a") as agent:
+        beat = agent.heartbeat()
+        assert beat.health.machine == "host-a"
+        listed = {r.name for r in agent.repositories()}
+        assert {r.name for r in beat.repositories} == listed
+        # Asked again with its ETag, the agent sends no body while nothing changed (a
+        # repository's app writing may change what it reports: ask a few times).
+        answers = []
+        for _ in range(5):
+            first = agent._http.get("/v1/heartbeat")
+            again = agent._http.get(
+                "/v1/heartbeat", headers={"If-None-Match": first.headers["ETag"]}
+            )
+            answers.append(again.status_code)
+            if again.status_code == 304:
+                assert again.content == b""
+                break
+            assert again.headers["ETag"] != first.headers["ETag"]
+        assert 304 in answers, answers
+        stale = agent._http.get("/v1/heartbeat", headers={"If-None-Match": '"stale"'})
+        assert stale.status_code == 200 and stale.json()["health"]["machine"] == "host-a"

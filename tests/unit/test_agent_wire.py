@@ -22,6 +22,7 @@ from berth_common.agent_api.models import (
     Durations,
     FreezeRecord,
     Health,
+    Heartbeat,
     PostCopyReport,
     PushFailed,
     PushProgress,
@@ -203,6 +204,11 @@ def test_the_simulated_agent_answers_parse(sim: simagent.SimAgent) -> None:
     frozen = asyncio.run(sim.freeze("pulse", {"migration_id": "m-1"}))
     assert isinstance(frozen, tuple)
     assert FreezeRecord.model_validate(frozen[1]).checkpointed == ["app"]
+    beat = sim.heartbeat("")
+    assert beat.status == 200
+    parsed = Heartbeat.model_validate_json(beat.data)
+    assert parsed.health.machine == "sim-a" and [r.name for r in parsed.repositories] == ["pulse"]
+    assert sim.heartbeat(beat.etag) == simagent.Tagged(304, b"", beat.etag)
     postcopy = simagent.Request("GET", "/v1/repositories/pulse/postcopy/m-1", {}, {}, b"")
     answer = asyncio.run(sim.handle(postcopy))
     assert isinstance(answer, tuple)
@@ -240,6 +246,45 @@ def test_answers_come_back_as_models() -> None:
         assert agent.status("pulse") == RepositoryStatus.model_validate(STATUS)
         (listed,) = agent.repositories()
         assert listed.name == "pulse" and listed.containers[0].ports[0].host == 18000
+
+
+def test_a_heartbeat_unchanged_is_answered_304_and_read_from_the_last_answer() -> None:
+    sent: list[str | None] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append(request.headers.get("If-None-Match"))
+        if request.headers.get("If-None-Match") == '"v1"':
+            return httpx.Response(304, headers={"ETag": '"v1"'})
+        body = {"health": health_wire("m"), "repositories": [STATUS]}
+        return httpx.Response(200, json=body, headers={"ETag": '"v1"'})
+
+    with client_with(answer) as agent:
+        agent._heartbeat = None
+        first = agent.heartbeat()
+        assert first.health.machine == "m" and first.repositories[0].name == "pulse"
+        assert agent.heartbeat() is first  # 304: nothing parsed again
+        assert sent == [None, '"v1"']
+
+
+def test_a_heartbeat_from_an_agent_without_the_route_is_its_two_older_calls() -> None:
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/heartbeat":
+            return httpx.Response(404, json={"detail": "Not Found"})
+        if request.url.path == "/healthz":
+            return httpx.Response(200, json=health_wire("old"))
+        return httpx.Response(200, json=[STATUS])
+
+    with client_with(answer) as agent:
+        agent._heartbeat = None
+        beat = agent.heartbeat()
+        assert beat.health.machine == "old" and [r.name for r in beat.repositories] == ["pulse"]
+
+
+def health_wire(machine: str) -> dict[str, Any]:
+    return {
+        "status": "ok", "machine": machine, "version": "1",
+        "datastore": {"sizeBytes": 2, "freeBytes": 1},
+    }  # fmt: skip
 
 
 def test_request_bodies_are_the_agent_s_request_models_unchecked() -> None:

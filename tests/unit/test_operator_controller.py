@@ -14,7 +14,7 @@ from typing import Any, cast
 import pytest
 
 from berth_common.agent_api.client import AgentClient
-from berth_common.agent_api.models import Health, RepositoryStatus
+from berth_common.agent_api.models import Health, Heartbeat, RepositoryStatus
 from berth_operator.agents import MachineAgents
 from berth_operator.config import OperatorConfig
 from berth_operator.controller.cache import ObjectCache
@@ -122,6 +122,9 @@ class FakeAgent:
     def repositories(self) -> list[RepositoryStatus]:
         self.fleet.asked.append(self.name)
         return [repository(r) for r in sorted(self.fleet.holds.get(self.name, ()))]
+
+    def heartbeat(self) -> Heartbeat:
+        return Heartbeat(health=self.healthz(), repositories=self.repositories())
 
     def status(self, ref: str) -> RepositoryStatus:
         return repository(ref, mounted=False, running=False)

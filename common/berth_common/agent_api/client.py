@@ -29,6 +29,7 @@ from berth_common.agent_api.models import (
     FreezeRecord,
     FreezeRequest,
     Health,
+    Heartbeat,
     LogLines,
     MemoryMode,
     PostCopyReport,
@@ -112,6 +113,7 @@ class AgentClient:
             context = ssl.create_default_context(cafile=str(ca))
         context.load_cert_chain(str(cert), str(key))
         self.endpoint = endpoint
+        self._heartbeat: tuple[str, Heartbeat] | None = None  # the last one, with its ETag
         self._http = httpx.Client(
             base_url=endpoint,
             verify=context,
@@ -144,6 +146,25 @@ class AgentClient:
 
     def repositories(self) -> list[RepositoryStatus]:
         return _LISTING.validate_python(self._call("GET", "/v1/repositories"))
+
+    def heartbeat(self) -> Heartbeat:
+        """Health and every repository in one call. While nothing changed the agent
+        answers 304 and the last answer is returned again (the same object): nothing is
+        sent, parsed or validated twice."""
+        last = self._heartbeat
+        headers = {"If-None-Match": last[0]} if last is not None else {}
+        with _answered():
+            response = self._http.get("/v1/heartbeat", headers=headers)
+        if response.status_code == 304 and last is not None:
+            return last[1]
+        if response.status_code == 404:  # an agent older than the route
+            return Heartbeat(health=self.healthz(), repositories=self.repositories())
+        if response.status_code >= 400:
+            raise _refusal(response)
+        beat = Heartbeat.model_validate_json(response.content)
+        etag = response.headers.get("ETag")
+        self._heartbeat = (etag, beat) if etag else None
+        return beat
 
     def status(self, ref: str) -> RepositoryStatus:
         return self._get(RepositoryStatus, "GET", f"/v1/repositories/{ref}")

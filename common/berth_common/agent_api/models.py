@@ -113,6 +113,15 @@ class RepositoryStatus(RepositoryRecord):
     quiesced: bool  # its filesystem is frozen (fsfreeze)
 
 
+class Heartbeat(BaseModel):
+    """GET /v1/heartbeat: what the operator's heartbeat reads, in one answer. The agent
+    sends an ETag; asked with that ETag in If-None-Match, it answers 304 without a body
+    while nothing changed."""
+
+    health: Health
+    repositories: list[RepositoryStatus]
+
+
 class MemoryMode(enum.StrEnum):
     FREEZE = "freeze"  # every page is dumped and sent while the application is frozen
     POSTCOPY = "postcopy"  # only the process state inside the freeze; pages follow

@@ -11,7 +11,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, TypeVar
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import generate_latest
@@ -23,6 +23,7 @@ from berth_agent.repositories import Repositories
 from berth_agent.server.metrics import OPERATION_SECONDS, OPERATIONS, REGISTRY, REPOSITORIES
 from berth_agent.server.transfers import build_router
 from berth_agent.transfer.sweeper import InUse, Sweeper
+from berth_common.agent_api.etag import entity_tag
 from berth_common.agent_api.models import (
     MIGRATION_ID,
     CreateRequest,
@@ -32,6 +33,7 @@ from berth_common.agent_api.models import (
     FreezeRecord,
     FreezeRequest,
     Health,
+    Heartbeat,
     LogLines,
     PostCopyReport,
     Problem,
@@ -111,8 +113,7 @@ def build_app(repos: Repositories, config: AgentConfig) -> FastAPI:
     async def invalid(_: Request, err: RequestValidationError) -> JSONResponse:
         return problem(400, "Invalid", describe_invalid(err.errors()))
 
-    @app.get("/healthz")
-    def healthz() -> Health:
+    def health() -> Health:
         usage = shutil.disk_usage(config.data_dir)
         return Health(
             status="ok",
@@ -120,6 +121,18 @@ def build_app(repos: Repositories, config: AgentConfig) -> FastAPI:
             version=__version__,
             datastore=Datastore(size_bytes=usage.total, free_bytes=usage.free),
         )
+
+    @app.get("/healthz")
+    def healthz() -> Health:
+        return health()
+
+    @app.get("/v1/heartbeat", response_model=Heartbeat)
+    def heartbeat(request: Request) -> Response:
+        body = Heartbeat(health=health(), repositories=repos.list()).model_dump_json(by_alias=True)
+        etag = entity_tag(body.encode())
+        if etag in request.headers.get("if-none-match", ""):
+            return Response(status_code=304, headers={"ETag": etag})
+        return Response(body, media_type="application/json", headers={"ETag": etag})
 
     @app.get("/metrics", response_class=PlainTextResponse)
     def metrics() -> bytes:

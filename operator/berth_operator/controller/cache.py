@@ -64,6 +64,11 @@ class ObjectCache(Generic[K]):
         with self._lock:
             return set(self._index[index].get(value, ()))
 
+    def index(self, name: str) -> dict[str, set[K]]:
+        """A copy of a whole index (value -> keys), taken at one instant."""
+        with self._lock:
+            return {value: set(keys) for value, keys in self._index[name].items()}
+
     def _reindex(self, key: K, obj: Obj | None) -> None:
         previous = self._entries.pop(key, {})
         for name, values in previous.items():

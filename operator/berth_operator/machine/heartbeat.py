@@ -185,9 +185,8 @@ class Heartbeats:
         listing: list[RepositoryStatus] | None = None
         error: str | None = None
         try:
-            agent = self.agents.looker(name)
-            health = agent.healthz()
-            listing = agent.repositories()
+            beat = self.agents.looker(name).heartbeat()
+            health, listing = beat.health, beat.repositories
             claimed = health.machine
             if claimed and claimed != name:
                 error = (

@@ -44,6 +44,8 @@ def summary(entry: Entry) -> tuple[object, ...]:
 def changed_names(before: Look | None, after: Look) -> set[str]:
     """Repositories whose entry differs between two looks (every repository of a first
     look; an unanswered look differs from every answered one)."""
+    if before is not None and _same(before.entries, after.entries):
+        return set()  # the agent's 304: the very same entries again
     old = {e.name: summary(e) for e in (before.entries if before else None) or ()}
     new = {e.name: summary(e) for e in after.entries or ()}
     if before is None or (before.entries is None) != (after.entries is None):
@@ -132,3 +134,9 @@ class Inventories:
 
 def _frozen(entries: list[Entry] | None) -> tuple[Entry, ...] | None:
     return tuple(entries) if entries is not None else None
+
+
+def _same(a: tuple[Entry, ...] | None, b: tuple[Entry, ...] | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))

@@ -141,10 +141,11 @@ class PlacementController:
     # --- observation -----------------------------------------------------------------------
     def _observe(self, placement: RepositoryPlacement) -> d.Observed:
         at = timestamp(self.clock())
+        migrating = self._migrating()
         views = {
             m["metadata"]["name"]: machine_view(
                 m,
-                len(self._migrating(m["metadata"]["name"])),
+                len(migrating.get(m["metadata"]["name"], ())),
                 self.config.stale_heartbeat_seconds,
                 at,
             )
@@ -158,19 +159,20 @@ class PlacementController:
             views,
             self.inventories.holders(placement.spec.repository),  # after unknown's first looks
             unknown,
-            cluster_migrations=len(self._migrating(IN_FLIGHT)),
+            cluster_migrations=len(migrating.get(IN_FLIGHT, ())),
             cluster_max_migrations=self.config.cluster_max_migrations,
             retry=retry_view(placement.status.retry, generation, self.runner.policy, self.clock()),
         )
 
-    def _migrating(self, machine: str) -> set[PlacementKey]:
-        """Migrations in flight on machine (IN_FLIGHT: anywhere): those the cache holds
-        and those admitted whose start is still being written."""
-        reserved = {
-            key for key, ends in list(self._reserved.items())
-            if machine == IN_FLIGHT or machine in ends
-        }  # fmt: skip
-        return self.placements.by("migrating", machine) | reserved
+    def _migrating(self) -> dict[str, set[PlacementKey]]:
+        """The migrations in flight on each machine (IN_FLIGHT: anywhere): those the cache
+        holds and those admitted whose start is still being written. One look at the
+        index for all machines: a decision reads it for each of them."""
+        migrating = self.placements.index("migrating")
+        for key, ends in list(self._reserved.items()):
+            for machine in (*ends, IN_FLIGHT):
+                migrating.setdefault(machine, set()).add(key)
+        return migrating
 
     def _look_again(self, action: d.Action) -> None:
         if isinstance(action, d.Migrate):
