@@ -16,21 +16,22 @@ class OperatorConfig(BaseModel):
     tls_dir: Path = Path("/etc/berth/operator-tls")  # ca.crt, tls.crt, tls.key
     cluster_max_migrations: int = 4
     heartbeat_seconds: float = Field(10, gt=0, description="how often each agent is asked")
+    # A status write costs the operator 1.6 ms of CPU, a beat answered 304 0.7 ms: at 100
+    # Machines, renewing every 20 s was half of the operator's CPU at rest.
     heartbeat_renew_seconds: float = Field(
-        20,
+        60,
         gt=0,
         description="a Machine's status is written when what its agent reports changes, "
         "and at least this often (lastHeartbeat)",
     )
-    stale_heartbeat_seconds: float = 45
     poll_seconds: float = Field(
         5, gt=0, description="how soon a waiting placement (limits, machine not Ready) looks again"
     )
     workers: int = Field(
         16,
         ge=1,
-        description="placements reconciled at once; a migration's step holds one for its "
-        "length, so at least cluster_max_migrations + 4 are used",
+        description="placements decided at once besides the migrations' steps (each holds "
+        "a worker of its own, up to cluster_max_migrations)",
     )
     resync_seconds: float = Field(
         3600, gt=0, description="every placement is reconciled at least this often"
@@ -90,5 +91,15 @@ class OperatorConfig(BaseModel):
         return cls.model_validate(values)
 
     @property
+    def stale_heartbeat_seconds(self) -> float:
+        """A Machine whose written heartbeat is this old is not Ready: its renewal was
+        missed twice (the operator or its heartbeats stopped), not merely late."""
+        return 2 * self.heartbeat_renew_seconds + self.heartbeat_seconds
+
+    @property
     def worker_count(self) -> int:
-        return max(self.workers, self.cluster_max_migrations + 4)
+        """A migration's step holds a worker for its length, and as many migrations as
+        the cluster's limit may be stepping at once: `workers` more remain for every
+        other decision (with only 4 more, a move patched while 44 others stepped waited
+        1.8 s for a worker at 5,000 placements)."""
+        return self.workers + self.cluster_max_migrations
