@@ -118,6 +118,9 @@ class Inventories:
     def _keep(self, machine: str, look: Look) -> set[str]:
         with self._lock:
             before = self._looks.get(machine)
+            answered = look.entries is not None
+            if before is not None and answered and _same(before.entries, look.entries):
+                return set()  # the agent's 304: the very same entries, indexed already
             self._unindex(machine, before)
             self._looks[machine] = look
             for entry in look.entries or ():
