@@ -37,6 +37,7 @@ def repository(
     running: bool = True,
     containers: Sequence[ContainerStatus] = (),
     moved_to: str | None = None,
+    used_bytes: int = 2**20,
 ) -> RepositoryStatus:
     guid = guid or f"g-{name}"
     return RepositoryStatus(
@@ -46,7 +47,7 @@ def repository(
         created_at="2026-01-01T00:00:00Z",
         moved_to=moved_to,
         image_bytes=2**30,
-        allocated_bytes=2**20,
+        allocated_bytes=used_bytes,
         mounted=mounted,
         mount_path=f"/var/lib/berth/mounts/{guid}" if mounted else None,
         docker=DockerStatus(running=running, pid=42 if running else None, socket="/x.sock"),

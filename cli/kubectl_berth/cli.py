@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from kubectl_berth import enroll, render
+from kubectl_berth import enroll, render, repos
 from kubectl_berth.client import Berth, CLIError
 from kubectl_berth.drain import plan_drain
 from kubectl_berth.follow import follow
@@ -72,6 +72,10 @@ def _parser() -> argparse.ArgumentParser:
     with_output(command("status", help="a placement in detail")).add_argument("name")
     with_output(command("history", help="a placement's migrations")).add_argument("name")
     with_output(command("machines", help="machines and their health"))
+    listing = with_output(
+        command("repos", help="every repository on each machine, as its heartbeat reported it")
+    )
+    listing.add_argument("--machine", metavar="MACHINE", help="only this machine")
     for verb, text in (
         ("cordon", "no repository moves onto it"),
         ("uncordon", "accept repositories again"),
@@ -196,6 +200,15 @@ def cmd_machines(berth: Berth, namespace: str, args: argparse.Namespace) -> int:
     return _output(args, machines, render.table(render.MACHINE_HEADERS, rows))
 
 
+def cmd_repos(berth: Berth, namespace: str, args: argparse.Namespace) -> int:
+    machines = [berth.machine(args.machine)] if args.machine else berth.machines()
+    entries = repos.held(machines, berth.placements(None))
+    text = render.table(repos.HEADERS, [repos.row(e) for e in entries])
+    if not entries:
+        text = "no repositories" + (f" on {args.machine}" if args.machine else "")
+    return _output(args, entries, text)
+
+
 def cmd_cordon(berth: Berth, namespace: str, args: argparse.Namespace) -> int:
     cordon = args.command != "uncordon"
     berth.machine(args.machine)
@@ -282,6 +295,7 @@ COMMANDS = {
     "status": cmd_status,
     "history": cmd_history,
     "machines": cmd_machines,
+    "repos": cmd_repos,
     "cordon": cmd_cordon,
     "uncordon": cmd_cordon,
     "drain": cmd_drain,

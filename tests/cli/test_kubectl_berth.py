@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 import yaml
@@ -108,6 +109,42 @@ def test_migrate_wait_shows_phases_progress_and_downtime(
     # status.endpoints: where pulse answers now, at host-b's address and its published port
     b = lab.host("b").address
     assert f"endpoint         pulse {b}:8090/tcp (host-b)" in status, status
+
+
+def test_repos_shows_where_a_repository_runs_and_what_it_left_behind(
+    kubectl: Kubectl, namespace: str, pulse_on_a: str
+) -> None:
+    here = placement(kubectl, namespace, pulse_on_a)["status"]["currentMachine"]
+    there = "host-b" if here == "host-a" else "host-a"
+    moved = berth(kubectl, "-n", namespace, "migrate", pulse_on_a, "--to", there, "--wait")
+    assert moved.returncode == 0, moved.stdout + moved.stderr
+
+    def entries() -> dict[str, dict[str, Any]]:
+        listed = json.loads(berth(kubectl, "repos", "-o", "json").stdout)
+        return {e["machine"]: e for e in listed if e["name"] == pulse_on_a}
+
+    def reported() -> dict[str, dict[str, Any]] | None:
+        found = entries()  # the heartbeats write what changed at their next beat
+        done = here in found and found[here].get("movedTo") == there and there in found
+        return found if done and found[there]["dockerRunning"] else None
+
+    found = until("both machines' heartbeats to report the move", reported, 60, 0.5)
+    target, source = found[there], found[here]
+    owner = [f"{namespace}/{pulse_on_a}"]
+    assert target["mounted"] and target["dockerRunning"] and not target["baseRetained"], target
+    assert [(c["name"], c["state"], c["checkpoint"]) for c in target["containers"]] == [
+        ("pulse", "running", True)
+    ], target
+    assert target["placements"] == owner and target["usedBytes"] > 0
+    assert not source["mounted"] and not source["dockerRunning"], source
+    assert source["baseRetained"] and source["placements"] == owner, source
+    assert all(c["state"] != "running" for c in source["containers"]), source
+
+    table = berth(kubectl, "repos", "--machine", here).stdout
+    assert "REPOSITORY" in table and f"kept (moved to {there})" in table, table
+    assert all(line.startswith(here) for line in table.splitlines()[1:]), table
+    unknown = berth(kubectl, "repos", "--machine", "host-nowhere")
+    assert unknown.returncode != 0 and "host-nowhere" in unknown.stderr, unknown
 
 
 def test_drain_moves_everything_off_a_machine(

@@ -121,7 +121,8 @@ class FakeAgent:
 
     def repositories(self) -> list[RepositoryStatus]:
         self.fleet.asked.append(self.name)
-        return [repository(r) for r in sorted(self.fleet.holds.get(self.name, ()))]
+        held = sorted(self.fleet.holds.get(self.name, ()))
+        return [repository(r, used_bytes=self.fleet.used_bytes) for r in held]
 
     def heartbeat(self) -> Heartbeat:
         return Heartbeat(health=self.healthz(), repositories=self.repositories())
@@ -137,6 +138,7 @@ class FakeFleet(MachineAgents):
         super().__init__(machines, config)
         self.holds: dict[str, set[str]] = {}
         self.asked: list[str] = []
+        self.used_bytes = 2**28  # what each repository takes on its datastore
 
     def client(self, machine: str, timeout: float = 300) -> AgentClient:
         return cast(AgentClient, FakeAgent(self, machine))
@@ -241,12 +243,20 @@ def test_a_heartbeat_writes_only_what_changed_and_reports_changed_repositories()
                        lambda m, names: changed.append((m, names)), s.config)  # fmt: skip
     s.fleet.holds["a"] = {"web"}
     written = beats.beat("a")
-    assert written is not None and written["repositories"] == ["web"]
+    assert written is not None
+    assert written["repositories"] == [
+        {"name": "web", "mounted": True, "dockerRunning": True, "containers": [],
+         "sizeBytes": 2**30, "usedBytes": 2**28},
+    ]  # fmt: skip
     assert changed == [("a", {"web"})]
     s.machines.store({**machine("a"), "status": written})
     assert beats.beat("a") is None, "an unchanged beat was written"
+    s.fleet.used_bytes = 2**29  # the app wrote: not news until the renewal
+    assert beats.beat("a") is None, "a change of used bytes alone was written"
     s.fleet.holds["a"] = {"web", "db"}
-    assert beats.beat("a") is not None
+    again = beats.beat("a")
+    assert again is not None and [r["name"] for r in again["repositories"]] == ["db", "web"]
+    assert again["repositories"][1]["usedBytes"] == 2**29
     assert changed[-1] == ("a", {"db"})
 
 

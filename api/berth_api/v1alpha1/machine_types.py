@@ -25,13 +25,37 @@ class MachineSpec(Model):
     cordoned: bool = Field(False, description="no repository moves onto a cordoned machine")
 
 
+class HeldContainer(Model):
+    name: str
+    state: str = Field(description="docker's: running, exited, created, ...")
+    checkpoint: bool = Field(description="its processes' memory moves with it (else restarted)")
+
+
+class HeldRepository(Model):
+    """A repository on the machine, as its agent reported it at the last heartbeat."""
+
+    name: str
+    mounted: bool
+    docker_running: bool = Field(description="its own dockerd is up")
+    containers: list[HeldContainer] = Field(default_factory=list)
+    size_bytes: int = Field(description="the size it was created with")
+    used_bytes: int = Field(
+        description="datastore bytes it takes (refreshed with the heartbeat's renewal)"
+    )
+    moved_to: str | None = Field(
+        None,
+        description="set when it was migrated away: what is left here is kept as the base "
+        "of the next move back's delta",
+    )
+
+
 class MachineStatus(Model):
     observed_generation: int = -1
     conditions: list[Condition] = Field(default_factory=list)
     agent_version: str | None = None
     last_heartbeat: str | None = None
     free_bytes: int | None = None
-    repositories: list[str] = Field(default_factory=list)
+    repositories: list[HeldRepository] = Field(default_factory=list)
 
 
 class Machine(Model):

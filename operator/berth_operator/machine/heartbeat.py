@@ -16,6 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+from berth_api.v1alpha1.machine_types import HeldContainer, HeldRepository
 from berth_common.agent_api.errors import AgentError, describe
 from berth_common.agent_api.models import Health, RepositoryStatus
 from berth_operator.agents import MachineAgents
@@ -32,15 +33,32 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+def held_repository(entry: RepositoryStatus) -> dict[str, Any]:
+    """A repository as Machine.status shows it, from the agent's listing."""
+    return HeldRepository(
+        name=entry.name,
+        mounted=entry.mounted,
+        docker_running=entry.docker.running,
+        containers=[
+            HeldContainer(name=c.name, state=c.state, checkpoint=c.checkpoint)
+            for c in sorted(entry.containers, key=lambda c: c.name)
+        ],
+        size_bytes=entry.size_bytes,
+        used_bytes=entry.allocated_bytes,
+        moved_to=entry.moved_to,
+    ).wire()
+
+
 def build_machine_status(
     previous: dict[str, Any],
     generation: int | None,
     health: Health | None,
-    repositories: list[str],
+    held: list[dict[str, Any]],
     error: str | None,
     now: str,
 ) -> dict[str, Any]:
-    """Ready=True with the agent's facts when it answered; Ready=False with why if not."""
+    """Ready=True with the agent's facts when it answered; Ready=False with why if not.
+    held: its repositories (held_repository's)."""
     status: dict[str, Any] = {"observedGeneration": generation}
     conditions = list(previous.get("conditions", []))
     if health is not None:
@@ -48,7 +66,7 @@ def build_machine_status(
             agentVersion=health.version,
             lastHeartbeat=now,
             freeBytes=health.datastore.free_bytes,
-            repositories=sorted(repositories),
+            repositories=held,
         )
         conditions = set_condition(
             conditions,
@@ -79,7 +97,12 @@ def worth_writing(previous: dict[str, Any], status: dict[str, Any], renew_second
     def news(s: dict[str, Any]) -> dict[str, Any]:
         free = s.get("freeBytes")
         step = None if free is None else int(free) // FREE_SPACE_STEP
-        return {k: v for k, v in s.items() if k != "lastHeartbeat"} | {"freeBytes": step}
+        held = [  # the bytes a repository uses change as it writes: refreshed on renewal
+            {k: v for k, v in r.items() if k != "usedBytes"} if isinstance(r, dict) else r
+            for r in s.get("repositories") or []
+        ]
+        facts = {k: v for k, v in s.items() if k != "lastHeartbeat"}
+        return facts | {"freeBytes": step, "repositories": held}
 
     if news(previous) != news({**previous, **status}):
         return True
@@ -126,6 +149,8 @@ class Heartbeats:
         self._beaten_changed = threading.Condition()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="heartbeats", daemon=True)
+        # Each machine's last listing, and what Machine.status shows of it.
+        self._held_built: dict[str, tuple[list[RepositoryStatus], list[dict[str, Any]]]] = {}
 
     def start(self) -> None:
         self._thread.start()
@@ -176,6 +201,16 @@ class Heartbeats:
                 self._beaten.add(name)
                 self._beaten_changed.notify_all()
 
+    def _held(self, name: str, listing: list[RepositoryStatus]) -> list[dict[str, Any]]:
+        """The listing as Machine.status shows it, built again only when the agent's
+        answer is a new one (a 304 brings back the same listing)."""
+        cached = self._held_built.get(name)
+        if cached is not None and cached[0] is listing:
+            return cached[1]
+        built = [held_repository(r) for r in sorted(listing, key=lambda r: r.name)]
+        self._held_built[name] = (listing, built)
+        return built
+
     def beat(self, name: str) -> dict[str, Any] | None:
         """One beat of one machine: the status written, or None if nothing was."""
         machine = self.machines.get(name)
@@ -204,7 +239,7 @@ class Heartbeats:
             previous,
             machine["metadata"].get("generation"),
             health,
-            [r.name for r in listing or []],
+            self._held(name, listing or []),
             error,
             _now(),
         )
