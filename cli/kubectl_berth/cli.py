@@ -19,6 +19,7 @@ from kubectl_berth import enroll, render, repos
 from kubectl_berth.client import Berth, CLIError
 from kubectl_berth.drain import plan_drain
 from kubectl_berth.follow import follow
+from kubectl_berth.preconditions import moved_from_refusal
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -50,6 +51,19 @@ def _parser() -> argparse.ArgumentParser:
     migrate.add_argument("name")
     migrate.add_argument("--to", required=True, metavar="MACHINE")
     migrate.add_argument(
+        "--from",
+        dest="source",
+        metavar="MACHINE",
+        help="refuse unless it runs on MACHINE now and nobody has asked to move it (the "
+        "write fails if the placement changes in between)",
+    )
+    checkpoint = migrate.add_mutually_exclusive_group()
+    checkpoint.add_argument(
+        "--checkpoint",
+        action="store_true",
+        help="keep processes' memory across the move (the default; sets spec.checkpoint)",
+    )
+    checkpoint.add_argument(
         "--no-checkpoint",
         action="store_true",
         help="stop and restart instead of keeping processes' memory",
@@ -128,6 +142,10 @@ def _output(args: argparse.Namespace, data: Any, text: str) -> int:
 
 def cmd_migrate(berth: Berth, namespace: str, args: argparse.Namespace) -> int:
     obj = berth.placement(namespace, args.name)
+    if args.source is not None:
+        refusal = moved_from_refusal(obj, args.source)
+        if refusal:
+            raise CLIError(f"{refusal}: not moved (--from {args.source})")
     target = berth.machine(args.to)
     current = (obj.get("status") or {}).get("currentMachine")
     if obj["spec"]["machine"] == args.to and current == args.to:
@@ -140,15 +158,17 @@ def cmd_migrate(berth: Berth, namespace: str, args: argparse.Namespace) -> int:
             f"{render.condition(target, 'Ready').get('message', 'no heartbeat')}"
         )
     spec: dict[str, Any] = {"machine": args.to}
-    if args.no_checkpoint:
-        spec["checkpoint"] = False
+    if args.no_checkpoint or args.checkpoint:
+        spec["checkpoint"] = args.checkpoint
     if args.memory:
         spec["memory"] = args.memory
     if args.skip_dns:
         if not obj["spec"].get("dns"):
             raise CLIError(f"{args.name} has no spec.dns: there are no DNS records to leave")
         spec["dns"] = {"skip": True}
-    patched = berth.patch_placement(namespace, args.name, spec)
+    # With --from, the write holds only if nothing changed the placement since it was read.
+    version = obj["metadata"]["resourceVersion"] if args.source else None
+    patched = berth.patch_placement(namespace, args.name, spec, resource_version=version)
     generation = int(patched["metadata"]["generation"])
     print(
         f"{namespace}/{args.name}: spec.machine {obj['spec']['machine']} -> {args.to} "

@@ -70,16 +70,33 @@ class Berth:
         listed = self._call(self.api.list_cluster_custom_object, GROUP, VERSION, "machines")
         return cast(list[dict[str, Any]], listed["items"])
 
-    def patch_placement(self, namespace: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
-        return self._call(
-            self.api.patch_namespaced_custom_object,
-            GROUP,
-            VERSION,
-            namespace,
-            "repositoryplacements",
-            name,
-            {"spec": spec},
-        )
+    def patch_placement(
+        self,
+        namespace: str,
+        name: str,
+        spec: dict[str, Any],
+        resource_version: str | None = None,
+    ) -> dict[str, Any]:
+        """resource_version: written only if the placement is still at that version."""
+        body: dict[str, Any] = {"spec": spec}
+        if resource_version is not None:
+            body["metadata"] = {"resourceVersion": resource_version}
+        try:
+            return cast(
+                dict[str, Any],
+                self.api.patch_namespaced_custom_object(
+                    GROUP, VERSION, namespace, "repositoryplacements", name, body
+                ),
+            )
+        except client.ApiException as err:
+            if err.status == 409:
+                raise CLIError(
+                    f"placement {name!r} changed since it was read (someone else edited or "
+                    "moved it): nothing was changed; look again and retry"
+                ) from None
+            if err.status == 404:
+                raise CLIError(f"placement {name!r} not found in namespace {namespace!r}") from None
+            raise CLIError(f"the API server refused: {err.status} {err.reason}") from None
 
     def patch_machine(self, name: str, spec: dict[str, Any]) -> dict[str, Any]:
         return self._call(

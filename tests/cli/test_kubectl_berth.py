@@ -14,6 +14,7 @@ from berth_lab import Lab
 from berth_lab.cluster import LabCluster
 from berth_lab.kubeconfig import Kubectl
 from e2e.helpers import beats, create_pulse, placement, until
+from kubectl_berth.client import Berth, CLIError
 
 pytestmark = pytest.mark.cli
 
@@ -126,7 +127,9 @@ def test_repos_shows_where_a_repository_runs_and_what_it_left_behind(
     def reported() -> dict[str, dict[str, Any]] | None:
         found = entries()  # the heartbeats write what changed at their next beat
         done = here in found and found[here].get("movedTo") == there and there in found
-        return found if done and found[there]["dockerRunning"] else None
+        # The target's copy counts as the source's until its `up` has finished.
+        live = done and found[there]["dockerRunning"] and not found[there].get("movedTo")
+        return found if live else None
 
     found = until("both machines' heartbeats to report the move", reported, 60, 0.5)
     target, source = found[there], found[here]
@@ -145,6 +148,34 @@ def test_repos_shows_where_a_repository_runs_and_what_it_left_behind(
     assert all(line.startswith(here) for line in table.splitlines()[1:]), table
     unknown = berth(kubectl, "repos", "--machine", "host-nowhere")
     assert unknown.returncode != 0 and "host-nowhere" in unknown.stderr, unknown
+
+
+def test_migrate_from_moves_it_only_from_where_it_runs(
+    kubectl: Kubectl, namespace: str, pulse_on_a: str
+) -> None:
+    here = placement(kubectl, namespace, pulse_on_a)["status"]["currentMachine"]
+    there = "host-b" if here == "host-a" else "host-a"
+    before = placement(kubectl, namespace, pulse_on_a)["metadata"]["resourceVersion"]
+    wrong = berth(kubectl, "-n", namespace, "migrate", pulse_on_a, "--to", here, "--from", there)
+    assert wrong.returncode != 0, wrong.stdout
+    assert f"{pulse_on_a} runs on {here}, not on {there}: not moved" in wrong.stderr, wrong
+    assert placement(kubectl, namespace, pulse_on_a)["metadata"]["resourceVersion"] == before
+    both = berth(kubectl, "-n", namespace, "migrate", pulse_on_a, "--to", there,
+                 "--checkpoint", "--no-checkpoint")  # fmt: skip
+    assert both.returncode == 2 and "not allowed with" in both.stderr, both
+
+    # A write that carries a version read before someone else's change is refused.
+    stale = Berth(str(kubectl.kubeconfig), None)
+    kubectl("annotate", "-n", namespace, f"rp/{pulse_on_a}", "berth.test/touched=yes")
+    with pytest.raises(CLIError, match="changed since it was read"):
+        stale.patch_placement(namespace, pulse_on_a, {"machine": there}, resource_version=before)
+    assert placement(kubectl, namespace, pulse_on_a)["spec"]["machine"] == here
+
+    moved = berth(kubectl, "-n", namespace, "migrate", pulse_on_a, "--to", there,
+                  "--from", here, "--checkpoint", "--wait")  # fmt: skip
+    assert moved.returncode == 0, moved.stdout + moved.stderr
+    done = placement(kubectl, namespace, pulse_on_a)
+    assert done["status"]["currentMachine"] == there and done["spec"]["checkpoint"] is True
 
 
 def test_drain_moves_everything_off_a_machine(
