@@ -10,6 +10,7 @@ from typing import Any
 
 from berth_operator.agents import MachineAgents
 from berth_operator.config import OperatorConfig
+from berth_operator.controller import heap
 from berth_operator.controller.cache import ObjectCache
 from berth_operator.controller.queue import WorkQueue
 from berth_operator.controller.workers import Workers
@@ -70,6 +71,7 @@ class Operator:
         self._resync = threading.Thread(target=self._resync_loop, name="resync", daemon=True)
         self._watching = threading.Event()  # a watch event arrived: this replica works
         self._starter = threading.Thread(target=self._start_workers, name="start", daemon=True)
+        self.heap = heap.HeapKeeper(self.queue.idle)
 
     def serves(self, namespace: str | None) -> bool:
         return not self.config.namespaces or namespace in self.config.namespaces
@@ -91,12 +93,15 @@ class Operator:
         names = self.machines.key_list()
         if not self.heartbeats.wait_first_beats(names, timeout=2 * self.config.heartbeat_seconds):
             log.warning("workers started before every Machine's first heartbeat")
+        heap.freeze()  # the caches just filled: long-lived, out of every later collection
         self.workers.start()
+        self.heap.start()
         log.info("workers started", extra={"workers": self.workers.count, "machines": len(names)})
 
     def stop(self) -> None:
         self._stop.set()
         self.heartbeats.stop()
+        self.heap.stop()
         self.workers.stop()
 
     # --- watch events --------------------------------------------------------------------

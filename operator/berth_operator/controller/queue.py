@@ -131,6 +131,11 @@ class WorkQueue(Generic[K]):
                 self._add(key)
 
     # --- the rest --------------------------------------------------------------------------
+    def idle(self) -> bool:
+        """Nothing to hand out now and nothing being processed (keys due later may wait)."""
+        with self._changed:
+            return not self._ready and not self._processing
+
     def shutdown(self) -> None:
         with self._changed:
             self._shut = True
