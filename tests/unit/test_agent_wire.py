@@ -5,7 +5,11 @@ and the client turns each way a call fails into AgentUnreachable or AgentRefused
 from __future__ import annotations
 
 import asyncio
+import http.server
 import json
+import socket
+import ssl
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +21,7 @@ from pydantic import BaseModel
 import simagent
 from berth_common.agent_api.client import AgentClient
 from berth_common.agent_api.errors import AgentRefused, AgentUnreachable, describe
+from berth_common.agent_api.kept_connection import KeptConnection
 from berth_common.agent_api.models import (
     CommitResult,
     Durations,
@@ -231,8 +236,9 @@ def test_the_simulated_agent_answers_parse(sim: simagent.SimAgent) -> None:
 def client_with(handler: Callable[[httpx.Request], httpx.Response]) -> AgentClient:
     """An AgentClient whose HTTP goes to handler instead of an agent."""
     client = AgentClient.__new__(AgentClient)
-    client.endpoint = "https://agent.test:7443"
+    client.endpoint, client._heartbeat = "https://agent.test:7443", None
     client._http = httpx.Client(base_url=client.endpoint, transport=httpx.MockTransport(handler))
+    client._beats = KeptConnection(client.endpoint, ssl.create_default_context(), 5, 60)
     return client
 
 
@@ -248,36 +254,116 @@ def test_answers_come_back_as_models() -> None:
         assert listed.name == "pulse" and listed.containers[0].ports[0].host == 18000
 
 
+class FakeAgentServer(http.server.ThreadingHTTPServer):
+    """A real HTTP server on loopback answering what the heartbeat asks, as an agent
+    does (with_route=False: an agent older than /v1/heartbeat). Test-only."""
+
+    def __init__(self, *, with_route: bool = True) -> None:
+        self.with_route, self.connections = with_route, 0
+        self.seen: list[tuple[str, str | None]] = []
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as uvicorn
+
+            def setup(self) -> None:
+                server.connections += 1
+                super().setup()
+
+            def do_GET(self) -> None:
+                server.seen.append((self.path, self.headers.get("If-None-Match")))
+                if self.path == "/v1/heartbeat" and server.with_route:
+                    body = {"health": health_wire("m"), "repositories": [STATUS]}
+                    if self.headers.get("If-None-Match") == '"v1"':
+                        self._answer(304, None)
+                    else:
+                        self._answer(200, body)
+                elif self.path == "/healthz":
+                    self._answer(200, health_wire("old"))
+                elif self.path == "/v1/repositories":
+                    self._answer(200, [STATUS])
+                else:
+                    self._answer(404, {"detail": "Not Found"})
+
+            def _answer(self, status: int, body: Any) -> None:
+                data = b"" if body is None else json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("ETag", '"v1"')
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *_: Any) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def client(self) -> AgentClient:
+        agent = AgentClient.__new__(AgentClient)
+        agent.endpoint, agent._heartbeat = self.endpoint, None
+        agent._beats = KeptConnection(self.endpoint, ssl.create_default_context(), 5, 60)
+        agent._http = httpx.Client(base_url=self.endpoint)
+        return agent
+
+    def close(self) -> None:
+        self.shutdown()
+        self.server_close()
+
+
 def test_a_heartbeat_unchanged_is_answered_304_and_read_from_the_last_answer() -> None:
-    sent: list[str | None] = []
+    server = FakeAgentServer()
+    try:
+        with server.client() as agent:
+            first = agent.heartbeat()
+            assert first.health.machine == "m" and first.repositories[0].name == "pulse"
+            assert agent.heartbeat() is first  # 304: nothing parsed again
+            assert agent.heartbeat() is first
+        assert server.seen == [("/v1/heartbeat", None)] + [("/v1/heartbeat", '"v1"')] * 2
+        assert server.connections == 1, "the connection was not kept"
+    finally:
+        server.close()
 
-    def answer(request: httpx.Request) -> httpx.Response:
-        sent.append(request.headers.get("If-None-Match"))
-        if request.headers.get("If-None-Match") == '"v1"':
-            return httpx.Response(304, headers={"ETag": '"v1"'})
-        body = {"health": health_wire("m"), "repositories": [STATUS]}
-        return httpx.Response(200, json=body, headers={"ETag": '"v1"'})
 
-    with client_with(answer) as agent:
-        agent._heartbeat = None
-        first = agent.heartbeat()
-        assert first.health.machine == "m" and first.repositories[0].name == "pulse"
-        assert agent.heartbeat() is first  # 304: nothing parsed again
-        assert sent == [None, '"v1"']
+def test_a_heartbeat_on_a_connection_the_agent_closed_is_asked_again_on_a_new_one() -> None:
+    server = FakeAgentServer()
+    try:
+        with server.client() as agent:
+            agent.heartbeat()
+            kept = agent._beats._connection
+            assert kept is not None and kept.sock is not None
+            kept.sock.shutdown(socket.SHUT_RDWR)  # as when the agent restarted meanwhile
+            assert agent.heartbeat().health.machine == "m"
+        assert server.connections == 2
+    finally:
+        server.close()
+
+
+def test_no_heartbeat_answer_is_unreachable() -> None:
+    server = FakeAgentServer()
+    endpoint = server.endpoint
+    server.close()
+    agent = AgentClient.__new__(AgentClient)
+    agent._heartbeat = None
+    agent._beats = KeptConnection(endpoint, ssl.create_default_context(), 5, 60)
+    with pytest.raises(AgentUnreachable, match="ConnectionRefusedError"):
+        agent.heartbeat()
 
 
 def test_a_heartbeat_from_an_agent_without_the_route_is_its_two_older_calls() -> None:
-    def answer(request: httpx.Request) -> httpx.Response:
-        if request.url.path == "/v1/heartbeat":
-            return httpx.Response(404, json={"detail": "Not Found"})
-        if request.url.path == "/healthz":
-            return httpx.Response(200, json=health_wire("old"))
-        return httpx.Response(200, json=[STATUS])
-
-    with client_with(answer) as agent:
-        agent._heartbeat = None
-        beat = agent.heartbeat()
-        assert beat.health.machine == "old" and [r.name for r in beat.repositories] == ["pulse"]
+    server = FakeAgentServer(with_route=False)
+    try:
+        with server.client() as agent:
+            beat = agent.heartbeat()
+            assert beat.health.machine == "old"
+            assert [r.name for r in beat.repositories] == ["pulse"]
+    finally:
+        server.close()
 
 
 def health_wire(machine: str) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import ssl
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -19,6 +20,7 @@ import httpx
 from pydantic import BaseModel, TypeAdapter
 
 from berth_common.agent_api.errors import AgentRefused, AgentUnreachable
+from berth_common.agent_api.kept_connection import KeptConnection
 from berth_common.agent_api.models import (
     BeginRequest,
     CommitRequest,
@@ -70,12 +72,16 @@ def _answered() -> Iterator[None]:
 
 
 def _refusal(response: httpx.Response) -> AgentRefused:
+    return _refused(response.status_code, response.content)
+
+
+def _refused(status: int, content: bytes) -> AgentRefused:
     try:
-        body = response.json()
+        body = json.loads(content)
     except ValueError:
-        return AgentRefused(response.status_code, "Error", response.text)
+        return AgentRefused(status, "Error", content.decode(errors="replace"))
     return AgentRefused(
-        response.status_code,
+        status,
         body.get("code", "Error"),
         body.get("message") or str(body.get("detail")),
     )
@@ -114,6 +120,7 @@ class AgentClient:
         context.load_cert_chain(str(cert), str(key))
         self.endpoint = endpoint
         self._heartbeat: tuple[str, Heartbeat] | None = None  # the last one, with its ETag
+        self._beats = KeptConnection(endpoint, context, timeout, keep_alive)
         self._http = httpx.Client(
             base_url=endpoint,
             verify=context,
@@ -122,6 +129,7 @@ class AgentClient:
         )
 
     def close(self) -> None:
+        self._beats.close()
         self._http.close()
 
     def __enter__(self) -> AgentClient:
@@ -153,17 +161,15 @@ class AgentClient:
         sent, parsed or validated twice."""
         last = self._heartbeat
         headers = {"If-None-Match": last[0]} if last is not None else {}
-        with _answered():
-            response = self._http.get("/v1/heartbeat", headers=headers)
-        if response.status_code == 304 and last is not None:
+        answer = self._beats.get("/v1/heartbeat", headers)  # kept_connection.py: why
+        if answer.status == 304 and last is not None:
             return last[1]
-        if response.status_code == 404:  # an agent older than the route
+        if answer.status == 404:  # an agent older than the route
             return Heartbeat(health=self.healthz(), repositories=self.repositories())
-        if response.status_code >= 400:
-            raise _refusal(response)
-        beat = Heartbeat.model_validate_json(response.content)
-        etag = response.headers.get("ETag")
-        self._heartbeat = (etag, beat) if etag else None
+        if answer.status >= 400:
+            raise _refused(answer.status, answer.body)
+        beat = Heartbeat.model_validate_json(answer.body)
+        self._heartbeat = (answer.etag, beat) if answer.etag else None
         return beat
 
     def status(self, ref: str) -> RepositoryStatus:
