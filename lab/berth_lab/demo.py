@@ -23,6 +23,7 @@ from berth_lab.controlplane import LabControlPlane
 from berth_lab.dns import resolve
 from berth_lab.kube import KubeAPIServer
 from berth_lab.kube_tools import kubectl_binary
+from berth_lab.kubeconfig import Kubectl
 from berth_lab.lab import Lab
 from berth_lab.manifests import placement
 from berth_lab.plan import DEMO_LAB, plan_lab
@@ -97,6 +98,30 @@ def _resolved(name: str, server: tuple[str, int]) -> list[str]:
         return resolve(name, server, timeout=1)[0]
     except OSError:
         return []
+
+
+def _reported_after_move(kubectl: Kubectl, timeout: float = 60) -> dict[str, Any]:
+    """Both Machines' status once their heartbeats have seen the move: pulse running on
+    host-b, what it left on host-a marked as moved (each is written at its next beat)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        held = {
+            m["metadata"]["name"]: next(
+                (r for r in (m.get("status") or {}).get("repositories") or [] if r["name"] == REPO),
+                None,
+            )
+            for m in kubectl.json("get", "machines.berth.dev")["items"]
+        }
+        source, target = held.get("host-a") or {}, held.get("host-b") or {}
+        if (
+            source.get("movedTo") == "host-b"
+            and target.get("dockerRunning")
+            and not target.get("movedTo")
+        ):
+            return held
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the heartbeats did not report the move in {timeout:.0f}s: {held}")
+        time.sleep(0.5)
 
 
 def _answers_at(obj: dict[str, Any]) -> str:
@@ -178,17 +203,9 @@ def _demo(lab: Lab, plane: LabControlPlane) -> dict[str, Any]:
     say(f"   pulse answers at {_answers_at(obj)} now; the client on host-c reached it at "
         f"{reached}, longest gap {followed['longest_gap_s']:.3f}s")  # fmt: skip
 
-    say("\n5. both hosts")
-    for name, agent in (("host-a", a), ("host-b", b)):
-        st = agent.status(REPO)
-        base = (lab.host(name).plan.datastore_mount / "bases" / guid / "base.json").exists()
-        containers = ", ".join(f"{c.name}={c.state}" for c in st.containers) or "none"
-        say(
-            f"   {name}: mounted={'yes' if st.mounted else 'no'}  "
-            f"dockerd={'up' if st.docker.running else 'down'}  containers: {containers}  "
-            f"base retained={'yes' if base else 'no'}"
-            + (f"  (stale copy: moved to {st.moved_to})" if st.moved_to else "")
-        )
+    say("\n5. both hosts, as their agents reported them at the operator's heartbeat")
+    held = _reported_after_move(kubectl)
+    _kubectl_berth(server, "repos")
     a.close()
     b.close()
 
@@ -209,4 +226,5 @@ def _demo(lab: Lab, plane: LabControlPlane) -> dict[str, Any]:
         "endpointsBefore": placed["status"].get("endpoints", []),
         "endpointsAfter": obj["status"].get("endpoints", []),
         "dnsClient": followed,
+        "heldAfter": held,
     }

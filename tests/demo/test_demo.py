@@ -58,6 +58,11 @@ def assert_moved_with_its_memory(summary: dict[str, Any]) -> None:
     assert summary["downtimeSeconds"] == last["downtimeSeconds"]
     # The cutover starts before the move ends (same format, so they compare as text).
     assert last["startedAt"] < last["cutoverAt"] < last["finishedAt"]
+    # Both hosts as the Machines' status shows them (what `kubectl berth repos` prints).
+    source, target = summary["heldAfter"]["host-a"], summary["heldAfter"]["host-b"]
+    assert target["mounted"] and target["dockerRunning"] and not target.get("movedTo")
+    assert not source["mounted"] and not source["dockerRunning"]
+    assert source["movedTo"] == "host-b"  # kept as the base of a move back
 
 
 def test_the_demo_moves_pulse_with_its_memory_and_leaves_nothing_behind(tmp_path: Path) -> None:
