@@ -15,11 +15,24 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+import httpx
+
 from berth_common.agent_api.errors import AgentUnreachable
 
 # A kept connection the agent has closed meanwhile fails with one of these on its next
 # request: asked once more on a new connection. (A timeout is not asked again.)
 _STALE = (ConnectionResetError, BrokenPipeError, http.client.BadStatusLine)
+
+
+class _Failed(Exception):
+    """No answer; underneath: httpx's error for what went wrong (the cause: the socket's)."""
+
+    def __init__(self, underneath: httpx.TransportError) -> None:
+        super().__init__(str(underneath))
+        self.underneath = underneath
+
+    def unreachable(self) -> AgentUnreachable:
+        return AgentUnreachable(str(self.underneath))
 
 
 @dataclass(frozen=True)
@@ -45,25 +58,24 @@ class KeptConnection:
         self._used = 0.0
 
     def get(self, path: str, headers: Mapping[str, str]) -> Answer:
-        """Raises AgentUnreachable when no answer came."""
+        """Raises AgentUnreachable when no answer came, caused by httpx's error for what
+        went wrong (ConnectError, ReadTimeout, ...), as the client's other calls are: a
+        Machine's condition says the same whichever call found the agent silent."""
         with self._lock:
             kept = self._connection is not None and time.monotonic() - self._used < self._keep_alive
             if not kept:
                 self._close()
             try:
                 return self._get(path, headers)
-            except _STALE as err:
+            except _Failed as failed:
                 self._close()
-                if not kept:
-                    raise AgentUnreachable(f"{type(err).__name__}: {err}") from err
-            except (http.client.HTTPException, OSError) as err:
-                self._close()
-                raise AgentUnreachable(f"{type(err).__name__}: {err}") from err
-            try:
+                if not (kept and isinstance(failed.__cause__, _STALE)):
+                    raise failed.unreachable() from failed.underneath
+            try:  # the agent had closed the kept connection: once more, on a new one
                 return self._get(path, headers)
-            except (http.client.HTTPException, OSError) as err:
+            except _Failed as failed:
                 self._close()
-                raise AgentUnreachable(f"{type(err).__name__}: {err}") from err
+                raise failed.unreachable() from failed.underneath
 
     def close(self) -> None:
         with self._lock:
@@ -71,16 +83,28 @@ class KeptConnection:
 
     def _get(self, path: str, headers: Mapping[str, str]) -> Answer:
         if self._connection is None:
-            self._connection = (
+            connection = (
                 http.client.HTTPSConnection(
                     self._host, self._port, context=self._context, timeout=self._timeout
                 )
                 if self._https
                 else http.client.HTTPConnection(self._host, self._port, timeout=self._timeout)
             )
-        self._connection.request("GET", path, headers=dict(headers))
-        response = self._connection.getresponse()
-        body = response.read()
+            try:
+                connection.connect()
+            except OSError as err:
+                kind: type[httpx.TransportError] = (
+                    httpx.ConnectTimeout if isinstance(err, TimeoutError) else httpx.ConnectError
+                )
+                raise _Failed(kind(str(err))) from err
+            self._connection = connection
+        try:
+            self._connection.request("GET", path, headers=dict(headers))
+            response = self._connection.getresponse()
+            body = response.read()
+        except (http.client.HTTPException, OSError) as err:
+            kind = httpx.ReadTimeout if isinstance(err, TimeoutError) else httpx.ReadError
+            raise _Failed(kind(str(err) or type(err).__name__)) from err
         if response.will_close:
             self._close()
         self._used = time.monotonic()
