@@ -67,7 +67,10 @@ class Inventories:
         look = self._looks.get(machine)
         if look is None:
             with self._asking_lock(machine):
-                look = self._looks.get(machine) or self._take(machine)[0]
+                look = self._looks.get(machine)
+                if look is None:
+                    look = self._ask_now(machine)
+                    self._keep(machine, look)
         if look.entries is None:
             raise InventoryUnavailable(look.error or f"{machine}: never listed")
         return look.entries
@@ -91,7 +94,7 @@ class Inventories:
     def refresh(self, machine: str) -> set[str]:
         """Look now; the repositories whose entry changed."""
         with self._asking_lock(machine):
-            return self._take(machine)[1]
+            return self._keep(machine, self._ask_now(machine))
 
     def record(self, machine: str, entries: list[Entry] | None, error: str | None) -> set[str]:
         """A look taken elsewhere (by a heartbeat); the repositories whose entry changed."""
@@ -108,12 +111,11 @@ class Inventories:
         with self._lock:
             return self._asking.setdefault(machine, threading.Lock())
 
-    def _take(self, machine: str) -> tuple[Look, set[str]]:
+    def _ask_now(self, machine: str) -> Look:
         try:
-            look = Look(_frozen(self._ask(machine)))
+            return Look(_frozen(self._ask(machine)))
         except (AgentError, OSError) as err:
-            look = Look(None, describe(err))
-        return look, self._keep(machine, look)
+            return Look(None, describe(err))
 
     def _keep(self, machine: str, look: Look) -> set[str]:
         with self._lock:
