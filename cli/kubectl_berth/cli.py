@@ -2,6 +2,8 @@
 
 kubectl berth migrate NAME --to MACHINE [--no-checkpoint] [--memory MODE] [--skip-dns] [--wait]
 kubectl berth list | status NAME | history NAME | machines
+kubectl berth logs NAME [CONTAINER] [--tail N] [-f]   # wherever it runs, across moves
+kubectl berth exec NAME -- docker ARGS...           # against the repository's own dockerd
 kubectl berth cordon|uncordon|drain MACHINE
 kubectl berth pki init DIR            # the berth CA and the operator's certificate
 kubectl berth enroll MACHINE --address ADDR --pki DIR --out BUNDLE   # a new host
@@ -15,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from kubectl_berth import enroll, render, repos
+from kubectl_berth import enroll, render, repos, session_commands
 from kubectl_berth.client import Berth, CLIError
 from kubectl_berth.drain import plan_drain
 from kubectl_berth.follow import follow
@@ -99,6 +101,16 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("machine")
         if verb == "drain":
             p.add_argument("--wait", action="store_true")
+    logs = command("logs", help="a repository's container logs, wherever it runs")
+    logs.add_argument("name")
+    logs.add_argument("container", nargs="?", help="default: every container, each prefixed")
+    logs.add_argument("--tail", type=int, default=100, help="lines from the end (1-10000)")
+    logs.add_argument(
+        "-f", "--follow", action="store_true", help="stream on, across moves, until interrupted"
+    )
+    run = command("exec", help="run a docker command against the repository's own dockerd")
+    run.add_argument("name")
+    run.add_argument("argv", nargs=argparse.REMAINDER, help="-- docker ARGS...")
     pki = command("pki", help="the berth CA (needs no cluster)")
     pki.add_argument("action", choices=["init"])
     pki.add_argument("directory", type=Path, help="where ca.crt/ca.key and operator.* go")
@@ -274,6 +286,19 @@ def cmd_drain(berth: Berth, namespace: str, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_logs(berth: Berth, namespace: str, args: argparse.Namespace) -> int:
+    if not 1 <= args.tail <= 10000:
+        raise CLIError("--tail must be between 1 and 10000")
+    return session_commands.run_logs(
+        berth, namespace, args.name, args.container, args.tail, args.follow
+    )
+
+
+def cmd_exec(berth: Berth, namespace: str, args: argparse.Namespace) -> int:
+    argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+    return session_commands.run_exec(berth, namespace, args.name, argv)
+
+
 def cmd_pki(_: Berth | None, namespace: str, args: argparse.Namespace) -> int:
     for path in enroll.pki_init(args.directory):
         print(f"wrote {path}")
@@ -283,7 +308,12 @@ def cmd_pki(_: Berth | None, namespace: str, args: argparse.Namespace) -> int:
         f"  helm install berth charts/berth -n berth-system --create-namespace \\\n"
         f"    --set-file operatorTLS.cert={d}/operator.crt"
         f" --set-file operatorTLS.key={d}/operator.key \\\n"
-        f"    --set-file agentsCA.cert={d}/ca.crt"
+        f"    --set-file agentsCA.cert={d}/ca.crt \\\n"
+        f"    --set-file sessionsCA.cert={d}/sessions-ca.crt"
+        f" --set-file sessionsCA.key={d}/sessions-ca.key\n"
+        "\nFor kubectl berth logs/exec, each agent trusts the sessions CA: copy\n"
+        f"{d}/sessions-ca.crt to /etc/berth/tls/sessions-ca.crt on every host and set\n"
+        "tls.session_ca: /etc/berth/tls/sessions-ca.crt in /etc/berth/agent.yaml."
     )
     return 0
 
@@ -316,6 +346,8 @@ COMMANDS = {
     "history": cmd_history,
     "machines": cmd_machines,
     "repos": cmd_repos,
+    "logs": cmd_logs,
+    "exec": cmd_exec,
     "cordon": cmd_cordon,
     "uncordon": cmd_cordon,
     "drain": cmd_drain,

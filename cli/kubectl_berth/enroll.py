@@ -25,6 +25,10 @@ def operator_files(directory: Path) -> CertFiles:
     return CertFiles(directory / "operator.crt", directory / "operator.key")
 
 
+def sessions_ca_files(directory: Path) -> CertFiles:
+    return CertFiles(directory / "sessions-ca.crt", directory / "sessions-ca.key")
+
+
 def pki_init(directory: Path) -> list[Path]:
     """A new CA and the operator's certificate. Never overwrites a CA: every agent
     trusts it, so replacing it by accident would cut them all off."""
@@ -35,7 +39,10 @@ def pki_init(directory: Path) -> list[Path]:
     directory.chmod(0o700)
     create_ca(ca, cn="berth CA")
     operator = issue(ca, operator_files(directory), OPERATOR_CN, org="berth")
-    return [ca.cert, ca.key, operator.cert, operator.key]
+    # A CA of its own for people's sessions (kubectl berth logs/exec): agents trust it on
+    # their session routes only, so its certificates never act as the operator's.
+    sessions = create_ca(sessions_ca_files(directory), cn="berth sessions CA")
+    return [ca.cert, ca.key, operator.cert, operator.key, sessions.cert, sessions.key]
 
 
 def check_machine_name(name: str) -> None:

@@ -38,6 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--tls-cert", type=Path)
     serve.add_argument("--tls-key", type=Path)
     serve.add_argument("--client-ca", type=Path)
+    serve.add_argument("--session-ca", type=Path, help="enables kubectl berth logs/exec sessions")
 
     repo = sub.add_parser("repo", help="manage repositories on this host").add_subparsers(
         dest="repo_command", required=True
@@ -125,6 +126,7 @@ def _config(args: argparse.Namespace) -> AgentConfig:
                     ("cert", args.tls_cert),
                     ("key", args.tls_key),
                     ("client_ca", args.client_ca),
+                    ("session_ca", args.session_ca),
                 )
                 if v is not None
             }

@@ -18,6 +18,11 @@ class TLSConfig(BaseModel):
         Path("/etc/berth/tls/ca.crt"),
         description="CA that signs the operator's and peers' certificates",
     )
+    session_ca: Path | None = Field(
+        None,
+        description="CA that signs people's short-lived session certificates (kubectl berth "
+        "logs/exec); none: sessions are refused",
+    )
 
 
 class AgentConfig(BaseModel):

@@ -18,6 +18,13 @@ class InvalidRequest(Refusal):
     code = "Invalid"
 
 
+class Forbidden(Refusal):
+    """The caller's certificate does not open this route."""
+
+    status = 403
+    code = "Forbidden"
+
+
 class NotFound(Refusal):
     status = 404
     code = "NotFound"

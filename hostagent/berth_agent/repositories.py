@@ -430,5 +430,17 @@ class Repositories:
             client.close()
         return raw.decode(errors="replace").splitlines()
 
+    def running_daemon(self, name: str) -> RepositoryDaemon:
+        """The dockerd of the repository called name (never a GUID: a session grant names
+        repositories by name), where it runs on this machine."""
+        record = next((r for r in self.store.list() if r.name == name), None)
+        if record is None:
+            raise NotFound(f"repository {name!r} does not exist on this host")
+        daemon = self.daemon(record.guid)
+        if not daemon.running():
+            moved = f" (it moved to {record.moved_to})" if record.moved_to else ""
+            raise Conflict(f"repository {name} is not running on {self.config.name}{moved}")
+        return daemon
+
     def list(self) -> list[RepositoryStatus]:
         return [self.status(r.guid) for r in self.store.list()]

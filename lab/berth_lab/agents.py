@@ -26,12 +26,14 @@ ETC_BERTH = Path("/etc/berth")
 
 
 class LabPKI:
-    """CA, one server certificate per host, and a client certificate for the operator."""
+    """CA, one server certificate per host, a client certificate for the operator, and
+    the sessions CA that signs people's session certificates (kubectl berth logs/exec)."""
 
     def __init__(self, state_dir: Path) -> None:
         self.dir = state_dir / "pki"
         self.ca = CertFiles(self.dir / "ca.crt", self.dir / "ca.key")
         self.client = CertFiles(self.dir / "operator.crt", self.dir / "operator.key")
+        self.sessions_ca = CertFiles(self.dir / "sessions-ca.crt", self.dir / "sessions-ca.key")
 
     def host(self, name: str) -> CertFiles:
         return CertFiles(self.dir / f"{name}.crt", self.dir / f"{name}.key")
@@ -39,6 +41,8 @@ class LabPKI:
     def ensure(self, hosts: list[LabHost]) -> None:
         if not self.ca.cert.exists():
             create_ca(self.ca, cn="berth lab CA")
+        if not self.sessions_ca.cert.exists():
+            create_ca(self.sessions_ca, cn="berth lab sessions CA")
         if not self.client.cert.exists():
             issue(self.ca, self.client, CLIENT_CN, org="berth")
         for host in hosts:
@@ -57,7 +61,12 @@ def write_agent_config(host: LabHost, pki: LabPKI, fault_injection: bool) -> Non
     etc = host.plan.private_dir(ETC_BERTH)
     (etc / "tls").mkdir(parents=True, exist_ok=True)
     certs = pki.host(host.name)
-    for src, name in ((certs.cert, "agent.crt"), (certs.key, "agent.key"), (pki.ca.cert, "ca.crt")):
+    for src, name in (
+        (certs.cert, "agent.crt"),
+        (certs.key, "agent.key"),
+        (pki.ca.cert, "ca.crt"),
+        (pki.sessions_ca.cert, "sessions-ca.crt"),
+    ):
         shutil.copyfile(src, etc / "tls" / name)
     config = AgentConfig(
         name=host.name,
@@ -67,6 +76,7 @@ def write_agent_config(host: LabHost, pki: LabPKI, fault_injection: bool) -> Non
             cert=ETC_BERTH / "tls/agent.crt",
             key=ETC_BERTH / "tls/agent.key",
             client_ca=ETC_BERTH / "tls/ca.crt",
+            session_ca=ETC_BERTH / "tls/sessions-ca.crt",
         ),
         fault_injection=fault_injection,
     )

@@ -222,6 +222,11 @@ class LabCluster:
             (pki.client.key, "tls.key"),
         ):
             shutil.copyfile(src, tls / name)
+        # The sessions CA, as the chart mounts its Secret: kubectl berth logs/exec.
+        sessions = self.dir / "sessions-ca"
+        sessions.mkdir(exist_ok=True)
+        shutil.copyfile(pki.sessions_ca.cert, sessions / "tls.crt")
+        shutil.copyfile(pki.sessions_ca.key, sessions / "tls.key")
         for host in self.lab.hosts.values():
             _wait_not_terminating(self.kubectl, host.name, kind="machines.berth.dev")
             self.kubectl.apply(
@@ -256,7 +261,11 @@ class LabCluster:
             self.dir / "operator-tls",
             self.dir / "operator.log",
             self.namespaces,
-            extra_env={**self.lab.plan.owner_env(), "TMPDIR": str(tmp)},
+            extra_env={
+                **self.lab.plan.owner_env(),
+                "TMPDIR": str(tmp),
+                "BERTH_SESSIONS_CA_DIR": str(self.dir / "sessions-ca"),
+            },
         )
         self.operator.start()
         return self.operator

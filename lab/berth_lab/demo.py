@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from berth_agent.apps import pulse
-from berth_common.agent_api.client import AgentClient
 from berth_lab.agents import agent_endpoint
 from berth_lab.controlplane import LabControlPlane
 from berth_lab.dns import resolve
@@ -36,10 +35,6 @@ HOSTNAME = "pulse.demo.lab"  # spec.dns: served by the lab's external-dns stand-
 
 def say(text: str = "") -> None:
     print(text, flush=True)
-
-
-def _beats(agent: AgentClient, tail: int = 400) -> list[tuple[Any, int]]:
-    return pulse.beats(agent.logs(REPO, "pulse", tail=tail))
 
 
 def run_demo(name: str = DEMO_LAB, keep: bool = False, json_path: Path | None = None) -> int:
@@ -73,7 +68,8 @@ def run_demo(name: str = DEMO_LAB, keep: bool = False, json_path: Path | None = 
         say(f"  export KUBECONFIG={plane.admin_kubeconfig}")
         say(f"  kubectl berth list -A; kubectl berth machines; berth-lab {flag}status")
         say(f"  kubectl berth migrate {REPO} -n {NAMESPACE} --to host-a --wait")
-        say(f"  berth-lab {flag}exec host-b -- berth-agent repo status {REPO}")
+        say(f"  kubectl berth logs {REPO} -n {NAMESPACE} -f     # follows it across moves")
+        say(f"  kubectl berth exec {REPO} -n {NAMESPACE} -- docker ps")
         say(f"Tear it down: berth-lab {flag}down")
     else:
         lab.down()  # the API server, operator and DNS server too
@@ -90,6 +86,23 @@ def _kubectl_berth(server: KubeAPIServer, *args: str) -> int:
     }
     say(f"   $ kubectl berth {' '.join(args)}")
     return subprocess.run([str(kubectl_binary()), "berth", *args], env=env, check=False).returncode
+
+
+def _kubectl_berth_lines(server: KubeAPIServer, *args: str) -> list[str]:
+    """`kubectl berth ...` as a user runs it, its output read (and not shown)."""
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(server.admin_kubeconfig),
+        "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
+    }
+    done = subprocess.run(
+        [str(kubectl_binary()), "berth", *args], env=env, capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"kubectl berth {' '.join(args)} exited {done.returncode}: {done.stderr}"
+        )
+    return done.stdout.splitlines()
 
 
 def _resolved(name: str, server: tuple[str, int]) -> list[str]:
@@ -144,8 +157,8 @@ def _demo(lab: Lab, plane: LabControlPlane) -> dict[str, Any]:
         f"rp/{REPO}",
         timeout=150,
     )
-    a, b = lab.agent("a"), lab.agent("b")
-    guid = next(r.guid for r in a.repositories() if r.name == REPO)
+    with lab.agent("a") as a:
+        guid = next(r.guid for r in a.repositories() if r.name == REPO)
     lab.host("a").run(
         [
             "sh",
@@ -157,9 +170,9 @@ def _demo(lab: Lab, plane: LabControlPlane) -> dict[str, Any]:
     placed = kubectl.json("get", "-n", NAMESPACE, f"rp/{REPO}", "-o", "json")
     named = ", ".join(_resolved(HOSTNAME, plane.dns_address)) or "-"
     say(f"   pulse answers at {_answers_at(placed)} (status.endpoints); {HOSTNAME} -> {named}")
-    for _ in range(3):
-        time.sleep(1)
-        say(f"   host-a  pulse: memory counter={_beats(a, tail=1)[-1][1]}")
+    time.sleep(1)
+    say("   its logs, read where it runs (a session the operator grants after RBAC allows it):")
+    _kubectl_berth(server, "logs", REPO, "pulse", "-n", NAMESPACE, "--tail", "3")
 
     say("\n3. move it to host-b, live (CRIU), with the kubectl plugin; meanwhile a client on")
     say(f"   host-c that knows only the name {HOSTNAME} keeps connecting to it")
@@ -182,7 +195,11 @@ def _demo(lab: Lab, plane: LabControlPlane) -> dict[str, Any]:
 
     say("\n4. pulse on host-b")
     time.sleep(1.5)
-    after = _beats(b)
+    _kubectl_berth(server, "exec", REPO, "-n", NAMESPACE, "--", "docker", "ps", "--format",
+                   "{{.Names}}  {{.Status}}  {{.Ports}}")  # fmt: skip
+    say("   its logs across the move (the log moved with the repository):")
+    shown = _kubectl_berth_lines(server, "logs", REPO, "pulse", "-n", NAMESPACE, "--tail", "400")
+    after = pulse.beats(shown)
     counters = [c for _, c in after]
     # The beat before the freeze and the first after the restore, from Docker's timestamps.
     gaps = [(after[i + 1][0] - after[i][0]).total_seconds() for i in range(len(after) - 1)]
@@ -206,8 +223,6 @@ def _demo(lab: Lab, plane: LabControlPlane) -> dict[str, Any]:
     say("\n5. both hosts, as their agents reported them at the operator's heartbeat")
     held = _reported_after_move(kubectl)
     _kubectl_berth(server, "repos")
-    a.close()
-    b.close()
 
     say("\n6. what a user sees afterwards")
     _kubectl_berth(server, "list", "-n", NAMESPACE)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import ssl
 import threading
 from pathlib import Path
 from typing import Any
 
-from berth_common.agent_api.client import AgentClient
+from berth_common.agent_api.client import AgentClient, tls_context
 from berth_common.agent_api.models import RepositoryStatus
 from berth_operator.config import OperatorConfig
 from berth_operator.controller.cache import ObjectCache
@@ -25,6 +26,7 @@ class MachineAgents:
         # One long-lived client per machine for the quick looks (heartbeats, inventories):
         # a TLS handshake and a certificate load per look cost more CPU than the look.
         self._lookers: dict[str, tuple[tuple[str, Path | bytes], AgentClient]] = {}
+        self._contexts: dict[Path | bytes, ssl.SSLContext] = {}
         self._lock = threading.Lock()
 
     def machine(self, name: str) -> dict[str, Any]:
@@ -42,11 +44,23 @@ class MachineAgents:
         bundle = self.machine(machine)["spec"].get("caBundle")
         return bundle.encode() if bundle else self.config.ca
 
+    def _context(self, ca: Path | bytes) -> ssl.SSLContext:
+        """One TLS context per CA, shared by every client of it: each migration step
+        opens clients, and loading the certificates cost more than some of its calls.
+        (Renewed certificates are read by the next operator, as for the lookers.)"""
+        with self._lock:
+            context = self._contexts.get(ca)
+            if context is None:
+                identity = self.config.identity
+                context = self._contexts[ca] = tls_context(ca, identity.cert, identity.key)
+            return context
+
     def client(self, machine: str, timeout: float = 300) -> AgentClient:
-        identity = self.config.identity
+        ca, identity = self._ca(machine), self.config.identity
         return AgentClient(
-            self.endpoint(machine), self._ca(machine), identity.cert, identity.key, timeout=timeout
-        )
+            self.endpoint(machine), ca, identity.cert, identity.key, timeout=timeout,
+            context=self._context(ca),
+        )  # fmt: skip
 
     def looker(self, machine: str) -> AgentClient:
         """The machine's long-lived client for quick calls (LOOK_TIMEOUT); not to be

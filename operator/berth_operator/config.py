@@ -50,6 +50,11 @@ class OperatorConfig(BaseModel):
     peering_priority: int | None = Field(
         None, description="kopf peering priority; unset: random, so one replica wins"
     )
+    sessions_ca_dir: Path | None = Field(
+        None,
+        description="the sessions CA (tls.crt, tls.key) that signs people's kubectl berth "
+        "logs/exec certificates; unset: session requests are denied",
+    )
     crash_file: Path | None = Field(
         None, description="test only: a file naming a crash point (berth_common.crash)"
     )
@@ -82,6 +87,7 @@ class OperatorConfig(BaseModel):
             ("BERTH_MAX_WORKERS", "max_workers"),
             ("BERTH_HEALTH_PORT", "health_port"),
             ("BERTH_PEERING_PRIORITY", "peering_priority"),
+            ("BERTH_SESSIONS_CA_DIR", "sessions_ca_dir"),
             ("BERTH_CRASH_FILE", "crash_file"),
         ):
             if env.get(key):

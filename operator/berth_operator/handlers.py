@@ -79,6 +79,14 @@ async def machine_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_:
     memo.operator.machine_event(type, dict(body))
 
 
+@kopf.on.event("certificates.k8s.io", "v1", "certificatesigningrequests")
+async def session_request_event(
+    type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any
+) -> None:
+    """kubectl berth logs/exec asking for a session (others' CSRs are ignored)."""
+    memo.operator.session_request_event(type, dict(body))
+
+
 def _deletion_has_work(memo: kopf.Memo, namespace: str | None, spec: kopf.Spec, **_: Any) -> bool:
     return _served(memo, namespace) and deletion_has_work(dict(spec))
 

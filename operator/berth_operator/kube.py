@@ -18,8 +18,9 @@ DNS_ENDPOINTS = "dnsendpoints"  # externaldns.k8s.io
 
 class Kube:
     def __init__(self, api_client: client.ApiClient | None = None) -> None:
-        self.custom = client.CustomObjectsApi(api_client)
-        self.core = client.CoreV1Api(api_client)
+        self.api_client = api_client or client.ApiClient()
+        self.custom = client.CustomObjectsApi(self.api_client)
+        self.core = client.CoreV1Api(self.api_client)
 
     def machines(self) -> list[dict[str, Any]]:
         listed = cast(

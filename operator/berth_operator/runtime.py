@@ -19,6 +19,7 @@ from berth_operator.machine.heartbeat import Heartbeats, is_ready
 from berth_operator.machine.inventory import Inventories
 from berth_operator.placement.controller import PLACEMENT_INDEXES, PlacementController
 from berth_operator.placement.status_writer import PlacementKey, placement_key
+from berth_operator.sessions.running import SessionSigning
 
 log = logging.getLogger("berth.operator")
 
@@ -67,6 +68,9 @@ class Operator:
         self.heartbeats = Heartbeats(
             kube, self.machines, self.agents, self.inventories, self.repositories_changed, config
         )
+        self.sessions = SessionSigning(
+            kube.api_client, config.sessions_ca_dir, self.placements, self.inventories
+        )
         self._stop = threading.Event()
         self._resync = threading.Thread(target=self._resync_loop, name="resync", daemon=True)
         self._watching = threading.Event()  # a watch event arrived: this replica works
@@ -95,6 +99,7 @@ class Operator:
             log.warning("workers started before every Machine's first heartbeat")
         heap.freeze()  # the caches just filled: long-lived, out of every later collection
         self.workers.start()
+        self.sessions.start()
         self.heap.start()
         log.info("workers started", extra={"workers": self.workers.count, "machines": len(names)})
 
@@ -102,6 +107,7 @@ class Operator:
         self._stop.set()
         self.heartbeats.stop()
         self.heap.stop()
+        self.sessions.stop()
         self.workers.stop()
 
     # --- watch events --------------------------------------------------------------------
@@ -128,6 +134,9 @@ class Operator:
         if changed:
             for key in self.placements.by("machine", name) | self.placements.by("migrating", name):
                 self.queue.add(key)
+
+    def session_request_event(self, kind: str | None, obj: dict[str, Any]) -> None:
+        self.sessions.event(kind, obj)
 
     def repositories_changed(self, machine: str, names: set[str]) -> None:
         """A heartbeat found these repositories changed on machine."""

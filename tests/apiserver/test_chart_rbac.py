@@ -8,9 +8,11 @@ from the rendered ClusterRole must make exactly that call fail with 403.
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -20,7 +22,10 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from cryptography.hazmat.primitives.asymmetric import ec
 
+from berth_common.pki import CertFiles, create_ca
+from berth_common.sessions import SIGNER_NAME, SessionRequest, SessionVerb, build_request
 from berth_lab.cluster import EXTERNAL_CRDS
 from berth_lab.kube_tools import helm_binary
 from berth_lab.kubeconfig import (
@@ -47,6 +52,9 @@ MACHINE = "/apis/berth.dev/v1alpha1/machines/{machine}"
 CLUSTER_PEERING = "/apis/kopf.dev/v1/clusterkopfpeerings/{peering}"
 DNS_ENDPOINT = "/apis/externaldns.k8s.io/v1alpha1/namespaces/{ns}/dnsendpoints/rp-1"
 DNS_ENDPOINT_DELETED = "/apis/externaldns.k8s.io/v1alpha1/namespaces/{ns}/dnsendpoints/rp-gone"
+CSRS = "/apis/certificates.k8s.io/v1/certificatesigningrequests"
+CSR = CSRS + "/{csr}"
+SIGNERS = "signers"  # approve and sign: checked by the API server's admission, per signer
 
 
 def annotate(_: Names) -> Any:
@@ -82,6 +90,26 @@ def event(names: Names) -> Any:
     }
 
 
+def access_review(names: Names) -> Any:
+    return {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+            "spec": {"user": "someone", "resourceAttributes": {
+                "group": "berth.dev", "resource": "repositoryplacements", "subresource": "logs",
+                "verb": "get", "namespace": names["ns"], "name": "rp-1"}}}  # fmt: skip
+
+
+def approved(names: Names, current: Any) -> Any:
+    """The session CSR with an Approved condition, as the operator's signer writes it."""
+    condition = {"type": "Approved", "status": "True", "reason": "BerthSession", "message": "rbac"}
+    current.setdefault("status", {})["conditions"] = [condition]
+    return current
+
+
+def signed(names: Names, current: Any) -> Any:
+    """The approved session CSR with a certificate, as the signer writes it."""
+    current.setdefault("status", {})["certificate"] = names["certificate"]
+    return current
+
+
 @dataclass(frozen=True)
 class Call:
     """One request the operator makes, and the single permission it needs."""
@@ -92,6 +120,7 @@ class Call:
     method: str  # GET, WATCH, PATCH, PUT (of the object as it is), POST
     path: str
     body: Callable[[Names], Any] | None = None
+    edit: Callable[[Names, Any], Any] | None = None  # PUT: what changes in the object
 
     @property
     def permission(self) -> tuple[str, str, str]:
@@ -140,6 +169,20 @@ CALLS: list[Call] = [
     Call("externaldns.k8s.io", "dnsendpoints", "patch", "PATCH", DNS_ENDPOINT, annotate),
     Call("externaldns.k8s.io", "dnsendpoints", "delete", "DELETE", DNS_ENDPOINT_DELETED),
     *peering("clusterkopfpeerings", CLUSTER_PEERING, "/apis/kopf.dev/v1/clusterkopfpeerings"),
+    # Sessions (kubectl berth logs/exec): people's CSRs, reviewed, then answered.
+    Call("certificates.k8s.io", "certificatesigningrequests", "list", "GET", CSRS),
+    Call("certificates.k8s.io", "certificatesigningrequests", "watch", "WATCH", CSRS),
+    Call("certificates.k8s.io", "certificatesigningrequests/approval", "update", "PUT",
+         f"{CSR}/approval"),
+    Call("certificates.k8s.io", "certificatesigningrequests/status", "update", "PUT",
+         f"{CSR}/status"),
+    Call("authorization.k8s.io", "subjectaccessreviews", "create", "POST",
+         "/apis/authorization.k8s.io/v1/subjectaccessreviews", access_review),
+]  # fmt: skip
+# The signer's two rights, which admission checks (its message differs from RBAC's).
+SIGNER_CALLS: list[Call] = [
+    Call("certificates.k8s.io", SIGNERS, "approve", "PUT", f"{CSR}/approval", edit=approved),
+    Call("certificates.k8s.io", SIGNERS, "sign", "PUT", f"{CSR}/status", edit=signed),
 ]  # fmt: skip
 
 # Refused: kopf serves cluster-wide (no namespace observation, no namespaced peering), and
@@ -159,7 +202,25 @@ REFUSED: list[Call] = [
          f"{CRDS}/repositoryplacements.berth.dev"),
     Call("externaldns.k8s.io", "dnsendpoints", "list", "GET",
          "/apis/externaldns.k8s.io/v1alpha1/dnsendpoints"),
+    Call("certificates.k8s.io", "certificatesigningrequests", "delete", "DELETE", CSR),
 ]  # fmt: skip
+
+
+def session_csr(kubectl: Kubectl, name: str, signer: str = SIGNER_NAME) -> str:
+    """A CSR as `kubectl berth logs` makes one (here by the admin), for signer."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = build_request(key, SessionRequest("ns", "rp-1", SessionVerb.LOGS))
+    kubectl.apply({"apiVersion": "certificates.k8s.io/v1", "kind": "CertificateSigningRequest",
+                   "metadata": {"name": name},
+                   "spec": {"request": base64.b64encode(pem).decode(), "signerName": signer,
+                            "usages": ["digital signature", "client auth"]}})  # fmt: skip
+    return name
+
+
+def throwaway_certificate() -> bytes:
+    with tempfile.TemporaryDirectory() as tmp:
+        ca = create_ca(CertFiles(Path(tmp, "ca.crt"), Path(tmp, "ca.key")), cn="rbac test")
+        return ca.cert.read_bytes()
 
 
 def perform(call: Call, client: KubeClient, admin: Kubectl, names: Names) -> httpx.Response:
@@ -169,7 +230,7 @@ def perform(call: Call, client: KubeClient, admin: Kubectl, names: Names) -> htt
     if call.method == "PUT":
         # The object as it is now, read by the admin: an update needs no get permission.
         current = json.loads(admin("get", "--raw", path).stdout)
-        return client.request("PUT", path, current)
+        return client.request("PUT", path, call.edit(names, current) if call.edit else current)
     return client.request(call.method, path, call.body(names) if call.body else None)
 
 
@@ -185,7 +246,10 @@ def render(release: str, namespace: str, kube_version: str, peering: str) -> lis
 
 
 def cluster_role(docs: list[dict[str, Any]]) -> dict[str, Any]:
-    (role,) = [d for d in docs if d["kind"] == "ClusterRole"]
+    """The operator's: the one its ServiceAccount is bound to (the others are people's)."""
+    (binding,) = [d for d in docs if d["kind"] == "ClusterRoleBinding"]
+    name = binding["roleRef"]["name"]
+    (role,) = [d for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"] == name]
     return role
 
 
@@ -261,7 +325,10 @@ def names(kubectl: Kubectl, namespace: str, suffix: str) -> Iterator[Names]:
          "stringData": {"token": "not-a-secret"}},
     ]  # fmt: skip
     kubectl.apply(objects)
+    names["csr"] = session_csr(kubectl, f"rbac-{suffix}")
+    names["certificate"] = base64.b64encode(throwaway_certificate()).decode()
     yield names
+    kubectl("delete", "csr", names["csr"], check=False)
     kubectl("delete", "machine.berth.dev", names["machine"], check=False)
     for peering in (names["peering"], names["other_peering"]):
         kubectl("delete", "clusterkopfpeering.kopf.dev", peering, check=False)
@@ -339,7 +406,7 @@ def forbidden(response: httpx.Response) -> bool:
 
 def test_cluster_role_grants_exactly_what_the_operator_calls(operator: Operator) -> None:
     granted = permissions(operator.role)
-    needed = {call.permission for call in CALLS}
+    needed = {call.permission for call in [*CALLS, *SIGNER_CALLS]}
     assert granted - needed == set(), "granted but never used by the operator"
     assert needed - granted == set(), "used by the operator but not granted"
 
@@ -381,3 +448,42 @@ def test_operator_service_account_is_refused_everything_else(
     with KubeClient(operator.kubeconfig) as client:
         response = perform(call, client, kubectl, names)
     assert response.status_code == 403, f"{call.id} allowed: {response.text[:300]}"
+
+
+def test_the_operator_approves_and_signs_for_berth_sessions_only(
+    kubectl: Kubectl, operator: Operator, names: Names, suffix: str
+) -> None:
+    """Its signer rights name berth's signer: another signer's CSR is not its to answer."""
+    with KubeClient(operator.kubeconfig) as client:
+        for call in SIGNER_CALLS:
+            response = until(allowed, call, client, kubectl, names)
+            assert response.is_success, f"{call.id}: {response.status_code} {response.text[:300]}"
+        other = {**names, "csr": session_csr(kubectl, f"other-{suffix}", "example.com/other")}
+        try:
+            refused = perform(SIGNER_CALLS[0], client, kubectl, other)
+        finally:
+            kubectl("delete", "csr", other["csr"], check=False)
+    assert refused.status_code == 403, refused.text[:300]
+    assert 'approve requests with signerName "example.com/other"' in refused.json()["message"]
+
+
+@pytest.mark.parametrize("call", SIGNER_CALLS, ids=[c.id for c in SIGNER_CALLS])
+def test_removing_a_signer_right_makes_its_answer_forbidden(
+    kubectl: Kubectl, crippled: Operator, names: Names, suffix: str, call: Call
+) -> None:
+    role = without(crippled.role, *call.permission)
+    assert permissions(crippled.role) - permissions(role) == {call.permission}
+    kubectl.apply(role)
+    fresh = {**names, "csr": session_csr(kubectl, f"minus-{call.verb}-{suffix}")}
+    try:
+        if call.verb == "sign":  # signing needs an approved request: the admin approves it
+            kubectl("certificate", "approve", fresh["csr"])
+        with KubeClient(crippled.kubeconfig) as client:
+            response = until(forbidden, call, client, kubectl, fresh)
+    finally:
+        kubectl("delete", "csr", fresh["csr"], check=False)
+        kubectl.apply(crippled.role)
+    assert response.status_code == 403, f"{call.id} still allowed: {response.text[:300]}"
+    message = response.json()["message"]
+    assert f'{call.verb} requests with signerName "{SIGNER_NAME}"' in message, message
+    print(f"\n{call.id} removed -> PUT {call.path.format(**fresh)}: 403 {message}")

@@ -110,3 +110,14 @@ def test_reinstalling_keeps_settings_and_refuses_another_machine(pki: Path) -> N
         plan_install(bundle, Path("/etc/berth"), Path("/s"), Path("/a"), elsewhere)
     forced = plan_install(bundle, Path("/etc/berth"), Path("/s"), Path("/a"), elsewhere, True)
     assert forced.config.name == "host-c" and not forced.upgrade
+
+
+def test_reinstalling_keeps_the_sessions_ca(pki: Path) -> None:
+    bundle = issue_bundle(pki, "host-c", "10.0.0.13", 7443)
+    sessions = Path("/etc/berth/tls/sessions-ca.crt")
+    current = AgentConfig.model_validate({"name": "host-c", "tls": {"session_ca": str(sessions)}})
+    plan = plan_install(bundle, Path("/etc/berth"), Path("/s"), Path("/a"), current)
+    assert plan.config.tls.session_ca == sessions
+    assert f"session_ca: {sessions}" in plan.files[0].content.decode()
+    fresh = plan_install(bundle, Path("/etc/berth"), Path("/s"), Path("/a"), current=None)
+    assert fresh.config.tls.session_ca is None

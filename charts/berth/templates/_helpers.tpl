@@ -60,3 +60,12 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "berth.tlsDir" -}}
 /etc/berth/operator-tls
 {{- end }}
+
+{{/* The sessions CA's Secret (kubernetes.io/tls), or "" when sessions are off. */}}
+{{- define "berth.sessionsCASecret" -}}
+{{- if .Values.sessionsCA.existingSecret }}
+{{- .Values.sessionsCA.existingSecret }}
+{{- else if .Values.sessionsCA.cert }}
+{{- printf "%s-sessions-ca" (include "berth.fullname" .) }}
+{{- end }}
+{{- end }}

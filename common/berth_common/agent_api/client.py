@@ -100,6 +100,17 @@ def _b64(key: bytes | None) -> str | None:
     return None if key is None else base64.b64encode(key).decode()
 
 
+def tls_context(ca: Path | bytes, cert: Path, key: Path) -> ssl.SSLContext:
+    """The client side of the agents' mutual TLS: trust ca (a file, or PEM data), present
+    cert and key."""
+    if isinstance(ca, bytes):
+        context = ssl.create_default_context(cadata=ca.decode())
+    else:
+        context = ssl.create_default_context(cafile=str(ca))
+    context.load_cert_chain(str(cert), str(key))
+    return context
+
+
 class AgentClient:
     def __init__(
         self,
@@ -109,15 +120,14 @@ class AgentClient:
         key: Path,
         timeout: float = 120,
         keep_alive: float = 5.0,
+        *,
+        context: ssl.SSLContext | None = None,
     ) -> None:
         """ca: a file of CA certificates, or PEM data (a Machine's caBundle); keep_alive:
         seconds an idle connection is kept for the next call (the agent keeps its end
-        75 s)."""
-        if isinstance(ca, bytes):
-            context = ssl.create_default_context(cadata=ca.decode())
-        else:
-            context = ssl.create_default_context(cafile=str(ca))
-        context.load_cert_chain(str(cert), str(key))
+        75 s); context: one made by tls_context() from the same ca, cert and key, shared
+        by many clients (loading them costs more than a quick call)."""
+        context = context or tls_context(ca, cert, key)
         self.endpoint = endpoint
         self._heartbeat: tuple[str, Heartbeat] | None = None  # the last one, with its ETag
         self._beats = KeptConnection(endpoint, context, timeout, keep_alive)

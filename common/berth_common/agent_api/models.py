@@ -323,3 +323,36 @@ class PushFailed(BaseModel):
 
 
 PushEvent = Annotated[PushProgress | PushResult | PushFailed, Field(discriminator="event")]
+
+
+# --- sessions: a person's logs and exec on one repository (berth_common.sessions) --------
+# Their routes answer only a session certificate granting that verb on that repository
+# on this machine; any other caller gets 403 with a Problem saying why.
+SESSION_LOG_TAIL_MAX = 10000
+ExecStream = Literal["stdout", "stderr"]
+
+
+class ExecRequest(BaseModel):
+    """POST /v1/sessions/{repository}/exec: a docker command, run on the agent's host
+    against the repository's own dockerd. Non-interactive: no standard input, no TTY."""
+
+    argv: list[str] = Field(min_length=1, max_length=1024, examples=[["docker", "ps", "--all"]])
+
+
+class ExecOutput(BaseModel):
+    """One line of exec's NDJSON answer: what the command wrote, as it came (UTF-8,
+    undecodable bytes replaced)."""
+
+    stream: ExecStream
+    data: str
+
+
+class ExecExit(BaseModel):
+    """The last line of exec's NDJSON answer: the command's exit code (128 + N when
+    signal N killed it)."""
+
+    exit: int
+    message: str | None = None  # why the agent ended it (its time limit), when it did
+
+
+ExecFrame = ExecOutput | ExecExit

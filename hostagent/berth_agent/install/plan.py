@@ -62,10 +62,13 @@ def plan_install(
             f"{bundle.name!r} (uninstall first, or --force)"
         )
     tls_dir = etc_dir / "tls"
-    tls = TLSConfig(
-        cert=tls_dir / "agent.crt", key=tls_dir / "agent.key", client_ca=tls_dir / "ca.crt"
-    )
     base = current if current is not None else AgentConfig()
+    tls = TLSConfig(
+        cert=tls_dir / "agent.crt",
+        key=tls_dir / "agent.key",
+        client_ca=tls_dir / "ca.crt",
+        session_ca=base.tls.session_ca,  # not in a bundle: kept as the host has it
+    )
     config = base.model_copy(update={"name": bundle.name, "port": bundle.port, "tls": tls})
     config_path = etc_dir / "agent.yaml"
     unit = systemd_dir / UNIT_NAME

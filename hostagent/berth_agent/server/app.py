@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, TypeVar
 
+from cryptography import x509
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -20,7 +21,9 @@ from berth_agent import __version__
 from berth_agent.config import AgentConfig
 from berth_agent.errors import InvalidRequest, Refusal
 from berth_agent.repositories import Repositories
+from berth_agent.server.gate import SessionGate
 from berth_agent.server.metrics import OPERATION_SECONDS, OPERATIONS, REGISTRY, REPOSITORIES
+from berth_agent.server.sessions import build_sessions_router
 from berth_agent.server.transfers import build_router
 from berth_agent.transfer.sweeper import InUse, Sweeper
 from berth_common.agent_api.etag import entity_tag
@@ -78,7 +81,12 @@ def _measured(operation: str, call: Callable[[], T]) -> T:
     return result
 
 
-def build_app(repos: Repositories, config: AgentConfig) -> FastAPI:
+def build_app(
+    repos: Repositories, config: AgentConfig, certificates_required: bool = False
+) -> FastAPI:
+    """certificates_required: as served (serve.py), every request names its client
+    certificate; without (tests of the app alone), one that names none may call every
+    route but the session routes."""
     machine = config.name
     in_use = InUse()
     sweeper = Sweeper(config.data_dir / "transfers", config.transfer_idle_expiry, in_use)
@@ -213,4 +221,16 @@ def build_app(repos: Repositories, config: AgentConfig) -> FastAPI:
         return _measured("delete", lambda: repos.delete(ref, confirm))
 
     app.include_router(build_router(repos, config, in_use))
+    app.include_router(build_sessions_router(repos))
+    sessions_ca = (
+        x509.load_pem_x509_certificate(config.tls.session_ca.read_bytes())
+        if config.tls.session_ca is not None
+        else None
+    )
+    app.add_middleware(
+        SessionGate,
+        machine=machine,
+        sessions_ca=sessions_ca,
+        certificates_required=certificates_required,
+    )
     return app

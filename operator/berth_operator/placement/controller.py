@@ -15,6 +15,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from berth_api.v1alpha1 import (
@@ -43,6 +44,7 @@ from berth_operator.placement.status import build_status
 from berth_operator.placement.status_writer import PlacementKey, StatusWriter
 
 log = logging.getLogger("berth.operator.placement")
+LOOKS_AT_ONCE = 8  # fresh looks at machines before acting, asked in parallel
 IN_FLIGHT = "*"  # the "migrating" index's value for every migration in flight
 
 
@@ -90,6 +92,7 @@ class PlacementController:
         # slot of a machine or the cluster, and none waits for another's write.
         self._admission = threading.Lock()
         self._reserved: dict[PlacementKey, tuple[str, str]] = {}
+        self._looks = ThreadPoolExecutor(LOOKS_AT_ONCE, thread_name_prefix="look")
 
     # --- entry point ---------------------------------------------------------------------
     def reconcile(self, key: PlacementKey) -> Result:
@@ -183,8 +186,8 @@ class PlacementController:
             machines = [action.machine]
         else:
             machines = []
-        for machine in machines:
-            self.inventories.refresh(machine)
+        # At once: a move waits for both of its machines' answers before it begins.
+        list(self._looks.map(self.inventories.refresh, machines))
 
     # --- acting ------------------------------------------------------------------------------
     def _write(
