@@ -110,7 +110,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     run = command("exec", help="run a docker command against the repository's own dockerd")
     run.add_argument("name")
-    run.add_argument("argv", nargs=argparse.REMAINDER, help="-- docker ARGS...")
+    run.add_argument("argv", nargs="*", help="-- docker ARGS... (after --, as with kubectl exec)")
     pki = command("pki", help="the berth CA (needs no cluster)")
     pki.add_argument("action", choices=["init"])
     pki.add_argument("directory", type=Path, help="where ca.crt/ca.key and operator.* go")
@@ -129,7 +129,16 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    # What follows `--` is exec's command, untouched (its options are docker's, and the
+    # flags before it, -n included, are ours wherever they stand).
+    given = list(sys.argv[1:] if argv is None else argv)
+    command = given[given.index("--") + 1 :] if "--" in given else []
+    args = _parser().parse_args(given[: given.index("--")] if "--" in given else given)
+    if args.command == "exec":
+        args.argv = [*args.argv, *command]
+    elif command:
+        print(f"error: kubectl berth {args.command} takes no command after --", file=sys.stderr)
+        return 1
     try:
         if args.command == "pki" or (args.command == "enroll" and args.dry_run):
             return LOCAL_COMMANDS[args.command](None, "", args)
@@ -295,8 +304,7 @@ def cmd_logs(berth: Berth, namespace: str, args: argparse.Namespace) -> int:
 
 
 def cmd_exec(berth: Berth, namespace: str, args: argparse.Namespace) -> int:
-    argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
-    return session_commands.run_exec(berth, namespace, args.name, argv)
+    return session_commands.run_exec(berth, namespace, args.name, args.argv)
 
 
 def cmd_pki(_: Berth | None, namespace: str, args: argparse.Namespace) -> int:

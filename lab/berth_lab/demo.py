@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -84,7 +85,7 @@ def _kubectl_berth(server: KubeAPIServer, *args: str) -> int:
         "KUBECONFIG": str(server.admin_kubeconfig),
         "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
     }
-    say(f"   $ kubectl berth {' '.join(args)}")
+    say(f"   $ kubectl berth {shlex.join(args)}")
     return subprocess.run([str(kubectl_binary()), "berth", *args], env=env, check=False).returncode
 
 
@@ -172,7 +173,8 @@ def _demo(lab: Lab, plane: LabControlPlane) -> dict[str, Any]:
     say(f"   pulse answers at {_answers_at(placed)} (status.endpoints); {HOSTNAME} -> {named}")
     time.sleep(1)
     say("   its logs, read where it runs (a session the operator grants after RBAC allows it):")
-    _kubectl_berth(server, "logs", REPO, "pulse", "-n", NAMESPACE, "--tail", "3")
+    if _kubectl_berth(server, "logs", REPO, "pulse", "-n", NAMESPACE, "--tail", "3") != 0:
+        raise RuntimeError("kubectl berth logs failed")
 
     say("\n3. move it to host-b, live (CRIU), with the kubectl plugin; meanwhile a client on")
     say(f"   host-c that knows only the name {HOSTNAME} keeps connecting to it")
@@ -195,8 +197,9 @@ def _demo(lab: Lab, plane: LabControlPlane) -> dict[str, Any]:
 
     say("\n4. pulse on host-b")
     time.sleep(1.5)
-    _kubectl_berth(server, "exec", REPO, "-n", NAMESPACE, "--", "docker", "ps", "--format",
-                   "{{.Names}}  {{.Status}}  {{.Ports}}")  # fmt: skip
+    ps = ("docker", "ps", "--format", "{{.Names}}  {{.Status}}  {{.Ports}}")
+    if _kubectl_berth(server, "exec", REPO, "-n", NAMESPACE, "--", *ps) != 0:
+        raise RuntimeError("kubectl berth exec failed")
     say("   its logs across the move (the log moved with the repository):")
     shown = _kubectl_berth_lines(server, "logs", REPO, "pulse", "-n", NAMESPACE, "--tail", "400")
     after = pulse.beats(shown)

@@ -1,4 +1,4 @@
-"""kubectl berth logs -f across a move: each line printed once."""
+"""kubectl berth logs -f across a move (each line printed once), and exec's command line."""
 
 from __future__ import annotations
 
@@ -30,3 +30,27 @@ def test_each_container_is_followed_on_its_own() -> None:
     assert printed.is_new("[a] 2026-12-02T06:10:05.0Z x")
     assert printed.is_new("[b] 2026-12-02T06:10:01.0Z y")  # earlier, but another container
     assert not printed.is_new("[a] 2026-12-02T06:10:04.0Z z")
+
+
+def test_exec_takes_its_command_after_dashes_wherever_our_flags_stand(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from kubectl_berth import cli
+
+    seen: list[tuple[str, list[str]]] = []
+
+    def record(berth: object, namespace: str, args: object) -> int:
+        seen.append((namespace, list(args.argv)))  # type: ignore[attr-defined]
+        return 0
+
+    class NoCluster:
+        default_namespace = "default"
+
+        def __init__(self, *_: object) -> None: ...
+
+    monkeypatch.setattr(cli, "Berth", NoCluster)
+    monkeypatch.setitem(cli.COMMANDS, "exec", record)
+    argv = ["exec", "pulse", "-n", "demo", "--", "docker", "ps", "-n", "3", "--", "x"]
+    assert cli.main(argv) == 0
+    assert seen == [("demo", ["docker", "ps", "-n", "3", "--", "x"])]
+    assert cli.main(["logs", "pulse", "--", "docker"]) == 1
