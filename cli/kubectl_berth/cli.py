@@ -319,9 +319,9 @@ def cmd_pki(_: Berth | None, namespace: str, args: argparse.Namespace) -> int:
         f"    --set-file agentsCA.cert={d}/ca.crt \\\n"
         f"    --set-file sessionsCA.cert={d}/sessions-ca.crt"
         f" --set-file sessionsCA.key={d}/sessions-ca.key\n"
-        "\nFor kubectl berth logs/exec, each agent trusts the sessions CA: copy\n"
-        f"{d}/sessions-ca.crt to /etc/berth/tls/sessions-ca.crt on every host and set\n"
-        "tls.session_ca: /etc/berth/tls/sessions-ca.crt in /etc/berth/agent.yaml."
+        "\nFor kubectl berth logs/exec, agents trust the sessions CA: the bundles of\n"
+        "kubectl berth enroll carry it (hosts enrolled before: copy sessions-ca.crt to\n"
+        "/etc/berth/tls/ and set tls.session_ca in /etc/berth/agent.yaml)."
     )
     return 0
 

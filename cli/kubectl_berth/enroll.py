@@ -68,7 +68,7 @@ def issue_bundle(
     address = check_address(address)
     if not 1 <= port <= 65535:
         raise CLIError(f"invalid port {port}")
-    ca = ca_files(pki_dir)
+    ca, sessions = ca_files(pki_dir), sessions_ca_files(pki_dir)
     if not ca.key.exists():
         raise CLIError(f"no CA in {pki_dir} (ca.key): run kubectl berth pki init {pki_dir}")
     ip: tuple[str, ...] = ()
@@ -87,6 +87,7 @@ def issue_bundle(
             ca_pem=ca.cert.read_bytes(),
             cert_pem=leaf.cert.read_bytes(),
             key_pem=leaf.key.read_bytes(),
+            sessions_ca_pem=sessions.cert.read_bytes() if sessions.cert.exists() else None,
         )
     bundle.validate()
     return bundle

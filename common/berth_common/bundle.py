@@ -1,5 +1,6 @@
 """A host bundle: what a new Docker host needs to join — its name, where its agent
-listens, its certificate and key, and the CA it trusts.
+listens, its certificate and key, the CA it trusts, and (optionally) the sessions CA
+whose short-lived certificates open its session routes (kubectl berth logs/exec).
 
 `kubectl berth enroll` writes one (and creates the Machine); `berth-agent install`
 reads it on the host. It is a small tar file, so it travels by scp; it holds a private
@@ -22,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
 MEMBERS = ("name", "address", "port", "ca.crt", "agent.crt", "agent.key")
+OPTIONAL = ("sessions-ca.crt",)  # bundles made before sessions existed lack it
 MAX_MEMBER_BYTES = 64 * 1024
 
 
@@ -37,6 +39,7 @@ class HostBundle:
     ca_pem: bytes
     cert_pem: bytes
     key_pem: bytes
+    sessions_ca_pem: bytes | None = None
 
     @property
     def endpoint(self) -> str:
@@ -65,6 +68,13 @@ class HostBundle:
             raise BundleError("agent.crt has no subject alternative names") from None
         names = set(sans.get_values_for_type(x509.DNSName))
         names |= {str(ip) for ip in sans.get_values_for_type(x509.IPAddress)}
+        if self.sessions_ca_pem is not None:
+            try:
+                sessions = x509.load_pem_x509_certificate(self.sessions_ca_pem)
+            except ValueError as err:
+                raise BundleError(f"unreadable sessions-ca.crt: {err}") from None
+            if sessions == ca:
+                raise BundleError("sessions-ca.crt is ca.crt: sessions need a CA of their own")
         if _normal(self.address) not in names:
             raise BundleError(
                 f"agent.crt is not valid for {self.address} (it names {sorted(names)})"
@@ -80,6 +90,8 @@ class HostBundle:
             "agent.crt": self.cert_pem,
             "agent.key": self.key_pem,
         }
+        if self.sessions_ca_pem is not None:
+            fields["sessions-ca.crt"] = self.sessions_ca_pem
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as out, tarfile.open(fileobj=out, mode="w") as tar:
             for member, data in fields.items():
@@ -94,7 +106,7 @@ class HostBundle:
         try:
             with tarfile.open(path, mode="r") as tar:
                 for info in tar.getmembers():
-                    if info.name not in MEMBERS or not info.isfile():
+                    if info.name not in (*MEMBERS, *OPTIONAL) or not info.isfile():
                         raise BundleError(f"unexpected entry {info.name!r} in {path}")
                     if info.size > MAX_MEMBER_BYTES:
                         raise BundleError(f"{info.name} in {path} is too large")
@@ -117,6 +129,7 @@ class HostBundle:
             ca_pem=data["ca.crt"],
             cert_pem=data["agent.crt"],
             key_pem=data["agent.key"],
+            sessions_ca_pem=data.get("sessions-ca.crt"),
         )
         bundle.validate()
         return bundle

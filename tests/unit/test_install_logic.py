@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import re
 import tarfile
@@ -92,8 +93,9 @@ def test_install_plan_writes_the_key_private_and_points_the_unit_at_the_agent(
         "/etc/berth/tls/agent.crt": 0o644,
         "/etc/berth/tls/agent.key": 0o600,
         "/etc/systemd/system/berth-agent.service": 0o644,
+        "/etc/berth/tls/sessions-ca.crt": 0o644,
     }
-    unit = plan.files[-1].content.decode()
+    unit = next(f for f in plan.files if f.path.name == "berth-agent.service").content.decode()
     assert "ExecStart=/opt/x/bin/berth-agent --config /etc/berth/agent.yaml serve" in unit
     assert "KillMode=process" in unit  # an agent restart leaves repositories running
     assert plan.config.name == "host-c" and plan.config.port == 7444 and not plan.upgrade
@@ -112,12 +114,30 @@ def test_reinstalling_keeps_settings_and_refuses_another_machine(pki: Path) -> N
     assert forced.config.name == "host-c" and not forced.upgrade
 
 
-def test_reinstalling_keeps_the_sessions_ca(pki: Path) -> None:
+def test_the_bundle_brings_the_sessions_ca_and_an_older_one_keeps_the_hosts(
+    pki: Path, tmp_path: Path
+) -> None:
     bundle = issue_bundle(pki, "host-c", "10.0.0.13", 7443)
+    assert bundle.sessions_ca_pem == (pki / "sessions-ca.crt").read_bytes()
+    bundle.write(tmp_path / "b.tar")
+    assert HostBundle.read(tmp_path / "b.tar").sessions_ca_pem == bundle.sessions_ca_pem
     sessions = Path("/etc/berth/tls/sessions-ca.crt")
-    current = AgentConfig.model_validate({"name": "host-c", "tls": {"session_ca": str(sessions)}})
-    plan = plan_install(bundle, Path("/etc/berth"), Path("/s"), Path("/a"), current)
-    assert plan.config.tls.session_ca == sessions
-    assert f"session_ca: {sessions}" in plan.files[0].content.decode()
     fresh = plan_install(bundle, Path("/etc/berth"), Path("/s"), Path("/a"), current=None)
-    assert fresh.config.tls.session_ca is None
+    assert fresh.config.tls.session_ca == sessions
+    assert [f.content for f in fresh.files if f.path == sessions] == [bundle.sessions_ca_pem]
+    # A bundle made before sessions existed: the host's own setting stays.
+    older = dataclasses.replace(bundle, sessions_ca_pem=None)
+    kept = Path("/srv/sessions.crt")
+    current = AgentConfig.model_validate({"name": "host-c", "tls": {"session_ca": str(kept)}})
+    plan = plan_install(older, Path("/etc/berth"), Path("/s"), Path("/a"), current)
+    assert plan.config.tls.session_ca == kept
+    assert f"session_ca: {kept}" in plan.files[0].content.decode()
+    assert not any(f.path == sessions for f in plan.files)
+    none = plan_install(older, Path("/etc/berth"), Path("/s"), Path("/a"), current=None)
+    assert none.config.tls.session_ca is None
+
+
+def test_a_bundle_whose_sessions_ca_is_its_ca_is_refused(pki: Path) -> None:
+    bundle = issue_bundle(pki, "host-c", "10.0.0.13", 7443)
+    with pytest.raises(BundleError, match="CA of their own"):
+        dataclasses.replace(bundle, sessions_ca_pem=bundle.ca_pem).validate()

@@ -67,7 +67,8 @@ def plan_install(
         cert=tls_dir / "agent.crt",
         key=tls_dir / "agent.key",
         client_ca=tls_dir / "ca.crt",
-        session_ca=base.tls.session_ca,  # not in a bundle: kept as the host has it
+        # The bundle's sessions CA, else the one the host has (an older bundle lacks it).
+        session_ca=tls_dir / "sessions-ca.crt" if bundle.sessions_ca_pem else base.tls.session_ca,
     )
     config = base.model_copy(update={"name": bundle.name, "port": bundle.port, "tls": tls})
     config_path = etc_dir / "agent.yaml"
@@ -82,5 +83,7 @@ def plan_install(
         FileSpec(tls.key, bundle.key_pem, 0o600),
         FileSpec(unit, unit_text(agent_command, config_path).encode(), 0o644),
     ]
+    if bundle.sessions_ca_pem and tls.session_ca is not None:
+        files.append(FileSpec(tls.session_ca, bundle.sessions_ca_pem, 0o644))
     upgrade = current is not None and current.name == bundle.name
     return InstallPlan(files=files, config=config, unit=unit, upgrade=upgrade)
