@@ -186,7 +186,8 @@ def _demo(lab: Lab, plane: LabControlPlane) -> dict[str, Any]:
     )  # fmt: skip
     try:
         time.sleep(2)
-        code = _kubectl_berth(server, "migrate", REPO, "-n", NAMESPACE, "--to", "host-b", "--wait")
+        code = _kubectl_berth(server, "migrate", REPO, "-n", NAMESPACE, "--from", "host-a",
+                              "--to", "host-b", "--checkpoint", "--wait")  # fmt: skip
         if code != 0:
             raise RuntimeError(f"kubectl berth migrate exited {code}")
         followed = json.loads(client.communicate(timeout=60)[0])
@@ -225,7 +226,8 @@ def _demo(lab: Lab, plane: LabControlPlane) -> dict[str, Any]:
 
     say("\n5. both hosts, as their agents reported them at the operator's heartbeat")
     held = _reported_after_move(kubectl)
-    _kubectl_berth(server, "repos")
+    for machine in ("host-b", "host-a"):  # the new home, then what the old one kept
+        _kubectl_berth(server, "repos", "--machine", machine)
 
     say("\n6. what a user sees afterwards")
     _kubectl_berth(server, "list", "-n", NAMESPACE)

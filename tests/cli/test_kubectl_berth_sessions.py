@@ -159,3 +159,8 @@ def test_logs_follow_the_repository_across_a_move(
     assert seen == sorted(set(seen)), "a line was printed twice or out of order"
     # The counter continued: no beat lost while the stream paused and resumed.
     assert seen == list(range(seen[0], seen[-1] + 1)), seen
+    # exec, too, reaches it where it runs now.
+    ps = berth(people["operator"], "-n", namespace, "exec", sess_pulse, "--", "docker", "ps",
+               "--format", "{{.Names}} {{.State}}")  # fmt: skip
+    assert ps.returncode == 0 and f"{CONTAINER} running" in ps.stdout, ps.stderr
+    assert running_on(kubectl, namespace) == there
