@@ -228,6 +228,9 @@ def _demo(lab: Lab, plane: LabControlPlane) -> dict[str, Any]:
     held = _reported_after_move(kubectl)
     for machine in ("host-b", "host-a"):  # the new home, then what the old one kept
         _kubectl_berth(server, "repos", "--machine", machine)
+    say("   and pulse's logs, read again where it runs now:")
+    if _kubectl_berth(server, "logs", REPO, "pulse", "-n", NAMESPACE, "--tail", "3") != 0:
+        raise RuntimeError("kubectl berth logs failed")
 
     say("\n6. what a user sees afterwards")
     _kubectl_berth(server, "list", "-n", NAMESPACE)
