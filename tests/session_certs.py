@@ -10,7 +10,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from berth_common.pki import CertFiles
+from berth_common.pki import CertFiles, write_pair
 from berth_common.sessions import (
     SessionGrant,
     SessionRequest,
@@ -54,17 +54,7 @@ def session_certificate(
     assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
     ca_cert = x509.load_pem_x509_certificate(ca.cert.read_bytes())
     pem = sign_grant(csr, granted, ca_cert, ca_key, seconds, now)
-    out.cert.parent.mkdir(parents=True, exist_ok=True)
-    out.key.touch(mode=0o600)
-    out.key.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    out.cert.write_bytes(pem)
-    return out
+    return write_pair(out, pem, key)
 
 
 def files(directory: Path, name: str) -> CertFiles:

@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any, cast
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from kubernetes import client
 
 from berth_common.agent_api.session_client import SessionClient
+from berth_common.pki import CertFiles, write_pair
 from berth_common.sessions import (
     SESSION_SECONDS,
     SIGNER_NAME,
@@ -136,14 +136,5 @@ def open_session(
     if not endpoint or not ca:
         raise CLIError(f"machine {grant.machine!r} has no endpoint or caBundle in its spec")
     with tempfile.TemporaryDirectory(prefix="berth-session-") as tmp:
-        cert_file, key_file = Path(tmp, "session.crt"), Path(tmp, "session.key")
-        key_file.touch(mode=0o600)
-        key_file.write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-        cert_file.write_bytes(pem)
-        yield Session(grant, SessionClient(endpoint, ca, cert_file, key_file, timeout=timeout))
+        files = write_pair(CertFiles(Path(tmp, "session.crt"), Path(tmp, "session.key")), pem, key)
+        yield Session(grant, SessionClient(endpoint, ca, files.cert, files.key, timeout=timeout))

@@ -13,7 +13,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from berth_common.pki import CertFiles, create_ca, issue
+from berth_common.pki import CertFiles, create_ca, issue, write_key
 
 # Every name the in-cluster `kubernetes` Service is reached by, so the serving
 # certificate stays valid if something in the cluster ever talks to it by those names.
@@ -45,15 +45,7 @@ class KubePKI:
 def create_service_account_keys(pair: KeyPair) -> KeyPair:
     """An EC P-256 key pair: the apiserver signs tokens with ES256 and checks them with it."""
     key = ec.generate_private_key(ec.SECP256R1())
-    pair.private.parent.mkdir(parents=True, exist_ok=True)
-    pair.private.touch(mode=0o600)
-    pair.private.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    write_key(pair.private, key)
     pair.public.write_bytes(
         key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo

@@ -30,17 +30,27 @@ def _name(cn: str, org: str | None = None) -> x509.Name:
     return x509.Name(attrs)
 
 
-def _write(files: CertFiles, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> None:
-    files.cert.parent.mkdir(parents=True, exist_ok=True)
-    files.key.touch(mode=0o600)
-    files.key.write_bytes(
+def write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
+    """The key as unencrypted PKCS#8 PEM, readable by its owner only (from the start)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.write_bytes(
         key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
     )
-    files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+
+
+def write_pair(files: CertFiles, cert_pem: bytes, key: ec.EllipticCurvePrivateKey) -> CertFiles:
+    write_key(files.key, key)
+    files.cert.write_bytes(cert_pem)
+    return files
+
+
+def _write(files: CertFiles, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> None:
+    write_pair(files, cert.public_bytes(serialization.Encoding.PEM), key)
 
 
 def create_ca(files: CertFiles, cn: str = "berth CA", days: int = 3650) -> CertFiles:
