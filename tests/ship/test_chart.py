@@ -75,7 +75,8 @@ def test_chart_lints_strictly() -> None:
 def test_default_install_renders_everything_the_operator_needs() -> None:
     docs = render()
     assert kinds(docs) == sorted(
-        ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Service", "Deployment"]
+        ["ServiceAccount", "ClusterRoleBinding", "Service", "Deployment"]
+        + ["ClusterRole"] * 4  # the operator's; people's session requester, logs and exec
         + ["CustomResourceDefinition"] * 3
         + ["ClusterKopfPeering"]
     )
@@ -181,8 +182,16 @@ def test_certificates_given_as_values_become_secrets_and_roll_the_operator(
     assert checksum(swapped) != checksum(docs)
 
 
+def operator_role(docs: Docs) -> dict[str, Any]:
+    """The ClusterRole the operator's ServiceAccount is bound to."""
+    bound = only(docs, "ClusterRoleBinding")["roleRef"]["name"]
+    (role,) = [d for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"] == bound]
+    return role
+
+
 def test_rbac_is_least_privilege() -> None:
-    role = only(render("--set", "peering.name=fleet"), "ClusterRole")
+    docs = render("--set", "peering.name=fleet")
+    role = operator_role(docs)
     resources = {r for rule in role["rules"] for r in rule["resources"]}
     assert resources == {
         "customresourcedefinitions",
@@ -193,6 +202,29 @@ def test_rbac_is_least_privilege() -> None:
         "events",
         "clusterkopfpeerings",
         "dnsendpoints",  # spec.dns
+        # sessions (kubectl berth logs/exec): people's CSRs, reviewed, answered
+        "certificatesigningrequests",
+        "certificatesigningrequests/approval",
+        "certificatesigningrequests/status",
+        "signers",
+        "subjectaccessreviews",
+    }
+    (signers,) = [r for r in role["rules"] if "signers" in r["resources"]]
+    assert signers["resourceNames"] == ["berth.dev/repository-session"]
+    # People's roles: asking for a session, and logs or exec on placements; nothing more.
+    people = {
+        d["metadata"]["name"]: {(r, v) for rule in d["rules"] for r in rule["resources"]
+                                for v in rule["verbs"]}
+        for d in docs if d["kind"] == "ClusterRole" and d is not role
+    }  # fmt: skip
+    assert people == {
+        "berth-session-requester": {
+            ("certificatesigningrequests", "create"),
+            ("certificatesigningrequests", "get"),
+            ("machines", "get"),
+        },
+        "berth-repository-logs": {("repositoryplacements/logs", "get")},
+        "berth-repository-exec": {("repositoryplacements/exec", "create")},
     }
     for rule in role["rules"]:
         assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"]
