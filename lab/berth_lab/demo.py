@@ -78,27 +78,26 @@ def run_demo(name: str = DEMO_LAB, keep: bool = False, json_path: Path | None = 
     return 0 if summary["counterContinued"] else 1
 
 
-def _kubectl_berth(server: KubeAPIServer, *args: str) -> int:
-    """The CLI exactly as a user runs it: `kubectl berth ...`, output straight through."""
-    env = {
+def _cli_env(server: KubeAPIServer) -> dict[str, str]:
+    """kubectl as the cluster's admin, finding the kubectl-berth plugin of this venv."""
+    return {
         **os.environ,
         "KUBECONFIG": str(server.admin_kubeconfig),
         "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
     }
+
+
+def _kubectl_berth(server: KubeAPIServer, *args: str) -> int:
+    """The CLI exactly as a user runs it: `kubectl berth ...`, output straight through."""
     say(f"   $ kubectl berth {shlex.join(args)}")
-    return subprocess.run([str(kubectl_binary()), "berth", *args], env=env, check=False).returncode
+    argv = [str(kubectl_binary()), "berth", *args]
+    return subprocess.run(argv, env=_cli_env(server), check=False).returncode
 
 
 def _kubectl_berth_lines(server: KubeAPIServer, *args: str) -> list[str]:
     """`kubectl berth ...` as a user runs it, its output read (and not shown)."""
-    env = {
-        **os.environ,
-        "KUBECONFIG": str(server.admin_kubeconfig),
-        "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
-    }
-    done = subprocess.run(
-        [str(kubectl_binary()), "berth", *args], env=env, capture_output=True, text=True
-    )
+    argv = [str(kubectl_binary()), "berth", *args]
+    done = subprocess.run(argv, env=_cli_env(server), capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(
             f"kubectl berth {' '.join(args)} exited {done.returncode}: {done.stderr}"
