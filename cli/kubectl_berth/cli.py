@@ -1,6 +1,7 @@
 """kubectl berth: move repositories between machines and follow the moves.
 
 kubectl berth migrate NAME --to MACHINE [--no-checkpoint] [--memory MODE] [--skip-dns] [--wait]
+kubectl berth cancel NAME [--wait]    # stop a move before its commit point (the freeze)
 kubectl berth list | status NAME | history NAME | machines
 kubectl berth logs NAME [CONTAINER] [--tail N] [-f]   # wherever it runs, across moves
 kubectl berth exec NAME -- docker ARGS...           # against the repository's own dockerd
@@ -20,8 +21,8 @@ from typing import Any
 from kubectl_berth import enroll, render, repos, session_commands
 from kubectl_berth.client import Berth, CLIError
 from kubectl_berth.drain import plan_drain
-from kubectl_berth.follow import follow
-from kubectl_berth.preconditions import moved_from_refusal
+from kubectl_berth.follow import MigrationFailed, follow, wait_ended
+from kubectl_berth.preconditions import cancel_refusal, moved_from_refusal
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -83,6 +84,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     migrate.add_argument("--wait", action="store_true", help="follow the migration to its end")
     migrate.add_argument("--timeout", type=float, default=900)
+    cancel = with_output(
+        command("cancel", help="stop a move before its commit point; it stays where it runs")
+    )
+    cancel.add_argument("name")
+    cancel.add_argument("--wait", action="store_true", help="until it has ended and is Ready")
+    cancel.add_argument("--timeout", type=float, default=300)
     lst = with_output(command("list", help="placements"))
     lst.add_argument("-A", "--all-namespaces", action="store_true")
     with_output(command("status", help="a placement in detail")).add_argument("name")
@@ -202,6 +209,40 @@ def cmd_migrate(berth: Berth, namespace: str, args: argparse.Namespace) -> int:
         return 0
     follow(berth, namespace, args.name, generation, timeout=args.timeout)
     return 0
+
+
+def cmd_cancel(berth: Berth, namespace: str, args: argparse.Namespace) -> int:
+    obj = berth.placement(namespace, args.name)
+    refusal = cancel_refusal(obj)
+    if refusal:
+        raise CLIError(f"{refusal}: nothing changed")
+    migration = obj["status"]["migration"]
+    source, moving = migration["source"], migration["id"]
+    # The same as setting spec.machine back by hand. Written only if the placement is as
+    # read: had the operator recorded the freeze meanwhile, the write is refused.
+    if obj["spec"]["machine"] != source:
+        version = obj["metadata"]["resourceVersion"]
+        berth.patch_placement(namespace, args.name, {"machine": source}, resource_version=version)
+    report: dict[str, Any] = {
+        "placement": f"{namespace}/{args.name}", "migration": moving, "from": source,
+        "to": migration["target"], "phase": migration["phase"], "requested": True,
+    }  # fmt: skip
+    if args.output == "text":
+        print(
+            f"{namespace}/{args.name}: cancelling {moving} ({source} -> {migration['target']}, "
+            f"phase {migration['phase']}): spec.machine -> {source}"
+        )
+    if not args.wait:
+        return _output(args, report, f"follow it: kubectl berth status {args.name} -n {namespace}")
+    try:
+        last = wait_ended(berth, namespace, args.name, moving, timeout=args.timeout)
+    except MigrationFailed as err:
+        raise CLIError(str(err)) from None
+    report.update(result=last.get("result"), reason=last.get("reason"))
+    if last.get("result") != "Cancelled":  # the commit point came first after all
+        _output(args, report, f"{moving} was not cancelled: it ended {last.get('result')}")
+        return 1
+    return _output(args, report, f"{moving} {last.get('reason')}; {args.name} runs on {source}")
 
 
 def cmd_list(berth: Berth, namespace: str, args: argparse.Namespace) -> int:
@@ -349,6 +390,7 @@ def cmd_enroll(berth: Berth | None, namespace: str, args: argparse.Namespace) ->
 
 COMMANDS = {
     "migrate": cmd_migrate,
+    "cancel": cmd_cancel,
     "list": cmd_list,
     "status": cmd_status,
     "history": cmd_history,

@@ -97,6 +97,26 @@ def follow(
     raise MigrationFailed(f"no result after {timeout:.0f}s; see kubectl berth status {name}")
 
 
+def wait_ended(
+    berth: Berth, namespace: str, name: str, migration_id: str, timeout: float = 300
+) -> dict[str, Any]:
+    """The record of migration `migration_id` once it has ended (lastMigration), and the
+    placement Ready again if it ended cancelled."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        obj = berth.placement(namespace, name)
+        status = obj.get("status") or {}
+        last = status.get("lastMigration") or {}
+        if (status.get("migration") or {}).get("id") != migration_id and last.get(
+            "id"
+        ) == migration_id:
+            settled = condition(obj, "Ready").get("status") == "True"
+            if last.get("result") != "Cancelled" or settled:
+                return dict(last)
+        time.sleep(0.2)
+    raise MigrationFailed(f"{migration_id} had not ended after {timeout:.0f}s")
+
+
 def _failure(last: dict[str, Any]) -> MigrationFailed:
     return MigrationFailed(
         f"migration {last['id']} {last.get('result')}: {last.get('reason')}"

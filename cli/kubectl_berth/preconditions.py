@@ -1,13 +1,14 @@
-"""What `kubectl berth migrate --from M` checks before it writes (pure): the placement
-still runs on M and nobody has asked to move it elsewhere, so two people cannot move a
-repository from under each other. The write itself carries the resourceVersion read, so
-a change in between is refused by the API server."""
+"""What `kubectl berth migrate --from M` and `kubectl berth cancel` check before they
+write (pure). migrate --from: the placement still runs on M and nobody has asked to move
+it elsewhere, so two people cannot move a repository from under each other. cancel: a
+move is in flight and has not passed its commit point. Each write carries the
+resourceVersion read, so a change in between is refused by the API server."""
 
 from __future__ import annotations
 
 from typing import Any
 
-TERMINAL = {"Succeeded", "Failed", "RolledBack"}  # the operator's Phase (migration/state.py)
+from berth_api.v1alpha1.migration_phases import TERMINAL, before_commit
 
 
 def moved_from_refusal(obj: dict[str, Any], machine: str) -> str | None:
@@ -27,4 +28,21 @@ def moved_from_refusal(obj: dict[str, Any], machine: str) -> str | None:
     wanted = obj["spec"]["machine"]
     if wanted != machine:
         return f"{name} has already been asked to move to {wanted}"
+    return None
+
+
+def cancel_refusal(obj: dict[str, Any]) -> str | None:
+    """Why the placement's move cannot be cancelled now; None if it can."""
+    name = obj["metadata"]["name"]
+    migration = (obj.get("status") or {}).get("migration") or {}
+    phase = migration.get("phase")
+    if not migration or not isinstance(phase, str) or phase in TERMINAL:
+        return f"{name} is not being moved"
+    if not before_commit(phase, migration.get("frozen_at_epoch") is not None):
+        source = migration.get("source")
+        return (
+            f"{name}'s move {migration.get('id')} is past its commit point (phase {phase}: "
+            f"the application was frozen on {source}); it runs to its end. Move it back "
+            f"afterwards: kubectl berth migrate {name} --to {source}"
+        )
     return None

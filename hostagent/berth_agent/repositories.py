@@ -49,6 +49,7 @@ from berth_common.agent_api.models import (
     PostCopyStatus,
     RepositoryRecord,
     RepositoryStatus,
+    Revival,
 )
 from berth_common.agent_api.services import RepositoryServices
 from berth_common.crash import CrashPoints
@@ -182,12 +183,20 @@ class Repositories:
                     t = time.monotonic()
                     wait_for_ports(client, self.store.services(record.guid), wait_answer)
                     durations["answer"] = time.monotonic() - t
+                freezing.answered(meta)
             finally:
                 client.close()
         if record.moved_to:
             self.store.set_moved_to(record.guid, None)
         log.info("repository up", extra={"repository": record.name, "durations": durations})
         return durations
+
+    def revival(self, ref: str) -> Revival | None:
+        """The instants of the repository's last thaw (mounted: they are in its image)."""
+        record = self.store.find(ref)
+        if not self.store.is_mounted(record.guid):
+            return None
+        return freezing.read_revival(self.store.mount_path(record.guid) / META_DIR)
 
     def freeze(
         self,
@@ -265,6 +274,7 @@ class Repositories:
                 if frozen is not None and frozen.postcopy:
                     self._abort_dumps(record.guid, frozen, client, daemon.checkpointer())
                 durations = freezing.thaw(client, daemon.checkpointer(), meta)
+                freezing.answered(meta)
             finally:
                 client.close()
             daemon.remove_checkpoint_copies_later()

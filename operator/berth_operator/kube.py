@@ -16,6 +16,10 @@ PLACEMENTS, MACHINES = "repositoryplacements", "machines"
 DNS_ENDPOINTS = "dnsendpoints"  # externaldns.k8s.io
 
 
+class ObjectChanged(Exception):
+    """A write that was to hold only if nothing had changed the object: something had."""
+
+
 class Kube:
     def __init__(self, api_client: client.ApiClient | None = None) -> None:
         self.api_client = api_client or client.ApiClient()
@@ -29,15 +33,41 @@ class Kube:
         return cast(list[dict[str, Any]], listed["items"])
 
     def patch_placement_status(
-        self, namespace: str, name: str, status: dict[str, Any]
+        self,
+        namespace: str,
+        name: str,
+        status: dict[str, Any],
+        resource_version: str | None = None,
     ) -> dict[str, Any] | None:
         """Merge-patch status (null removes a field); the object as written, or None if
-        the placement is gone."""
+        the placement is gone. With resource_version, written only if the placement is
+        still at that version (else ObjectChanged)."""
+        body: dict[str, Any] = {"status": status}
+        if resource_version is not None:
+            body["metadata"] = {"resourceVersion": resource_version}
         try:
             return cast(
                 dict[str, Any],
                 self.custom.patch_namespaced_custom_object_status(
-                    GROUP, VERSION, namespace, PLACEMENTS, name, {"status": status}
+                    GROUP, VERSION, namespace, PLACEMENTS, name, body
+                ),
+            )
+        except client.ApiException as err:
+            if err.status == 404:
+                return None
+            if err.status == 409 and resource_version is not None:
+                raise ObjectChanged(
+                    f"{namespace}/{name} changed since {resource_version}"
+                ) from None
+            raise
+
+    def placement(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The placement as the API server holds it now; None if it is gone."""
+        try:
+            return cast(
+                dict[str, Any],
+                self.custom.get_namespaced_custom_object(
+                    GROUP, VERSION, namespace, PLACEMENTS, name
                 ),
             )
         except client.ApiException as err:

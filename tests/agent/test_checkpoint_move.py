@@ -79,8 +79,17 @@ def test_pulse_moves_to_another_host_and_keeps_counting(lab: Lab) -> None:
         assert a.status("move-me").mounted is False
 
         copy_image(lab, guid, "a", "b")
-        durations = b.up("move-me").durations
-        assert "restore:pulse" in durations
+        revived = b.up("move-me", wait_answer=30)
+        assert "restore:pulse" in revived.durations
+        # The application's downtime on the agents' own clocks: the source's first stop
+        # (the record came with the image) to the target's first answer.
+        assert frozen.frozen_at is not None and revived.revival is not None
+        assert revived.revival.migration_id == "m-agent-1"
+        assert revived.revival.frozen_at == frozen.frozen_at
+        answered_at = revived.revival.answered_at
+        assert answered_at is not None and answered_at > frozen.frozen_at
+        again = b.up("move-me", wait_answer=30)  # a replay (an operator restarted meanwhile)
+        assert again.revival == revived.revival, "a replayed up moved the answer's instant"
         assert_checkpoint_copy_removed(lab, "b", guid)
 
         after = wait_for_counter(b, "move-me", frozen_at + 2)

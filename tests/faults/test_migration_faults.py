@@ -8,6 +8,7 @@ that no mount, loop device or daemon of the repository was left behind.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import shutil
 import subprocess
@@ -31,6 +32,7 @@ from faults.workload import (
     fill_up,
     leftovers,
     place,
+    pulse_gap,
     running_on,
 )
 
@@ -129,6 +131,15 @@ def test_operator_killed_in_each_phase(
         if operator.proc is None:
             operator.start()
     assert_moved(kubectl, namespace, lab, target, before)
+    # The downtime reported is what the application lived through, not the operator's
+    # absence: within pulse's beat (0.2 s, its silence can begin up to one beat before
+    # the freeze) and 0.05 s of Docker's log timestamps of its own longest silence.
+    last = placement(kubectl, namespace, APP)["status"]["lastMigration"]
+    started = dt.datetime.fromisoformat(last["startedAt"].replace("Z", "+00:00"))
+    gap = pulse_gap(lab, target, APP, started.replace(tzinfo=None))
+    downtime = last["downtimeSeconds"]
+    print(f"\n[faults] {point}: downtimeSeconds {downtime:.3f}, pulse silent {gap:.3f}s")
+    assert abs(downtime - gap) <= 0.25, (downtime, gap)
 
 
 @pytest.mark.parametrize("point", ["push.sending", "freeze.frozen", "up.restoring", "up.restored"])
@@ -241,19 +252,29 @@ def test_restore_failing_on_the_target_resumes_on_the_source_then_moves(
     assert_moved(kubectl, namespace, lab, target, before)  # by the retry, 15 s later
 
 
+BACKOFF = (2.0, 12.0, 3.0)  # seconds; the long middle wait spans an operator restart
+
+
+def rfc3339(moment: str) -> float:
+    return dt.datetime.fromisoformat(moment.replace("Z", "+00:00")).timestamp()
+
+
 def test_a_move_that_keeps_failing_backs_off_then_stalls_until_the_spec_changes(
     cluster: LabCluster, lab: Lab, kubectl: Kubectl, namespace: str, app: str
 ) -> None:
     """The target's port stays held, so every attempt rolls back. With the back-off
-    shortened to 2 s / 4 s / 8 s (BERTH_RETRY_BACKOFF), the third failure stalls the
-    placement (Stalled=MigrationFailed, announced once) and no fourth attempt starts;
-    setting spec.machine back to where it runs settles it there, intact."""
+    shortened to 2 s / 12 s / 3 s (BERTH_RETRY_BACKOFF, configuration), each attempt
+    starts no sooner than its wait after the last one ended, the 12 s wait included
+    although the operator is restarted in the middle of it (the wait is read back from
+    status.retry); the fourth failure stalls the placement (Stalled=MigrationFailed,
+    announced once) and no fifth attempt starts; setting spec.machine back to where it
+    runs settles it there, intact."""
     operator = cluster.operator
     assert operator is not None
     source, target = where(kubectl, namespace)
     before = acked(lab, source)
     operator.stop()
-    operator.extra_env["BERTH_RETRY_BACKOFF"] = "2,4,8"
+    operator.extra_env["BERTH_RETRY_BACKOFF"] = ",".join(f"{s:g}" for s in BACKOFF)
     operator.start()
     hold = (f"import socket, time; s = socket.socket(); s.bind(('0.0.0.0', {PORT})); "
             "s.listen(); time.sleep(3600)")  # fmt: skip
@@ -264,6 +285,18 @@ def test_a_move_that_keeps_failing_backs_off_then_stalls_until_the_spec_changes(
         time.sleep(0.5)
         move(kubectl, namespace, app, target)
 
+        def backing_off_after(attempts: int) -> dict[str, Any] | None:
+            status = placement(kubectl, namespace, APP).get("status") or {}
+            retry = status.get("retry") or {}
+            waiting = retry.get("attempts") == attempts and not status.get("migration")
+            return status if waiting else None
+
+        waiting = until("the wait after the second failure", lambda: backing_off_after(2), 120, 0.3)
+        left = waiting["retry"]["notBefore"] - time.time()
+        print(f"\n[faults] restarting the operator {left:.1f}s before the third attempt is due")
+        operator.stop()
+        operator.start()
+
         def stalled() -> dict[str, Any] | None:
             obj = placement(kubectl, namespace, APP)
             found = condition(obj, "Stalled")
@@ -271,14 +304,21 @@ def test_a_move_that_keeps_failing_backs_off_then_stalls_until_the_spec_changes(
 
         obj = until("Stalled=MigrationFailed", stalled, 300, 0.5)
         status = obj["status"]
-        print(f"\n[faults] {condition(obj, 'Stalled')['message'][:200]}")
-        for record in status["history"][:3]:
-            print(f"[faults]   {record['id']}: {record['result']} {record['finishedAt']}")
-        assert status["retry"]["attempts"] == 3
-        assert [h["result"] for h in status["history"][:3]] == ["RolledBack"] * 3
-        time.sleep(10)  # longer than the last back-off: no fourth attempt
+        print(f"[faults] {condition(obj, 'Stalled')['message'][:200]}")
+        attempts = list(reversed(status["history"][:4]))  # oldest first
+        for record in attempts:
+            print(f"[faults]   {record['id']}: {record['result']} "
+                  f"{record['startedAt']} -> {record['finishedAt']}")  # fmt: skip
+        assert status["retry"]["attempts"] == 4
+        assert [h["result"] for h in attempts] == ["RolledBack"] * 4
+        assert len({h["id"] for h in attempts}) == 4
+        for wait, ended_, next_ in zip(BACKOFF, attempts, attempts[1:], strict=True):
+            waited = rfc3339(next_["startedAt"]) - rfc3339(ended_["finishedAt"])
+            print(f"[faults]   waited {waited:.2f}s (back-off {wait:g}s)")
+            assert waited >= wait - 0.01, f"attempt {next_['id']} began {waited:.2f}s after"
+        time.sleep(2 * max(BACKOFF))  # longer than any back-off: no fifth attempt
         again = placement(kubectl, namespace, APP)["status"]
-        assert again["history"][0]["id"] == status["history"][0]["id"], "a fourth attempt ran"
+        assert again["history"][0]["id"] == status["history"][0]["id"], "a fifth attempt ran"
         events = kubectl.json(
             "get", "events", "-n", namespace,
             "--field-selector", f"involvedObject.name={APP},reason=MigrationFailed",
@@ -295,6 +335,130 @@ def test_a_move_that_keeps_failing_backs_off_then_stalls_until_the_spec_changes(
     settled = settled_on(kubectl, namespace, source)
     assert condition({"status": settled}, "Stalled")["status"] == "False"
     assert_nothing_left(lab)
+
+
+def kubectl_berth(kubectl: Kubectl, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "kubectl_berth", *args],
+        env=kubectl.env(), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+
+
+def assert_cancelled_in_place(
+    kubectl: Kubectl, namespace: str, lab: Lab, source: str, phase: str, before: int
+) -> dict[str, Any]:
+    """The move ended Cancelled in `phase`, the placement is Ready where it ran, the
+    application never stopped there (pulse's longest silence is its beat, not a
+    freeze), and nothing was left behind."""
+    last = until("the move to end Cancelled", ended(kubectl, namespace, "Cancelled"), 120, 0.3)
+    assert last["reason"] == f"cancelled in {phase}: spec.machine is {source} again", last
+    assert last.get("cutoverAt") is None and last.get("downtimeSeconds") is None
+    status = settled_on(kubectl, namespace, source)
+    assert "retry" not in status and status["lastMigration"]["result"] == "Cancelled"
+    started = dt.datetime.fromisoformat(last["startedAt"].replace("Z", "+00:00"))
+    gap = pulse_gap(lab, source, APP, started.replace(tzinfo=None))
+    print(f"\n[faults] cancelled in {phase}: {last['id']}; pulse's longest silence {gap:.2f}s")
+    assert gap < 1.0, f"pulse was silent {gap:.2f}s on {source}: it stopped"
+    assert assert_intact(lab, APP, before).host == source
+    assert_nothing_left(lab)
+    return last
+
+
+@pytest.mark.parametrize("point", ["Pending", "Preparing", "Cutover"])
+def test_a_move_cancelled_before_its_commit_point_stays_where_it_runs(
+    point: str, cluster: LabCluster, lab: Lab, kubectl: Kubectl, namespace: str, app: str
+) -> None:
+    """The operator stops at the start of `point` (its crash point), the move recorded
+    there in status; `kubectl berth cancel` sets spec.machine back to the source while
+    it is away; the restarted operator ends the move Cancelled. Cutover counts: its
+    freeze's moment is not recorded yet, so the commit point is still ahead."""
+    operator = cluster.operator
+    assert operator is not None
+    source, target = where(kubectl, namespace)
+    before = acked(lab, source)
+    operator.crash_at(point)
+    try:
+        move(kubectl, namespace, app, target)
+        assert operator.wait_exit(timeout=120) == EXIT_CODE, operator.log_tail()
+    finally:
+        operator.crash_file.unlink(missing_ok=True)
+    migration = placement(kubectl, namespace, APP)["status"]["migration"]
+    assert migration["phase"] == point and migration.get("frozen_at_epoch") is None
+    try:
+        cancel = kubectl_berth(kubectl, "-n", namespace, "cancel", APP, "-o", "json")
+    finally:
+        operator.start()
+    assert cancel.returncode == 0, cancel.stderr
+    report = json.loads(cancel.stdout)
+    assert (report["migration"], report["from"], report["phase"]) == (
+        migration["id"],
+        source,
+        point,
+    )
+    assert_cancelled_in_place(kubectl, namespace, lab, source, point, before)
+
+
+def test_a_bulk_sync_under_way_is_cancelled_at_once(
+    cluster: LabCluster, lab: Lab, kubectl: Kubectl, namespace: str, app: str
+) -> None:
+    """A slow bulk round (120 MiB at 10 MB/s) is interrupted mid-stream by
+    `kubectl berth cancel --wait`; its transfer is freed on both machines."""
+    source, target = where(kubectl, namespace)
+    fill(lab, source, APP, 120)
+    limit = {"spec": {"transfer": {"bandwidthLimit": "10M"}}}
+    kubectl("patch", "-n", namespace, f"rp/{APP}", "--type", "merge", "-p", json.dumps(limit))
+    try:
+        before = acked(lab, source)
+        move(kubectl, namespace, app, target)
+
+        def pushing() -> bool:
+            migration = placement(kubectl, namespace, APP)["status"].get("migration") or {}
+            return migration.get("phase") == "BulkSync" and bool(migration.get("progress"))
+
+        until("the first bulk round to be under way", pushing, 120, 0.2)
+        asked = time.monotonic()
+        cancel = kubectl_berth(kubectl, "-n", namespace, "cancel", APP, "--wait")
+        took = time.monotonic() - asked
+        print(f"\n[faults] {cancel.stdout.strip()} ({took:.1f}s)")
+        assert cancel.returncode == 0, cancel.stderr
+        assert took < 10, f"the cancel took {took:.1f}s: it waited for the round to end"
+        last = assert_cancelled_in_place(kubectl, namespace, lab, source, "BulkSync", before)
+        assert last["bulkBytes"] == 0, "a round ended before the cancel (too fast to test)"
+    finally:
+        unlimited = {"spec": {"transfer": {"bandwidthLimit": None}}}
+        kubectl(
+            "patch", "-n", namespace, f"rp/{APP}", "--type", "merge", "-p", json.dumps(unlimited)
+        )
+        lab.host(source).run(["sh", "-c", "rm -f /var/lib/berth/mounts/*/data.bin"])
+
+
+@pytest.mark.parametrize("point", ["Cutover.frozen", "Verifying", "Finalizing"])
+def test_a_cancel_after_the_commit_point_is_refused_and_the_move_ends(
+    point: str, cluster: LabCluster, lab: Lab, kubectl: Kubectl, namespace: str, app: str
+) -> None:
+    """Stopped at `point` (the application frozen, or already on the target), the
+    operator is away; `kubectl berth cancel` refuses with the reason and changes
+    nothing; the restarted operator completes the move."""
+    operator = cluster.operator
+    assert operator is not None
+    source, target = where(kubectl, namespace)
+    before = acked(lab, source)
+    operator.crash_at(point)
+    try:
+        move(kubectl, namespace, app, target)
+        assert operator.wait_exit(timeout=120) == EXIT_CODE, operator.log_tail()
+    finally:
+        operator.crash_file.unlink(missing_ok=True)
+    generation = placement(kubectl, namespace, APP)["metadata"]["generation"]
+    try:
+        cancel = kubectl_berth(kubectl, "-n", namespace, "cancel", APP)
+    finally:
+        operator.start()
+    print(f"\n[faults] {point}: {cancel.stderr.strip()}")
+    assert cancel.returncode == 1 and "is past its commit point" in cancel.stderr
+    assert f"kubectl berth migrate {APP} --to {source}" in cancel.stderr
+    assert placement(kubectl, namespace, APP)["metadata"]["generation"] == generation
+    assert_moved(kubectl, namespace, lab, target, before)
 
 
 def test_conflicting_edits_of_the_machine_end_on_the_last_one(

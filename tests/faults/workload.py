@@ -9,6 +9,8 @@ must be in its file.
 
 from __future__ import annotations
 
+import datetime as dt
+import itertools
 import json
 import os
 import re
@@ -68,6 +70,15 @@ def assert_intact(lab: Lab, name: str, acked_before: int) -> Intact:
     lost = ledger.problems(written, logged, acked_before)
     assert not lost, "; ".join(lost)
     return Intact(host, counters[-1], len(written))
+
+
+def pulse_gap(lab: Lab, host: str, name: str, since: dt.datetime) -> float:
+    """The longest silence of pulse since `since` (UTC, naive), in seconds, from the
+    timestamps Docker gave its beats (its logs travel with the repository)."""
+    with lab.agent(host) as agent:
+        heard = [t for t, _ in pulse.beats(agent.logs(name, "pulse", tail=10000)) if t >= since]
+    assert len(heard) > 1, f"pulse beat {len(heard)} times since {since}"
+    return max((b - a).total_seconds() for a, b in itertools.pairwise(heard))
 
 
 def leftovers(lab: Lab) -> list[str]:

@@ -35,6 +35,7 @@ from berth_common.agent_api.models import (
     RepositoryRecord,
     RepositoryStatus,
     TransferState,
+    UpAnswer,
     wire,
 )
 from berth_common.agent_api.services import RepositoryServices, ServiceSpec
@@ -95,6 +96,7 @@ FROZEN = {
     "durations": {"checkpoint:pulse": 0.31, "quiesce": 1e-05},
     "complete": True,
     "postcopy": {"pulse": {"address": "10.1.0.2", "port": 40123}},
+    "frozen_at": 1700000000.25,
 }
 TRANSFER = {
     "transfer_id": "m-1-final",
@@ -142,6 +144,18 @@ FAILED = {"event": "error", "status": 502, "code": "TransferFailed", "message": 
         (Health, HEALTH),
         (FreezeRecord, FROZEN),
         (Durations, {"durations": {"mount": 0.05, "dockerd": 0.5, "answer": 0.125}}),
+        (
+            UpAnswer,
+            {
+                "durations": {"restore:pulse": 0.3},
+                "revival": {
+                    "migration_id": "m-1",
+                    "frozen_at": 1700000000.25,
+                    "answered_at": 1700000001.5,
+                },
+            },
+        ),
+        (UpAnswer, {"durations": {"mount": 0.05}, "revival": None}),
         (TransferState, TRANSFER),
         (CommitResult, {"root": "ef" * 32, "mode": "full", "commit_seconds": 0.0123}),
         (

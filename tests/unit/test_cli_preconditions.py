@@ -1,5 +1,5 @@
-"""kubectl berth migrate --from (pure): moved only from where it runs, and only when
-nobody else has asked to move it."""
+"""kubectl berth migrate --from and cancel (pure): moved only from where it runs, and
+only when nobody else has asked to move it; cancelled only before the commit point."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from kubectl_berth.preconditions import moved_from_refusal
+from kubectl_berth.preconditions import cancel_refusal, moved_from_refusal
 
 pytestmark = pytest.mark.unit
 
@@ -37,3 +37,43 @@ def test_from_refuses_unless_it_runs_there_and_nobody_moves_it(
     obj: dict[str, Any], refusal: str | None
 ) -> None:
     assert moved_from_refusal(obj, "host-a") == refusal
+
+
+def moving(phase: str, *, frozen: bool = False, wanted: str = "host-c") -> dict[str, Any]:
+    obj = placement(wanted, "host-a", phase=phase)
+    obj["status"]["migration"]["id"] = "pulse-g2-ab12"
+    if frozen:
+        obj["status"]["migration"]["frozen_at_epoch"] = 1_700_000_000.0
+    return obj
+
+
+@pytest.mark.parametrize(
+    ("obj", "refusal"),
+    [
+        (moving("Pending"), None),
+        (moving("Preparing"), None),
+        (moving("BulkSync"), None),
+        (moving("Cutover"), None),  # its freeze not recorded yet: still before the commit
+        (moving("BulkSync", wanted="host-a"), None),  # asked already: said again, harmless
+        (placement("host-a", "host-a"), "pulse is not being moved"),
+        (placement("host-a", "host-a", phase="Cancelled"), "pulse is not being moved"),
+    ],
+)
+def test_cancel_is_allowed_before_the_commit_point(
+    obj: dict[str, Any], refusal: str | None
+) -> None:
+    assert cancel_refusal(obj) == refusal
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [moving("Cutover", frozen=True), moving("Verifying", frozen=True), moving("Finalizing")],
+)
+def test_cancel_is_refused_after_the_commit_point_with_the_way_back(obj: dict[str, Any]) -> None:
+    refusal = cancel_refusal(obj)
+    phase = obj["status"]["migration"]["phase"]
+    assert refusal == (
+        f"pulse's move pulse-g2-ab12 is past its commit point (phase {phase}: the application "
+        "was frozen on host-a); it runs to its end. Move it back afterwards: "
+        "kubectl berth migrate pulse --to host-a"
+    )

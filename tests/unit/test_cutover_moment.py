@@ -11,8 +11,16 @@ import pytest
 
 from berth_agent.checkpoint.freeze import grace_seconds
 from berth_common.agent_api.client import AgentClient
-from berth_common.agent_api.models import Durations, FreezeRecord, Health, PushProgress, PushResult
+from berth_common.agent_api.models import (
+    FreezeRecord,
+    Health,
+    PushProgress,
+    PushResult,
+    Revival,
+    UpAnswer,
+)
 from berth_common.pki import CertFiles, create_ca
+from berth_operator.migration.downtime import app_downtime
 from berth_operator.migration.driver import MigrationDriver, rest_of_downtime
 from berth_operator.migration.listener import Unrecorded
 from berth_operator.migration.state import MigrationState, Mode, Phase, timestamp
@@ -39,8 +47,10 @@ class Clock:
 class FakeAgent:
     """What the cutover and the revival ask of an agent; each call moves the clock."""
 
-    def __init__(self, clock: Clock, calls: list[tuple[str, float]]) -> None:
-        self.clock, self.calls = clock, calls
+    def __init__(
+        self, clock: Clock, calls: list[tuple[str, float]], revival: Revival | None = None
+    ) -> None:
+        self.clock, self.calls, self.revival = clock, calls, revival
 
     def healthz(self) -> Health:
         self.calls.append(("healthz", self.clock()))
@@ -63,22 +73,25 @@ class FakeAgent:
             bytes_sent=4096, base_id="b", root="r", attempts=1, durations={"send": 1.25},
         )  # fmt: skip
 
-    def up(self, ref: str, **_: Any) -> Durations:
+    def up(self, ref: str, **_: Any) -> UpAnswer:
         self.calls.append(("up", self.clock()))
         self.clock.at += UP
-        return Durations(durations={"restore": 4.0})
+        return UpAnswer(durations={"restore": 4.0}, revival=self.revival)
 
     def close(self) -> None:
         pass
 
 
 class FakeAgents:
-    def __init__(self, clock: Clock) -> None:
+    """revival: what the target's up answers of its last thaw (None: an agent that does
+    not stamp it)."""
+
+    def __init__(self, clock: Clock, revival: Revival | None = None) -> None:
         self.calls: list[tuple[str, float]] = []
-        self.clock = clock
+        self.clock, self.revival = clock, revival
 
     def client(self, machine: str) -> AgentClient:
-        return cast(AgentClient, FakeAgent(self.clock, self.calls))
+        return cast(AgentClient, FakeAgent(self.clock, self.calls, self.revival))
 
     def endpoint(self, machine: str) -> str:
         return f"https://{machine}:7443"
@@ -132,6 +145,45 @@ def test_a_replayed_cutover_keeps_the_first_freeze_moment(signer: CertFiles) -> 
 
     assert done.cutover_at == timestamp(FREEZE_REQUESTED)
     assert done.downtime_seconds == 60 + 2 * HANDSHAKE + FREEZE + PUSH + UP
+
+
+def test_the_downtime_is_the_agents_own_after_an_operator_restart(signer: CertFiles) -> None:
+    """The operator came back 60 s into the freeze; the application was down from the
+    source's first stop to the target's first answer, 3.2 s, and that is what is
+    reported (the operator's absence is not the application's)."""
+    clock = Clock(FREEZE_REQUESTED + 60)
+    stamps = Revival(
+        migration_id="m1", frozen_at=FREEZE_REQUESTED + 0.1, answered_at=FREEZE_REQUESTED + 3.3
+    )
+    state = MigrationState(
+        id="m1", repository="pulse", guid="g", source="host-a", target="host-b",
+        phase=Phase.CUTOVER, bulk_rounds=[10], frozen_at_epoch=FREEZE_REQUESTED,
+        cutover_at=timestamp(FREEZE_REQUESTED),
+    )  # fmt: skip
+
+    done = MigrationDriver(FakeAgents(clock, stamps), signer, Unrecorded(), clock=clock).advance(
+        state
+    )
+
+    assert done.downtime_seconds == 3.2
+    assert done.cutover_at == timestamp(FREEZE_REQUESTED)  # the request, as documented
+
+
+@pytest.mark.parametrize(
+    ("stamps", "expected"),
+    [
+        (Revival(migration_id="m1", frozen_at=100.0, answered_at=101.5), 1.5),
+        (None, 9.0),  # an agent that does not stamp
+        (Revival(migration_id="m0", frozen_at=100.0, answered_at=101.5), 9.0),  # another move
+        (Revival(migration_id="m1", frozen_at=100.0), 9.0),  # never answered after the thaw
+        (Revival(migration_id="m1", frozen_at=100.0, answered_at=99.0), 9.0),  # skew: < 0
+        (Revival(migration_id="m1", frozen_at=100.0, answered_at=120.0), 9.0),  # skew: > 9 s
+    ],
+)
+def test_the_agents_figure_is_taken_only_when_whole_and_plausible(
+    stamps: Revival | None, expected: float
+) -> None:
+    assert app_downtime(stamps, "m1", operator_seconds=9.0) == expected
 
 
 def test_timestamps_are_utc_with_milliseconds() -> None:

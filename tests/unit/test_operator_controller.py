@@ -14,14 +14,15 @@ from typing import Any, cast
 import pytest
 
 from berth_common.agent_api.client import AgentClient
+from berth_common.agent_api.errors import AgentError, AgentRefused, AgentUnreachable
 from berth_common.agent_api.models import Health, Heartbeat, RepositoryStatus
 from berth_operator.agents import MachineAgents
 from berth_operator.config import OperatorConfig
 from berth_operator.controller.cache import ObjectCache
-from berth_operator.kube import Kube
+from berth_operator.kube import Kube, ObjectChanged
 from berth_operator.machine.heartbeat import Heartbeats
 from berth_operator.machine.inventory import Inventories, Look, changed_names
-from berth_operator.migration.state import timestamp
+from berth_operator.migration.state import MigrationState, Phase, timestamp
 from berth_operator.placement.controller import PLACEMENT_INDEXES, PlacementController
 from berth_operator.placement.status import merge_patch
 from berth_operator.placement.status_writer import PlacementKey, placement_key
@@ -62,10 +63,23 @@ class FakeKube:
         self.machine_writes: list[dict[str, Any]] = []
         self.dns_deletions: list[str] = []
         self.versions = itertools.count(100)
+        # Placements the API server holds newer than the cache (a write on its way
+        # through the watch): a guarded write conflicts, a read returns this.
+        self.ahead: dict[PlacementKey, dict[str, Any]] = {}
+
+    def placement(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.ahead.pop((namespace, name), None) or self.placements.get((namespace, name))
 
     def patch_placement_status(
-        self, namespace: str, name: str, status: dict[str, Any]
+        self,
+        namespace: str,
+        name: str,
+        status: dict[str, Any],
+        resource_version: str | None = None,
     ) -> dict[str, Any] | None:
+        ahead = self.ahead.get((namespace, name))
+        if resource_version is not None and ahead is not None:
+            raise ObjectChanged(f"{name} is at {ahead['metadata']['resourceVersion']}")
         self.patches.append((name, status))
         current = copy.deepcopy(self.placements.get((namespace, name)))
         assert current is not None
@@ -130,6 +144,17 @@ class FakeAgent:
     def status(self, ref: str) -> RepositoryStatus:
         return repository(ref, mounted=False, running=False)
 
+    def abort_transfer(self, transfer_id: str, **_: Any) -> None:
+        self.fleet.aborted.append((self.name, transfer_id))
+
+    def create(self, name: str, size: str, **_: Any) -> None:
+        if self.fleet.create_fails is not None:
+            raise self.fleet.create_fails
+        self.fleet.holds.setdefault(self.name, set()).add(name)
+
+    def up(self, name: str, **_: Any) -> None:
+        pass
+
 
 class FakeFleet(MachineAgents):
     """MachineAgents whose agents are FakeAgents; `holds` says what runs where."""
@@ -139,6 +164,8 @@ class FakeFleet(MachineAgents):
         self.holds: dict[str, set[str]] = {}
         self.asked: list[str] = []
         self.used_bytes = 2**28  # what each repository takes on its datastore
+        self.create_fails: AgentError | None = None  # what each agent's create raises
+        self.aborted: list[tuple[str, str]] = []  # (machine, transfer) freed
 
     def client(self, machine: str, timeout: float = 300) -> AgentClient:
         return cast(AgentClient, FakeAgent(self, machine))
@@ -215,25 +242,127 @@ def test_a_failing_migration_backs_off_then_stalls_with_migration_failed() -> No
     s = Setup(machines={"a": 2, "b": 2}, retry_backoff=(1, 2, 4))
     key = s.add("web", "b", runs_on="a")
     waits = []
-    for attempt in (1, 2, 3):
+    for attempt in (1, 2, 3, 4):
         s.controller.reconcile(key)  # begins (Pending)
         while s.status(key).get("migration"):
             s.controller.reconcile(key)  # Pending -> Preparing -> Failed (source not running)
         assert s.status(key)["retry"]["attempts"] == attempt
         assert s.status(key)["lastMigration"]["result"] == "Failed"
         result = s.controller.reconcile(key)
-        if attempt < 3:
+        if attempt < 4:
             assert s.status(key)["phase"] == "Waiting"
             assert s.status(key)["conditions"][1]["reason"] == "BackingOff"
             waits.append(result.requeue_after)
             s.now += cast(float, result.requeue_after)
-    assert waits == [1, 2]
+    assert waits == [1, 2, 4]  # the last wait happens before the last attempt
     stalled = s.status(key)["conditions"][2]
     assert (stalled["status"], stalled["reason"]) == ("True", "MigrationFailed")
-    assert "3 migrations to b failed" in stalled["message"]
+    assert "4 migrations to b failed" in stalled["message"]
     assert s.controller.reconcile(key).requeue_after is None  # until someone changes it
     assert s.kube.events.count("MigrationFailed") == 1
-    assert s.kube.events.count("MigrationStarted") == 3
+    assert s.kube.events.count("MigrationStarted") == 4
+
+
+def test_a_create_no_retry_can_satisfy_stalls_at_once_with_the_agents_reason() -> None:
+    s = Setup(machines={"a": 1})
+    obj = placement("big", "a")
+    obj["spec"]["template"] = {"size": "10T", "app": "pulse"}
+    s.placements.store(obj)
+    key = placement_key(obj)
+    s.fleet.create_fails = AgentRefused(
+        507, "InsufficientSpace", "size 10T exceeds the datastore (10.0 GiB)"
+    )
+    assert s.controller.reconcile(key).requeue_after is None  # no retry: a person acts
+    status = s.status(key)
+    stalled = status["conditions"][2]
+    assert (status["phase"], stalled["status"], stalled["reason"]) == (
+        "Stalled",
+        "True",
+        "DatastoreTooSmall",
+    )
+    assert stalled["message"] == (
+        "a refused to create it: size 10T exceeds the datastore (10.0 GiB)"
+    )
+    s.controller.reconcile(key)  # a Machine changed, say: asked again, refused again
+    assert s.kube.events == ["DatastoreTooSmall"], "announced once"
+
+
+def test_a_create_that_may_pass_later_waits_and_is_tried_again() -> None:
+    s = Setup(machines={"a": 1})
+    obj = placement("web", "a")
+    obj["spec"]["template"] = {"size": "1G", "app": "pulse"}
+    s.placements.store(obj)
+    key = placement_key(obj)
+    s.fleet.create_fails = AgentUnreachable("timed out")
+    for _ in range(2):
+        assert s.controller.reconcile(key).requeue_after == 2 * s.config.poll_seconds
+        status = s.status(key)
+        reconciling = status["conditions"][1]
+        assert (status["phase"], reconciling["reason"]) == ("Waiting", "AgentError")
+        assert status["conditions"][2]["status"] == "False"
+    assert s.kube.events == ["AgentError"], "announced once while it lasts"
+    s.fleet.create_fails = None
+    s.controller.reconcile(key)
+    assert s.status(key)["phase"] == "Creating"
+    s.controller.reconcile(key)
+    assert s.status(key)["phase"] == "Placed"
+
+
+def moving(s: Setup, phase: str, wanted: str) -> PlacementKey:
+    """A placement whose migration from a to b is in `phase`, now asking for `wanted`."""
+    key = s.add("web", wanted, runs_on="a")
+    obj = s.placements.get(key)
+    assert obj is not None
+    state = MigrationState(
+        id="web-g1-ab12", repository="web", guid="g", source="a", target="b",
+        phase=Phase(phase), bulk_rounds=[2**20] if phase != "BulkSync" else [],
+    )  # fmt: skip
+    obj["status"] = {"migration": state.model_dump(mode="json"), "currentMachine": "a"}
+    obj["metadata"]["generation"] = 2
+    s.placements.store(obj)
+    return key
+
+
+@pytest.mark.parametrize("phase", ["Pending", "Preparing", "BulkSync", "Cutover"])
+def test_the_source_asked_for_again_cancels_the_move_and_it_stays_ready_there(phase: str) -> None:
+    s = Setup(machines={"a": 1, "b": 1})
+    key = moving(s, phase, wanted="a")
+    s.controller.reconcile(key)
+    status = s.status(key)
+    last = status["lastMigration"]
+    assert "migration" not in status and status["phase"] == "Cancelled"
+    assert (last["result"], last["reason"]) == (
+        "Cancelled",
+        f"cancelled in {phase}: spec.machine is a again",
+    )
+    assert status["conditions"][1]["reason"] == "Cancelled" and "retry" not in status
+    assert "MigrationCancelled" in s.kube.events
+    freed = [("a", "web-g1-ab12-bulk1"), ("b", "web-g1-ab12-bulk1")]
+    assert s.fleet.aborted == (freed if phase == "BulkSync" else [])
+    assert s.controller.reconcile(key).requeue_after is None
+    status = s.status(key)
+    assert (status["phase"], status["currentMachine"]) == ("Placed", "a")
+    assert status["conditions"][0]["status"] == "True"
+
+
+def test_a_cancel_written_just_before_the_freeze_wins_over_it() -> None:
+    """The operator records the freeze's moment with a write guarded by the placement's
+    resourceVersion. A cancel that reached the API server first (not yet in the cache)
+    makes that write conflict: nothing is frozen, and the next look cancels."""
+    s = Setup(machines={"a": 1, "b": 1})
+    key = moving(s, "Cutover", wanted="b")
+    obj = s.placements.get(key)
+    assert obj is not None
+    cancelled = copy.deepcopy(obj)
+    cancelled["spec"]["machine"] = "a"
+    cancelled["metadata"].update(resourceVersion="99", generation=3)
+    s.kube.ahead[key] = cancelled
+    assert s.controller.reconcile(key).requeue_after == 0  # FakeAgent has no freeze: none
+    status = s.status(key)
+    assert status["migration"]["phase"] == "Cutover"
+    assert status["migration"].get("frozen_at_epoch") is None, "the freeze was recorded"
+    s.controller.reconcile(key)
+    assert s.status(key)["lastMigration"]["result"] == "Cancelled"
 
 
 def test_a_heartbeat_writes_only_what_changed_and_reports_changed_repositories() -> None:
@@ -329,12 +458,14 @@ def test_a_migration_being_admitted_counts_before_its_start_is_written() -> None
     seen: list[Any] = []
     patch = s.kube.patch_placement_status
 
-    def slow_patch(namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any] | None:
+    def slow_patch(
+        namespace: str, name: str, status: dict[str, Any], resource_version: str | None = None
+    ) -> dict[str, Any] | None:
         if name == "p1" and not seen:  # p1 admitted, its write under way: p2 decides now
             worker = threading.Thread(target=lambda: seen.append(s.controller.reconcile(second)))
             worker.start()
             worker.join(5)
-        return patch(namespace, name, status)
+        return patch(namespace, name, status, resource_version)
 
     s.kube.patch_placement_status = slow_patch  # type: ignore[method-assign]
     assert s.controller.reconcile(first).requeue_after == 0

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from berth_api.v1alpha1 import RepositoryPlacementSpec, RepositoryPlacementStatus
 from berth_operator.migration.retry import RetryPolicy, RetryView, retry_view
-from berth_operator.placement.conditions import Verdict, already_stalled, build_conditions
+from berth_operator.placement.conditions import Verdict, already_said, build_conditions
 from berth_operator.placement.decide import (
+    Cancel,
     Continue,
     Copy,
     Create,
@@ -20,6 +22,8 @@ from berth_operator.placement.decide import (
     decide,
 )
 from berth_operator.placement.deletion import deletion_has_work
+from berth_operator.placement.observe import observe
+from berth_operator.placement.reasons import Reason
 
 pytestmark = pytest.mark.unit
 
@@ -60,6 +64,35 @@ def test_running_elsewhere_migrates() -> None:
 
 def test_in_flight_migration_continues_even_if_desired_changed() -> None:
     assert isinstance(decide(observed(desired="a", migration_in_flight=True)), Continue)
+
+
+def test_the_source_asked_for_again_before_the_commit_point_cancels() -> None:
+    action = decide(observed(desired="a", migration_in_flight=True, cancel_requested=True))
+    assert isinstance(action, Cancel) and action.reason == "Cancelling"
+
+
+@pytest.mark.parametrize(
+    ("phase", "frozen", "desired", "cancel"),
+    [
+        ("Pending", False, "a", True),
+        ("Preparing", False, "a", True),
+        ("BulkSync", False, "a", True),
+        ("Cutover", False, "a", True),  # its freeze not yet recorded
+        ("Cutover", True, "a", False),  # past the commit point: it runs to its end
+        ("Verifying", True, "a", False),
+        ("BulkSync", False, "c", False),  # asked elsewhere: queued behind this move
+        ("BulkSync", False, "b", False),  # the target itself
+    ],
+)
+def test_observe_asks_to_cancel_only_before_the_commit_point(
+    phase: str, frozen: bool, desired: str, cancel: bool
+) -> None:
+    migration = {"id": "m", "repository": "r", "guid": "g", "source": "a", "target": "b",
+                 "phase": phase, **({"frozen_at_epoch": 1.0} if frozen else {})}  # fmt: skip
+    status = RepositoryPlacementStatus.model_validate({"migration": migration})
+    spec = RepositoryPlacementSpec.model_validate({"repository": "r", "machine": desired})
+    obs = observe(spec, status, machines(), {}, (), 1, 4, None)
+    assert (obs.migration_in_flight, obs.cancel_requested) == (True, cancel)
 
 
 def test_settled_and_start_and_create() -> None:
@@ -130,13 +163,13 @@ def test_a_stale_copy_beside_the_live_one_is_ignored() -> None:
 
 def test_conditions_keep_transition_time_while_status_holds() -> None:
     busy = Verdict(
-        ready=False, reconciling=True, stalled=False, reason="Migrating", message="moving"
+        ready=False, reconciling=True, stalled=False, reason=Reason.MIGRATING, message="moving"
     )
     first = build_conditions([], busy, 2, "t1")
     assert [c["type"] for c in first] == ["Ready", "Reconciling", "Stalled"]
     again = build_conditions(first, busy, 2, "t2")
     assert all(c["lastTransitionTime"] == "t1" for c in again)
-    done = build_conditions(again, Verdict(True, False, False, "Placed", "on b"), 3, "t3")
+    done = build_conditions(again, Verdict(True, False, False, Reason.PLACED, "on b"), 3, "t3")
     ready = {c["type"]: c for c in done}
     assert ready["Ready"]["status"] == "True" and ready["Ready"]["lastTransitionTime"] == "t3"
     assert ready["Stalled"]["lastTransitionTime"] == "t1"  # was False, still False
@@ -144,35 +177,35 @@ def test_conditions_keep_transition_time_while_status_holds() -> None:
 
 
 def test_a_stall_is_announced_once_per_reason_message_and_generation() -> None:
-    stall = Verdict(False, False, True, "UnknownMachine", "no Machine named 'zz'")
+    stall = Verdict(False, False, True, Reason.UNKNOWN_MACHINE, "no Machine named 'zz'")
     fresh: list[dict[str, object]] = []
-    assert not already_stalled(fresh, stall, 2)
+    assert not already_said(fresh, stall, 2)
     written = build_conditions(fresh, stall, 2, "t1")
-    assert already_stalled(written, stall, 2)
-    assert not already_stalled(written, stall, 3), "a new generation is a new stall"
-    other = Verdict(False, False, True, "UnknownMachine", "no Machine named 'yy'")
-    assert not already_stalled(written, other, 2)
-    placed = build_conditions(written, Verdict(True, False, False, "Placed", "on a"), 2, "t2")
-    assert not already_stalled(placed, stall, 2), "stalling again after it cleared"
+    assert already_said(written, stall, 2)
+    assert not already_said(written, stall, 3), "a new generation is a new stall"
+    other = Verdict(False, False, True, Reason.UNKNOWN_MACHINE, "no Machine named 'yy'")
+    assert not already_said(written, other, 2)
+    placed = build_conditions(written, Verdict(True, False, False, Reason.PLACED, "on a"), 2, "t2")
+    assert not already_said(placed, stall, 2), "stalling again after it cleared"
 
 
 def test_a_failed_migration_waits_out_its_back_off_then_moves() -> None:
-    backing_off = observed(retry=RetryView(attempts=1, limit=3, reason="boom", wait_seconds=14))
+    backing_off = observed(retry=RetryView(attempts=1, limit=4, reason="boom", wait_seconds=14))
     action = decide(backing_off)
     assert isinstance(action, Wait) and action.reason == "BackingOff"
-    assert action.retry_after == 14 and "attempt 1 of 3" in action.message
-    due = observed(retry=RetryView(attempts=2, limit=3, reason="boom", wait_seconds=0))
+    assert action.retry_after == 14 and "attempt 1 of 4" in action.message
+    due = observed(retry=RetryView(attempts=3, limit=4, reason="boom", wait_seconds=0))
     assert isinstance(decide(due), Migrate)
 
 
 def test_the_last_failed_attempt_stalls_until_the_spec_changes() -> None:
-    action = decide(observed(retry=RetryView(attempts=3, limit=3, reason="boom", wait_seconds=0)))
+    action = decide(observed(retry=RetryView(attempts=4, limit=4, reason="boom", wait_seconds=0)))
     assert isinstance(action, Stall) and action.reason == "MigrationFailed"
-    assert action.message == "3 migrations to b failed; last: boom"
+    assert action.message == "4 migrations to b failed; last: boom"
 
 
 def test_retries_matter_only_while_a_move_is_wanted() -> None:
-    exhausted = RetryView(attempts=3, limit=3, reason="boom", wait_seconds=0)
+    exhausted = RetryView(attempts=4, limit=4, reason="boom", wait_seconds=0)
     assert isinstance(decide(observed(desired="a", retry=exhausted)), Settled)
     in_flight = observed(retry=exhausted, migration_in_flight=True)
     assert isinstance(decide(in_flight), Continue)
@@ -185,11 +218,15 @@ def test_the_retry_policy_counts_attempts_per_generation() -> None:
     second = policy.after_failure(first, generation=4, reason="y", now=200)
     assert (second.attempts, second.not_before, second.reason) == (2, 260, "y")
     third = policy.after_failure(second, generation=4, reason="z", now=300)
-    assert (third.attempts, third.not_before) == (3, 540)
-    assert policy.after_failure(third, generation=5, reason="x", now=0).attempts == 1
-    assert retry_view(third, 5, policy, now=0) is None  # a new spec: nothing failed yet
+    assert (third.attempts, third.not_before) == (3, 540)  # the 240 s wait happens
     view = retry_view(third, 4, policy, now=500)
-    assert view is not None and view.exhausted and view.wait_seconds == 40
+    assert view is not None and not view.exhausted and view.wait_seconds == 40
+    fourth = policy.after_failure(third, generation=4, reason="w", now=600)
+    assert policy.limit == 4 and fourth.attempts == 4
+    exhausted = retry_view(fourth, 4, policy, now=600)
+    assert exhausted is not None and exhausted.exhausted
+    assert policy.after_failure(fourth, generation=5, reason="x", now=0).attempts == 1
+    assert retry_view(fourth, 5, policy, now=0) is None  # a new spec: nothing failed yet
 
 
 @pytest.mark.parametrize(

@@ -45,6 +45,7 @@ from berth_common.agent_api.models import (
     RepositoryStatus,
     ResumeRequest,
     TransferState,
+    UpAnswer,
     UpRequest,
 )
 from berth_common.agent_api.services import RepositoryServices
@@ -214,10 +215,10 @@ class AgentClient:
         *,
         wait_answer: float | None = None,
         force: bool = False,
-    ) -> Durations:
+    ) -> UpAnswer:
         body = _body(UpRequest, key=_b64(key), wait_answer=wait_answer, force=force)
         return self._get(
-            Durations,
+            UpAnswer,
             "POST",
             f"/v1/repositories/{ref}/up",
             json=body,

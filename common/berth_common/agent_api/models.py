@@ -179,6 +179,25 @@ class Durations(BaseModel):
     durations: dict[str, float]
 
 
+class Revival(BaseModel):
+    """The last thaw of a repository's freeze, on the agents' own clocks (Unix seconds):
+    when its source began to stop it (the freeze record travels with the image) and when
+    every TCP port of its services first answered after the thaw. The application's
+    downtime is the difference, whatever happened to the operator meanwhile; the two
+    instants come from two hosts' clocks, kept in step by NTP."""
+
+    migration_id: str
+    frozen_at: float | None = None
+    answered_at: float | None = None
+
+
+class UpAnswer(Durations):
+    """What up answers: its steps, and the repository's last revival (None: it was never
+    frozen by a migration)."""
+
+    revival: Revival | None = None
+
+
 class PageServer(BaseModel):
     """Where a frozen container's pages are served from."""
 
@@ -200,6 +219,8 @@ class FreezeRecord(BaseModel):
     complete: bool = True  # False: a container failed to freeze; only resume is left
     # Checkpointed containers whose memory pages stayed at the source, and where from.
     postcopy: dict[str, PageServer] = Field(default_factory=dict)
+    # Wall clock (Unix seconds) when the containers began to stop: the downtime begins.
+    frozen_at: float | None = None
 
 
 class PostCopyProgress(enum.StrEnum):

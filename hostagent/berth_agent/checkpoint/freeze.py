@@ -28,12 +28,13 @@ from berth_agent.checkpoint.runc import RuncCheckpointer
 from berth_agent.config import TLSConfig
 from berth_agent.errors import Refusal
 from berth_agent.runtime.services import service_containers
-from berth_common.agent_api.models import FreezeRecord, MemoryMode, PageServer
+from berth_common.agent_api.models import FreezeRecord, MemoryMode, PageServer, Revival
 from berth_common.agent_api.services import CHECKPOINT_LABEL
 from berth_common.process import alive
 
 log = logging.getLogger("berth.agent.checkpoint")
 RECORD = "checkpoint.json"
+REVIVAL = "revival.json"  # the last thaw's instants (Revival), kept until the next one
 RESTORE_ATTEMPTS = 6
 DOCKER_STOP_TIMEOUT = 10  # seconds: dockerd's own default
 KILLED_EXIT_CODE = 137  # 128 + SIGKILL: what a container killed at the end of its grace shows
@@ -67,6 +68,27 @@ def write_record(meta_dir: Path, record: FreezeRecord) -> None:
     tmp = _record_path(meta_dir).with_suffix(".tmp")
     tmp.write_text(record.model_dump_json(indent=2))
     tmp.replace(_record_path(meta_dir))
+
+
+def read_revival(meta_dir: Path) -> Revival | None:
+    path = meta_dir / REVIVAL
+    return Revival.model_validate_json(path.read_text()) if path.exists() else None
+
+
+def write_revival(meta_dir: Path, revival: Revival) -> None:
+    tmp = (meta_dir / REVIVAL).with_suffix(".tmp")
+    tmp.write_text(revival.model_dump_json(indent=2))
+    tmp.replace(meta_dir / REVIVAL)
+
+
+def answered(meta_dir: Path) -> Revival | None:
+    """The repository's services answer: the first time since its last thaw, that
+    moment is the end of the application's downtime (a replayed up keeps it)."""
+    revival = read_revival(meta_dir)
+    if revival is not None and revival.answered_at is None:
+        revival = revival.model_copy(update={"answered_at": time.time()})
+        write_revival(meta_dir, revival)
+    return revival
 
 
 def freeze(
@@ -121,6 +143,7 @@ def freeze(
 
     # All at once: the repository's containers stop as close together as they can (an
     # app and its database), and the freeze lasts as long as the slowest, not the sum.
+    record.frozen_at = time.time()
     outcomes = all_at_once(
         [(f"checkpoint:{c.name}", partial(checkpoint_one, c)) for c in to_checkpoint]
         + [(f"stop:{c.name}", partial(stop_one, c)) for c in to_stop]
@@ -311,6 +334,8 @@ def thaw(
         container = client.containers.get(name)
         if record.checkpoint in docker_api.names(client, container.id):
             docker_api.delete(client, container.id, record.checkpoint)
+    # Before the record goes: the freeze's instant, for the answer that ends the downtime.
+    write_revival(meta_dir, Revival(migration_id=record.migration_id, frozen_at=record.frozen_at))
     _record_path(meta_dir).unlink()
     log.info(
         "repository restored",

@@ -43,6 +43,7 @@ from berth_common.agent_api.models import (
     RepositoryRecord,
     RepositoryStatus,
     ResumeRequest,
+    UpAnswer,
     UpRequest,
 )
 
@@ -173,13 +174,13 @@ def build_app(
         return repos.status(ref)
 
     @app.post("/v1/repositories/{ref}/up")
-    def up(ref: str, req: UpRequest | None = None) -> Durations:
+    def up(ref: str, req: UpRequest | None = None) -> UpAnswer:
         req = req or UpRequest()
         durations = _measured(
             "up",
             lambda: repos.up(ref, key=_key(req.key), wait_answer=req.wait_answer, force=req.force),
         )
-        return Durations(durations=durations)
+        return UpAnswer(durations=durations, revival=repos.revival(ref))
 
     @app.post("/v1/repositories/{ref}/freeze")
     def freeze(ref: str, req: FreezeRequest) -> FreezeRecord:

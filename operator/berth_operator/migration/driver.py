@@ -25,6 +25,7 @@ from berth_common.agent_api.models import PostCopyProgress, PostCopyStatus, Push
 from berth_common.crash import CrashPoints
 from berth_common.pki import CertFiles
 from berth_common.units import human_bytes
+from berth_operator.migration.downtime import app_downtime
 from berth_operator.migration.listener import MigrationListener, TransferProgress
 from berth_operator.migration.rounds import should_cut_over
 from berth_operator.migration.state import (
@@ -50,6 +51,10 @@ class Agents(Protocol):
 
 class MigrationError(RuntimeError):
     pass
+
+
+class MigrationCancelled(Exception):
+    """The migration was asked to stop, and can be: it has not passed its commit point."""
 
 
 # Room on the target for the image as allocated now, plus what it may grow by meanwhile.
@@ -108,10 +113,13 @@ class MigrationDriver:
             if state.phase == Phase.VERIFYING:
                 self._step(state)
         finally:
-            for client in self._open.values():
-                client.close()
-            self._open.clear()
+            self._close()
         return state
+
+    def _close(self) -> None:
+        for client in self._open.values():
+            client.close()
+        self._open.clear()
 
     def _step(self, state: MigrationState) -> None:
         phase = state.phase
@@ -119,6 +127,8 @@ class MigrationDriver:
         started = time.monotonic()
         try:
             self._do(state)
+        except MigrationCancelled:
+            self._cancel(state)
         except (AgentRefused, MigrationError, OSError) as err:
             reason = err.message if isinstance(err, AgentRefused) else str(err)
             self._fail(state, phase, reason)
@@ -201,6 +211,8 @@ class MigrationDriver:
                     result = event
                 else:
                     self.listener.progress(state, TransferProgress.from_agent(label, event))
+                    if state.cancellable and self.listener.cancelled(state):
+                        raise MigrationCancelled(state.phase)
         if result is None:
             raise AgentUnreachable(f"the push of {tid} ended without its result")
         sent = result.bytes_sent
@@ -217,9 +229,12 @@ class MigrationDriver:
     def _cutover(self, state: MigrationState) -> None:
         first = state.frozen_at_epoch is None
         if first:
+            if self.listener.cancelled(state):
+                raise MigrationCancelled(state.phase)
             self._mark_freeze(state)
-            # Persisted before the freeze, so a restarted operator measures from here.
-            self.listener.persist(state)
+            # The commit point: persisted before the freeze, so a restarted operator
+            # measures from here; refused if a cancel may have been written first.
+            self.listener.commit(state)
         # TLS handshakes before the freeze, not after: the connections are opened now, while
         # the application still runs, and reused for the freeze and the revival.
         with self._agent(state.source) as source:
@@ -271,7 +286,9 @@ class MigrationDriver:
         state.answered_at_epoch = answered
         _steps(state, "up", revived.durations)
         assert state.frozen_at_epoch is not None
-        state.downtime_seconds = round(answered - state.frozen_at_epoch, 3)
+        state.downtime_seconds = round(
+            app_downtime(revived.revival, state.id, answered - state.frozen_at_epoch), 3
+        )
         state.step_seconds["operator.other"] = rest_of_downtime(
             state.downtime_seconds, state.step_seconds
         )
@@ -310,7 +327,32 @@ class MigrationDriver:
                 return False
             time.sleep(POSTCOPY_POLL)
 
-    # --- failures ----------------------------------------------------------------------
+    # --- cancels and failures ---------------------------------------------------------------
+    def cancel(self, state: MigrationState) -> MigrationState:
+        """The migration ended as cancelled, between steps (see _cancel)."""
+        state = state.model_copy(deep=True)
+        try:
+            self._cancel(state)
+        finally:
+            self._close()
+        return state
+
+    def _cancel(self, state: MigrationState) -> None:
+        """End a migration asked to stop before its commit point. The source never
+        stopped; the transfer under way is freed on both ends; rounds the target already
+        received stay there as a stale copy (marked as the source's), the base a later
+        move to it sends only the difference to."""
+        assert state.cancellable, state.phase
+        phase = state.phase
+        log.info(
+            "migration cancelled",
+            extra={"migration": state.id, "repository": state.repository, "phase": phase.value},
+        )
+        if phase == Phase.BULK_SYNC:
+            self._forget_transfer(state, f"bulk{len(state.bulk_rounds) + 1}")
+        state.reason = f"cancelled in {phase.value}: spec.machine is {state.source} again"
+        state.phase, state.result, state.finished_at = Phase.CANCELLED, "Cancelled", now()
+
     def _fail(self, state: MigrationState, phase: Phase, reason: str) -> None:
         log.warning(
             "migration phase failed",

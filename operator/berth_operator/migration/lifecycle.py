@@ -15,6 +15,7 @@ from berth_operator.migration.retry import RetryPolicy
 from berth_operator.migration.state import MigrationState, Mode, Phase
 from berth_operator.placement.conditions import Verdict
 from berth_operator.placement.decide import Migrate
+from berth_operator.placement.reasons import Reason
 from berth_operator.placement.status import last_migration, parse_seconds
 
 
@@ -68,7 +69,7 @@ def migrating_verdict(state: MigrationState) -> Verdict:
         False,
         True,
         False,
-        "Migrating",
+        Reason.MIGRATING,
         f"{state.id}: {state.phase.value} ({state.source} -> {state.target})",
     )
 
@@ -116,14 +117,21 @@ def finish(
                     warning=True,
                 )
             )
-        verdict = Verdict(False, True, False, "Migrated", message)
+        verdict = Verdict(False, True, False, Reason.MIGRATED, message)
         return Finished(record, state.target, None, verdict, tuple(notices))
+    if state.result == "Cancelled":
+        # Not a failure: nothing to retry, and the spec that asked for it is new.
+        message = f"{state.id} {state.reason}; it stays on {state.source}"
+        verdict = Verdict(False, True, False, Reason.CANCELLED, message)
+        return Finished(
+            record, state.source, None, verdict, (Notice("MigrationCancelled", message),)
+        )
     retry = policy.after_failure(previous_retry, generation, state.reason, now)
     verdict = Verdict(
         False,
         True,
         False,
-        state.result or "Failed",
+        Reason(state.result or Reason.FAILED),
         f"{state.id} {state.result}: {state.reason}; attempt {retry.attempts} of {policy.limit}",
     )
     return Finished(record, state.source, retry, verdict, ())

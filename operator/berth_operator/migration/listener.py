@@ -1,9 +1,11 @@
 """What the driver tells whoever runs a migration, typed.
 
 `persist` is the one hook a listener must implement: the driver calls it where a
-restarted operator must find the migration as it is (before the freeze, and before the
-target is told to run the application), and it must not return before the state is
-durable. The other hooks are for reporting and may do nothing.
+restarted operator must find the migration as it is (before the target is told to run
+the application), and it must not return before the state is durable. `commit` persists
+the state that passes the commit point (the freeze's moment, just before the freeze) and
+may refuse by raising, when a cancel may have come first; `cancelled` says whether the
+migration was asked to stop. The other hooks are for reporting and may do nothing.
 """
 
 from __future__ import annotations
@@ -38,6 +40,16 @@ class MigrationListener(abc.ABC):
     @abc.abstractmethod
     def persist(self, state: MigrationState) -> None:
         """Make `state` durable where a restarted operator looks for it."""
+
+    def commit(self, state: MigrationState) -> None:
+        """Persist `state`, which passes the commit point; raise if it must not pass
+        (the driver freezes nothing then, and the step is tried again)."""
+        self.persist(state)
+
+    def cancelled(self, state: MigrationState) -> bool:
+        """Whether the migration was asked to stop (the driver honours it only before
+        the commit point)."""
+        return False
 
     def phase_changed(self, state: MigrationState, before: Phase) -> None:
         """The migration left `before` for `state.phase` (already persisted if the new

@@ -1,10 +1,12 @@
 """After a failed or rolled-back migration: when to try again, and when to stop (pure).
 
-Three attempts per generation of the spec, 15 s, 60 s and 240 s apart: long enough for a
-machine that was briefly unreachable to come back, short enough that a person who fixed
-the cause sees the move happen. Then the placement is Stalled (MigrationFailed) until
-its spec changes: a fourth identical failure would only repeat the downtime of a freeze
-and a rollback. A new generation (any spec edit) starts counting again.
+Four attempts per generation of the spec: after the first failure the next waits 15 s,
+then 60 s, then 240 s; long enough for a machine that was briefly unreachable to come
+back, short enough that a person who fixed the cause sees the move happen. The fourth
+failure stalls the placement (MigrationFailed) until its spec changes: a fifth identical
+failure would only repeat the downtime of a freeze and a rollback. A new generation (any
+spec edit) starts counting again. The state lives in status.retry, so the waits survive
+an operator restart.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ class RetryPolicy:
 
     @property
     def limit(self) -> int:
-        return len(self.backoff)
+        """Attempts in all: the first, and one after each wait."""
+        return len(self.backoff) + 1
 
     def after_failure(
         self, previous: RetryState | None, generation: int, reason: str | None, now: float
@@ -30,7 +33,7 @@ class RetryPolicy:
         """The retry state once a migration of `generation` has failed at `now`."""
         same = previous is not None and previous.generation == generation
         attempts = previous.attempts + 1 if previous is not None and same else 1
-        wait = self.backoff[min(attempts, self.limit) - 1]
+        wait = self.backoff[min(attempts, len(self.backoff)) - 1]  # unused once exhausted
         return RetryState(
             generation=generation, attempts=attempts, reason=reason, not_before=now + wait
         )

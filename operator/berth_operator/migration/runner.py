@@ -6,9 +6,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from berth_api.v1alpha1 import RepositoryPlacement
+from berth_api.v1alpha1 import RepositoryPlacement, RepositoryPlacementSpec
 from berth_api.v1alpha1.placement_types import HISTORY_LIMIT
 from berth_common.crash import CrashPoints
 from berth_common.units import parse_rate
@@ -26,6 +27,18 @@ log = logging.getLogger("berth.operator.migration")
 Record = Callable[[MigrationState, TransferProgress | None], None]
 
 
+@dataclass(frozen=True)
+class StatusHooks:
+    """How a step reaches its placement (the controller's): `record` writes the state
+    (with a transfer's progress); `commit` writes it only if nobody changed the placement
+    since it was read, and raises if somebody did; `cancelled` says whether the
+    placement now asks for the migration to stop."""
+
+    record: Record
+    commit: Callable[[MigrationState], None]
+    cancelled: Callable[[MigrationState], bool]
+
+
 def progress_worth_writing(phase: Phase, seconds_since_last: float) -> bool:
     """A push's progress goes into status at most once a second, and never while the
     application is frozen (the final push): a status write there is downtime."""
@@ -40,13 +53,19 @@ def persisted(state: MigrationState, progress: TransferProgress | None) -> dict[
 class PlacementListener(MigrationListener):
     """Persists into the placement's status; keeps the phase changes for Events."""
 
-    def __init__(self, record: Record, clock: Callable[[], float] = time.monotonic) -> None:
-        self._record, self._clock = record, clock
+    def __init__(self, hooks: StatusHooks, clock: Callable[[], float] = time.monotonic) -> None:
+        self._hooks, self._record, self._clock = hooks, hooks.record, clock
         self._last_progress = float("-inf")
         self.notices: list[Notice] = []
 
     def persist(self, state: MigrationState) -> None:
         self._record(state, None)
+
+    def commit(self, state: MigrationState) -> None:
+        self._hooks.commit(state)
+
+    def cancelled(self, state: MigrationState) -> bool:
+        return self._hooks.cancelled(state)
 
     def phase_changed(self, state: MigrationState, before: Phase) -> None:
         self.notices.append(phase_notice(state, before))
@@ -67,13 +86,10 @@ class MigrationRunner:
         self.agents, self.config, self.clock = agents, config, clock  # clock: wall, epoch
         self.policy = RetryPolicy(config.retry_backoff)
 
-    def step(
-        self, placement: RepositoryPlacement, state: MigrationState, record: Record
-    ) -> tuple[MigrationState, list[Notice]]:
-        """One phase (two across the freeze); the state after it and what to announce."""
-        spec = placement.spec
-        listener = PlacementListener(record)
-        driver = MigrationDriver(
+    def _driver(
+        self, spec: RepositoryPlacementSpec, listener: MigrationListener
+    ) -> MigrationDriver:
+        return MigrationDriver(
             self.agents,
             self.config.identity,
             listener,
@@ -83,12 +99,28 @@ class MigrationRunner:
             compress=spec.transfer.compression,
             crash=CrashPoints(self.config.crash_file),
         )
-        after = driver.advance(state)
+
+    def step(
+        self, placement: RepositoryPlacement, state: MigrationState, hooks: StatusHooks
+    ) -> tuple[MigrationState, list[Notice]]:
+        """One phase (two across the freeze); the state after it and what to announce."""
+        listener = PlacementListener(hooks)
+        after = self._driver(placement.spec, listener).advance(state)
         log.info(
             "migration stepped",
             extra={"migration": after.id, "repository": after.repository,
                    "from_phase": state.phase.value, "phase": after.phase.value},
         )  # fmt: skip
+        return after, listener.notices
+
+    def cancel(
+        self, placement: RepositoryPlacement, state: MigrationState, hooks: StatusHooks
+    ) -> tuple[MigrationState, list[Notice]]:
+        """End a migration before its commit point (between steps); the state after it
+        and what to announce."""
+        listener = PlacementListener(hooks)
+        after = self._driver(placement.spec, listener).cancel(state)
+        listener.phase_changed(after, state.phase)
         return after, listener.notices
 
     def finished(

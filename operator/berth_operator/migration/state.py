@@ -7,21 +7,11 @@ import enum
 
 from pydantic import BaseModel, Field
 
+# Re-exported: the operator's modules know the phases from here.
+from berth_api.v1alpha1.migration_phases import TERMINAL as TERMINAL
+from berth_api.v1alpha1.migration_phases import Phase as Phase
+from berth_api.v1alpha1.migration_phases import before_commit
 
-class Phase(enum.StrEnum):
-    PENDING = "Pending"
-    PREPARING = "Preparing"
-    BULK_SYNC = "BulkSync"
-    CUTOVER = "Cutover"
-    VERIFYING = "Verifying"
-    POST_COPY = "PostCopy"  # the target runs it; memory still arriving from the source
-    FINALIZING = "Finalizing"
-    SUCCEEDED = "Succeeded"
-    FAILED = "Failed"  # before the freeze: the source never stopped
-    ROLLED_BACK = "RolledBack"  # after the freeze: the source runs again
-
-
-TERMINAL = {Phase.SUCCEEDED, Phase.FAILED, Phase.ROLLED_BACK}
 # Phases after which the application is stopped on the source: a failure from here on
 # must resume it there (docs/design.md#failure-rules). In PostCopy the source still holds
 # the memory the target lacks: until the last page has moved, it takes the app back.
@@ -84,7 +74,7 @@ class MigrationState(BaseModel):
     postcopy_progress_at: float | None = None  # wall clock when those bytes last grew
     postcopy_pages: int = 0  # pages the target's fetches placed
     postcopy_faulted_pages: int = 0  # of them: faulted on before they had arrived
-    result: str | None = None  # Succeeded | Failed | RolledBack
+    result: str | None = None  # Succeeded | Failed | RolledBack | Cancelled
     reason: str | None = None
 
     @property
@@ -94,6 +84,11 @@ class MigrationState(BaseModel):
     @property
     def done(self) -> bool:
         return self.phase in TERMINAL
+
+    @property
+    def cancellable(self) -> bool:
+        """Before the commit point (migration_phases.py)."""
+        return before_commit(self.phase, self.frozen_at_epoch is not None)
 
     def transfer_id(self, label: str) -> str:
         return f"{self.id}-{label}"

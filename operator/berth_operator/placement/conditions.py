@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from berth_operator.placement.reasons import Reason
+
 READY, RECONCILING, STALLED = "Ready", "Reconciling", "Stalled"
 
 
@@ -20,7 +22,7 @@ class Verdict:
     ready: bool
     reconciling: bool
     stalled: bool
-    reason: str
+    reason: Reason
     message: str
 
 
@@ -82,16 +84,17 @@ def build_conditions(
     return sorted(conditions, key=lambda c: order.get(c["type"], 3))
 
 
-def already_stalled(
+def already_said(
     conditions: list[dict[str, Any]], verdict: Verdict, generation: int | None
 ) -> bool:
-    """Whether `conditions` already say this stall, for this generation: a stall is
-    announced once (an Event), not on every look while it lasts."""
-    stalled = next((c for c in conditions if c.get("type") == STALLED), None)
+    """Whether `conditions` already say this verdict's problem (a stall, or a wait with
+    its reason and message) for this generation: a problem is announced once (an Event),
+    not on every look while it lasts."""
+    type_ = STALLED if verdict.stalled else RECONCILING
+    said = next((c for c in conditions if c.get("type") == type_), None)
     return bool(
-        verdict.stalled
-        and stalled
-        and stalled.get("status") == "True"
-        and (stalled.get("reason"), stalled.get("message")) == (verdict.reason, verdict.message)
-        and stalled.get("observedGeneration") == generation
+        said
+        and said.get("status") == "True"
+        and (said.get("reason"), said.get("message")) == (verdict.reason, verdict.message)
+        and said.get("observedGeneration") == generation
     )

@@ -34,14 +34,16 @@ from berth_operator.machine.inventory import Inventories
 from berth_operator.migration import lifecycle
 from berth_operator.migration.listener import TransferProgress
 from berth_operator.migration.retry import retry_view
-from berth_operator.migration.runner import MigrationRunner, migrating_changes
+from berth_operator.migration.runner import MigrationRunner, StatusHooks, migrating_changes
 from berth_operator.migration.state import TERMINAL, MigrationState, Phase, now, timestamp
 from berth_operator.placement import decide as d
-from berth_operator.placement.conditions import Verdict, already_stalled
+from berth_operator.placement.conditions import Verdict, already_said
 from berth_operator.placement.observe import machine_view, observe
 from berth_operator.placement.publish import EndpointPublisher, PublishError
+from berth_operator.placement.reasons import PlacementPhase, Reason
+from berth_operator.placement.refusals import failed_verdict
 from berth_operator.placement.status import build_status
-from berth_operator.placement.status_writer import PlacementKey, StatusWriter
+from berth_operator.placement.status_writer import PlacementChanged, PlacementKey, StatusWriter
 
 log = logging.getLogger("berth.operator.placement")
 LOOKS_AT_ONCE = 8  # fresh looks at machines before acting, asked in parallel
@@ -100,8 +102,11 @@ class PlacementController:
         if placement is None:
             return DONE
         action = d.decide(self._observe(placement))
-        if isinstance(action, d.Continue):
+        if isinstance(action, (d.Continue, d.Cancel)):
             state = MigrationState.model_validate(placement.status.migration)
+            if isinstance(action, d.Cancel):
+                self._log_decision(key, action)
+                return self._cancel(key, placement, state)
             return self._step(key, placement, state)
         if isinstance(action, (d.Create, d.Start, d.Migrate)):
             # Acting changes machines: first a fresh look at the ones it touches.
@@ -195,7 +200,7 @@ class PlacementController:
         key: PlacementKey,
         placement: RepositoryPlacement,
         verdict: Verdict,
-        phase: str | None = None,
+        phase: str,
         **changes: Any,
     ) -> None:
         status = build_status(
@@ -203,6 +208,17 @@ class PlacementController:
             now(), phase=phase, **changes,
         )  # fmt: skip
         self.writer.write(key, status)
+
+    def _write_announced(
+        self, key: PlacementKey, placement: RepositoryPlacement, verdict: Verdict, phase: str
+    ) -> None:
+        """Write a problem's verdict, and post its Warning event the first time it is said
+        for this generation (not on every look while it lasts)."""
+        conditions = [c.wire() for c in self._latest_status(key, placement).conditions]
+        said = already_said(conditions, verdict, placement.metadata.generation)
+        self._write(key, placement, verdict, phase)
+        if not said:
+            self._event(key, lifecycle.Notice(verdict.reason, verdict.message, warning=True))
 
     def _latest_status(
         self, key: PlacementKey, placement: RepositoryPlacement
@@ -229,45 +245,46 @@ class PlacementController:
             try:
                 published = self.publisher.publish(obj, placement.spec, action.machine, recorded)
             except PublishError as err:
-                verdict = Verdict(False, True, False, "DNSNotUpdated", str(err))
-                self._write(key, placement, verdict, **changes)
+                verdict = Verdict(False, True, False, Reason.DNS_NOT_UPDATED, str(err))
+                self._write(key, placement, verdict, PlacementPhase.WAITING, **changes)
                 return Result(poll * 2)
             changes["dns_hostnames"] = published.dns_hostnames
             if published.endpoints is not None:
                 changes["endpoints"] = published.endpoints
-            verdict = Verdict(True, False, False, "Placed", action.message)
-            self._write(key, placement, verdict, phase="Placed", **changes)
+            verdict = Verdict(True, False, False, Reason.PLACED, action.message)
+            self._write(key, placement, verdict, PlacementPhase.PLACED, **changes)
             return DONE
         if isinstance(action, d.Stall):
             verdict = Verdict(False, False, True, action.reason, action.message)
-            conditions = [c.wire() for c in placement.status.conditions]
-            generation = placement.metadata.generation
-            announced = already_stalled(conditions, verdict, generation)
-            self._write(key, placement, verdict, phase="Stalled")
-            if not announced:
-                self._event(key, lifecycle.Notice(action.reason, action.message, warning=True))
+            self._write_announced(key, placement, verdict, PlacementPhase.STALLED)
             return DONE  # until the spec, a Machine or the repository changes
         if isinstance(action, d.Wait):
             verdict = Verdict(False, True, False, action.reason, action.message)
-            self._write(key, placement, verdict, phase="Waiting")
+            self._write(key, placement, verdict, PlacementPhase.WAITING)
             return Result(action.retry_after if action.retry_after is not None else poll)
         assert isinstance(action, (d.Create, d.Start)), action
         try:
             if isinstance(action, d.Create):
                 self._create(placement.spec, action.machine)
-                notice = lifecycle.Notice("Created", f"repository created on {action.machine}")
+                notice = lifecycle.Notice(Reason.CREATED, f"repository created on {action.machine}")
+                phase = PlacementPhase.CREATING
             else:
                 with self.agents.client(action.machine) as agent:
                     agent.up(placement.spec.repository, wait_answer=60)
-                notice = lifecycle.Notice("Started", f"repository started on {action.machine}")
+                notice = lifecycle.Notice(Reason.STARTED, f"repository started on {action.machine}")
+                phase = PlacementPhase.STARTING
         except AgentError as err:
-            self._write(key, placement, Verdict(False, True, False, "AgentError", err.message))
+            failed = failed_verdict(err, action.machine, creating=isinstance(action, d.Create))
+            if failed.stalled:
+                self._write_announced(key, placement, failed, PlacementPhase.STALLED)
+                return DONE  # until the spec, a Machine or the repository changes
+            self._write_announced(key, placement, failed, PlacementPhase.WAITING)
             return Result(poll * 2)
         finally:  # done or not: what the machine holds now
             self.inventories.refresh(action.machine)
         self._event(key, notice)
-        verdict = Verdict(False, True, False, notice.reason, action.message)
-        self._write(key, placement, verdict, current_machine=action.machine)
+        verdict = Verdict(False, True, False, Reason(notice.reason), action.message)
+        self._write(key, placement, verdict, phase, current_machine=action.machine)
         return Result(0)
 
     def _create(self, spec: RepositoryPlacementSpec, machine: str) -> None:
@@ -302,18 +319,39 @@ class PlacementController:
         )  # fmt: skip
         return state
 
-    def _step(
-        self, key: PlacementKey, placement: RepositoryPlacement, state: MigrationState
-    ) -> Result:
+    def _hooks(self, key: PlacementKey, placement: RepositoryPlacement) -> StatusHooks:
         def record(current: MigrationState, progress: TransferProgress | None) -> None:
             self._write(
                 key, placement, lifecycle.migrating_verdict(current), phase=current.phase.value,
                 **migrating_changes(current, progress),
             )  # fmt: skip
 
+        def commit(current: MigrationState) -> None:
+            status = build_status(
+                self._latest_status(key, placement), placement.metadata.generation or 0,
+                lifecycle.migrating_verdict(current), now(), phase=current.phase.value,
+                **migrating_changes(current, None),
+            )  # fmt: skip
+            self.writer.write(key, status, guarded=True)
+
+        def cancelled(current: MigrationState) -> bool:
+            obj = self.placements.get(key)
+            return obj is not None and obj["spec"].get("machine") == current.source
+
+        return StatusHooks(record, commit, cancelled)
+
+    def _step(
+        self, key: PlacementKey, placement: RepositoryPlacement, state: MigrationState
+    ) -> Result:
+        hooks = self._hooks(key, placement)
         before = state.phase
         try:
-            state, notices = self.runner.step(placement, state, record)
+            state, notices = self.runner.step(placement, state, hooks)
+        except PlacementChanged:
+            # Somebody wrote the placement just before the commit point (a cancel?):
+            # nothing was frozen; decide again from what it says now.
+            log.info("placement changed before the freeze", extra={"placement": "/".join(key)})
+            return Result(0)
         finally:  # the step changed what both machines hold, or may have
             for machine in (state.source, state.target):
                 self.inventories.refresh(machine)
@@ -321,11 +359,33 @@ class PlacementController:
         if before != state.phase and state.phase == Phase.FINALIZING:
             # The target answers: clients are sent there before the source is stopped.
             self._publish_early(key, placement, state.target)
+        return self._recorded(key, placement, state, notices, hooks)
+
+    def _cancel(
+        self, key: PlacementKey, placement: RepositoryPlacement, state: MigrationState
+    ) -> Result:
+        hooks = self._hooks(key, placement)
+        try:
+            state, notices = self.runner.cancel(placement, state, hooks)
+        finally:
+            self.inventories.refresh(state.target)
+        return self._recorded(key, placement, state, notices, hooks)
+
+    def _recorded(
+        self,
+        key: PlacementKey,
+        placement: RepositoryPlacement,
+        state: MigrationState,
+        notices: list[lifecycle.Notice],
+        hooks: StatusHooks,
+    ) -> Result:
+        """The state after a step written, with the migration's end if it ended; then
+        its Events."""
         if not state.done:
-            record(state, None)
+            hooks.record(state, None)
         else:
             done, changes = self.runner.finished(placement, state)
-            self._write(key, placement, done.verdict, **changes)
+            self._write(key, placement, done.verdict, state.phase.value, **changes)
             notices = [*notices, *done.notices]
         for notice in notices:
             self._event(key, notice)

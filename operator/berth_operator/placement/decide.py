@@ -4,9 +4,10 @@ Every decision about a placement is made here, from frozen observations: in-flig
 migrations, retries after a failure and waits included. The controller only carries out
 the action.
 
-A migration in flight always runs to its end, even if spec.machine changes meanwhile:
-the new machine is queued and the next decision moves the repository again. Stopping a
-migration midway would cost a rollback and save nothing once the freeze has happened.
+A migration in flight runs to its end, even if spec.machine changes meanwhile: the new
+machine is queued and the next decision moves the repository again. The one exception is
+spec.machine set back to the migration's source before its commit point (the freeze):
+that cancels it. After the freeze, stopping would cost a rollback, a second downtime.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from berth_operator.migration.retry import RetryView
+from berth_operator.placement.reasons import Reason
 
 
 @dataclass(frozen=True)
@@ -48,18 +50,26 @@ class Observed:
     unobserved: tuple[str, ...] = ()
     ever_placed: bool = False  # berth has run it before (status names a machine)
     retry: RetryView | None = None  # migrations of this generation that failed
+    # The migration in flight may still be cancelled and spec.machine is its source again.
+    cancel_requested: bool = False
 
 
 # Actions ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Action:
-    reason: str
+    reason: Reason
     message: str
 
 
 @dataclass(frozen=True)
 class Continue(Action):
     """Advance the migration recorded in status by one phase."""
+
+
+@dataclass(frozen=True)
+class Cancel(Action):
+    """End the migration recorded in status before its commit point: it stays where it
+    runs."""
 
 
 @dataclass(frozen=True)
@@ -98,15 +108,20 @@ class Stall(Action):
 
 def decide(obs: Observed) -> Action:
     if obs.migration_in_flight:
-        return Continue("Migrating", "a migration is in progress")
+        if obs.cancel_requested:
+            return Cancel(
+                Reason.CANCELLING,
+                f"spec.machine is {obs.desired} again, before the move's commit point",
+            )
+        return Continue(Reason.MIGRATING, "a migration is in progress")
     target = obs.machines.get(obs.desired)
     if target is None:
-        return Stall("UnknownMachine", f"no Machine named {obs.desired!r}")
+        return Stall(Reason.UNKNOWN_MACHINE, f"no Machine named {obs.desired!r}")
     live = [c for c in obs.copies if not c.stale]
     if len(live) > 1:
         where = ", ".join(sorted(c.machine for c in live))
         return Stall(
-            "SplitBrain",
+            Reason.SPLIT_BRAIN,
             f"the repository is live on several machines: {where}; berth will not choose one",
         )
     if not live:
@@ -116,63 +131,67 @@ def decide(obs: Observed) -> Action:
             # A placement never placed is created: one machine down must not stop that.
             where = ", ".join(sorted(obs.unobserved))
             return Wait(
-                "MachinesUnobserved",
+                Reason.MACHINES_UNOBSERVED,
                 f"no live copy seen, but {where} could not be asked; "
                 "waiting until every machine answers (or its Machine is removed)",
             )
         if obs.copies:
             return Stall(
-                "OnlyStaleCopies",
+                Reason.ONLY_STALE_COPIES,
                 "only copies left behind by migrations exist "
                 f"(on {obs.copies[0].machine}); start one by hand",
             )
         if not obs.has_template:
             return Stall(
-                "RepositoryNotFound",
+                Reason.REPOSITORY_NOT_FOUND,
                 "the repository exists on no machine and spec.template is not set",
             )
         if not target.ready:
-            return Wait("MachineNotReady", f"machine {obs.desired} is not Ready")
-        return Create("Creating", f"creating the repository on {obs.desired}", obs.desired)
+            return Wait(Reason.MACHINE_NOT_READY, f"machine {obs.desired} is not Ready")
+        return Create(Reason.CREATING, f"creating the repository on {obs.desired}", obs.desired)
     copy = live[0]
     if copy.machine == obs.desired:
         if not copy.running:
-            return Start("Starting", f"starting the repository on {copy.machine}", copy.machine)
-        return Settled("Placed", f"running on {copy.machine}", copy.machine)
+            return Start(
+                Reason.STARTING, f"starting the repository on {copy.machine}", copy.machine
+            )
+        return Settled(Reason.PLACED, f"running on {copy.machine}", copy.machine)
     if obs.retry is not None and obs.retry.exhausted:
         return Stall(
-            "MigrationFailed",
+            Reason.MIGRATION_FAILED,
             f"{obs.retry.limit} migrations to {obs.desired} failed; last: {obs.retry.reason}",
         )
     if obs.retry is not None and obs.retry.wait_seconds > 0:
         return Wait(
-            "BackingOff",
+            Reason.BACKING_OFF,
             f"attempt {obs.retry.attempts} of {obs.retry.limit} failed ({obs.retry.reason}); "
             f"the next starts in {obs.retry.wait_seconds:.0f}s",
             retry_after=obs.retry.wait_seconds,
         )
     if target.cordoned:
-        return Stall("TargetCordoned", f"machine {obs.desired} is cordoned")
+        return Stall(Reason.TARGET_CORDONED, f"machine {obs.desired} is cordoned")
     if not target.ready:
-        return Wait("MachineNotReady", f"machine {obs.desired} is not Ready")
+        return Wait(Reason.MACHINE_NOT_READY, f"machine {obs.desired} is not Ready")
     source = obs.machines.get(copy.machine)
     if source is None or not source.ready:
-        return Wait("SourceNotReady", f"machine {copy.machine} (where it runs) is not Ready")
+        return Wait(Reason.SOURCE_NOT_READY, f"machine {copy.machine} (where it runs) is not Ready")
     if obs.cluster_migrations >= obs.cluster_max_migrations:
-        return Wait("Queued", "the cluster-wide migration limit is reached")
+        return Wait(Reason.QUEUED, "the cluster-wide migration limit is reached")
     for machine in (source, target):
         if machine.migrations >= machine.max_migrations:
             return Wait(
-                "Queued",
+                Reason.QUEUED,
                 f"machine {machine.name} is at its limit of "
                 f"{machine.max_migrations} concurrent migrations",
             )
     if not copy.running:
         return Start(
-            "Starting", f"starting the repository on {copy.machine} before moving it", copy.machine
+            Reason.STARTING,
+            f"starting the repository on {copy.machine} before moving it",
+            copy.machine,
         )
     return Migrate(
-        "Migrating",
+        Reason.MIGRATING,
         f"moving from {copy.machine} to {obs.desired}",
         source=copy.machine,
         target=obs.desired,

@@ -12,7 +12,7 @@ from berth_api.v1alpha1.placement_types import RepositoryPlacementStatus
 from berth_common.agent_api.models import RepositoryStatus
 from berth_operator.machine.heartbeat import heartbeat_age, is_ready
 from berth_operator.migration.retry import RetryView
-from berth_operator.migration.state import TERMINAL
+from berth_operator.migration.state import TERMINAL, MigrationState
 from berth_operator.placement.decide import Copy, MachineView, Observed
 
 
@@ -56,15 +56,22 @@ def observe(
     unobserved = not_ready | (set(unknown) & machines.keys())
     copies = copies_of({m: e for m, e in found.items() if m in machines and m not in unobserved})
     migration = status.migration or {}
+    in_flight = migration.get("phase") not in (None, *TERMINAL)
+    cancel = (
+        in_flight
+        and migration.get("source") == spec.machine
+        and MigrationState.model_validate(migration).cancellable
+    )
     return Observed(
         desired=spec.machine,
         has_template=spec.template is not None,
         machines=dict(machines),
         copies=copies,
-        migration_in_flight=migration.get("phase") not in (None, *TERMINAL),
+        migration_in_flight=in_flight,
         cluster_migrations=cluster_migrations,
         cluster_max_migrations=cluster_max_migrations,
         unobserved=tuple(sorted(unobserved)),
         ever_placed=bool(status.current_machine or status.last_migration),
         retry=retry,
+        cancel_requested=cancel,
     )

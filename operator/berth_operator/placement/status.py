@@ -61,20 +61,21 @@ def build_status(
     verdict: Verdict,
     now: str,
     *,
-    phase: str | None = None,
+    phase: str,
     **changes: Any,
 ) -> RepositoryPlacementStatus:
     """The status a reconcile ends with: `previous` with `changes` (fields of
     RepositoryPlacementStatus), the conditions from `verdict` for `generation`, and the
-    phase (default: the verdict's reason). Conditions keep their transition times while
-    their status holds, so an unchanged verdict builds an unchanged status."""
+    phase (reasons.py: a PlacementPhase or a migration's phase). Conditions keep their
+    transition times while their status holds, so an unchanged verdict builds an
+    unchanged status."""
     conditions = build_conditions([c.wire() for c in previous.conditions], verdict, generation, now)
     return previous.model_copy(
         update={
             **changes,
             "observed_generation": generation,
             "conditions": [Condition.model_validate(c) for c in conditions],
-            "phase": phase or verdict.reason,
+            "phase": phase,
         }
     )
 
