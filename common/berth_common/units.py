@@ -2,7 +2,20 @@
 
 from __future__ import annotations
 
+import re
+
 _RATE_UNITS = {"": 1.0, "K": 1e3, "M": 1e6, "G": 1e9}
+_IMAGE_SIZE = re.compile(r"^([1-9][0-9]*)([MGT])$")
+_IMAGE_UNITS = {"M": 2**20, "G": 2**30, "T": 2**40}
+
+
+def parse_image_size(size: str) -> int:
+    """A repository's size as the API writes it ('2G': M, G or T, binary) in bytes;
+    ValueError if it is not one."""
+    match = _IMAGE_SIZE.match(size)
+    if not match:
+        raise ValueError(f"size {size!r} is invalid: a whole number and M, G or T (e.g. 2G)")
+    return int(match.group(1)) * _IMAGE_UNITS[match.group(2)]
 
 
 def parse_rate(text: str) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import logging
 from typing import Any, cast
@@ -60,6 +61,16 @@ class Kube:
                     f"{namespace}/{name} changed since {resource_version}"
                 ) from None
             raise
+
+    def secret_data(self, namespace: str, name: str) -> dict[str, bytes] | None:
+        """A Secret's entries, decoded; None if there is no such Secret."""
+        try:
+            secret = self.core.read_namespaced_secret(name, namespace)
+        except client.ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+        return {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
 
     def placement(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The placement as the API server holds it now; None if it is gone."""

@@ -178,6 +178,8 @@ CALLS: list[Call] = [
          f"{CSR}/status"),
     Call("authorization.k8s.io", "subjectaccessreviews", "create", "POST",
          "/apis/authorization.k8s.io/v1/subjectaccessreviews", access_review),
+    # spec.credentialsSecretRef: the LUKS key, read when an agent needs it.
+    Call("", "secrets", "get", "GET", "/api/v1/namespaces/{ns}/secrets/berth-credentials"),
 ]  # fmt: skip
 # The signer's two rights, which admission checks (its message differs from RBAC's).
 SIGNER_CALLS: list[Call] = [
@@ -186,10 +188,9 @@ SIGNER_CALLS: list[Call] = [
 ]  # fmt: skip
 
 # Refused: kopf serves cluster-wide (no namespace observation, no namespaced peering), and
-# the operator never reads Secrets or touches anything it does not own.
+# the operator never lists Secrets or touches anything it does not own.
 REFUSED: list[Call] = [
     Call("", "namespaces", "list", "GET", "/api/v1/namespaces"),
-    Call("", "secrets", "get", "GET", "/api/v1/namespaces/{ns}/secrets/berth-credentials"),
     Call("", "secrets", "list", "GET", "/api/v1/secrets"),
     Call("", "pods", "list", "GET", "/api/v1/pods"),
     Call("kopf.dev", "kopfpeerings", "list", "GET", "/apis/kopf.dev/v1/kopfpeerings"),

@@ -312,7 +312,7 @@ def test_a_move_that_keeps_failing_backs_off_then_stalls_until_the_spec_changes(
         assert status["retry"]["attempts"] == 4
         assert [h["result"] for h in attempts] == ["RolledBack"] * 4
         assert len({h["id"] for h in attempts}) == 4
-        for wait, ended_, next_ in zip(BACKOFF, attempts, attempts[1:], strict=True):
+        for wait, ended_, next_ in zip(BACKOFF, attempts[:-1], attempts[1:], strict=True):
             waited = rfc3339(next_["startedAt"]) - rfc3339(ended_["finishedAt"])
             print(f"[faults]   waited {waited:.2f}s (back-off {wait:g}s)")
             assert waited >= wait - 0.01, f"attempt {next_['id']} began {waited:.2f}s after"
@@ -345,12 +345,19 @@ def kubectl_berth(kubectl: Kubectl, *args: str) -> subprocess.CompletedProcess[s
 
 
 def assert_cancelled_in_place(
-    kubectl: Kubectl, namespace: str, lab: Lab, source: str, phase: str, before: int
+    kubectl: Kubectl, namespace: str, lab: Lab, migration: str, phase: str, before: int
 ) -> dict[str, Any]:
-    """The move ended Cancelled in `phase`, the placement is Ready where it ran, the
-    application never stopped there (pulse's longest silence is its beat, not a
-    freeze), and nothing was left behind."""
-    last = until("the move to end Cancelled", ended(kubectl, namespace, "Cancelled"), 120, 0.3)
+    """Migration `migration` ended Cancelled in `phase`, the placement is Ready where it
+    ran, the application never stopped there (pulse's longest silence is its beat, not
+    a freeze), and nothing was left behind."""
+
+    def ended_it() -> dict[str, Any] | None:
+        last = placement(kubectl, namespace, APP)["status"].get("lastMigration") or {}
+        return last if last.get("id") == migration else None
+
+    last: dict[str, Any] = until(f"{migration} to end", ended_it, 120, 0.3)
+    assert last["result"] == "Cancelled", last
+    source = last["from"]
     assert last["reason"] == f"cancelled in {phase}: spec.machine is {source} again", last
     assert last.get("cutoverAt") is None and last.get("downtimeSeconds") is None
     status = settled_on(kubectl, namespace, source)
@@ -386,6 +393,10 @@ def test_a_move_cancelled_before_its_commit_point_stays_where_it_runs(
     assert migration["phase"] == point and migration.get("frozen_at_epoch") is None
     try:
         cancel = kubectl_berth(kubectl, "-n", namespace, "cancel", APP, "-o", "json")
+        asked = placement(kubectl, namespace, APP)
+        moving = asked["status"]["migration"]
+        print(f"\n[faults] after the cancel: spec.machine {asked['spec']['machine']}, "
+              f"moving {moving['source']} -> {moving['target']} in {moving['phase']}")  # fmt: skip
     finally:
         operator.start()
     assert cancel.returncode == 0, cancel.stderr
@@ -395,7 +406,7 @@ def test_a_move_cancelled_before_its_commit_point_stays_where_it_runs(
         source,
         point,
     )
-    assert_cancelled_in_place(kubectl, namespace, lab, source, point, before)
+    assert_cancelled_in_place(kubectl, namespace, lab, migration["id"], point, before)
 
 
 def test_a_bulk_sync_under_way_is_cancelled_at_once(
@@ -411,18 +422,21 @@ def test_a_bulk_sync_under_way_is_cancelled_at_once(
         before = acked(lab, source)
         move(kubectl, namespace, app, target)
 
-        def pushing() -> bool:
+        def pushing() -> dict[str, Any] | None:
             migration = placement(kubectl, namespace, APP)["status"].get("migration") or {}
-            return migration.get("phase") == "BulkSync" and bool(migration.get("progress"))
+            under_way = migration.get("phase") == "BulkSync" and migration.get("progress")
+            return migration if under_way else None
 
-        until("the first bulk round to be under way", pushing, 120, 0.2)
+        migration = until("the first bulk round to be under way", pushing, 120, 0.2)
         asked = time.monotonic()
         cancel = kubectl_berth(kubectl, "-n", namespace, "cancel", APP, "--wait")
         took = time.monotonic() - asked
         print(f"\n[faults] {cancel.stdout.strip()} ({took:.1f}s)")
         assert cancel.returncode == 0, cancel.stderr
         assert took < 10, f"the cancel took {took:.1f}s: it waited for the round to end"
-        last = assert_cancelled_in_place(kubectl, namespace, lab, source, "BulkSync", before)
+        last = assert_cancelled_in_place(
+            kubectl, namespace, lab, migration["id"], "BulkSync", before
+        )
         assert last["bulkBytes"] == 0, "a round ended before the cancel (too fast to test)"
     finally:
         unlimited = {"spec": {"transfer": {"bandwidthLimit": None}}}

@@ -73,7 +73,7 @@ class FakeAgent:
             bytes_sent=4096, base_id="b", root="r", attempts=1, durations={"send": 1.25},
         )  # fmt: skip
 
-    def up(self, ref: str, **_: Any) -> UpAnswer:
+    def up(self, ref: str, key: bytes | None = None, **_: Any) -> UpAnswer:
         self.calls.append(("up", self.clock()))
         self.clock.at += UP
         return UpAnswer(durations={"restore": 4.0}, revival=self.revival)

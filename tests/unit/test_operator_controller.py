@@ -66,6 +66,10 @@ class FakeKube:
         # Placements the API server holds newer than the cache (a write on its way
         # through the watch): a guarded write conflicts, a read returns this.
         self.ahead: dict[PlacementKey, dict[str, Any]] = {}
+        self.secrets: dict[tuple[str, str], dict[str, bytes]] = {}
+
+    def secret_data(self, namespace: str, name: str) -> dict[str, bytes] | None:
+        return self.secrets.get((namespace, name))
 
     def placement(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self.ahead.pop((namespace, name), None) or self.placements.get((namespace, name))
@@ -147,13 +151,14 @@ class FakeAgent:
     def abort_transfer(self, transfer_id: str, **_: Any) -> None:
         self.fleet.aborted.append((self.name, transfer_id))
 
-    def create(self, name: str, size: str, **_: Any) -> None:
+    def create(self, name: str, size: str, key: bytes | None = None, **_: Any) -> None:
         if self.fleet.create_fails is not None:
             raise self.fleet.create_fails
         self.fleet.holds.setdefault(self.name, set()).add(name)
+        self.fleet.keys.append(("create", key))
 
-    def up(self, name: str, **_: Any) -> None:
-        pass
+    def up(self, name: str, key: bytes | None = None, **_: Any) -> None:
+        self.fleet.keys.append(("up", key))
 
 
 class FakeFleet(MachineAgents):
@@ -166,6 +171,7 @@ class FakeFleet(MachineAgents):
         self.used_bytes = 2**28  # what each repository takes on its datastore
         self.create_fails: AgentError | None = None  # what each agent's create raises
         self.aborted: list[tuple[str, str]] = []  # (machine, transfer) freed
+        self.keys: list[tuple[str, bytes | None]] = []  # (call, LUKS key) as sent
 
     def client(self, machine: str, timeout: float = 300) -> AgentClient:
         return cast(AgentClient, FakeAgent(self, machine))
@@ -363,6 +369,34 @@ def test_a_cancel_written_just_before_the_freeze_wins_over_it() -> None:
     assert status["migration"].get("frozen_at_epoch") is None, "the freeze was recorded"
     s.controller.reconcile(key)
     assert s.status(key)["lastMigration"]["result"] == "Cancelled"
+
+
+def test_an_encrypted_repository_gets_its_key_from_the_secret_it_names() -> None:
+    s = Setup(machines={"a": 1})
+    obj = placement("vault", "a")
+    obj["spec"]["template"] = {"size": "1G", "app": "pulse"}
+    obj["spec"]["credentialsSecretRef"] = {"name": "vault-luks"}
+    s.placements.store(obj)
+    key = placement_key(obj)
+    assert s.controller.reconcile(key).requeue_after == 2 * s.config.poll_seconds
+    status = s.status(key)
+    assert (status["phase"], status["conditions"][1]["reason"]) == (
+        "Waiting",
+        "CredentialsNotFound",
+    )
+    assert (
+        "Secret ns/vault-luks (spec.credentialsSecretRef) not found"
+        in (status["conditions"][1]["message"])
+    )
+    assert s.fleet.keys == [], "nothing asked of an agent without the key"
+    s.kube.secrets[("ns", "vault-luks")] = {"other": b"x"}
+    s.controller.reconcile(key)
+    assert "has no 'key' entry" in s.status(key)["conditions"][1]["message"]
+    s.kube.secrets[("ns", "vault-luks")] = {"key": b"s3cret"}
+    s.controller.reconcile(key)
+    assert s.fleet.keys == [("create", b"s3cret"), ("up", b"s3cret")]
+    assert b"s3cret" not in repr(s.kube.patches).encode(), "the key reached status"
+    assert s.kube.events.count("CredentialsNotFound") == 2  # one per distinct message
 
 
 def test_a_heartbeat_writes_only_what_changed_and_reports_changed_repositories() -> None:

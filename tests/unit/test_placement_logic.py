@@ -243,3 +243,29 @@ def test_only_a_deletion_with_work_waits_for_the_operator(
     spec: dict[str, object], has_work: bool
 ) -> None:
     assert deletion_has_work(spec) is has_work
+
+
+def capped(capacity: int, held: dict[str, int]) -> dict[str, MachineView]:
+    return machines(b={"capacity_bytes": capacity, "held_bytes": held})
+
+
+def test_a_template_larger_than_the_capacity_stalls_before_anything_is_asked() -> None:
+    obs = observed(copies=[], machines=capped(10 * 2**30, {}), template_bytes=11 * 2**30)
+    action = decide(obs)
+    assert isinstance(action, Stall) and action.reason == "DatastoreTooSmall"
+    assert action.message == "template.size 11.0 GiB exceeds machine b's capacityBytes (10.0 GiB)"
+    fits = observed(copies=[], machines=capped(10 * 2**30, {}), template_bytes=10 * 2**30)
+    assert isinstance(decide(fits), Create)
+
+
+def test_a_move_past_the_targets_capacity_stalls_and_its_own_old_copy_does_not_count() -> None:
+    used = [Copy("a", True, False, used_bytes=3 * 2**30)]
+    full = observed(copies=used, repository="web", machines=capped(8 * 2**30, {"db": 6 * 2**30}))
+    action = decide(full)
+    assert isinstance(action, Stall) and action.reason == "TargetOverCapacity"
+    assert action.message == (
+        "machine b holds 6.0 GiB of its capacityBytes (8.0 GiB); web uses 3.0 GiB"
+    )
+    stale_self = capped(8 * 2**30, {"db": 4 * 2**30, "web": 3 * 2**30})
+    assert isinstance(decide(observed(copies=used, repository="web", machines=stale_self)), Migrate)
+    assert isinstance(decide(observed(copies=used, repository="web")), Migrate)  # no cap

@@ -6,10 +6,9 @@ import re
 import uuid
 
 from berth_agent.errors import InvalidRequest
+from berth_common.units import parse_image_size
 
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-_SIZE = re.compile(r"^([1-9][0-9]*)([MGT])$")
-_UNITS = {"M": 2**20, "G": 2**30, "T": 2**40}
 MIN_SIZE = 256 * 2**20  # btrfs needs room for its metadata and a dockerd
 MAX_SIZE = 16 * 2**40
 
@@ -36,10 +35,10 @@ def validate_guid(guid: str) -> str:
 
 def parse_size(size: str) -> int:
     """'2G' -> bytes; sizes between 256M and 16T."""
-    match = _SIZE.match(size)
-    if not match:
-        raise InvalidRequest(f"size {size!r} is invalid: a whole number and M, G or T (e.g. 2G)")
-    value = int(match.group(1)) * _UNITS[match.group(2)]
+    try:
+        value = parse_image_size(size)
+    except ValueError as err:
+        raise InvalidRequest(str(err)) from None
     if not MIN_SIZE <= value <= MAX_SIZE:
         raise InvalidRequest(f"size {size} is out of range: between 256M and 16T")
     return value

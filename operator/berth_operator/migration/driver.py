@@ -81,8 +81,12 @@ class MigrationDriver:
         answer_timeout: float = 60,
         crash: CrashPoints | None = None,
         clock: Callable[[], float] = time.time,
+        repository_key: Callable[[], bytes | None] = lambda: None,
     ) -> None:
+        """repository_key: the LUKS key of an encrypted repository (None: not encrypted),
+        read when needed and kept nowhere; raises a MigrationError if it is missing."""
         self.agents, self.signer = agents, signer
+        self.repository_key = repository_key
         # Wall clock (seconds since the epoch): the freeze's moment survives a restart.
         self.clock = clock
         self.crash = crash or CrashPoints(None)
@@ -177,6 +181,7 @@ class MigrationDriver:
         """Admission: a running source, a target with room that does not run it already."""
         if state.source == state.target:
             raise MigrationError(f"source and target are both {state.source}")
+        self.repository_key()  # the target will need it to start it: missing fails now
         with self._agent(state.source) as source:
             status = source.status(state.repository)
         if not status.mounted or not status.docker.running:
@@ -280,7 +285,12 @@ class MigrationDriver:
     def _verify(self, state: MigrationState) -> None:
         with self._agent(state.target) as target:
             # force: the copy just received stays marked as the source's until it runs.
-            revived = target.up(state.repository, wait_answer=self.answer_timeout, force=True)
+            revived = target.up(
+                state.repository,
+                self.repository_key(),
+                wait_answer=self.answer_timeout,
+                force=True,
+            )
         self.crash.reached("Verifying.answered")
         answered = self.clock()
         state.answered_at_epoch = answered
@@ -366,11 +376,11 @@ class MigrationDriver:
         if phase == Phase.FINALIZING:
             raise MigrationError(f"finalizing on {state.source} failed (will retry): {reason}")
         state.reason = f"{phase.value}: {reason}"
-        state.finished_at = now()
         if phase not in FROZEN:
             state.phase, state.result = Phase.FAILED, "Failed"
             if phase == Phase.BULK_SYNC:
                 self._forget_transfer(state, f"bulk{len(state.bulk_rounds) + 1}")
+            state.finished_at = now()
             return
         # After the freeze: the target must not run it; the source takes it back.
         try:
@@ -397,6 +407,7 @@ class MigrationDriver:
             source.resume(state.repository, state.id)
         state.phase, state.result = Phase.ROLLED_BACK, "RolledBack"
         self._forget_transfer(state, "final")
+        state.finished_at = now()  # handled: the source runs it again
 
     def _forget_transfer(self, state: MigrationState, label: str) -> None:
         """An ended migration is never replayed, so its last transfer frees what both ends

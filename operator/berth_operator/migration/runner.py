@@ -9,13 +9,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from berth_api.v1alpha1 import RepositoryPlacement, RepositoryPlacementSpec
+from berth_api.v1alpha1 import RepositoryPlacement
 from berth_api.v1alpha1.placement_types import HISTORY_LIMIT
 from berth_common.crash import CrashPoints
 from berth_common.units import parse_rate
 from berth_operator import metrics
 from berth_operator.agents import MachineAgents
 from berth_operator.config import OperatorConfig
+from berth_operator.credentials import RepositoryKeys
 from berth_operator.migration.driver import MigrationDriver
 from berth_operator.migration.lifecycle import Finished, Notice, finish, phase_notice
 from berth_operator.migration.listener import MigrationListener, TransferProgress
@@ -81,14 +82,21 @@ class MigrationRunner:
     `record`), and `finished` to turn an ended migration into status."""
 
     def __init__(
-        self, agents: MachineAgents, config: OperatorConfig, clock: Callable[[], float] = time.time
+        self,
+        agents: MachineAgents,
+        config: OperatorConfig,
+        keys: RepositoryKeys | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
-        self.agents, self.config, self.clock = agents, config, clock  # clock: wall, epoch
+        self.agents, self.config, self.keys = agents, config, keys
+        self.clock = clock  # wall, seconds since the epoch
         self.policy = RetryPolicy(config.retry_backoff)
 
     def _driver(
-        self, spec: RepositoryPlacementSpec, listener: MigrationListener
+        self, placement: RepositoryPlacement, listener: MigrationListener
     ) -> MigrationDriver:
+        spec, keys = placement.spec, self.keys
+        namespace = placement.metadata.namespace or ""
         return MigrationDriver(
             self.agents,
             self.config.identity,
@@ -98,6 +106,7 @@ class MigrationRunner:
             else None,
             compress=spec.transfer.compression,
             crash=CrashPoints(self.config.crash_file),
+            repository_key=(lambda: keys.key_for(namespace, spec)) if keys else lambda: None,
         )
 
     def step(
@@ -105,7 +114,7 @@ class MigrationRunner:
     ) -> tuple[MigrationState, list[Notice]]:
         """One phase (two across the freeze); the state after it and what to announce."""
         listener = PlacementListener(hooks)
-        after = self._driver(placement.spec, listener).advance(state)
+        after = self._driver(placement, listener).advance(state)
         log.info(
             "migration stepped",
             extra={"migration": after.id, "repository": after.repository,
@@ -119,7 +128,7 @@ class MigrationRunner:
         """End a migration before its commit point (between steps); the state after it
         and what to announce."""
         listener = PlacementListener(hooks)
-        after = self._driver(placement.spec, listener).cancel(state)
+        after = self._driver(placement, listener).cancel(state)
         listener.phase_changed(after, state.phase)
         return after, listener.notices
 

@@ -29,6 +29,7 @@ from berth_operator.agents import MachineAgents
 from berth_operator.config import OperatorConfig
 from berth_operator.controller.cache import ObjectCache
 from berth_operator.controller.workers import DONE, Result
+from berth_operator.credentials import CredentialsMissing, RepositoryKeys
 from berth_operator.kube import Kube
 from berth_operator.machine.inventory import Inventories
 from berth_operator.migration import lifecycle
@@ -87,7 +88,8 @@ class PlacementController:
         self.inventories, self.agents, self.config, self.clock = inventories, agents, config, clock
         self.writer = StatusWriter(kube, placements)
         self.publisher = EndpointPublisher(kube, agents, inventories)
-        self.runner = MigrationRunner(agents, config, clock)
+        self.keys = RepositoryKeys(kube)
+        self.runner = MigrationRunner(agents, config, self.keys, clock)
         self.crash = CrashPoints(config.crash_file)
         # Migrations admitted whose start is being written: they count against the limits
         # from the moment they are admitted, so two workers never both take the last free
@@ -263,14 +265,21 @@ class PlacementController:
             self._write(key, placement, verdict, PlacementPhase.WAITING)
             return Result(action.retry_after if action.retry_after is not None else poll)
         assert isinstance(action, (d.Create, d.Start)), action
+        namespace = placement.metadata.namespace or ""
+        try:
+            luks_key = self.keys.key_for(namespace, placement.spec)
+        except CredentialsMissing as err:
+            missing = Verdict(False, True, False, Reason.CREDENTIALS_NOT_FOUND, str(err))
+            self._write_announced(key, placement, missing, PlacementPhase.WAITING)
+            return Result(poll * 2)  # a Secret is not watched: looked for again
         try:
             if isinstance(action, d.Create):
-                self._create(placement.spec, action.machine)
+                self._create(placement.spec, action.machine, luks_key)
                 notice = lifecycle.Notice(Reason.CREATED, f"repository created on {action.machine}")
                 phase = PlacementPhase.CREATING
             else:
                 with self.agents.client(action.machine) as agent:
-                    agent.up(placement.spec.repository, wait_answer=60)
+                    agent.up(placement.spec.repository, luks_key, wait_answer=60)
                 notice = lifecycle.Notice(Reason.STARTED, f"repository started on {action.machine}")
                 phase = PlacementPhase.STARTING
         except AgentError as err:
@@ -287,7 +296,7 @@ class PlacementController:
         self._write(key, placement, verdict, phase, current_machine=action.machine)
         return Result(0)
 
-    def _create(self, spec: RepositoryPlacementSpec, machine: str) -> None:
+    def _create(self, spec: RepositoryPlacementSpec, machine: str, key: bytes | None) -> None:
         template = spec.template
         assert template is not None
         with self.agents.client(machine) as agent:
@@ -298,10 +307,12 @@ class PlacementController:
                         s.model_dump(mode="json", exclude_none=True) for s in template.services
                     ]
                 }
-                agent.create(spec.repository, template.size, services=services)
+                agent.create(spec.repository, template.size, services=services, key=key)
             else:
-                agent.create(spec.repository, template.size, template=template.app or "empty")
-            agent.up(spec.repository, wait_answer=60)
+                agent.create(
+                    spec.repository, template.size, template=template.app or "empty", key=key
+                )
+            agent.up(spec.repository, key, wait_answer=60)
 
     # --- migrations ------------------------------------------------------------------------
     def _begin(

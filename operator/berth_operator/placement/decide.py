@@ -12,9 +12,11 @@ that cancels it. After the freeze, stopping would cost a rollback, a second down
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from berth_operator.migration.retry import RetryView
+from berth_operator.placement.capacity import create_refusal, move_refusal
 from berth_operator.placement.reasons import Reason
 
 
@@ -25,6 +27,8 @@ class MachineView:
     cordoned: bool
     migrations: int  # in flight, as source or target
     max_migrations: int
+    capacity_bytes: int | None = None  # spec.capacityBytes
+    held_bytes: Mapping[str, int] = field(default_factory=dict)  # used, by repository
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,7 @@ class Copy:
     machine: str
     running: bool  # mounted with its dockerd up
     stale: bool  # left behind by a migration (moved_to is set)
+    used_bytes: int = 0  # what its image uses on the datastore
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,8 @@ class Observed:
     retry: RetryView | None = None  # migrations of this generation that failed
     # The migration in flight may still be cancelled and spec.machine is its source again.
     cancel_requested: bool = False
+    repository: str = ""
+    template_bytes: int | None = None  # spec.template.size
 
 
 # Actions ---------------------------------------------------------------------------------
@@ -146,6 +153,10 @@ def decide(obs: Observed) -> Action:
                 Reason.REPOSITORY_NOT_FOUND,
                 "the repository exists on no machine and spec.template is not set",
             )
+        if obs.template_bytes is not None:
+            too_big = create_refusal(obs.desired, target.capacity_bytes, obs.template_bytes)
+            if too_big:
+                return Stall(Reason.DATASTORE_TOO_SMALL, too_big)
         if not target.ready:
             return Wait(Reason.MACHINE_NOT_READY, f"machine {obs.desired} is not Ready")
         return Create(Reason.CREATING, f"creating the repository on {obs.desired}", obs.desired)
@@ -170,6 +181,13 @@ def decide(obs: Observed) -> Action:
         )
     if target.cordoned:
         return Stall(Reason.TARGET_CORDONED, f"machine {obs.desired} is cordoned")
+    full = move_refusal(
+        obs.desired, target.capacity_bytes, target.held_bytes, obs.repository, copy.used_bytes
+    )
+    if full:
+        # A person frees room or raises the cap; either changes the Machine, which
+        # brings this placement back.
+        return Stall(Reason.TARGET_OVER_CAPACITY, full)
     if not target.ready:
         return Wait(Reason.MACHINE_NOT_READY, f"machine {obs.desired} is not Ready")
     source = obs.machines.get(copy.machine)

@@ -10,6 +10,7 @@ from typing import Any
 from berth_api.v1alpha1 import RepositoryPlacementSpec
 from berth_api.v1alpha1.placement_types import RepositoryPlacementStatus
 from berth_common.agent_api.models import RepositoryStatus
+from berth_common.units import parse_image_size
 from berth_operator.machine.heartbeat import heartbeat_age, is_ready
 from berth_operator.migration.retry import RetryView
 from berth_operator.migration.state import TERMINAL, MigrationState
@@ -20,12 +21,17 @@ def machine_view(
     machine: dict[str, Any], migrations: int, stale_seconds: float, now: str
 ) -> MachineView:
     status = machine.get("status") or {}
+    capacity = machine["spec"].get("capacityBytes")
     return MachineView(
         name=machine["metadata"]["name"],
         ready=is_ready(machine) and heartbeat_age(status, now) < stale_seconds,
         cordoned=bool(machine["spec"].get("cordoned")),
         migrations=migrations,
         max_migrations=int(machine["spec"].get("maxConcurrentMigrations", 1)),
+        capacity_bytes=None if capacity is None else int(capacity),
+        held_bytes={
+            r["name"]: int(r.get("usedBytes") or 0) for r in status.get("repositories") or []
+        },
     )
 
 
@@ -35,7 +41,14 @@ def copies_of(found: Mapping[str, RepositoryStatus]) -> list[Copy]:
     for machine, entry in sorted(found.items()):
         containers_up = all(c.state == "running" for c in entry.containers)
         running = entry.mounted and entry.docker.running and containers_up
-        copies.append(Copy(machine, running=running, stale=bool(entry.moved_to)))
+        copies.append(
+            Copy(
+                machine,
+                running=running,
+                stale=bool(entry.moved_to),
+                used_bytes=entry.allocated_bytes,
+            )
+        )
     return copies
 
 
@@ -74,4 +87,6 @@ def observe(
         ever_placed=bool(status.current_machine or status.last_migration),
         retry=retry,
         cancel_requested=cancel,
+        repository=spec.repository,
+        template_bytes=parse_image_size(spec.template.size) if spec.template else None,
     )

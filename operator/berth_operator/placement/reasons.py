@@ -33,6 +33,7 @@ class Reason(enum.StrEnum):
     MACHINES_UNOBSERVED = "MachinesUnobserved"
     DNS_NOT_UPDATED = "DNSNotUpdated"
     AGENT_ERROR = "AgentError"  # the agent could not do it this time; tried again
+    CREDENTIALS_NOT_FOUND = "CredentialsNotFound"  # spec.credentialsSecretRef's Secret or key
     # Stalled=True: a person must act (change the spec, a Machine or a host).
     UNKNOWN_MACHINE = "UnknownMachine"
     TARGET_CORDONED = "TargetCordoned"
@@ -41,7 +42,8 @@ class Reason(enum.StrEnum):
     ONLY_STALE_COPIES = "OnlyStaleCopies"
     MIGRATION_FAILED = "MigrationFailed"
     INVALID_SPEC = "InvalidSpec"  # the agent refused what the spec asks (a template, a size)
-    DATASTORE_TOO_SMALL = "DatastoreTooSmall"  # larger than the machine's whole datastore
+    DATASTORE_TOO_SMALL = "DatastoreTooSmall"  # larger than the datastore or its capacityBytes
+    TARGET_OVER_CAPACITY = "TargetOverCapacity"  # the move would pass capacityBytes
     UNSUPPORTED = "Unsupported"  # the machine lacks a feature the spec needs (dm-crypt)
 
 
@@ -55,6 +57,7 @@ STALLS = frozenset(
         Reason.MIGRATION_FAILED,
         Reason.INVALID_SPEC,
         Reason.DATASTORE_TOO_SMALL,
+        Reason.TARGET_OVER_CAPACITY,
         Reason.UNSUPPORTED,
     }
 )
