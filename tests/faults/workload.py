@@ -27,6 +27,7 @@ from berth_lab.workloads import ledger_acks, ledger_records, pulse_and_ledger
 
 PEM_IN_BASE64 = "LS0tLS1CRUdJTi"  # "-----BEGIN" base64-encoded: how every token starts
 _DAEMONS = {"dockerd", "containerd", "containerd-shim-runc-v2", "docker-proxy"}
+_AGENT = "-m berth_agent.cli --log-format json serve"  # as the lab starts each host's agent
 _GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
@@ -83,8 +84,9 @@ def pulse_gap(lab: Lab, host: str, name: str, since: dt.datetime) -> float:
 
 def leftovers(lab: Lab) -> list[str]:
     """Mounts, loop devices, bridges and processes (dockerd, containerd, shims) of
-    repositories no agent holds mounted, stale copies still mounted, and unfinished
-    transfers: what a fault must not leave once the application has settled. Container
+    repositories no agent holds mounted, stale copies still mounted, unfinished
+    transfers, any CRIU process, and any host without exactly one agent: what a fault
+    must not leave once the application has settled. Container
     network namespaces are nsfs mounts under /run/berth/<guid>/, so they count as mounts."""
     found = []
     for name, host in lab.hosts.items():
@@ -118,17 +120,23 @@ def leftovers(lab: Lab) -> list[str]:
         bridges = [link["ifname"] for link in links if link["ifname"].startswith("bb")]
         found += [f"{name}: bridge {b}" for b in bridges if b not in running_bridges]
         own_ns = host.run(["readlink", "/proc/self/ns/mnt"]).stdout.decode().strip()
+        agents = []
         for pid, cmdline in _processes():
-            guid = _GUID.search(cmdline)
-            program = os.path.basename(cmdline.split()[0])
-            if not guid or guid.group() in mounted or program not in _DAEMONS:
-                continue
             try:
-                in_host = os.readlink(f"/proc/{pid}/ns/mnt") == own_ns
+                if os.readlink(f"/proc/{pid}/ns/mnt") != own_ns:
+                    continue
             except OSError:
                 continue  # it exited meanwhile
-            if in_host:
+            guid = _GUID.search(cmdline)
+            program = os.path.basename(cmdline.split()[0])
+            if program in _DAEMONS and guid and guid.group() not in mounted:
                 found.append(f"{name}: process {pid} {cmdline[:100]}")
+            elif program == "criu":  # dumps, restores and page servers end with their step
+                found.append(f"{name}: CRIU still running: {pid} {cmdline[:100]}")
+            elif _AGENT in cmdline:
+                agents.append(pid)
+        if len(agents) != 1:  # a restarted agent must not leave the old one behind
+            found.append(f"{name}: {len(agents)} agents running: {agents}")
     return found
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 from pydantic import Field
 
 from berth_api.v1alpha1.common import Condition, Model, ObjectMeta
-from berth_api.v1alpha1.placement_types import SecretRef
 
 
 class MachineSpec(Model):
@@ -17,10 +16,12 @@ class MachineSpec(Model):
         pattern=r"^https://[^/\s]+$", description="the agent's mTLS API, https://HOST:PORT"
     )
     ca_bundle: str | None = Field(None, description="PEM of the CA that signed the agent")
-    client_cert_secret_ref: SecretRef | None = Field(
-        None, description="Secret (tls.crt, tls.key) the operator presents to this agent"
+    capacity_bytes: int | None = Field(
+        None,
+        ge=0,
+        description="datastore bytes berth may use at most: a placement whose template is "
+        "larger, or a move that would pass it, is Stalled",
     )
-    capacity_bytes: int | None = Field(None, ge=0, description="datastore bytes to use at most")
     max_concurrent_migrations: int = Field(1, ge=1, le=64)
     cordoned: bool = Field(False, description="no repository moves onto a cordoned machine")
 

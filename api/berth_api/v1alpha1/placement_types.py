@@ -135,7 +135,11 @@ class RepositoryPlacementSpec(Model):
         pattern=r"^[0-9]+(\.[0-9]+)?(ms|s|m)$",
         description="report a migration whose downtime exceeds this, e.g. 2s",
     )
-    credentials_secret_ref: SecretRef | None = None
+    credentials_secret_ref: SecretRef | None = Field(
+        None,
+        description="the repository is encrypted (LUKS2); this Secret in the placement's "
+        "namespace holds its key in the entry `key`",
+    )
     deletion_policy: DeletionPolicy = DeletionPolicy.RETAIN
     template: RepositoryTemplate | None = None
     dns: DNSOptions | None = None

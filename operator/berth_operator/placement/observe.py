@@ -29,9 +29,13 @@ def machine_view(
         migrations=migrations,
         max_migrations=int(machine["spec"].get("maxConcurrentMigrations", 1)),
         capacity_bytes=None if capacity is None else int(capacity),
+        # Only where a cap makes it matter: a reconcile looks at every machine, and a
+        # machine may hold hundreds of repositories.
         held_bytes={
             r["name"]: int(r.get("usedBytes") or 0) for r in status.get("repositories") or []
-        },
+        }
+        if capacity is not None
+        else {},
     )
 
 
