@@ -913,6 +913,12 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--stamp", action="store_true", help="record the commit, date, machine")
     parser.add_argument("--suite", choices=["full", "quick"], default="full", help="with --stamp")
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep latest.json's figures of the benchmarks whose results are not here (one "
+        "benchmark run again alone: operator_scale.py, say)",
+    )
     args = parser.parse_args(argv)
     if args.stamp:
         RESULTS.mkdir(parents=True, exist_ok=True)
@@ -953,8 +959,15 @@ def main(argv: list[str]) -> int:
     if not latest:
         print("no results in bench/results: run the benchmarks first", file=sys.stderr)
         return 1
+    kept_stamp = None
+    if args.keep and LATEST.exists():
+        kept = json.loads(LATEST.read_text())
+        kept_stamp = kept.pop("measured", None)  # the suite's; each section names its commit
+        latest = {**kept, **latest}
     if STAMP.exists():
         measured = json.loads(STAMP.read_text())
+    elif kept_stamp:
+        measured = kept_stamp
     else:
         print(f"no {STAMP} (bench/run.sh writes it before measuring): stamped now", file=sys.stderr)
         measured = stamp("unknown")

@@ -21,10 +21,10 @@ import pytest
 
 from berth_common.crash import EXIT_CODE
 from berth_common.process import run
-from berth_lab import Lab
+from berth_lab import Lab, manifests
 from berth_lab.cluster import LabCluster
 from berth_lab.kubeconfig import Kubectl
-from berth_lab.workloads import ledger_acks
+from berth_lab.workloads import ledger_acks, pulse_and_ledger
 from e2e.helpers import condition, fill, move, placement, until, wait_current
 from faults.workload import (
     PEM_IN_BASE64,
@@ -220,6 +220,51 @@ def test_target_unreachable_after_the_freeze_rolls_back_then_moves_once_back(
             operator.start()
         run(["ip", "link", "set", link, "up"])
     assert_moved(kubectl, namespace, lab, target, before)  # by the retry, 15 s later
+
+
+@pytest.mark.parametrize(
+    "point", ["Cutover.stepped", "Verifying", "Verifying.answered", "Finalizing"]
+)
+def test_a_target_silent_after_the_freeze_never_leaves_the_app_on_two_machines(
+    point: str, cluster: LabCluster, lab: Lab, kubectl: Kubectl, namespace: str, app: str
+) -> None:
+    """Fencing, from the freeze to Finalizing. The operator stops at `point`, the
+    target's link is cut, and the operator comes back to a silent target for 8 s. The
+    target may already run the application (it may have been told to start it and the
+    answer lost), so the source is never resumed meanwhile: checked every second, the
+    source does not run it. Once the link is back the move ends on the target alone,
+    counter and records intact."""
+    operator = cluster.operator
+    assert operator is not None
+    source, target = where(kubectl, namespace)
+    before = acked(lab, source)
+    link = lab.host(target).plan.veth_root
+    operator.crash_at(point)
+    try:
+        move(kubectl, namespace, app, target)
+        assert operator.wait_exit(timeout=120) == EXIT_CODE, operator.log_tail()
+    finally:
+        operator.crash_file.unlink(missing_ok=True)
+    run(["ip", "link", "set", link, "down"])
+    try:
+        operator.start()
+        for _ in range(8):
+            time.sleep(1)
+            with lab.agent(source) as agent:
+                held = agent.status(APP)
+            runs = (
+                held.mounted
+                and held.docker.running
+                and not held.quiesced
+                and all(c.state == "running" for c in held.containers)
+            )
+            assert not runs, f"{point}: {APP} runs on {source} while {target} may run it"
+        phase = (placement(kubectl, namespace, APP)["status"].get("migration") or {}).get("phase")
+        print(f"\n[faults] {point}: {target} silent for 8 s; the move waits in {phase}, "
+              f"{source} holds it frozen or stopped")  # fmt: skip
+    finally:
+        run(["ip", "link", "set", link, "up"])
+    assert_moved(kubectl, namespace, lab, target, before)
 
 
 def test_restore_failing_on_the_target_resumes_on_the_source_then_moves(
@@ -473,6 +518,38 @@ def test_a_cancel_after_the_commit_point_is_refused_and_the_move_ends(
     assert f"kubectl berth migrate {APP} --to {source}" in cancel.stderr
     assert placement(kubectl, namespace, APP)["metadata"]["generation"] == generation
     assert_moved(kubectl, namespace, lab, target, before)
+
+
+def test_a_repository_larger_than_the_datastore_stalls_at_once(
+    cluster: LabCluster, lab: Lab, kubectl: Kubectl, namespace: str
+) -> None:
+    """16 TiB asked of a 30 GiB datastore: the agent refuses (507), no retry could change
+    that, so the placement is Stalled at once with the agent's reason, announced by one
+    Warning event, and nothing is created."""
+    name = "too-big"
+    kubectl.apply(manifests.placement(name, namespace, "host-a", pulse_and_ledger(8096), "16T"))
+    try:
+
+        def stalled() -> dict[str, Any] | None:
+            obj = placement(kubectl, namespace, name)
+            return obj if condition(obj, "Stalled").get("status") == "True" else None
+
+        obj = until("Stalled", stalled, 60, 0.3)
+        said = condition(obj, "Stalled")
+        print(f"\n[faults] {said['reason']}: {said['message']}")
+        assert (obj["status"]["phase"], said["reason"]) == ("Stalled", "DatastoreTooSmall")
+        assert said["message"].startswith("host-a refused to create it: size 16T exceeds")
+        assert condition(obj, "Reconciling")["status"] == "False"
+        time.sleep(3)  # the operator's poll is 1 s here: no retry, no second event
+        events = kubectl.json(
+            "get", "events", "-n", namespace,
+            "--field-selector", f"involvedObject.name={name},reason=DatastoreTooSmall",
+        )["items"]  # fmt: skip
+        assert len(events) == 1, events
+        with lab.agent("host-a") as agent:
+            assert name not in {r.name for r in agent.repositories()}
+    finally:
+        kubectl("delete", "-n", namespace, f"rp/{name}", "--wait=false")
 
 
 def test_conflicting_edits_of_the_machine_end_on_the_last_one(
