@@ -1,5 +1,6 @@
 """bench/report.py: docs/performance.md from a results dict, and the commit it names."""
 
+import json
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -385,3 +386,37 @@ def test_the_database_table_shows_every_move_and_marks_a_loss() -> None:
     assert "commits `abc1234`, `def5678` (the later" in "\n".join(
         databases_section(rows, ["abc1234", "def5678"])
     )
+
+
+def test_keep_replaces_only_the_benchmarks_run_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """operator_scale.py run again alone: its section is new, every other section and the
+    suite's stamp stay as latest.json had them."""
+    import report
+
+    results = tmp_path / "results"
+    results.mkdir()
+    for name, value in (
+        ("RESULTS", results),
+        ("LATEST", results / "latest.json"),
+        ("STAMP", results / "measured.json"),
+        ("PAGE", tmp_path / "performance.md"),
+        ("PLOTS", tmp_path / "plots"),
+    ):
+        monkeypatch.setattr(report, name, value)
+    old_run = {"design": "current", "scale": "100x5", "placements": 100, "all_ready_s": 30.0}
+    new_run = {**old_run, "all_ready_s": 12.5}
+    kept = {"transfer": {"ratio": 0.5}, "memory_note": "kept as it was"}
+    (results / "latest.json").write_text(
+        json.dumps({"measured": MEASURED, **kept, "operator": {"runs": [old_run]}})
+    )
+    (results / "operator_scale.json").write_text(json.dumps({"operator": {"runs": [new_run]}}))
+
+    assert report.main(["--keep"]) == 0
+
+    latest = json.loads((results / "latest.json").read_text())
+    assert latest["measured"] == MEASURED
+    assert latest["operator"] == {"runs": [new_run]}
+    assert {k: latest[k] for k in kept} == kept
+    assert "| all Ready after start (s) | 12.5 |" in (tmp_path / "performance.md").read_text()
