@@ -182,6 +182,8 @@ def test_soak(
             f"{intact.counter}, {intact.records} records, {time.monotonic() - started:.1f}s",
             flush=True,
         )
+        if number % 25 == 0:
+            print(f"[soak] after {number}: {dict(counts)}, {dict(results)}", flush=True)
     left = leftovers(lab)
     assert left == [], left
     downtimes.sort()
