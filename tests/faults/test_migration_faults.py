@@ -555,22 +555,24 @@ def test_a_repository_larger_than_the_datastore_stalls_at_once(
 def test_conflicting_edits_of_the_machine_end_on_the_last_one(
     cluster: LabCluster, lab: Lab, kubectl: Kubectl, namespace: str, app: str
 ) -> None:
-    """spec.machine set to the other machine, and set back while that move runs: the
+    """spec.machine set to the other machine, and set back once that move is past its
+    commit point (the operator stopped at Verifying, the edit made while it is away): the
     running move completes, then the repository moves back. It ends on the machine the
-    last edit named, having run on one machine at a time."""
+    last edit named, having run on one machine at a time. (Set back before the commit
+    point, the move is cancelled instead: the cancel tests.)"""
+    operator = cluster.operator
+    assert operator is not None
     source, target = where(kubectl, namespace)
-    fill(lab, source, app, 150)
-    slow = {"spec": {"transfer": {"bandwidthLimit": "20M"}}}
-    kubectl("patch", "-n", namespace, f"rp/{app}", "--type", "merge", "-p", json.dumps(slow))
     before = acked(lab, source)
+    operator.crash_at("Verifying")
     try:
         move(kubectl, namespace, app, target)
-        until("the bulk sync to send", lambda: progress(kubectl, namespace), 60)
-        move(kubectl, namespace, app, source)  # the conflicting edit, mid-move
-        status = settled_on(kubectl, namespace, source)
+        assert operator.wait_exit(timeout=120) == EXIT_CODE, operator.log_tail()
     finally:
-        unlimited = json.dumps({"spec": {"transfer": {"bandwidthLimit": None}}})
-        kubectl("patch", "-n", namespace, f"rp/{app}", "--type", "merge", "-p", unlimited)
+        operator.crash_file.unlink(missing_ok=True)
+    move(kubectl, namespace, app, source)  # the conflicting edit, past the commit point
+    operator.start()
+    status = settled_on(kubectl, namespace, source)
     moves = [(h["from"], h["to"], h["result"]) for h in status["history"][:2]]
     assert moves == [(target, source, "Succeeded"), (source, target, "Succeeded")], moves
     assert assert_intact(lab, app, before).host == source
