@@ -208,9 +208,12 @@ def test_rbac_is_least_privilege() -> None:
         "certificatesigningrequests/status",
         "signers",
         "subjectaccessreviews",
+        "secrets",  # spec.credentialsSecretRef: an encrypted repository's key
     }
     (signers,) = [r for r in role["rules"] if "signers" in r["resources"]]
     assert signers["resourceNames"] == ["berth.dev/repository-session"]
+    (secrets,) = [r for r in role["rules"] if "secrets" in r["resources"]]
+    assert secrets["verbs"] == ["get"], "Secrets are read one by one, never listed or watched"
     # People's roles: asking for a session, and logs or exec on placements; nothing more.
     people = {
         d["metadata"]["name"]: {(r, v) for rule in d["rules"] for r in rule["resources"]
