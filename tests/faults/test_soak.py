@@ -143,6 +143,7 @@ def recover(fault: Fault, cluster: LabCluster, lab: Lab, source: str, target: st
 
 
 @pytest.mark.skipif(MOVES == 0, reason="a soak of ~10 s a move: set BERTH_SOAK_MOVES")
+@pytest.mark.timeout(300 + 60 * MOVES)  # not the suite's 15 minutes: a move's worst case
 def test_soak(
     cluster: LabCluster, lab: Lab, kubectl: Kubectl, namespace: str, apps: list[str]
 ) -> None:
