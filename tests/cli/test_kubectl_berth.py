@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from typing import Any
 
 import pytest
@@ -13,20 +11,13 @@ import yaml
 from berth_lab import Lab
 from berth_lab.cluster import LabCluster
 from berth_lab.kubeconfig import Kubectl
-from e2e.helpers import beats, create_pulse, placement, until
+from e2e.helpers import beats, create_pulse, kubectl_berth, placement, until
 from kubectl_berth.client import Berth, CLIError
 
 pytestmark = pytest.mark.cli
 
 
-def berth(kubectl: Kubectl, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "kubectl_berth", *args],
-        env=kubectl.env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+berth = kubectl_berth
 
 
 @pytest.fixture(scope="module")

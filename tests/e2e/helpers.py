@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -39,6 +41,14 @@ def create_pulse(
     """A placement of pulse; each test's pulse publishes a host port of its own."""
     services = pulse.services(interval=interval, host_port=port)
     kubectl.apply(manifests.placement(name, namespace, machine, services, **spec))
+
+
+def kubectl_berth(kubectl: Kubectl, *args: str) -> subprocess.CompletedProcess[str]:
+    """`kubectl berth ARGS` as a person runs it, with kubectl's credentials."""
+    return subprocess.run(
+        [sys.executable, "-m", "kubectl_berth", *args],
+        env=kubectl.env(), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
 
 
 def move(kubectl: Kubectl, namespace: str, name: str, machine: str) -> None:

@@ -8,6 +8,7 @@ that no mount, loop device or daemon of the repository was left behind.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import shutil
@@ -22,10 +23,10 @@ import pytest
 from berth_common.crash import EXIT_CODE
 from berth_common.process import run
 from berth_lab import Lab, manifests
-from berth_lab.cluster import LabCluster
+from berth_lab.cluster import LabCluster, OperatorProcess
 from berth_lab.kubeconfig import Kubectl
 from berth_lab.workloads import ledger_acks, pulse_and_ledger
-from e2e.helpers import condition, fill, move, placement, until, wait_current
+from e2e.helpers import condition, fill, kubectl_berth, move, placement, until, wait_current
 from faults.workload import (
     PEM_IN_BASE64,
     assert_intact,
@@ -84,6 +85,34 @@ def assert_moved(kubectl: Kubectl, namespace: str, lab: Lab, target: str, before
     assert status["lastMigration"]["result"] == "Succeeded", status["lastMigration"]
     assert assert_intact(lab, APP, before).host == target, status
     assert_nothing_left(lab)
+
+
+def move_stopping_at(
+    operator: OperatorProcess, kubectl: Kubectl, namespace: str, app: str, target: str, point: str
+) -> None:
+    """Move app to target with the operator set to exit at crash point `point`; returns
+    once it has (status shows the move there). The caller starts it again."""
+    operator.crash_at(point)
+    try:
+        move(kubectl, namespace, app, target)
+        assert operator.wait_exit(timeout=120) == EXIT_CODE, operator.log_tail()
+    finally:
+        operator.crash_file.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def transfer_limited(kubectl: Kubectl, namespace: str, rate: str) -> Iterator[None]:
+    """The app's transfers held to `rate` bytes per second (a bulk sync lasting seconds)."""
+
+    def limit(value: str | None) -> None:
+        patch = json.dumps({"spec": {"transfer": {"bandwidthLimit": value}}})
+        kubectl("patch", "-n", namespace, f"rp/{APP}", "--type", "merge", "-p", patch)
+
+    limit(rate)
+    try:
+        yield
+    finally:
+        limit(None)
 
 
 def assert_nothing_left(lab: Lab) -> None:
@@ -170,12 +199,9 @@ def test_link_cut_during_bulk_sync_then_restored(
 ) -> None:
     source, target = where(kubectl, namespace)
     fill(lab, source, app, 150)  # with the limit below, the bulk sync takes seconds
-    slow = {"spec": {"transfer": {"bandwidthLimit": "20M"}}}
-    kubectl("patch", "-n", namespace, f"rp/{app}", "--type", "merge", "-p", json.dumps(slow))
     before = acked(lab, source)
     link = lab.host(source).plan.veth_root  # the source's cable to the lab's switch
-    unlimited = {"spec": {"transfer": {"bandwidthLimit": None}}}
-    try:
+    with transfer_limited(kubectl, namespace, "20M"):
         move(kubectl, namespace, app, target)
         until("the bulk sync to send", lambda: progress(kubectl, namespace), 60)
         run(["ip", "link", "set", link, "down"])
@@ -184,9 +210,6 @@ def test_link_cut_during_bulk_sync_then_restored(
         finally:
             run(["ip", "link", "set", link, "up"])
         assert_moved(kubectl, namespace, lab, target, before)
-    finally:
-        patch = json.dumps(unlimited)
-        kubectl("patch", "-n", namespace, f"rp/{app}", "--type", "merge", "-p", patch)
 
 
 def test_target_unreachable_after_the_freeze_rolls_back_then_moves_once_back(
@@ -239,12 +262,7 @@ def test_a_target_silent_after_the_freeze_never_leaves_the_app_on_two_machines(
     source, target = where(kubectl, namespace)
     before = acked(lab, source)
     link = lab.host(target).plan.veth_root
-    operator.crash_at(point)
-    try:
-        move(kubectl, namespace, app, target)
-        assert operator.wait_exit(timeout=120) == EXIT_CODE, operator.log_tail()
-    finally:
-        operator.crash_file.unlink(missing_ok=True)
+    move_stopping_at(operator, kubectl, namespace, app, target, point)
     run(["ip", "link", "set", link, "down"])
     try:
         operator.start()
@@ -382,13 +400,6 @@ def test_a_move_that_keeps_failing_backs_off_then_stalls_until_the_spec_changes(
     assert_nothing_left(lab)
 
 
-def kubectl_berth(kubectl: Kubectl, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "kubectl_berth", *args],
-        env=kubectl.env(), capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-
-
 def assert_cancelled_in_place(
     kubectl: Kubectl, namespace: str, lab: Lab, migration: str, phase: str, before: int
 ) -> dict[str, Any]:
@@ -428,12 +439,7 @@ def test_a_move_cancelled_before_its_commit_point_stays_where_it_runs(
     assert operator is not None
     source, target = where(kubectl, namespace)
     before = acked(lab, source)
-    operator.crash_at(point)
-    try:
-        move(kubectl, namespace, app, target)
-        assert operator.wait_exit(timeout=120) == EXIT_CODE, operator.log_tail()
-    finally:
-        operator.crash_file.unlink(missing_ok=True)
+    move_stopping_at(operator, kubectl, namespace, app, target, point)
     migration = placement(kubectl, namespace, APP)["status"]["migration"]
     assert migration["phase"] == point and migration.get("frozen_at_epoch") is None
     try:
@@ -461,33 +467,24 @@ def test_a_bulk_sync_under_way_is_cancelled_at_once(
     `kubectl berth cancel --wait`; its transfer is freed on both machines."""
     source, target = where(kubectl, namespace)
     fill(lab, source, APP, 120)
-    limit = {"spec": {"transfer": {"bandwidthLimit": "10M"}}}
-    kubectl("patch", "-n", namespace, f"rp/{APP}", "--type", "merge", "-p", json.dumps(limit))
     try:
-        before = acked(lab, source)
-        move(kubectl, namespace, app, target)
-
-        def pushing() -> dict[str, Any] | None:
-            migration = placement(kubectl, namespace, APP)["status"].get("migration") or {}
-            under_way = migration.get("phase") == "BulkSync" and migration.get("progress")
-            return migration if under_way else None
-
-        migration = until("the first bulk round to be under way", pushing, 120, 0.2)
-        asked = time.monotonic()
-        cancel = kubectl_berth(kubectl, "-n", namespace, "cancel", APP, "--wait")
-        took = time.monotonic() - asked
-        print(f"\n[faults] {cancel.stdout.strip()} ({took:.1f}s)")
-        assert cancel.returncode == 0, cancel.stderr
-        assert took < 10, f"the cancel took {took:.1f}s: it waited for the round to end"
-        last = assert_cancelled_in_place(
-            kubectl, namespace, lab, migration["id"], "BulkSync", before
-        )
-        assert last["bulkBytes"] == 0, "a round ended before the cancel (too fast to test)"
+        with transfer_limited(kubectl, namespace, "10M"):
+            before = acked(lab, source)
+            move(kubectl, namespace, app, target)
+            migration = until(
+                "the first bulk round to be under way", lambda: progress(kubectl, namespace), 120
+            )
+            asked = time.monotonic()
+            cancel = kubectl_berth(kubectl, "-n", namespace, "cancel", APP, "--wait")
+            took = time.monotonic() - asked
+            print(f"\n[faults] {cancel.stdout.strip()} ({took:.1f}s)")
+            assert cancel.returncode == 0, cancel.stderr
+            assert took < 10, f"the cancel took {took:.1f}s: it waited for the round to end"
+            last = assert_cancelled_in_place(
+                kubectl, namespace, lab, migration["id"], "BulkSync", before
+            )
+            assert last["bulkBytes"] == 0, "a round ended before the cancel (too fast to test)"
     finally:
-        unlimited = {"spec": {"transfer": {"bandwidthLimit": None}}}
-        kubectl(
-            "patch", "-n", namespace, f"rp/{APP}", "--type", "merge", "-p", json.dumps(unlimited)
-        )
         lab.host(source).run(["sh", "-c", "rm -f /var/lib/berth/mounts/*/data.bin"])
 
 
@@ -502,12 +499,7 @@ def test_a_cancel_after_the_commit_point_is_refused_and_the_move_ends(
     assert operator is not None
     source, target = where(kubectl, namespace)
     before = acked(lab, source)
-    operator.crash_at(point)
-    try:
-        move(kubectl, namespace, app, target)
-        assert operator.wait_exit(timeout=120) == EXIT_CODE, operator.log_tail()
-    finally:
-        operator.crash_file.unlink(missing_ok=True)
+    move_stopping_at(operator, kubectl, namespace, app, target, point)
     generation = placement(kubectl, namespace, APP)["metadata"]["generation"]
     try:
         cancel = kubectl_berth(kubectl, "-n", namespace, "cancel", APP)
@@ -564,12 +556,7 @@ def test_conflicting_edits_of_the_machine_end_on_the_last_one(
     assert operator is not None
     source, target = where(kubectl, namespace)
     before = acked(lab, source)
-    operator.crash_at("Verifying")
-    try:
-        move(kubectl, namespace, app, target)
-        assert operator.wait_exit(timeout=120) == EXIT_CODE, operator.log_tail()
-    finally:
-        operator.crash_file.unlink(missing_ok=True)
+    move_stopping_at(operator, kubectl, namespace, app, target, "Verifying")
     move(kubectl, namespace, app, source)  # the conflicting edit, past the commit point
     operator.start()
     status = settled_on(kubectl, namespace, source)
@@ -597,9 +584,11 @@ def test_agent_restarted_while_the_application_runs_adopts_it(
     assert obj["status"]["currentMachine"] == source
 
 
-def progress(kubectl: Kubectl, namespace: str) -> bool:
+def progress(kubectl: Kubectl, namespace: str) -> dict[str, Any] | None:
+    """The migration, once its bulk sync reports sending."""
     migration = placement(kubectl, namespace, APP)["status"].get("migration") or {}
-    return migration.get("phase") == "BulkSync" and bool(migration.get("progress"))
+    under_way = migration.get("phase") == "BulkSync" and migration.get("progress")
+    return migration if under_way else None
 
 
 def test_target_datastore_full_fails_cleanly_then_moves_once_there_is_room(

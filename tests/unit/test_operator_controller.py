@@ -203,6 +203,13 @@ class Setup:
             self.fleet.holds.setdefault(runs_on, set()).add(name)
         return placement_key(obj)
 
+    def add_created(self, name: str, wanted: str, size: str, **spec: Any) -> PlacementKey:
+        """A placement of a repository that exists nowhere yet: created from pulse."""
+        obj = placement(name, wanted)
+        obj["spec"].update(template={"size": size, "app": "pulse"}, **spec)
+        self.placements.store(obj)
+        return placement_key(obj)
+
     def status(self, key: PlacementKey) -> dict[str, Any]:
         obj = self.placements.get(key)
         assert obj is not None
@@ -271,10 +278,7 @@ def test_a_failing_migration_backs_off_then_stalls_with_migration_failed() -> No
 
 def test_a_create_no_retry_can_satisfy_stalls_at_once_with_the_agents_reason() -> None:
     s = Setup(machines={"a": 1})
-    obj = placement("big", "a")
-    obj["spec"]["template"] = {"size": "10T", "app": "pulse"}
-    s.placements.store(obj)
-    key = placement_key(obj)
+    key = s.add_created("big", "a", "10T")
     s.fleet.create_fails = AgentRefused(
         507, "InsufficientSpace", "size 10T exceeds the datastore (10.0 GiB)"
     )
@@ -295,10 +299,7 @@ def test_a_create_no_retry_can_satisfy_stalls_at_once_with_the_agents_reason() -
 
 def test_a_create_that_may_pass_later_waits_and_is_tried_again() -> None:
     s = Setup(machines={"a": 1})
-    obj = placement("web", "a")
-    obj["spec"]["template"] = {"size": "1G", "app": "pulse"}
-    s.placements.store(obj)
-    key = placement_key(obj)
+    key = s.add_created("web", "a", "1G")
     s.fleet.create_fails = AgentUnreachable("timed out")
     for _ in range(2):
         assert s.controller.reconcile(key).requeue_after == 2 * s.config.poll_seconds
@@ -373,11 +374,7 @@ def test_a_cancel_written_just_before_the_freeze_wins_over_it() -> None:
 
 def test_an_encrypted_repository_gets_its_key_from_the_secret_it_names() -> None:
     s = Setup(machines={"a": 1})
-    obj = placement("vault", "a")
-    obj["spec"]["template"] = {"size": "1G", "app": "pulse"}
-    obj["spec"]["credentialsSecretRef"] = {"name": "vault-luks"}
-    s.placements.store(obj)
-    key = placement_key(obj)
+    key = s.add_created("vault", "a", "1G", credentialsSecretRef={"name": "vault-luks"})
     assert s.controller.reconcile(key).requeue_after == 2 * s.config.poll_seconds
     status = s.status(key)
     assert (status["phase"], status["conditions"][1]["reason"]) == (

@@ -29,7 +29,6 @@ from berth_operator.migration.downtime import app_downtime
 from berth_operator.migration.listener import MigrationListener, TransferProgress
 from berth_operator.migration.rounds import should_cut_over
 from berth_operator.migration.state import (
-    FROZEN,
     MigrationState,
     Mode,
     Phase,
@@ -93,6 +92,9 @@ class MigrationDriver:
         self.listener = listener
         self.bandwidth, self.compress, self.answer_timeout = bandwidth, compress, answer_timeout
         self._open: dict[str, AgentClient] = {}
+        # The key read before the freeze, for the revival after it (None: not encrypted).
+        self._key: bytes | None = None
+        self._key_read = False
 
     @contextlib.contextmanager
     def _agent(self, machine: str) -> Iterator[AgentClient]:
@@ -236,6 +238,7 @@ class MigrationDriver:
         if first:
             if self.listener.cancelled(state):
                 raise MigrationCancelled(state.phase)
+            self._read_key()  # now, not while the application is frozen
             self._mark_freeze(state)
             # The commit point: persisted before the freeze, so a restarted operator
             # measures from here; refused if a cancel may have been written first.
@@ -277,6 +280,13 @@ class MigrationDriver:
         _steps(state, "freeze", frozen.durations)
         state.delta_bytes = self._push(state, "final")
 
+    def _read_key(self) -> bytes | None:
+        """The repository's key, read once per step: before the freeze when this step
+        froze it, at the revival only when an operator restart replays Verifying."""
+        if not self._key_read:
+            self._key, self._key_read = self.repository_key(), True
+        return self._key
+
     def _mark_freeze(self, state: MigrationState) -> None:
         """The cutover starts with the freeze request: cutoverAt and the downtime's start."""
         state.frozen_at_epoch = self.clock()
@@ -287,7 +297,7 @@ class MigrationDriver:
             # force: the copy just received stays marked as the source's until it runs.
             revived = target.up(
                 state.repository,
-                self.repository_key(),
+                self._read_key(),
                 wait_answer=self.answer_timeout,
                 force=True,
             )
@@ -376,7 +386,7 @@ class MigrationDriver:
         if phase == Phase.FINALIZING:
             raise MigrationError(f"finalizing on {state.source} failed (will retry): {reason}")
         state.reason = f"{phase.value}: {reason}"
-        if phase not in FROZEN:
+        if state.cancellable:  # before the commit point: the source never stopped
             state.phase, state.result = Phase.FAILED, "Failed"
             if phase == Phase.BULK_SYNC:
                 self._forget_transfer(state, f"bulk{len(state.bulk_rounds) + 1}")

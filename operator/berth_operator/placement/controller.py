@@ -203,13 +203,17 @@ class PlacementController:
         placement: RepositoryPlacement,
         verdict: Verdict,
         phase: str,
+        *,
+        guarded: bool = False,
         **changes: Any,
     ) -> None:
+        """guarded: only if nobody changed the placement since the cache read it
+        (StatusWriter.write)."""
         status = build_status(
             self._latest_status(key, placement), placement.metadata.generation or 0, verdict,
             now(), phase=phase, **changes,
         )  # fmt: skip
-        self.writer.write(key, status)
+        self.writer.write(key, status, guarded=guarded)
 
     def _write_announced(
         self, key: PlacementKey, placement: RepositoryPlacement, verdict: Verdict, phase: str
@@ -331,19 +335,16 @@ class PlacementController:
         return state
 
     def _hooks(self, key: PlacementKey, placement: RepositoryPlacement) -> StatusHooks:
-        def record(current: MigrationState, progress: TransferProgress | None) -> None:
+        def record(
+            current: MigrationState, progress: TransferProgress | None, guarded: bool = False
+        ) -> None:
             self._write(
-                key, placement, lifecycle.migrating_verdict(current), phase=current.phase.value,
-                **migrating_changes(current, progress),
+                key, placement, lifecycle.migrating_verdict(current), current.phase.value,
+                guarded=guarded, **migrating_changes(current, progress),
             )  # fmt: skip
 
         def commit(current: MigrationState) -> None:
-            status = build_status(
-                self._latest_status(key, placement), placement.metadata.generation or 0,
-                lifecycle.migrating_verdict(current), now(), phase=current.phase.value,
-                **migrating_changes(current, None),
-            )  # fmt: skip
-            self.writer.write(key, status, guarded=True)
+            record(current, None, guarded=True)
 
         def cancelled(current: MigrationState) -> bool:
             obj = self.placements.get(key)
