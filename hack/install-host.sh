@@ -38,7 +38,7 @@ esac
 # --- Debian packages -------------------------------------------------------------
 packages=(docker.io containerd runc btrfs-progs iproute2 iptables util-linux e2fsprogs
           busybox-static rsync zstd openssl etcd-server kmod procps psmisc curl ca-certificates
-          python3-venv iputils-ping debootstrap cryptsetup)
+          python3-venv iputils-ping debootstrap cryptsetup bind9)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -50,10 +50,13 @@ if [ ${#missing[@]} -gt 0 ]; then
 else
   say "Debian packages present"
 fi
-# The distribution's etcd service is not ours: the test API server starts its own etcd.
-if command -v systemctl >/dev/null && systemctl is-active -q etcd 2>/dev/null; then
-  systemctl disable --now etcd >/dev/null 2>&1 || true
-fi
+# The distribution's etcd and named services are not ours: the lab starts its own etcd
+# (for its API server) and its own named (the DNS server external-dns writes to).
+for service in etcd named; do
+  if command -v systemctl >/dev/null && systemctl is-active -q "$service" 2>/dev/null; then
+    systemctl disable --now "$service" >/dev/null 2>&1 || true
+  fi
+done
 
 # --- CRIU >= 4.2, and runc's CRIU options ------------------------------------------
 $host_checks || export BERTH_CRIU_CHECK=0

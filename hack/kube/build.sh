@@ -9,6 +9,8 @@
 #   $KUBE_CACHE/bin/kube-apiserver   k8s.io/kubernetes v$KUBE_VERSION
 #   $KUBE_CACHE/bin/kubectl          the same module graph and version
 #   $KUBE_CACHE/bin/helm             helm.sh/helm/v3 $HELM_VERSION
+#   $KUBE_CACHE/bin/external-dns     sigs.k8s.io/external-dns $EXTERNAL_DNS_VERSION, and its
+#   $KUBE_CACHE/crds/dnsendpoints.externaldns.k8s.io.yaml (the lab's DNS)
 #   etcd                              Debian package etcd-server (/usr/bin/etcd)
 #
 # Go comes from hack/install-go.sh (Debian's golang-1.26) unless $GO names another.
@@ -24,6 +26,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 KUBE_CACHE="${KUBE_CACHE:-/var/cache/berth/kube}"
 BIN="$KUBE_CACHE/bin"
 HELM_VERSION="${HELM_VERSION:-v3.22.0}"
+EXTERNAL_DNS_VERSION="${EXTERNAL_DNS_VERSION:-v0.20.0}"
 # The Kubernetes version is whatever hack/kube/go.mod requires.
 KUBE_VERSION="$(awk '$1=="require" && $2=="k8s.io/kubernetes" {print $3} $1=="k8s.io/kubernetes" && $2 ~ /^v/ {print $2}' "$here/go.mod" | head -n1)"
 [ -n "$KUBE_VERSION" ] || { echo "build.sh: no k8s.io/kubernetes requirement in $here/go.mod" >&2; exit 1; }
@@ -105,6 +108,34 @@ else
 	have_version "$BIN/helm" "Version:\"$HELM_VERSION\"" version ||
 		{ log "built helm does not report $HELM_VERSION"; exit 1; }
 	echo "$HELM_VERSION" >"$helm_stamp"
+fi
+
+# --- external-dns --------------------------------------------------------------------
+# The lab's DNS: external-dns (its rfc2136 provider) writes the records berth puts in
+# DNSEndpoints into a BIND 9 (Debian's bind9). Its own module graph and go.sum, like
+# helm's; v0.22 and later need modules the proxy here does not serve (exoscale,
+# openshift) or a newer Go. Its DNSEndpoint CRD goes beside the binaries for the lab.
+edns_crd="$KUBE_CACHE/crds/dnsendpoints.externaldns.k8s.io.yaml"
+edns_version() { [ -x "$BIN/external-dns" ] && "$BIN/external-dns" --version 2>&1 | grep -qxF "$EXTERNAL_DNS_VERSION"; }
+if edns_version && [ -s "$edns_crd" ]; then
+	log "external-dns $EXTERNAL_DNS_VERSION cached"
+else
+	require_go
+	log "building external-dns $EXTERNAL_DNS_VERSION (cold: ~7 min, mostly module downloads)"
+	edns_tmp="$(mktemp -d)"
+	trap 'rm -rf "${tmp:-}" "$edns_tmp"' EXIT
+	edns_dir="$(cd "$edns_tmp" && "$GO" mod download -json "sigs.k8s.io/external-dns@$EXTERNAL_DNS_VERSION" |
+		awk -F'"' '$2=="Dir" {print $4}')"
+	[ -f "$edns_dir/config/crd/standard/dnsendpoints.externaldns.k8s.io.yaml" ] ||
+		{ log "no DNSEndpoint CRD in $edns_dir"; exit 1; }
+	(cd "$edns_tmp" && GOBIN="$edns_tmp" "${NICE[@]}" "$GO" install -trimpath -ldflags \
+		"-s -w -X sigs.k8s.io/external-dns/pkg/apis/externaldns.Version=$EXTERNAL_DNS_VERSION" \
+		"sigs.k8s.io/external-dns@$EXTERNAL_DNS_VERSION")
+	mv -f "$edns_tmp/external-dns" "$BIN/external-dns"
+	mkdir -p "$(dirname "$edns_crd")"
+	cp "$edns_dir/config/crd/standard/dnsendpoints.externaldns.k8s.io.yaml" "$edns_crd"
+	edns_version ||
+		{ log "built external-dns does not report $EXTERNAL_DNS_VERSION"; exit 1; }
 fi
 
 # --- etcd ----------------------------------------------------------------------

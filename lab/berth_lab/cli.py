@@ -30,7 +30,7 @@ def _parser() -> argparse.ArgumentParser:
     up = sub.add_parser(
         "up",
         help="create the hosts, their network, datastores and agents "
-        "(--cluster: also an API server, berth's operator and a DNS server)",
+        "(--cluster: also an API server, berth's operator, named and external-dns)",
     )
     up.add_argument("--hosts", type=int, default=2)
     up.add_argument("--bandwidth", help="shape every host link, e.g. 1gbit")
@@ -39,7 +39,7 @@ def _parser() -> argparse.ArgumentParser:
         "--cluster",
         action="store_true",
         help="also a kube-apiserver with berth's CRDs, a Machine per host, the operator "
-        "(all namespaces) and the DNS server for spec.dns; prints the KUBECONFIG to use",
+        "(all namespaces), named and external-dns for spec.dns; prints the KUBECONFIG to use",
     )
     _output_flag(up)
 
@@ -189,7 +189,8 @@ def _print_status(lab: Lab, output: str) -> None:
         f"operator       {_running(operator)}, all namespaces, log {operator['log']}"
         + ("" if operator["running"] else f"; start it: berth-lab {flag}operator restart")
     )
-    print(f"dns            {cluster['dns']['address']}  {_running(cluster['dns'])}")
+    print(f"dns (named)    {cluster['dns']['address']}  {_running(cluster['dns'])}")
+    print(f"external-dns   {_running(cluster['externalDNS'])}, log {cluster['externalDNS']['log']}")
     print(f"export KUBECONFIG={cluster['kubeconfig']}")
 
 

@@ -19,9 +19,11 @@ import yaml
 
 from berth_lab import procs
 from berth_lab.agents import agent_endpoint
+from berth_lab.dns_service import GRACE_SECONDS as DNS_GRACE_SECONDS
+from berth_lab.dns_service import lab_dns_server
 from berth_lab.host import LabError
 from berth_lab.kube import free_ports
-from berth_lab.kube_tools import helm_binary
+from berth_lab.kube_tools import external_dns_crd, helm_binary
 from berth_lab.kubeconfig import Kubectl, service_account_kubeconfig
 from berth_lab.lab import Lab
 
@@ -35,13 +37,9 @@ OPERATOR_NAMESPACE = "berth-system"
 RELEASE = "berth"
 
 
-# Others' CRDs the lab stands in for: external-dns's DNSEndpoint (berth writes its records).
-EXTERNAL_CRDS = Path(__file__).resolve().parent / "crds"
-
-
 def install_crds(kubectl: Kubectl) -> None:
-    """berth's CRDs, the stand-ins for others' that berth writes to, and the peering."""
-    for path in [*sorted(CRDS.glob("*.yaml")), *sorted(EXTERNAL_CRDS.glob("*.yaml"))]:
+    """berth's CRDs, external-dns's DNSEndpoint (berth writes its records), the peering."""
+    for path in [*sorted(CRDS.glob("*.yaml")), external_dns_crd()]:
         docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
         crds = [d for d in docs if d["kind"] == "CustomResourceDefinition"]
         for crd in crds:
@@ -265,6 +263,9 @@ class LabCluster:
                 **self.lab.plan.owner_env(),
                 "TMPDIR": str(tmp),
                 "BERTH_SESSIONS_CA_DIR": str(self.dir / "sessions-ca"),
+                # spec.dns is Ready once the lab's named answers it (when LabDNS runs).
+                "BERTH_DNS_CHECK_SERVER": "{}:{}".format(*lab_dns_server(self.lab.plan)),
+                "BERTH_DNS_CHECK_GRACE_SECONDS": str(DNS_GRACE_SECONDS),
             },
         )
         self.operator.start()

@@ -2,18 +2,14 @@
 
 A real etcd + kube-apiserver, berth's CRDs, the chart's RBAC, a Machine per host, the
 operator (as the chart's ServiceAccount, reconciling placements in every namespace, the
-chart's default) and the lab's DNS server. Each is a process of the lab, found again
-by its pid file in the lab's state dir and marked with the lab's OWNER_ENV: a later
-`berth-lab` command reports on them or restarts the operator, and `Lab.down()` stops
-them all.
+chart's default) and the lab's DNS (named, with external-dns writing spec.dns's records).
+Each is a process of the lab, found again by its pid file in the lab's state dir and
+marked with the lab's OWNER_ENV: a later `berth-lab` command reports on them or restarts
+the operator, and `Lab.down()` stops them all.
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,15 +18,13 @@ import yaml
 
 from berth_lab import procs
 from berth_lab.cluster import LabCluster
-from berth_lab.dns import PORT as DNS_PORT
-from berth_lab.dns import resolve
+from berth_lab.dns_service import EXTERNAL_DNS_MARKER, NAMED_MARKER, LabDNS
 from berth_lab.host import LabError
 from berth_lab.kube import KubeAPIServer
 from berth_lab.kubeconfig import Kubectl
 from berth_lab.lab import Lab
 
 OPERATOR_MARKER = "berth_operator"
-DNS_MARKER = "berth_lab.dns"
 
 
 @dataclass(frozen=True)
@@ -51,7 +45,8 @@ class ClusterState:
     server: str  # the kube-apiserver's URL
     apiserver: ProcessState
     operator: ProcessState
-    dns: ProcessState
+    dns: ProcessState  # named
+    external_dns: ProcessState
     dns_address: str  # ADDRESS:PORT that answers spec.dns's names
 
     def to_json(self) -> dict[str, Any]:
@@ -64,17 +59,18 @@ class ClusterState:
             "apiserver": process(self.apiserver),
             "operator": {**process(self.operator), "namespaces": "all"},
             "dns": {**process(self.dns), "address": self.dns_address},
+            "externalDNS": process(self.external_dns),
         }
 
 
 class LabControlPlane:
-    """The API server, operator and DNS server of one lab (see the module's doc)."""
+    """The API server, operator and DNS of one lab (see the module's doc)."""
 
     def __init__(self, lab: Lab) -> None:
         self.lab = lab
         plan = lab.plan
         self.server = KubeAPIServer(plan.kube_dir, detached=True, env=plan.owner_env())
-        self.dns_address = (str(plan.bridge_address), DNS_PORT)
+        self.dns = LabDNS.for_lab(plan, self.server.admin_kubeconfig)
 
     @classmethod
     def load(cls, lab: Lab) -> LabControlPlane:
@@ -106,7 +102,7 @@ class LabControlPlane:
         failure the caller tears the lab down (Lab.down() stops what was started)."""
         self.server.start()
         self._cluster().up()
-        self._start_dns()
+        self.dns.start()  # as the cluster admin: the records of every namespace
         return self
 
     def restart_operator(self, timeout: float = 60) -> int:
@@ -120,51 +116,17 @@ class LabControlPlane:
             f"berth-lab{_name_flag(self.lab)} down, then up --cluster"
         )
 
-    def _start_dns(self, timeout: float = 15) -> None:
-        """The DNS server as a process of the lab: it outlives the command that started it."""
-        directory = self.lab.plan.dns_dir
-        directory.mkdir(parents=True, exist_ok=True)
-        address, port = self.dns_address
-        pki = self.server.pki  # as the cluster admin: the records of every namespace
-        argv = [sys.executable, "-m", DNS_MARKER, "serve", "--api-server", self.server.url,
-                "--ca", str(pki.ca.cert), "--cert", str(pki.admin.cert),
-                "--key", str(pki.admin.key), "--address", address, "--port", str(port)]  # fmt: skip
-        with (directory / "dns.log").open("ab") as log:
-            proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                env={**os.environ, **self.lab.plan.owner_env()},
-            )
-        (directory / "dns.pid").write_text(f"{proc.pid}\n")
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                resolve("ready.berth-lab.invalid", self.dns_address)
-                return  # any answer, NXDOMAIN too, means it serves
-            except OSError:
-                if proc.poll() is not None:
-                    raise LabError(
-                        f"the lab's DNS server exited {proc.returncode}; see {directory}/dns.log"
-                    ) from None
-                if time.monotonic() > deadline:
-                    raise LabError(
-                        f"the lab's DNS server is not answering after {timeout}s"
-                    ) from None
-                time.sleep(0.05)
-
     # --- status --------------------------------------------------------------------------
     def state(self) -> ClusterState:
         plan = self.lab.plan
-        address, port = self.dns_address
+        address, port = self.dns.server
         return ClusterState(
             kubeconfig=self.admin_kubeconfig,
             server=_server_url(self.admin_kubeconfig),
             apiserver=_process(plan.kube_dir / "kube-apiserver.pid", "kube-apiserver"),
             operator=_process(plan.cluster_dir / "operator.pid", OPERATOR_MARKER),
-            dns=_process(plan.dns_dir / "dns.pid", DNS_MARKER),
+            dns=_process(self.dns.named_pidfile, NAMED_MARKER),
+            external_dns=_process(self.dns.external_dns_pidfile, EXTERNAL_DNS_MARKER),
             dns_address=f"{address}:{port}",
         )
 

@@ -31,7 +31,7 @@ from berth_lab.plan import DEMO_LAB, plan_lab
 NAMESPACE = "demo"
 REPO = "pulse"
 BEAT = 0.25  # seconds between beats: fine enough to see the gap
-HOSTNAME = "pulse.demo.lab"  # spec.dns: served by the lab's external-dns stand-in
+HOSTNAME = "pulse.demo.lab"  # spec.dns: external-dns writes it into the lab's named
 
 
 def say(text: str = "") -> None:
@@ -42,8 +42,8 @@ def run_demo(name: str = DEMO_LAB, keep: bool = False, json_path: Path | None = 
     say("berth demo: a running repository moves to another host with its processes' memory\n")
     Lab(plan_lab(name, hosts=3)).down()  # a previous run may have left it up
     say("1. the embedded lab: three hosts (network + mount namespaces, btrfs datastores, a")
-    say("   berth-agent each), a real kube-apiserver, berth's CRDs and its operator, and a")
-    say("   stand-in for external-dns that serves the DNS records berth writes")
+    say("   berth-agent each), a real kube-apiserver, berth's CRDs and its operator, and")
+    say("   external-dns writing the DNS records berth asks for into a BIND 9 (named)")
     started = time.monotonic()
     lab = Lab(plan_lab(name, hosts=3, datastore_size="10G")).up()
     try:
@@ -168,7 +168,7 @@ def _demo(lab: Lab, plane: LabControlPlane) -> dict[str, Any]:
     )
     say("   RepositoryPlacement pulse: Ready on host-a; 200 MB of app data written into it")
     placed = kubectl.json("get", "-n", NAMESPACE, f"rp/{REPO}", "-o", "json")
-    named = ", ".join(_resolved(HOSTNAME, plane.dns_address)) or "-"
+    named = ", ".join(_resolved(HOSTNAME, plane.dns.server)) or "-"
     say(f"   pulse answers at {_answers_at(placed)} (status.endpoints); {HOSTNAME} -> {named}")
     time.sleep(1)
     say("   its logs, read where it runs (a session the operator grants after RBAC allows it):")
@@ -179,7 +179,7 @@ def _demo(lab: Lab, plane: LabControlPlane) -> dict[str, Any]:
     say(f"   host-c that knows only the name {HOSTNAME} keeps connecting to it")
     client = subprocess.Popen(
         [*lab.host("c").nsenter(), sys.executable, "-m", "berth_lab.dns", "follow", HOSTNAME,
-         "--server", ":".join(map(str, plane.dns_address)), "--port", str(pulse.PORT),
+         "--server", ":".join(map(str, plane.dns.server)), "--port", str(pulse.PORT),
          "--seconds", "30"],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip

@@ -1,7 +1,8 @@
 """Where the lab finds the Kubernetes programs that `hack/kube/build.sh` builds.
 
-kube-apiserver, kubectl and helm come from one cache (`/var/cache/berth/kube/bin`, or
-`$BERTH_KUBE_BIN`); kubectl is built from the same Kubernetes modules and version as the
+kube-apiserver, kubectl, helm and external-dns come from one cache
+(`/var/cache/berth/kube/bin`, or `$BERTH_KUBE_BIN`; external-dns's DNSEndpoint CRD beside
+it, in `../crds`); kubectl is built from the same Kubernetes modules and version as the
 API server, so the lab never depends on whichever kubectl a machine happens to carry.
 """
 
@@ -13,8 +14,8 @@ from pathlib import Path
 
 DEFAULT_BIN_DIR = Path("/var/cache/berth/kube/bin")
 BUILD_HINT = (
-    "run `bash hack/kube/build.sh` (builds kube-apiserver, kubectl and helm, cached, "
-    "a few minutes cold)"
+    "run `bash hack/kube/build.sh` (builds kube-apiserver, kubectl, helm and external-dns, "
+    "cached, a few minutes cold)"
 )
 
 
@@ -45,3 +46,16 @@ def kubectl_binary() -> Path:
     """`$BERTH_KUBECTL`, else the kubectl built by hack/kube/build.sh, else one on PATH."""
     chosen = os.environ.get("BERTH_KUBECTL")
     return Path(chosen) if chosen else _built_else_on_path("kubectl")
+
+
+def external_dns_binary() -> Path:
+    """The external-dns built by hack/kube/build.sh, else one on PATH."""
+    return _built_else_on_path("external-dns")
+
+
+def external_dns_crd() -> Path:
+    """external-dns's own DNSEndpoint CRD, as hack/kube/build.sh copied it from its module."""
+    crd = bin_dir().parent / "crds" / "dnsendpoints.externaldns.k8s.io.yaml"
+    if not crd.exists():
+        raise KubeError(f"{crd} not found: {BUILD_HINT}")
+    return crd

@@ -21,6 +21,7 @@ from berth_common.agent_api.client import AgentClient
 from berth_common.process import CommandError, output, run
 from berth_lab import procs
 from berth_lab.agents import LabPKI, agent_client, start_agent
+from berth_lab.dns_service import stop_dns
 from berth_lab.host import LabError, LabHost
 from berth_lab.kube import reap_stale
 from berth_lab.plan import (
@@ -287,7 +288,7 @@ class Lab:
         # The lab's API server, operator and DNS server (berth-lab up --cluster, the demo).
         reap_stale(self.plan.kube_dir)
         procs.kill_pidfile(self.plan.cluster_dir / "operator.pid", "berth_operator")
-        procs.kill_pidfile(self.plan.dns_dir / "dns.pid", "berth_lab.dns")
+        stop_dns(self.plan.dns_dir)
         prefix = self._netns_prefix()
         namespaces = set(_netns_with_prefix(prefix)) | {h.netns for h in self.plan.hosts}
         namespaces = {ns for ns in namespaces if Path(f"/var/run/netns/{ns}").exists()}

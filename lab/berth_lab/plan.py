@@ -86,7 +86,7 @@ class LabPlan:
 
     @property
     def dns_dir(self) -> Path:
-        """The lab's DNS server (a stand-in for external-dns): log and pid file."""
+        """The lab's DNS (named and external-dns): configuration, zone, logs, pid files."""
         return self.state_dir / "dns"
 
     def owner_env(self) -> dict[str, str]:

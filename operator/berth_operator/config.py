@@ -55,6 +55,18 @@ class OperatorConfig(BaseModel):
         description="the sessions CA (tls.crt, tls.key) that signs people's kubectl berth "
         "logs/exec certificates; unset: session requests are denied",
     )
+    dns_check_server: str | None = Field(
+        None,
+        description="ADDRESS[:PORT] of the DNS server external-dns writes spec.dns's records "
+        "to: a placement is Ready once its names answer there; unset: once the records are "
+        "written",
+    )
+    dns_check_grace_seconds: float = Field(
+        120,
+        gt=0,
+        description="how long external-dns may take (its default interval is 60 s) before "
+        "DNSNotUpdated is announced",
+    )
     crash_file: Path | None = Field(
         None, description="test only: a file naming a crash point (berth_common.crash)"
     )
@@ -88,6 +100,8 @@ class OperatorConfig(BaseModel):
             ("BERTH_HEALTH_PORT", "health_port"),
             ("BERTH_PEERING_PRIORITY", "peering_priority"),
             ("BERTH_SESSIONS_CA_DIR", "sessions_ca_dir"),
+            ("BERTH_DNS_CHECK_SERVER", "dns_check_server"),
+            ("BERTH_DNS_CHECK_GRACE_SECONDS", "dns_check_grace_seconds"),
             ("BERTH_CRASH_FILE", "crash_file"),
         ):
             if env.get(key):

@@ -26,8 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from berth_common.pki import CertFiles, create_ca
 from berth_common.sessions import SIGNER_NAME, SessionRequest, SessionVerb, build_request
-from berth_lab.cluster import EXTERNAL_CRDS
-from berth_lab.kube_tools import helm_binary
+from berth_lab.kube_tools import external_dns_crd, helm_binary
 from berth_lab.kubeconfig import (
     KubeClient,
     Kubectl,
@@ -297,8 +296,8 @@ class Operator:
 @pytest.fixture(scope="module")
 def names(kubectl: Kubectl, namespace: str, suffix: str) -> Iterator[Names]:
     """The objects the calls act on, created by the admin, and the CRDs they need."""
-    # The real CRDs (crds/, the chart's are the same), and the lab's external-dns DNSEndpoint.
-    files = [*sorted(CRD_FILES.glob("*.yaml")), *sorted(EXTERNAL_CRDS.glob("*.yaml"))]
+    # The real CRDs (crds/, the chart's are the same), and external-dns's DNSEndpoint.
+    files = [*sorted(CRD_FILES.glob("*.yaml")), external_dns_crd()]
     crds = [d for path in files for d in load_manifests(path)]
     created = ensure_crds(kubectl, crds)
     names = {

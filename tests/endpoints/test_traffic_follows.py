@@ -1,8 +1,9 @@
 """Traffic follows the repository: status.endpoints and the DNS records after a move.
 
 A third lab host runs a client that knows only a DNS name: it resolves it through the
-lab's stand-in for external-dns (which serves the DNSEndpoint objects berth writes) and
-keeps connecting to pulse while pulse moves from host-a to host-b.
+lab's named, into which a real external-dns writes the DNSEndpoint records berth asks
+for, and keeps connecting to pulse while pulse moves from host-a to host-b. The operator
+asks the same named whether the names answer before it calls a placement Ready.
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ import pytest
 from berth_agent.apps import pulse
 from berth_lab import Lab, manifests
 from berth_lab.cluster import LabCluster
-from berth_lab.dns import PORT as DNS_PORT
-from berth_lab.dns import KubectlEndpoints, LabDNS
+from berth_lab.dns import lookup
+from berth_lab.dns_service import GRACE_SECONDS, LabDNS
 from berth_lab.kubeconfig import Kubectl
 from berth_lab.scratch import three_hosts
-from e2e.helpers import move, placement, until, wait_current
+from e2e.helpers import condition, move, placement, until, wait_current
 
 pytestmark = pytest.mark.endpoints
 NAME, PORT, HOSTNAME = "pulse-dns", 8095, "pulse.berth.lab"
@@ -52,7 +53,7 @@ def cluster3(lab3: Lab, kubectl: Kubectl, namespace: str) -> Iterator[LabCluster
 
 @pytest.fixture(scope="module")
 def dns(lab3: Lab, kubectl: Kubectl, cluster3: LabCluster) -> Iterator[LabDNS]:
-    with LabDNS(KubectlEndpoints(kubectl), str(lab3.plan.bridge_address)) as server:
+    with LabDNS.for_lab(lab3.plan, kubectl.kubeconfig) as server:
         yield server
 
 
@@ -79,10 +80,11 @@ def test_a_client_that_follows_the_dns_name_keeps_reaching_pulse_through_a_move(
     obj = wait_current(kubectl, namespace, NAME)
     assert endpoints(obj) == [("host-a", a, PORT)]
     assert dns_targets(kubectl, namespace) == [a]
+    assert lookup(HOSTNAME, dns.server) == [a], "Ready before named answered the name"
 
     client = subprocess.Popen(
         [*lab3.host("c").nsenter(), sys.executable, "-m", "berth_lab.dns", "follow", HOSTNAME,
-         "--server", f"{lab3.plan.bridge_address}:{DNS_PORT}", "--port", str(PORT),
+         "--server", "{}:{}".format(*dns.server), "--port", str(PORT),
          "--seconds", "30"],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
@@ -100,6 +102,76 @@ def test_a_client_that_follows_the_dns_name_keeps_reaching_pulse_through_a_move(
     assert dns_targets(kubectl, namespace) == [b], "the DNS records did not follow"
     assert followed["addresses"] == [a, b], "the client did not follow the name to host-b"
     assert followed["last"] is not None and followed["answers"] > 100
+    assert lookup(HOSTNAME, dns.server) == [b], "Ready before named answered the new address"
+
+
+def test_a_dns_server_that_refuses_updates_leaves_the_placement_dns_not_updated(
+    lab3: Lab, kubectl: Kubectl, namespace: str, dns: LabDNS
+) -> None:
+    """The move succeeds; the name cannot follow: the placement says so (DNSPending, then
+    DNSNotUpdated with one Warning event after the grace) instead of turning Ready while
+    clients are still sent to the machine it left, and turns Ready once the server
+    accepts updates again."""
+    name, hostname = "pulse-refused", "refused.berth.lab"
+    a, b = lab3.host("a").address, lab3.host("b").address
+    services = pulse.services(interval=0.5, host_port=PORT + 2)
+    names = {"hostnames": [hostname], "ttl": 1}
+    kubectl.apply(
+        manifests.placement(name, namespace, "host-a", services, dns=names, deletionPolicy="Delete")
+    )
+    reasons: list[tuple[float, str]] = []
+
+    def reason_now() -> str:
+        obj = placement(kubectl, namespace, name)
+        ready = condition(obj, "Ready")
+        said = "Ready" if ready.get("status") == "True" else str(ready.get("reason", ""))
+        if not reasons or reasons[-1][1] != said:
+            reasons.append((time.monotonic(), said))
+        return said
+
+    try:
+        wait_current(kubectl, namespace, name)
+        assert lookup(hostname, dns.server) == [a]
+        dns.refuse_updates()
+        move(kubectl, namespace, name, "host-b")
+        until("DNSNotUpdated", lambda: reason_now() == "DNSNotUpdated", GRACE_SECONDS + 90, 0.1)
+        obj = placement(kubectl, namespace, name)
+        ready = condition(obj, "Ready")
+        print(
+            f"\n[endpoints] refused: Ready={ready['status']} {ready['reason']}: {ready['message']}"
+        )
+        assert obj["status"]["lastMigration"]["result"] == "Succeeded"
+        assert obj["status"]["currentMachine"] == "host-b"
+        assert ready["status"] == "False" and ready["reason"] == "DNSNotUpdated"
+        assert f"{hostname} -> {a}" in ready["message"], "the message names the stale answer"
+        assert lookup(hostname, dns.server) == [a], "named accepted an update it must refuse"
+        pending = [t for t, r in reasons if r == "DNSPending"]
+        overdue = next(t for t, r in reasons if r == "DNSNotUpdated")
+        assert pending, f"no DNSPending before DNSNotUpdated: {reasons}"
+        waited = overdue - pending[0]
+        print(
+            f"[endpoints] DNSPending -> DNSNotUpdated after {waited:.1f}s (grace {GRACE_SECONDS}s)"
+        )
+        assert waited >= GRACE_SECONDS - 1
+        time.sleep(3)  # looked at again meanwhile: still one event
+        events = kubectl.json("get", "events", "-n", namespace, "-o", "json")["items"]
+        warned = [
+            e for e in events
+            if e["reason"] == "DNSNotUpdated" and e["involvedObject"]["name"] == name
+        ]  # fmt: skip
+        assert len(warned) == 1 and warned[0]["type"] == "Warning", warned
+        assert (warned[0].get("count") or 1) == 1, warned
+    finally:
+        dns.refuse_updates(False)
+    try:
+        recovered = time.monotonic()
+        wait_current(kubectl, namespace, name, timeout=60)
+        print(
+            f"[endpoints] updates accepted again: Ready after {time.monotonic() - recovered:.1f}s"
+        )
+        assert lookup(hostname, dns.server) == [b]
+    finally:
+        kubectl("delete", "-n", namespace, f"rp/{name}", "--timeout=120s", timeout=150)
 
 
 def test_skip_dns_moves_the_repository_and_leaves_the_records(

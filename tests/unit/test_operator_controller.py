@@ -19,11 +19,14 @@ from berth_common.agent_api.models import Health, Heartbeat, RepositoryStatus
 from berth_operator.agents import MachineAgents
 from berth_operator.config import OperatorConfig
 from berth_operator.controller.cache import ObjectCache
+from berth_operator.dns_lookup import DNSLookup
 from berth_operator.kube import Kube, ObjectChanged
 from berth_operator.machine.heartbeat import Heartbeats
 from berth_operator.machine.inventory import Inventories, Look, changed_names
 from berth_operator.migration.state import MigrationState, Phase, timestamp
 from berth_operator.placement.controller import PLACEMENT_INDEXES, PlacementController
+from berth_operator.placement.dns_check import NameAnswer
+from berth_operator.placement.publish import DNSConfirmation
 from berth_operator.placement.status import merge_patch
 from berth_operator.placement.status_writer import PlacementKey, placement_key
 from berth_operator.runtime import Operator, machine_facts, wants_reconcile
@@ -62,6 +65,7 @@ class FakeKube:
         self.events: list[str] = []
         self.machine_writes: list[dict[str, Any]] = []
         self.dns_deletions: list[str] = []
+        self.dns_written: list[dict[str, Any]] = []
         self.versions = itertools.count(100)
         # Placements the API server holds newer than the cache (a write on its way
         # through the watch): a guarded write conflicts, a read returns this.
@@ -97,6 +101,9 @@ class FakeKube:
 
     def event(self, obj: dict[str, Any], reason: str, message: str, type_: str = "Normal") -> None:
         self.events.append(reason)
+
+    def apply_dns_endpoint(self, obj: dict[str, Any]) -> None:
+        self.dns_written.append(obj)
 
     def delete_dns_endpoint(self, namespace: str, name: str, owner_uid: str) -> bool:
         self.dns_deletions.append(name)
@@ -530,3 +537,52 @@ def test_a_machine_first_delivered_by_a_watch_is_beaten_at_once() -> None:
     finally:
         beats.stop()
     assert len(s.kube.machine_writes) == 1
+
+
+class FakeDNSServer:
+    """A fake of DNSLookup: the answers a test sets, and how often it was asked."""
+
+    server = "192.0.2.53:5353"
+
+    def __init__(self) -> None:
+        self.answers: dict[str, tuple[str, ...]] = {}
+        self.asked = 0
+
+    def ask(self, hostname: str, record_type: str) -> NameAnswer:
+        self.asked += 1
+        return NameAnswer(hostname, self.answers.get(hostname, ()))
+
+
+def test_a_placement_with_dns_is_ready_only_once_the_dns_server_answers_its_machine() -> None:
+    s = Setup(machines={"a": 1})
+    server = FakeDNSServer()
+    publisher = s.controller.publisher
+    publisher.confirmation = DNSConfirmation(cast(DNSLookup, server), grace_seconds=10)
+    publisher.clock = lambda: s.now
+    key = s.add("web", "a", runs_on="a")
+    obj = s.placements.get(key)
+    assert obj is not None
+    obj["spec"]["dns"] = {"hostnames": ["web.example.com"], "ttl": 5}
+
+    def said() -> tuple[str, str, str]:
+        status = s.status(key)
+        ready = status["conditions"][0]
+        return status["phase"], ready["status"], ready["reason"]
+
+    assert s.controller.reconcile(key).requeue_after == 1.0  # external-dns is on its way
+    assert said() == ("Waiting", "False", "DNSPending")
+    assert "web.example.com -> no record" in s.status(key)["conditions"][0]["message"]
+    assert len(s.kube.dns_written) == 1
+    s.now += 11  # past the grace
+    assert s.controller.reconcile(key).requeue_after == 10.0
+    assert said() == ("Waiting", "False", "DNSNotUpdated")
+    s.now += 10
+    s.controller.reconcile(key)
+    assert s.kube.events.count("DNSNotUpdated") == 1, "announced once while it lasts"
+    assert len(s.kube.dns_written) == 1, "the records were written again"
+    server.answers["web.example.com"] = ("a",)  # the machine's address (its agent's host)
+    assert s.controller.reconcile(key).requeue_after is None
+    assert said() == ("Placed", "True", "Placed")
+    asked = server.asked
+    s.controller.reconcile(key)
+    assert server.asked == asked, "a confirmed placement asked the DNS server again"

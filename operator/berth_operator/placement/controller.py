@@ -40,7 +40,7 @@ from berth_operator.migration.state import TERMINAL, MigrationState, Phase, now,
 from berth_operator.placement import decide as d
 from berth_operator.placement.conditions import Verdict, already_said
 from berth_operator.placement.observe import machine_view, observe
-from berth_operator.placement.publish import EndpointPublisher, PublishError
+from berth_operator.placement.publish import EndpointPublisher, PublishError, dns_confirmation
 from berth_operator.placement.reasons import PlacementPhase, Reason
 from berth_operator.placement.refusals import failed_verdict
 from berth_operator.placement.status import build_status
@@ -87,7 +87,7 @@ class PlacementController:
         self.kube, self.placements, self.machines = kube, placements, machines
         self.inventories, self.agents, self.config, self.clock = inventories, agents, config, clock
         self.writer = StatusWriter(kube, placements)
-        self.publisher = EndpointPublisher(kube, agents, inventories)
+        self.publisher = EndpointPublisher(kube, agents, inventories, dns_confirmation(config))
         self.keys = RepositoryKeys(kube)
         self.runner = MigrationRunner(agents, config, self.keys, clock)
         self.crash = CrashPoints(config.crash_file)
@@ -216,13 +216,18 @@ class PlacementController:
         self.writer.write(key, status, guarded=guarded)
 
     def _write_announced(
-        self, key: PlacementKey, placement: RepositoryPlacement, verdict: Verdict, phase: str
+        self,
+        key: PlacementKey,
+        placement: RepositoryPlacement,
+        verdict: Verdict,
+        phase: str,
+        **changes: Any,
     ) -> None:
         """Write a problem's verdict, and post its Warning event the first time it is said
         for this generation (not on every look while it lasts)."""
         conditions = [c.wire() for c in self._latest_status(key, placement).conditions]
         said = already_said(conditions, verdict, placement.metadata.generation)
-        self._write(key, placement, verdict, phase)
+        self._write(key, placement, verdict, phase, **changes)
         if not said:
             self._event(key, lifecycle.Notice(verdict.reason, verdict.message, warning=True))
 
@@ -257,6 +262,17 @@ class PlacementController:
             changes["dns_hostnames"] = published.dns_hostnames
             if published.endpoints is not None:
                 changes["endpoints"] = published.endpoints
+            dns = published.dns
+            if dns is not None and not dns.confirmed:  # external-dns has not caught up
+                reason = Reason.DNS_NOT_UPDATED if dns.overdue else Reason.DNS_PENDING
+                waiting = Verdict(False, True, False, reason, dns.message)
+                if dns.overdue:
+                    self._write_announced(
+                        key, placement, waiting, PlacementPhase.WAITING, **changes
+                    )
+                else:
+                    self._write(key, placement, waiting, PlacementPhase.WAITING, **changes)
+                return Result(dns.ask_again_after)
             verdict = Verdict(True, False, False, Reason.PLACED, action.message)
             self._write(key, placement, verdict, PlacementPhase.PLACED, **changes)
             return DONE
@@ -408,7 +424,9 @@ class PlacementController:
     ) -> None:
         obj, recorded = self.placements.get(key) or {}, placement.status.dns_hostnames
         try:
-            published = self.publisher.publish(obj, placement.spec, machine, recorded)
+            published = self.publisher.publish(
+                obj, placement.spec, machine, recorded, confirm=False
+            )
         except PublishError as err:  # the settled placement tries again
             log.warning("publish failed", extra={"placement": "/".join(key), "error": str(err)})
             return

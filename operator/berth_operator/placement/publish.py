@@ -8,6 +8,8 @@ or the DNS names find the repository on its new machine at once.
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,12 +18,16 @@ from kubernetes import client
 from berth_api.v1alpha1 import RepositoryPlacementSpec
 from berth_api.v1alpha1.placement_types import ServiceEndpoint
 from berth_operator.agents import MachineAgents
+from berth_operator.config import OperatorConfig
+from berth_operator.dns_lookup import DNSLookup
 from berth_operator.kube import Kube
 from berth_operator.machine.inventory import Inventories, InventoryUnavailable
+from berth_operator.placement.dns_check import DNSCheck, check_records
 from berth_operator.placement.endpoints import (
     build_dns_endpoint,
     build_endpoints,
     machine_address,
+    record_type,
 )
 
 log = logging.getLogger("berth.operator.publish")
@@ -35,14 +41,45 @@ class PublishError(RuntimeError):
 class Published:
     endpoints: list[ServiceEndpoint] | None  # None: the agent's listing is unknown
     dns_hostnames: list[str]  # what the placement's DNSEndpoint now holds (status)
+    # What the DNS server answers for them; None: nothing to wait for (no spec.dns, skip,
+    # no server to ask, or already confirmed).
+    dns: DNSCheck | None = None
+
+
+Records = tuple[str, tuple[str, ...], int]  # address, hostnames, TTL
+
+
+@dataclass(frozen=True)
+class DNSConfirmation:
+    """Where the records are confirmed (the operator's dns_check_server) and how long
+    external-dns may take to put them there."""
+
+    lookup: DNSLookup
+    grace_seconds: float
+
+
+def dns_confirmation(config: OperatorConfig) -> DNSConfirmation | None:
+    if not config.dns_check_server:
+        return None
+    return DNSConfirmation(DNSLookup(config.dns_check_server), config.dns_check_grace_seconds)
 
 
 class EndpointPublisher:
-    def __init__(self, kube: Kube, agents: MachineAgents, inventories: Inventories) -> None:
+    def __init__(
+        self,
+        kube: Kube,
+        agents: MachineAgents,
+        inventories: Inventories,
+        confirmation: DNSConfirmation | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.kube, self.agents, self.inventories = kube, agents, inventories
-        # What each placement's DNSEndpoint was last written with (by uid): written again
-        # only when that changes, or once after the operator starts.
-        self._written: dict[str, tuple[str, tuple[str, ...], int]] = {}
+        self.confirmation, self.clock = confirmation, clock
+        # What each placement's DNSEndpoint was last written with (by uid) and when: written
+        # again only when that changes, or once after the operator starts.
+        self._written: dict[str, tuple[Records, float]] = {}
+        # Records the DNS server was seen answering: not asked again (quiet at rest).
+        self._confirmed: dict[str, Records] = {}
 
     def publish(
         self,
@@ -50,11 +87,14 @@ class EndpointPublisher:
         spec: RepositoryPlacementSpec,
         machine: str,
         recorded: list[str],
+        *,
+        confirm: bool = True,
     ) -> Published:
         """Where the repository's services answer on machine, after pointing the DNS
         names there unless spec.dns is skipped; without spec.dns, the records this
         placement wrote before (`recorded`, from status.dnsHostnames) are removed. A DNS
-        write that fails raises PublishError."""
+        write that fails raises PublishError. confirm: ask the DNS server whether the
+        names answer there yet (not in a move's cutover: nothing waits on it there)."""
         address = machine_address(self.agents.machine(machine))
         endpoints = None
         try:
@@ -72,9 +112,11 @@ class EndpointPublisher:
             return Published(endpoints, [])
         if spec.dns.skip:
             return Published(endpoints, recorded)
-        wanted = (address, tuple(spec.dns.hostnames), spec.dns.ttl)
-        if self._written.get(uid) == wanted:
-            return Published(endpoints, list(spec.dns.hostnames))
+        wanted: Records = (address, tuple(spec.dns.hostnames), spec.dns.ttl)
+        written = self._written.get(uid)
+        if written is not None and written[0] == wanted:
+            check = self._check(obj, wanted, written[1]) if confirm else None
+            return Published(endpoints, list(spec.dns.hostnames), check)
         try:
             self.kube.apply_dns_endpoint(build_dns_endpoint(obj, spec.dns, address))
         except client.ApiException as err:
@@ -82,14 +124,41 @@ class EndpointPublisher:
                 f"DNS records for {', '.join(spec.dns.hostnames)} not written: "
                 f"{err.status} {err.reason} (is external-dns's DNSEndpoint CRD installed?)"
             ) from None
-        self._written[uid] = wanted
+        written_at = self.clock()
+        self._written[uid] = (wanted, written_at)
         names = ", ".join(spec.dns.hostnames)
         self.kube.event(obj, "DNSUpdated", f"{names} -> {address} ({machine})")
         log.info(
             "dns records switched",
             extra={"placement": obj["metadata"]["name"], "address": address, "machine": machine},
         )
-        return Published(endpoints, list(spec.dns.hostnames))
+        check = self._check(obj, wanted, written_at) if confirm else None
+        return Published(endpoints, list(spec.dns.hostnames), check)
+
+    def _check(self, obj: dict[str, Any], wanted: Records, written_at: float) -> DNSCheck | None:
+        """What the DNS server answers for the names (None: nothing to wait for)."""
+        uid = obj["metadata"]["uid"]
+        if self.confirmation is None or self._confirmed.get(uid) == wanted:
+            return None
+        address, hostnames, _ = wanted
+        lookup = self.confirmation.lookup
+        answers = [lookup.ask(name, record_type(address)) for name in hostnames]
+        waited = self.clock() - written_at
+        check = check_records(
+            lookup.server, address, answers, waited, self.confirmation.grace_seconds
+        )
+        if check.confirmed:
+            self._confirmed[uid] = wanted
+            log.info(
+                "dns records answered",
+                extra={
+                    "placement": obj["metadata"]["name"],
+                    "address": address,
+                    "hostnames": list(hostnames),
+                    "after_s": round(waited, 3),
+                },
+            )
+        return check
 
     def _retire(self, obj: dict[str, Any]) -> None:
         """spec.dns was removed: its names must not keep pointing at a machine the
@@ -103,6 +172,7 @@ class EndpointPublisher:
                 f"{err.status} {err.reason}"
             ) from None
         self._written.pop(meta["uid"], None)
+        self._confirmed.pop(meta["uid"], None)
         if deleted:
             self.kube.event(obj, "DNSRemoved", "spec.dns was removed: its DNS records are deleted")
             log.info("dns records removed", extra={"placement": meta["name"]})

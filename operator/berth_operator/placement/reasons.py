@@ -31,7 +31,8 @@ class Reason(enum.StrEnum):
     MACHINE_NOT_READY = "MachineNotReady"
     SOURCE_NOT_READY = "SourceNotReady"
     MACHINES_UNOBSERVED = "MachinesUnobserved"
-    DNS_NOT_UPDATED = "DNSNotUpdated"
+    DNS_PENDING = "DNSPending"  # the records are written; the DNS server does not answer yet
+    DNS_NOT_UPDATED = "DNSNotUpdated"  # not written, or not answered within the grace
     AGENT_ERROR = "AgentError"  # the agent could not do it this time; tried again
     CREDENTIALS_NOT_FOUND = "CredentialsNotFound"  # spec.credentialsSecretRef's Secret or key
     # Stalled=True: a person must act (change the spec, a Machine or a host).
