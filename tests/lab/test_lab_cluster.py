@@ -104,6 +104,9 @@ def test_a_placement_in_any_namespace_is_observed_by_the_labs_operator(
 def test_the_dns_server_outlives_the_command_that_started_it(
     up: dict[str, Any], kubectl: Kubectl
 ) -> None:
+    """named and external-dns keep running after `berth-lab up` returned: a record put in
+    a DNSEndpoint is answered (the lab's zone is `lab.`)."""
+    assert up["cluster"]["externalDNS"]["running"]
     address, port = up["cluster"]["dns"]["address"].rsplit(":", 1)
     kubectl.apply(
         {
@@ -112,7 +115,7 @@ def test_the_dns_server_outlives_the_command_that_started_it(
             "metadata": {"name": "shop", "namespace": "default"},
             "spec": {
                 "endpoints": [
-                    {"dnsName": "shop.lab.test", "recordType": "A", "targets": ["10.9.8.7"]}
+                    {"dnsName": "shop.berth.lab", "recordType": "A", "targets": ["10.9.8.7"]}
                 ]
             },
         }
@@ -120,7 +123,7 @@ def test_the_dns_server_outlives_the_command_that_started_it(
     answered: list[str] = []
     deadline = time.monotonic() + 30
     while not answered and time.monotonic() < deadline:
-        answered = resolve("shop.lab.test", (address, int(port)), timeout=1)[0]
+        answered = resolve("shop.berth.lab", (address, int(port)), timeout=1)[0]
         time.sleep(0.1)
     assert answered == ["10.9.8.7"]
 
