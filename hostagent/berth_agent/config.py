@@ -42,6 +42,14 @@ class AgentConfig(BaseModel):
         "snapshot on the source) is removed. Long enough for a migration retried after an "
         "outage to resume; a removed one begins again",
     )
+    uplink: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_.:-]{1,15}$",
+        description="the network interface on the segment the machines share (eth0): a "
+        "repository with an address of its own answers there. Every machine a repository "
+        "moves between names it the same (an altname will do); unset: such repositories "
+        "cannot run here",
+    )
     fault_injection: bool = Field(False, description="test only: honour injected faults")
 
 

@@ -26,7 +26,7 @@ from berth_agent.checkpoint.postcopy import (
 )
 from berth_agent.checkpoint.runc import RuncCheckpointer
 from berth_agent.config import AgentConfig
-from berth_agent.errors import Conflict, InvalidRequest, NotFound
+from berth_agent.errors import Conflict, InvalidRequest, NotFound, Unsupported
 from berth_agent.runtime import neighbours
 from berth_agent.runtime.bridge import remove_bridge
 from berth_agent.runtime.dockerd import DaemonPaths, RepositoryDaemon
@@ -51,7 +51,7 @@ from berth_common.agent_api.models import (
     RepositoryStatus,
     Revival,
 )
-from berth_common.agent_api.services import RepositoryServices
+from berth_common.agent_api.services import RepositoryAddress, RepositoryServices
 from berth_common.crash import CrashPoints
 from berth_common.process import run
 
@@ -115,6 +115,7 @@ class Repositories:
         *,
         template: str | None = None,
         services: RepositoryServices | None = None,
+        address: RepositoryAddress | None = None,
         guid: str | None = None,
         key: bytes | None = None,
     ) -> RepositoryRecord:
@@ -126,7 +127,18 @@ class Repositories:
                     f"unknown template {template!r}; known: " + ", ".join(sorted(TEMPLATES))
                 )
             services = TEMPLATES[template]()
-        return self.store.create(name, size, services or RepositoryServices(), guid=guid, key=key)
+        services = services or RepositoryServices()
+        if address is not None:
+            if self.config.uplink is None:
+                raise Unsupported(
+                    f"address {address.cidr}: this machine's agent has no uplink configured "
+                    "(agent.yaml: uplink), so no repository can have an address of its own here"
+                )
+            try:
+                services = services.with_address(address)
+            except ValueError as err:
+                raise InvalidRequest(str(err)) from None
+        return self.store.create(name, size, services, guid=guid, key=key)
 
     def up(
         self,
@@ -177,6 +189,7 @@ class Repositories:
                     record.guid,
                     self.store.services(record.guid),
                     skip=set(frozen.checkpointed) if frozen else None,
+                    uplink=self.config.uplink,
                 )
                 durations["services"] = time.monotonic() - t
                 if wait_answer:

@@ -78,6 +78,7 @@ def write_agent_config(host: LabHost, pki: LabPKI, fault_injection: bool) -> Non
             client_ca=ETC_BERTH / "tls/ca.crt",
             session_ca=ETC_BERTH / "tls/sessions-ca.crt",
         ),
+        uplink="eth0",  # every lab host's link to the lab's bridge (lab.py)
         fault_injection=fault_injection,
     )
     (etc / "agent.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json")))

@@ -23,32 +23,10 @@ from berth_lab.cluster import LabCluster
 from berth_lab.dns import lookup
 from berth_lab.dns_service import GRACE_SECONDS, LabDNS
 from berth_lab.kubeconfig import Kubectl
-from berth_lab.scratch import three_hosts
 from e2e.helpers import condition, move, placement, until, wait_current
 
 pytestmark = pytest.mark.endpoints
 NAME, PORT, HOSTNAME = "pulse-dns", 8095, "pulse.berth.lab"
-
-
-@pytest.fixture(scope="module")
-def lab3() -> Iterator[Lab]:
-    with three_hosts("e", "8G") as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def cluster3(lab3: Lab, kubectl: Kubectl, namespace: str) -> Iterator[LabCluster]:
-    running = LabCluster(lab3, kubectl, [namespace]).up()
-    try:
-        yield running
-    finally:
-        running.down()
-        for host in lab3.hosts:
-            with lab3.agent(host) as agent:
-                for repo in agent.repositories():
-                    if repo.name == NAME:
-                        agent.down(NAME)
-                        agent.delete(NAME, confirm=NAME)
 
 
 @pytest.fixture(scope="module")

@@ -67,6 +67,7 @@ STATUS = {
             "checkpoint": True,
             "startedAt": "2026-01-01T00:00:01.5Z",
             "ports": [{"container": 8080, "protocol": "tcp", "host": 18000}],
+            "address": "10.251.214.200",
         },
         {
             "name": "batch",
@@ -76,6 +77,7 @@ STATUS = {
             "checkpoint": False,
             "startedAt": None,
             "ports": [],
+            "address": None,
         },
     ],
     "frozenBy": None,

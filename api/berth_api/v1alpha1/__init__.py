@@ -5,6 +5,7 @@ source of truth: the CRDs in crds/ (and the chart's copy) are generated from the
 from berth_api.v1alpha1.common import GROUP, VERSION, Condition
 from berth_api.v1alpha1.machine_types import Machine, MachineSpec, MachineStatus
 from berth_api.v1alpha1.placement_types import (
+    AddressOptions,
     DNSOptions,
     LastMigration,
     RepositoryPlacement,
@@ -19,6 +20,7 @@ __all__ = [
     "API_VERSION",
     "GROUP",
     "VERSION",
+    "AddressOptions",
     "Condition",
     "DNSOptions",
     "LastMigration",

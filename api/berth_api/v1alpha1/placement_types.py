@@ -79,6 +79,28 @@ class DNSOptions(Model):
     )
 
 
+IPV4 = r"^[0-9]{1,3}(\.[0-9]{1,3}){3}$"
+
+
+class AddressOptions(Model):
+    """An IPv4 address of the repository's own on the segment its machines share: its
+    service answers there, without NAT, on whichever machine it runs, and connections
+    open during a move survive it (the address moves inside the freeze)."""
+
+    cidr: str = Field(
+        pattern=r"^[0-9]{1,3}(\.[0-9]{1,3}){3}/[0-9]{1,2}$",
+        description="the address and the segment's prefix, e.g. 10.1.0.200/24",
+    )
+    service: str | None = Field(
+        None,
+        pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$",
+        description="the service that holds it; default: the repository's only service",
+    )
+    gateway: str | None = Field(
+        None, pattern=IPV4, description="the segment's router; default: its first address"
+    )
+
+
 class ServiceEndpoint(Model):
     """Where one published port of a service answers: the machine's address and the port."""
 
@@ -143,11 +165,23 @@ class RepositoryPlacementSpec(Model):
     deletion_policy: DeletionPolicy = DeletionPolicy.RETAIN
     template: RepositoryTemplate | None = None
     dns: DNSOptions | None = None
+    address: AddressOptions | None = Field(
+        None,
+        description="an address of the repository's own (given when it is created; "
+        "immutable): its service answers there on whichever machine it runs, and "
+        "established connections survive a move. The machines must share its segment",
+    )
 
     CEL: ClassVar[list[dict[str, str]]] = [
         {
             "rule": "self.repository == oldSelf.repository",
             "message": "spec.repository is immutable",
+        },
+        {
+            "rule": "has(self.address) == has(oldSelf.address) && "
+            "(!has(self.address) || self.address == oldSelf.address)",
+            "message": "spec.address is immutable: it is given to the repository when it is "
+            "created",
         },
     ]
 

@@ -48,7 +48,7 @@ from berth_common.agent_api.models import (
     UpAnswer,
     UpRequest,
 )
-from berth_common.agent_api.services import RepositoryServices
+from berth_common.agent_api.services import RepositoryAddress, RepositoryServices
 
 # Agents are on the machines' own network: a connection not made in this long will not
 # be. A partitioned peer (packets dropped) then fails in seconds, not after the whole
@@ -193,10 +193,12 @@ class AgentClient:
         *,
         template: str | None = None,
         services: RepositoryServices | Mapping[str, Any] | None = None,
+        address: RepositoryAddress | Mapping[str, Any] | None = None,
         guid: str | None = None,
         key: bytes | None = None,
     ) -> RepositoryRecord:
-        """services: the model, or its JSON (sent as it is, for the agent to judge)."""
+        """services, address: the models, or their JSON (sent as it is, for the agent to
+        judge)."""
         body = _body(
             CreateRequest,
             name=name,
@@ -204,6 +206,7 @@ class AgentClient:
             guid=guid,
             template=template,
             services=services,
+            address=address,
             key=_b64(key),
         )
         return self._get(RepositoryRecord, "POST", "/v1/repositories", json=body)

@@ -16,7 +16,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from berth_common.agent_api.services import RepositoryServices
+from berth_common.agent_api.services import RepositoryAddress, RepositoryServices
 
 MIGRATION_ID = r"^[a-z0-9][a-z0-9-]{0,62}$"
 TRANSFER_ID = r"^[a-z0-9][a-z0-9-]{0,80}$"
@@ -87,6 +87,9 @@ class ContainerStatus(Aliased):
     checkpoint: bool  # labelled to be checkpointed on a move (else restarted)
     started_at: str | None = Field(alias="startedAt")
     ports: list[PublishedPort] = Field(default_factory=list)  # while running
+    # The repository's own address, held by this container (runtime/address.py): its
+    # ports answer there, at the container's port numbers, on whichever machine it runs.
+    address: str | None = None
 
 
 class DockerStatus(BaseModel):
@@ -134,6 +137,9 @@ class CreateRequest(BaseModel):
     guid: str | None = None
     template: str | None = Field(None, examples=["pulse"])
     services: RepositoryServices | None = None
+    address: RepositoryAddress | None = Field(
+        None, description="the repository's own address, given to its (only, or named) service"
+    )
     key: str | None = Field(None, description="base64 LUKS key; never stored or logged")
 
 

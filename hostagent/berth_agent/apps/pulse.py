@@ -25,8 +25,11 @@ while :; do
 done
 """
 
+# Greets, then echoes each line: a probe reads the greeting and hangs up; a client that
+# holds its connection (berth_lab.holder) gets every request back on it, across moves.
 ANSWER = """#!/bin/sh
 echo "pulse $(hostname)"
+while read -r line; do echo "$line"; done
 """
 
 

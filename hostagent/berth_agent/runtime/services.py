@@ -11,6 +11,7 @@ import docker
 from docker.models.containers import Container
 
 from berth_agent.errors import Conflict
+from berth_agent.runtime import address
 from berth_agent.runtime.images import ensure_image
 from berth_agent.runtime.spec import bridge_name, repository_subnet
 from berth_common.agent_api.models import ContainerStatus, PublishedPort
@@ -66,16 +67,29 @@ def start_services(
     guid: str,
     services: RepositoryServices,
     skip: set[str] | None = None,
+    uplink: str | None = None,
 ) -> list[str]:
-    """Create missing containers and start the stopped ones (except `skip`). Idempotent."""
+    """Create missing containers and start the stopped ones (except `skip`). Idempotent.
+    A repository with an address of its own needs the machine's uplink (runtime/address)."""
     ensure_network(client, guid)
+    if services.address is not None:
+        if uplink is None:
+            raise Conflict(
+                f"the repository has the address {services.address.cidr} of its own and this "
+                "machine's agent has no uplink configured (agent.yaml: uplink)"
+            )
+        address.ensure_address_network(client, services.address, uplink)
     existing = {c.name: c for c in service_containers(client)}
     started = []
     for service in services.services:
         if skip and service.name in skip:
             continue
         try:
-            container = existing.get(service.name) or _create(client, service)
+            container = existing.get(service.name)
+            if container is None:
+                container = _create(client, service)
+                if services.address is not None and service.name == services.address_service:
+                    address.attach(client, container, services.address)
             container.reload()
             if container.status != "running":
                 container.start()
@@ -84,6 +98,8 @@ def start_services(
             raise Conflict(
                 f"service {service.name!r} could not start: {err.explanation or err}"
             ) from err
+    if services.address is not None and services.address_service is not None:
+        address.announce(client.containers.get(services.address_service), services.address)
     if started:
         log.info("services started", extra={"guid": guid, "services": started})
     return started
@@ -126,6 +142,7 @@ def describe(container: Container) -> ContainerStatus:
         checkpoint=labels.get(CHECKPOINT_LABEL) == "true",
         started_at=container.attrs.get("State", {}).get("StartedAt"),
         ports=published_ports(container.attrs) if container.status == "running" else [],
+        address=address.address_of(container.attrs),
     )
 
 

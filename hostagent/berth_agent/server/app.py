@@ -164,6 +164,7 @@ def build_app(
                 req.size,
                 template=req.template,
                 services=req.services,
+                address=req.address,
                 guid=req.guid,
                 key=_key(req.key),
             ),

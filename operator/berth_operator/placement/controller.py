@@ -319,18 +319,25 @@ class PlacementController:
     def _create(self, spec: RepositoryPlacementSpec, machine: str, key: bytes | None) -> None:
         template = spec.template
         assert template is not None
+        # The agent's JSON has snake_case keys (stop_signal), not the CRD's.
+        address = spec.address.model_dump(mode="json", exclude_none=True) if spec.address else None
         with self.agents.client(machine) as agent:
             if template.services:
-                # The agent's services.json has snake_case keys (stop_signal), not the CRD's.
                 services = {
                     "services": [
                         s.model_dump(mode="json", exclude_none=True) for s in template.services
                     ]
                 }
-                agent.create(spec.repository, template.size, services=services, key=key)
+                agent.create(
+                    spec.repository, template.size, services=services, address=address, key=key
+                )
             else:
                 agent.create(
-                    spec.repository, template.size, template=template.app or "empty", key=key
+                    spec.repository,
+                    template.size,
+                    template=template.app or "empty",
+                    address=address,
+                    key=key,
                 )
             agent.up(spec.repository, key, wait_answer=60)
 

@@ -11,7 +11,7 @@ import ipaddress
 from typing import Any
 from urllib.parse import urlsplit
 
-from berth_api.v1alpha1 import API_VERSION, DNSOptions, ServiceEndpoint
+from berth_api.v1alpha1 import API_VERSION, DNSOptions, RepositoryPlacementSpec, ServiceEndpoint
 from berth_common.agent_api.models import RepositoryStatus
 
 DNS_API_VERSION = "externaldns.k8s.io/v1alpha1"
@@ -30,13 +30,15 @@ def machine_address(machine: dict[str, Any]) -> str:
 def build_endpoints(
     machine: str, address: str, repository: RepositoryStatus
 ) -> list[dict[str, Any]]:
-    """One entry per published port of each running service, as the agent reported."""
+    """One entry per published port of each running service, as the agent reported: at
+    the machine's address and the published port, or, for the service holding the
+    repository's own address, there and at the container's port (no NAT between)."""
     found = [
         ServiceEndpoint(
             service=container.name,
             machine=machine,
-            address=address,
-            port=port.host,
+            address=container.address or address,
+            port=port.container if container.address else port.host,
             protocol=port.protocol,
         ).wire()
         for container in repository.containers
@@ -44,6 +46,14 @@ def build_endpoints(
         for port in container.ports
     ]
     return sorted(found, key=lambda e: (e["service"], e["port"], e["protocol"]))
+
+
+def dns_target(spec: RepositoryPlacementSpec, machine_address: str) -> str:
+    """Where spec.dns's names point: the repository's own address when it has one (it
+    does not change on a move), else the machine it runs on."""
+    if spec.address is not None:
+        return spec.address.cidr.split("/")[0]
+    return machine_address
 
 
 def record_type(address: str) -> str:

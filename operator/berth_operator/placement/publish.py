@@ -26,6 +26,7 @@ from berth_operator.placement.dns_check import DNSCheck, check_records
 from berth_operator.placement.endpoints import (
     build_dns_endpoint,
     build_endpoints,
+    dns_target,
     machine_address,
     record_type,
 )
@@ -112,13 +113,14 @@ class EndpointPublisher:
             return Published(endpoints, [])
         if spec.dns.skip:
             return Published(endpoints, recorded)
-        wanted: Records = (address, tuple(spec.dns.hostnames), spec.dns.ttl)
+        target = dns_target(spec, address)
+        wanted: Records = (target, tuple(spec.dns.hostnames), spec.dns.ttl)
         written = self._written.get(uid)
         if written is not None and written[0] == wanted:
             check = self._check(obj, wanted, written[1]) if confirm else None
             return Published(endpoints, list(spec.dns.hostnames), check)
         try:
-            self.kube.apply_dns_endpoint(build_dns_endpoint(obj, spec.dns, address))
+            self.kube.apply_dns_endpoint(build_dns_endpoint(obj, spec.dns, target))
         except client.ApiException as err:
             raise PublishError(
                 f"DNS records for {', '.join(spec.dns.hostnames)} not written: "
@@ -127,10 +129,10 @@ class EndpointPublisher:
         written_at = self.clock()
         self._written[uid] = (wanted, written_at)
         names = ", ".join(spec.dns.hostnames)
-        self.kube.event(obj, "DNSUpdated", f"{names} -> {address} ({machine})")
+        self.kube.event(obj, "DNSUpdated", f"{names} -> {target} ({machine})")
         log.info(
             "dns records switched",
-            extra={"placement": obj["metadata"]["name"], "address": address, "machine": machine},
+            extra={"placement": obj["metadata"]["name"], "address": target, "machine": machine},
         )
         check = self._check(obj, wanted, written_at) if confirm else None
         return Published(endpoints, list(spec.dns.hostnames), check)
