@@ -1,17 +1,19 @@
 """A client that holds TCP connections open to a service through a move.
 
 Each connection reads pulse's greeting, then sends a numbered line every `every` seconds
-and waits for its echo, on the same connection for the whole run: a connection that
-breaks is an error, and the client connects again (a reconnect) and goes on. What it
-reports is what a user of the service lived through: requests, errors, reconnects, and
-the longest wait for one answer. `python -m berth_lab.holder ADDRESS PORT ...` runs it
-inside a lab host and prints the summary as JSON.
+and waits for its echo, on the same connection for the whole run (`--seconds`, or until
+SIGTERM): a connection that breaks is an error, and the client connects again (a
+reconnect) and goes on. What it reports is what a user of the service lived through:
+requests, errors, reconnects, and the longest wait for one answer. `python -m
+berth_lab.holder ADDRESS PORT ...` runs it inside a lab host and prints the summary as
+JSON.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import socket
 import sys
 import threading
@@ -42,10 +44,10 @@ def _connect(address: str, port: int) -> tuple[socket.socket, Any]:
     return sock, reader
 
 
-def _hold(address: str, port: int, until: float, every: float, log: ConnectionLog) -> None:
+def _hold(address: str, port: int, stop: threading.Event, every: float, log: ConnectionLog) -> None:
     sock, reader = _connect(address, port)
     n = 0
-    while time.monotonic() < until:
+    while not stop.is_set():
         n += 1
         sent = time.monotonic()
         try:
@@ -56,7 +58,7 @@ def _hold(address: str, port: int, until: float, every: float, log: ConnectionLo
         except OSError as err:
             log.errors.append(f"{time.time():.3f} {err}")
             sock.close()
-            while time.monotonic() < until:  # as a client would: connect again
+            while not stop.is_set():  # as a client would: connect again
                 try:
                     sock, reader = _connect(address, port)
                     log.reconnects += 1
@@ -73,19 +75,19 @@ def _hold(address: str, port: int, until: float, every: float, log: ConnectionLo
 
 
 def hold(
-    address: str, port: int, connections: int, seconds: float, every: float = 0.01
+    address: str, port: int, connections: int, stop: threading.Event, every: float = 0.01
 ) -> dict[str, Any]:
-    """Hold `connections` connections for `seconds`; the summary of all of them."""
-    until = time.monotonic() + seconds
+    """Hold `connections` connections until stop is set; the summary of all of them."""
     logs = [ConnectionLog() for _ in range(connections)]
     threads = [
-        threading.Thread(target=_hold, args=(address, port, until, every, log), daemon=True)
+        threading.Thread(target=_hold, args=(address, port, stop, every, log), daemon=True)
         for log in logs
     ]
     for thread in threads:
         thread.start()
+    stop.wait()
     for thread in threads:
-        thread.join(seconds + 2 * ANSWER_TIMEOUT)
+        thread.join(2 * ANSWER_TIMEOUT)
     worst = max(logs, key=lambda log: log.longest_wait)
     return {
         "address": f"{address}:{port}",
@@ -105,10 +107,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("address")
     parser.add_argument("port", type=int)
     parser.add_argument("--connections", type=int, default=1)
-    parser.add_argument("--seconds", type=float, required=True)
+    parser.add_argument(
+        "--seconds", type=float, help="how long; without it, until SIGTERM or SIGINT"
+    )
     parser.add_argument("--every", type=float, default=0.01, help="seconds between requests")
     args = parser.parse_args(argv)
-    result = hold(args.address, args.port, args.connections, args.seconds, args.every)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    if args.seconds is not None:
+        threading.Timer(args.seconds, stop.set).start()
+    result = hold(args.address, args.port, args.connections, stop, args.every)
     print(json.dumps(result), flush=True)
     return 0
 

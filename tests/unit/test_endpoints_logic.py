@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from berth_api.v1alpha1 import DNSOptions
+from berth_api.v1alpha1 import DNSOptions, RepositoryPlacementSpec
 from berth_common.agent_api.models import PublishedPort
 from berth_operator.placement.endpoints import (
     build_dns_endpoint,
     build_endpoints,
+    dns_target,
     machine_address,
     record_type,
 )
@@ -35,6 +36,22 @@ def test_endpoints_are_the_running_services_published_ports_at_the_machines_addr
          "protocol": "tcp"},
     ]  # fmt: skip
     assert build_endpoints("host-b", "10.1.0.3", repository("web")) == []
+
+
+def test_a_service_with_the_repositorys_own_address_answers_there_at_its_own_port() -> None:
+    held = container("pulse", ports=[PublishedPort(container=8080, protocol="tcp", host=18000)])
+    held = held.model_copy(update={"address": "10.1.0.200"})
+    assert build_endpoints("host-b", "10.1.0.3", repository("web", containers=[held])) == [
+        {"service": "pulse", "machine": "host-b", "address": "10.1.0.200", "port": 8080,
+         "protocol": "tcp"},
+    ]  # fmt: skip
+    spec = {"repository": "web", "machine": "host-b"}
+    plain = RepositoryPlacementSpec.model_validate(spec)
+    addressed = RepositoryPlacementSpec.model_validate(
+        {**spec, "address": {"cidr": "10.1.0.200/24"}}
+    )
+    assert dns_target(plain, "10.1.0.3") == "10.1.0.3"
+    assert dns_target(addressed, "10.1.0.3") == "10.1.0.200", "DNS must not follow the machine"
 
 
 @pytest.mark.parametrize(
