@@ -8,6 +8,7 @@ import pytest
 
 from berth_lab import Lab
 from berth_lab.cluster import LabCluster
+from berth_lab.dns_service import LabDNS
 from berth_lab.kubeconfig import Kubectl
 from berth_lab.scratch import three_hosts
 
@@ -30,3 +31,9 @@ def cluster3(lab3: Lab, kubectl: Kubectl, namespace: str) -> Iterator[LabCluster
                 for repo in agent.repositories():
                     agent.down(repo.name)
                     agent.delete(repo.name, confirm=repo.name)
+
+
+@pytest.fixture(scope="module")
+def dns(lab3: Lab, kubectl: Kubectl, cluster3: LabCluster) -> Iterator[LabDNS]:
+    with LabDNS.for_lab(lab3.plan, kubectl.kubeconfig) as server:
+        yield server

@@ -21,12 +21,13 @@ import pytest
 
 from berth_agent.apps import pulse
 from berth_lab import Lab, manifests
-from berth_lab.cluster import LabCluster
+from berth_lab.dns import lookup
+from berth_lab.dns_service import LabDNS
 from berth_lab.kubeconfig import Kubectl
 from e2e.helpers import move, wait_current
 
 pytestmark = pytest.mark.endpoints
-NAME, HOST_PORT = "pulse-held", 8097
+NAME, HOST_PORT, HOSTNAME = "pulse-held", 8097, "held.berth.lab"
 SLACK = 0.2  # seconds a client may wait beyond the move's downtime
 
 
@@ -76,26 +77,41 @@ def check(held: dict[str, Any], obj: dict[str, Any], to: str) -> None:
     )
 
 
+def dns_updates(kubectl: Kubectl, namespace: str) -> list[str]:
+    events = kubectl.json("get", "events", "-n", namespace, "-o", "json")["items"]
+    return [
+        e["message"]
+        for e in events
+        if e["reason"] == "DNSUpdated" and e["involvedObject"]["name"] == NAME
+    ]
+
+
 def test_a_held_connection_survives_a_move_without_an_error(
-    lab3: Lab, kubectl: Kubectl, namespace: str, cluster3: LabCluster
+    lab3: Lab, kubectl: Kubectl, namespace: str, dns: LabDNS
 ) -> None:
+    """Its name points at its own address, and a move changes neither."""
     address = address_of(lab3)
     prefix = lab3.plan.network.prefixlen
     services = pulse.services(interval=0.2, host_port=HOST_PORT)
     kubectl.apply(
         manifests.placement(
-            NAME, namespace, "host-a", services, address={"cidr": f"{address}/{prefix}"}
+            NAME, namespace, "host-a", services, address={"cidr": f"{address}/{prefix}"},
+            dns={"hostnames": [HOSTNAME], "ttl": 1},
         )
-    )
+    )  # fmt: skip
     obj = wait_current(kubectl, namespace, NAME)
     assert endpoints(obj) == [("host-a", address, pulse.PORT)], "not at its own address"
+    assert lookup(HOSTNAME, dns.server) == [address]
+    assert len(dns_updates(kubectl, namespace)) == 1
     held, obj = held_through_a_move(lab3, kubectl, namespace, "host-b", connections=1)
     check(held, obj, "host-b")
     assert endpoints(obj) == [("host-b", address, pulse.PORT)]
+    assert lookup(HOSTNAME, dns.server) == [address]
+    assert len(dns_updates(kubectl, namespace)) == 1, "the move rewrote the DNS records"
 
 
 def test_fifty_held_connections_survive_a_move_without_an_error(
-    lab3: Lab, kubectl: Kubectl, namespace: str, cluster3: LabCluster
+    lab3: Lab, kubectl: Kubectl, namespace: str, dns: LabDNS
 ) -> None:
     wait_current(kubectl, namespace, NAME)
     held, obj = held_through_a_move(lab3, kubectl, namespace, "host-a", connections=50)

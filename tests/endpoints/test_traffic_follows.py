@@ -12,14 +12,12 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from berth_agent.apps import pulse
 from berth_lab import Lab, manifests
-from berth_lab.cluster import LabCluster
 from berth_lab.dns import lookup
 from berth_lab.dns_service import GRACE_SECONDS, LabDNS
 from berth_lab.kubeconfig import Kubectl
@@ -27,12 +25,6 @@ from e2e.helpers import condition, move, placement, until, wait_current
 
 pytestmark = pytest.mark.endpoints
 NAME, PORT, HOSTNAME = "pulse-dns", 8095, "pulse.berth.lab"
-
-
-@pytest.fixture(scope="module")
-def dns(lab3: Lab, kubectl: Kubectl, cluster3: LabCluster) -> Iterator[LabDNS]:
-    with LabDNS.for_lab(lab3.plan, kubectl.kubeconfig) as server:
-        yield server
 
 
 def place(kubectl: Kubectl, namespace: str) -> None:

@@ -80,6 +80,34 @@ def test_a_bad_field_is_refused_and_nothing_is_created(
     assert left.returncode != 0 and "NotFound" in left.stderr
 
 
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        (None, {"cidr": "10.1.0.200/24"}),  # added later: the repository has none
+        ({"cidr": "10.1.0.200/24"}, {"cidr": "10.1.0.201/24"}),
+        ({"cidr": "10.1.0.200/24"}, None),
+    ],
+)
+def test_the_address_of_a_placement_cannot_be_changed(
+    crds: None, kubectl: Kubectl, namespace: str, before: Any, after: Any
+) -> None:
+    manifest = copy.deepcopy(GOOD)
+    manifest["metadata"].update(name="addressed", namespace=namespace)
+    if before is not None:
+        manifest["spec"]["address"] = before
+    kubectl.apply(manifest)
+    try:
+        patch = json.dumps({"spec": {"address": after}})
+        refused = kubectl(
+            "patch", "-n", namespace, "rp/addressed", "--type", "merge", "-p", patch, check=False
+        )
+        assert refused.returncode != 0 and "spec.address is immutable" in refused.stderr
+        kept = kubectl.json("get", "-n", namespace, "rp/addressed", "-o", "json")
+        assert kept["spec"].get("address") == before
+    finally:
+        kubectl("delete", "-n", namespace, "rp/addressed", "--wait=false", check=False)
+
+
 def test_the_repository_of_a_placement_cannot_be_changed(
     crds: None, kubectl: Kubectl, namespace: str
 ) -> None:
