@@ -20,7 +20,6 @@ from typing import Any
 
 from berth_api.v1alpha1 import (
     RepositoryPlacement,
-    RepositoryPlacementSpec,
     RepositoryPlacementStatus,
 )
 from berth_common.agent_api.errors import AgentError
@@ -40,6 +39,7 @@ from berth_operator.migration.state import TERMINAL, MigrationState, Phase, now,
 from berth_operator.placement import decide as d
 from berth_operator.placement.conditions import Verdict, already_said
 from berth_operator.placement.observe import machine_view, observe
+from berth_operator.placement.provision import Provisioner
 from berth_operator.placement.publish import EndpointPublisher, PublishError, dns_confirmation
 from berth_operator.placement.reasons import PlacementPhase, Reason
 from berth_operator.placement.refusals import failed_verdict
@@ -89,6 +89,7 @@ class PlacementController:
         self.writer = StatusWriter(kube, placements)
         self.publisher = EndpointPublisher(kube, agents, inventories, dns_confirmation(config))
         self.keys = RepositoryKeys(kube)
+        self.provisioner = Provisioner(agents)
         self.runner = MigrationRunner(agents, config, self.keys, clock)
         self.crash = CrashPoints(config.crash_file)
         # Migrations admitted whose start is being written: they count against the limits
@@ -294,14 +295,9 @@ class PlacementController:
             return Result(poll * 2)  # a Secret is not watched: looked for again
         try:
             if isinstance(action, d.Create):
-                self._create(placement.spec, action.machine, luks_key)
-                notice = lifecycle.Notice(Reason.CREATED, f"repository created on {action.machine}")
-                phase = PlacementPhase.CREATING
+                done = self.provisioner.create(placement.spec, action.machine, luks_key)
             else:
-                with self.agents.client(action.machine) as agent:
-                    agent.up(placement.spec.repository, luks_key, wait_answer=60)
-                notice = lifecycle.Notice(Reason.STARTED, f"repository started on {action.machine}")
-                phase = PlacementPhase.STARTING
+                done = self.provisioner.start(placement.spec, action.machine, luks_key)
         except AgentError as err:
             failed = failed_verdict(err, action.machine, creating=isinstance(action, d.Create))
             if failed.stalled:
@@ -311,35 +307,10 @@ class PlacementController:
             return Result(poll * 2)
         finally:  # done or not: what the machine holds now
             self.inventories.refresh(action.machine)
-        self._event(key, notice)
-        verdict = Verdict(False, True, False, Reason(notice.reason), action.message)
-        self._write(key, placement, verdict, phase, current_machine=action.machine)
+        self._event(key, done.notice)
+        verdict = Verdict(False, True, False, Reason(done.notice.reason), action.message)
+        self._write(key, placement, verdict, done.phase, current_machine=action.machine)
         return Result(0)
-
-    def _create(self, spec: RepositoryPlacementSpec, machine: str, key: bytes | None) -> None:
-        template = spec.template
-        assert template is not None
-        # The agent's JSON has snake_case keys (stop_signal), not the CRD's.
-        address = spec.address.model_dump(mode="json", exclude_none=True) if spec.address else None
-        with self.agents.client(machine) as agent:
-            if template.services:
-                services = {
-                    "services": [
-                        s.model_dump(mode="json", exclude_none=True) for s in template.services
-                    ]
-                }
-                agent.create(
-                    spec.repository, template.size, services=services, address=address, key=key
-                )
-            else:
-                agent.create(
-                    spec.repository,
-                    template.size,
-                    template=template.app or "empty",
-                    address=address,
-                    key=key,
-                )
-            agent.up(spec.repository, key, wait_answer=60)
 
     # --- migrations ------------------------------------------------------------------------
     def _begin(
