@@ -45,8 +45,13 @@ flock 9
 
 # --- kube-apiserver ----------------------------------------------------------
 have_version() { # $1 binary, $2 expected substring, $3... version command
-	local bin="$1" want="$2"; shift 2
-	[ -x "$bin" ] && "$bin" "$@" 2>/dev/null | grep -qF -- "$want"
+	local bin="$1" want="$2" said; shift 2
+	# Read the whole answer first: `| grep -q` stops reading at the match, and a binary
+	# that writes a second line then dies of SIGPIPE, which pipefail took for "not
+	# this version" (kubectl's "Kustomize Version" line: rebuilt for nothing, or failed).
+	[ -x "$bin" ] || return 1
+	said="$("$bin" "$@" 2>/dev/null)" || return 1
+	grep -qF -- "$want" <<<"$said"
 }
 
 # kube-apiserver and kubectl: one module graph, one version, the same stamps.
@@ -116,7 +121,12 @@ fi
 # helm's; v0.22 and later need modules the proxy here does not serve (exoscale,
 # openshift) or a newer Go. Its DNSEndpoint CRD goes beside the binaries for the lab.
 edns_crd="$KUBE_CACHE/crds/dnsendpoints.externaldns.k8s.io.yaml"
-edns_version() { [ -x "$BIN/external-dns" ] && "$BIN/external-dns" --version 2>&1 | grep -qxF "$EXTERNAL_DNS_VERSION"; }
+edns_version() { # it says its version on stderr
+	local said
+	[ -x "$BIN/external-dns" ] || return 1
+	said="$("$BIN/external-dns" --version 2>&1)" || return 1
+	grep -qxF -- "$EXTERNAL_DNS_VERSION" <<<"$said"
+}
 if edns_version && [ -s "$edns_crd" ]; then
 	log "external-dns $EXTERNAL_DNS_VERSION cached"
 else

@@ -122,7 +122,9 @@ def test_a_dns_server_that_refuses_updates_leaves_the_placement_dns_not_updated(
         print(
             f"[endpoints] DNSPending -> DNSNotUpdated after {waited:.1f}s (grace {GRACE_SECONDS}s)"
         )
-        assert waited >= GRACE_SECONDS - 1
+        # The grace runs from the records' write, early in the cutover; DNSPending is
+        # written once the move has ended (8.9 s before DNSNotUpdated in one CI run).
+        assert waited >= GRACE_SECONDS / 2
         time.sleep(3)  # looked at again meanwhile: still one event
         events = kubectl.json("get", "events", "-n", namespace, "-o", "json")["items"]
         warned = [
