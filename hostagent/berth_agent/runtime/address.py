@@ -61,19 +61,14 @@ def attach(client: docker.DockerClient, container: Container, address: Repositor
 
 
 def announce(container: Container, address: RepositoryAddress) -> None:
-    """Gratuitous ARP for the address, from the container's interface that holds it."""
-    container.reload()
+    """Gratuitous ARP for the address, from the container's interface that holds it (sent
+    in the background: runtime/garp.py). container: as just read (containers.get)."""
     pid = int(container.attrs["State"]["Pid"])
     endpoint = (container.attrs["NetworkSettings"]["Networks"] or {}).get(ADDRESS_NETWORK)
     if not pid or not endpoint:
         log.warning("address not announced: not attached", extra={"address": address.cidr})
         return
-    try:
-        interface = garp.announce(pid, endpoint["MacAddress"], str(address.ip))
-    except (OSError, LookupError) as err:  # the segment learns it anyway, from its traffic
-        log.warning("address not announced", extra={"address": address.cidr, "error": str(err)})
-        return
-    log.info("address announced", extra={"address": address.cidr, "interface": interface})
+    garp.announce(pid, endpoint["MacAddress"], str(address.ip))
 
 
 def address_of(attrs: dict[str, Any]) -> str | None:

@@ -13,12 +13,14 @@ from __future__ import annotations
 import ctypes
 import fcntl
 import ipaddress
+import logging
 import socket
 import struct
 import threading
 import time
 from pathlib import Path
 
+log = logging.getLogger("berth.agent.garp")
 CLONE_NEWNET = 0x40000000
 SIOCGIFHWADDR = 0x8927
 BROADCAST = b"\xff" * 6
@@ -61,11 +63,9 @@ def _interface_with_mac(mac: str) -> str:
     raise LookupError(f"no interface has MAC address {mac}")
 
 
-def _announce_in_namespace(
-    netns: Path, mac: str, address: str, count: int, every: float, result: list[str]
-) -> None:
+def _announce_in_namespace(netns: Path, mac: str, address: str, count: int, every: float) -> None:
     """In a thread of its own: setns changes only the calling thread's namespace, and
-    the thread ends with it."""
+    the thread ends with it. The outcome is logged: nothing waits for it."""
     try:
         with netns.open("rb") as ns:
             if ctypes.CDLL(None, use_errno=True).setns(ns.fileno(), CLONE_NEWNET) != 0:
@@ -78,22 +78,19 @@ def _announce_in_namespace(
                 if i:
                     time.sleep(every)
                 sock.send(frame)
-        result.append(interface)
-    except (OSError, LookupError) as err:
-        result.append(f"error: {err}")
+    except (OSError, LookupError) as err:  # the segment learns it anyway, from its traffic
+        log.warning("address not announced", extra={"address": address, "error": str(err)})
+        return
+    log.info("address announced", extra={"address": address, "interface": interface})
 
 
-def announce(pid: int, mac: str, address: str, count: int = 3, every: float = 0.02) -> str:
-    """Announce address from the interface with that MAC in pid's network namespace; the
-    interface's name. OSError or LookupError when it could not be sent."""
-    result: list[str] = []
-    thread = threading.Thread(
+def announce(pid: int, mac: str, address: str, count: int = 3, every: float = 0.02) -> None:
+    """Announce address from the interface with that MAC in pid's network namespace, in
+    the background: the first frame leaves at once, and the restore that called this
+    does not wait for the repeats (they would add their spacing to the downtime)."""
+    threading.Thread(
         target=_announce_in_namespace,
-        args=(Path(f"/proc/{pid}/ns/net"), mac, address, count, every, result),
+        args=(Path(f"/proc/{pid}/ns/net"), mac, address, count, every),
         name="garp",
-    )
-    thread.start()
-    thread.join(5)
-    if not result or result[0].startswith("error: "):
-        raise OSError(result[0][7:] if result else "gratuitous ARP timed out")
-    return result[0]
+        daemon=True,
+    ).start()

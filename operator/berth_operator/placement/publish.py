@@ -50,6 +50,13 @@ class Published:
 Records = tuple[str, tuple[str, ...], int]  # address, hostnames, TTL
 
 
+@dataclass
+class WrittenRecords:
+    records: Records
+    at: float  # the publisher's clock
+    answered: bool = False  # the DNS server was seen answering them
+
+
 @dataclass(frozen=True)
 class DNSConfirmation:
     """Where the records are confirmed (the operator's dns_check_server) and how long
@@ -77,10 +84,9 @@ class EndpointPublisher:
         self.kube, self.agents, self.inventories = kube, agents, inventories
         self.confirmation, self.clock = confirmation, clock
         # What each placement's DNSEndpoint was last written with (by uid) and when: written
-        # again only when that changes, or once after the operator starts.
-        self._written: dict[str, tuple[Records, float]] = {}
-        # Records the DNS server was seen answering: not asked again (quiet at rest).
-        self._confirmed: dict[str, Records] = {}
+        # again only when that changes, or once after the operator starts. Once the DNS
+        # server answers them they are not asked again (quiet at rest).
+        self._written: dict[str, WrittenRecords] = {}
 
     def publish(
         self,
@@ -116,8 +122,8 @@ class EndpointPublisher:
         target = dns_target(spec, address)
         wanted: Records = (target, tuple(spec.dns.hostnames), spec.dns.ttl)
         written = self._written.get(uid)
-        if written is not None and written[0] == wanted:
-            check = self._check(obj, wanted, written[1]) if confirm else None
+        if written is not None and written.records == wanted:
+            check = self._check(obj, written) if confirm else None
             return Published(endpoints, list(spec.dns.hostnames), check)
         try:
             self.kube.apply_dns_endpoint(build_dns_endpoint(obj, spec.dns, target))
@@ -126,31 +132,29 @@ class EndpointPublisher:
                 f"DNS records for {', '.join(spec.dns.hostnames)} not written: "
                 f"{err.status} {err.reason} (is external-dns's DNSEndpoint CRD installed?)"
             ) from None
-        written_at = self.clock()
-        self._written[uid] = (wanted, written_at)
+        written = self._written[uid] = WrittenRecords(wanted, self.clock())
         names = ", ".join(spec.dns.hostnames)
         self.kube.event(obj, "DNSUpdated", f"{names} -> {target} ({machine})")
         log.info(
             "dns records switched",
             extra={"placement": obj["metadata"]["name"], "address": target, "machine": machine},
         )
-        check = self._check(obj, wanted, written_at) if confirm else None
+        check = self._check(obj, written) if confirm else None
         return Published(endpoints, list(spec.dns.hostnames), check)
 
-    def _check(self, obj: dict[str, Any], wanted: Records, written_at: float) -> DNSCheck | None:
+    def _check(self, obj: dict[str, Any], written: WrittenRecords) -> DNSCheck | None:
         """What the DNS server answers for the names (None: nothing to wait for)."""
-        uid = obj["metadata"]["uid"]
-        if self.confirmation is None or self._confirmed.get(uid) == wanted:
+        if self.confirmation is None or written.answered:
             return None
-        address, hostnames, _ = wanted
+        address, hostnames, _ = written.records
         lookup = self.confirmation.lookup
         answers = [lookup.ask(name, record_type(address)) for name in hostnames]
-        waited = self.clock() - written_at
+        waited = self.clock() - written.at
         check = check_records(
             lookup.server, address, answers, waited, self.confirmation.grace_seconds
         )
         if check.confirmed:
-            self._confirmed[uid] = wanted
+            written.answered = True
             log.info(
                 "dns records answered",
                 extra={
@@ -174,7 +178,6 @@ class EndpointPublisher:
                 f"{err.status} {err.reason}"
             ) from None
         self._written.pop(meta["uid"], None)
-        self._confirmed.pop(meta["uid"], None)
         if deleted:
             self.kube.event(obj, "DNSRemoved", "spec.dns was removed: its DNS records are deleted")
             log.info("dns records removed", extra={"placement": meta["name"]})
