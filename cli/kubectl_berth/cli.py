@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from kubectl_berth import enroll, render, repos, session_commands
-from kubectl_berth.client import Berth, CLIError
+from kubectl_berth.client import Berth, CLIError, PlacementChanged
 from kubectl_berth.drain import plan_drain
 from kubectl_berth.follow import MigrationFailed, follow, wait_ended
 from kubectl_berth.preconditions import cancel_refusal, moved_from_refusal
@@ -168,6 +168,39 @@ def _output(args: argparse.Namespace, data: Any, text: str) -> int:
     return 0
 
 
+CHECKED_WRITE_ATTEMPTS = 10
+
+
+def write_checked(
+    berth: Berth,
+    obj: dict[str, Any],
+    spec: dict[str, Any],
+    refusal: Callable[[dict[str, Any]], str | None],
+    refused: str,
+) -> dict[str, Any]:
+    """Patch spec onto the placement only while refusal(placement) is None.
+
+    Each write carries the resourceVersion its check read, so a change in between is
+    refused by the API server. The operator's status writes (a bulk round's progress,
+    each second) change the resourceVersion too; so a refused write reads the placement
+    again and checks again, rather than giving up on a change that does not matter.
+    """
+    namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
+    for _ in range(CHECKED_WRITE_ATTEMPTS - 1):
+        try:
+            return berth.patch_placement(
+                namespace, name, spec, resource_version=obj["metadata"]["resourceVersion"]
+            )
+        except PlacementChanged:
+            obj = berth.placement(namespace, name)
+            why = refusal(obj)
+            if why:
+                raise CLIError(f"{why}: {refused}") from None
+    return berth.patch_placement(
+        namespace, name, spec, resource_version=obj["metadata"]["resourceVersion"]
+    )
+
+
 def cmd_migrate(berth: Berth, namespace: str, args: argparse.Namespace) -> int:
     obj = berth.placement(namespace, args.name)
     if args.source is not None:
@@ -194,9 +227,15 @@ def cmd_migrate(berth: Berth, namespace: str, args: argparse.Namespace) -> int:
         if not obj["spec"].get("dns"):
             raise CLIError(f"{args.name} has no spec.dns: there are no DNS records to leave")
         spec["dns"] = {"skip": True}
-    # With --from, the write holds only if nothing changed the placement since it was read.
-    version = obj["metadata"]["resourceVersion"] if args.source else None
-    patched = berth.patch_placement(namespace, args.name, spec, resource_version=version)
+    if args.source is not None:
+        source = args.source
+
+        def still_there(now: dict[str, Any]) -> str | None:
+            return moved_from_refusal(now, source)
+
+        patched = write_checked(berth, obj, spec, still_there, f"not moved (--from {source})")
+    else:
+        patched = berth.patch_placement(namespace, args.name, spec)
     generation = int(patched["metadata"]["generation"])
     print(
         f"{namespace}/{args.name}: spec.machine {obj['spec']['machine']} -> {args.to} "
@@ -218,11 +257,15 @@ def cmd_cancel(berth: Berth, namespace: str, args: argparse.Namespace) -> int:
         raise CLIError(f"{refusal}: nothing changed")
     migration = obj["status"]["migration"]
     source, moving = migration["source"], migration["id"]
-    # The same as setting spec.machine back by hand. Written only if the placement is as
-    # read: had the operator recorded the freeze meanwhile, the write is refused.
+
+    def refusal_now(now: dict[str, Any]) -> str | None:
+        still = ((now.get("status") or {}).get("migration") or {}).get("id") == moving
+        return cancel_refusal(now) if still else f"{args.name}'s move {moving} has ended"
+
+    # The same as setting spec.machine back by hand, but written only onto a placement
+    # whose move is still before its commit point.
     if obj["spec"]["machine"] != source:
-        version = obj["metadata"]["resourceVersion"]
-        berth.patch_placement(namespace, args.name, {"machine": source}, resource_version=version)
+        write_checked(berth, obj, {"machine": source}, refusal_now, "nothing changed")
     report: dict[str, Any] = {
         "placement": f"{namespace}/{args.name}", "migration": moving, "from": source,
         "to": migration["target"], "phase": migration["phase"], "requested": True,

@@ -13,6 +13,10 @@ class CLIError(RuntimeError):
     """Bad input or a refused request: printed, exit code 1, nothing changed."""
 
 
+class PlacementChanged(CLIError):
+    """A write that carried a resourceVersion found the placement changed since."""
+
+
 class Berth:
     def __init__(self, kubeconfig: str | None, context: str | None) -> None:
         try:
@@ -90,7 +94,7 @@ class Berth:
             )
         except client.ApiException as err:
             if err.status == 409:
-                raise CLIError(
+                raise PlacementChanged(
                     f"placement {name!r} changed since it was read (someone else edited or "
                     "moved it): nothing was changed; look again and retry"
                 ) from None

@@ -1,8 +1,8 @@
 """What `kubectl berth migrate --from M` and `kubectl berth cancel` check before they
 write (pure). migrate --from: the placement still runs on M and nobody has asked to move
 it elsewhere, so two people cannot move a repository from under each other. cancel: a
-move is in flight and has not passed its commit point. Each write carries the
-resourceVersion read, so a change in between is refused by the API server."""
+move is in flight and has not passed its commit point. The CLI checks them again on
+each conflicting write (cli.write_checked)."""
 
 from __future__ import annotations
 

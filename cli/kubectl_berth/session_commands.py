@@ -18,6 +18,9 @@ from kubectl_berth.sessions import SessionDenied, open_session
 # move's freeze is seconds; a failed move's rollback, or a retry, takes longer).
 FOLLOW_GAP_SECONDS = 300.0
 RETRY_EVERY = 1.0
+# Denials that pass by themselves during a move: frozen (running nowhere), or reported
+# running on both machines until the source's inventory catches up.
+PASSING_DENIALS = ("NotRunning", "Ambiguous")
 ALL_LINES = 10000  # the agent's largest tail: after a move, what the gap may have written
 
 
@@ -54,7 +57,7 @@ def run_logs(
             if not follow:
                 return 0
         except SessionDenied as denied:
-            if not follow or machine is None or denied.reason != "NotRunning":
+            if not follow or machine is None or denied.reason not in PASSING_DENIALS:
                 raise
         except AgentRefused as refused:
             if not follow or machine is None or refused.status != 409:

@@ -7,6 +7,8 @@ from typing import Any
 
 import pytest
 
+from kubectl_berth.cli import write_checked
+from kubectl_berth.client import CLIError, PlacementChanged
 from kubectl_berth.preconditions import cancel_refusal, moved_from_refusal
 
 pytestmark = pytest.mark.unit
@@ -77,3 +79,44 @@ def test_cancel_is_refused_after_the_commit_point_with_the_way_back(obj: dict[st
         "was frozen on host-a); it runs to its end. Move it back afterwards: "
         "kubectl berth migrate pulse --to host-a"
     )
+
+
+class ConflictingBerthStandIn:
+    """A stand-in for the CLI's Kubernetes client: each write carrying a resourceVersion
+    other than the placement's latest is refused, as the API server refuses it; between
+    reads the placement moves through `changes` (the operator's status writes)."""
+
+    def __init__(self, first: dict[str, Any], changes: list[dict[str, Any]]) -> None:
+        self.latest, self.changes = first, changes
+        self.written: list[dict[str, Any]] = []
+
+    def placement(self, namespace: str, name: str) -> dict[str, Any]:
+        return self.latest
+
+    def patch_placement(
+        self, namespace: str, name: str, spec: dict[str, Any], resource_version: str | None = None
+    ) -> dict[str, Any]:
+        if self.changes:  # the operator wrote its status just before this write
+            self.latest = self.changes.pop(0)
+        if resource_version != self.latest["metadata"]["resourceVersion"]:
+            raise PlacementChanged("changed since it was read")
+        self.written.append(spec)
+        return self.latest
+
+
+def versioned(obj: dict[str, Any], version: int) -> dict[str, Any]:
+    obj["metadata"].update(namespace="default", resourceVersion=str(version))
+    return obj
+
+
+def test_a_cancel_outlasts_status_writes_but_not_the_freeze() -> None:
+    progress = [versioned(moving("BulkSync"), v) for v in (2, 3)]
+    berth = ConflictingBerthStandIn(versioned(moving("BulkSync"), 1), progress)
+    write_checked(berth, berth.latest, {"machine": "host-a"}, cancel_refusal, "nothing changed")  # type: ignore[arg-type]
+    assert berth.written == [{"machine": "host-a"}]
+
+    frozen = [versioned(moving("Cutover", frozen=True), 2)]
+    berth = ConflictingBerthStandIn(versioned(moving("BulkSync"), 1), frozen)
+    with pytest.raises(CLIError, match=r"past its commit point .*: nothing changed"):
+        write_checked(berth, berth.latest, {"machine": "host-a"}, cancel_refusal, "nothing changed")  # type: ignore[arg-type]
+    assert berth.written == []

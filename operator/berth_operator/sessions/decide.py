@@ -77,7 +77,9 @@ def decide_session(
         moving = f" (moving: {where.moving})" if where.moving else ""
         return Deny("NotRunning", f"{where.repository} is not running on any machine{moving}")
     if len(where.running_on) > 1:
-        # Never expected (a move runs it on one machine at a time); refuse rather than guess.
+        # A move runs it on one machine at a time, but the source's inventory can say
+        # "running" for a moment after the target's says so too: refuse rather than guess
+        # (`logs -f` asks again).
         machines = ", ".join(where.running_on)
         return Deny("Ambiguous", f"{where.repository} is reported running on {machines}")
     return Sign(
