@@ -38,7 +38,7 @@ esac
 # --- Debian packages -------------------------------------------------------------
 packages=(docker.io containerd runc btrfs-progs iproute2 iptables util-linux e2fsprogs
           busybox-static rsync zstd openssl etcd-server kmod procps psmisc curl ca-certificates
-          python3-venv iputils-ping debootstrap cryptsetup bind9)
+          python3-venv iputils-ping debootstrap cryptsetup bind9 prometheus git)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -50,9 +50,10 @@ if [ ${#missing[@]} -gt 0 ]; then
 else
   say "Debian packages present"
 fi
-# The distribution's etcd and named services are not ours: the lab starts its own etcd
-# (for its API server) and its own named (the DNS server external-dns writes to).
-for service in etcd named; do
+# The distribution's etcd, named and prometheus services are not ours: the lab starts
+# its own etcd (for its API server), named (the DNS server external-dns writes to) and
+# prometheus (scraping the lab's operator and agents).
+for service in etcd named prometheus; do
   if command -v systemctl >/dev/null && systemctl is-active -q "$service" 2>/dev/null; then
     systemctl disable --now "$service" >/dev/null 2>&1 || true
   fi

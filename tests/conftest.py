@@ -26,6 +26,8 @@ LAB_MARKERS = {
     "faults",
     "endpoints",
     "demo",
+    "gitops",
+    "monitoring",
 }
 
 

@@ -119,7 +119,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("name")
     run.add_argument("argv", nargs="*", help="-- docker ARGS... (after --, as with kubectl exec)")
     pki = command("pki", help="the berth CA (needs no cluster)")
-    pki.add_argument("action", choices=["init"])
+    pki.add_argument(
+        "action",
+        choices=["init", "metrics"],
+        help="init: the CA and the operator's certificate; metrics: Prometheus's certificate",
+    )
     pki.add_argument("directory", type=Path, help="where ca.crt/ca.key and operator.* go")
     join = with_output(command("enroll", help="certificate bundle and Machine for a new host"))
     join.add_argument("machine", help="the Machine's name, e.g. host-c")
@@ -392,6 +396,14 @@ def cmd_exec(berth: Berth, namespace: str, args: argparse.Namespace) -> int:
 
 
 def cmd_pki(_: Berth | None, namespace: str, args: argparse.Namespace) -> int:
+    if args.action == "metrics":
+        for path in enroll.pki_metrics(args.directory):
+            print(f"wrote {path}")
+        print(
+            "\nPrometheus scrapes each agent's https://HOST:7443/metrics with it (and ca.crt);\n"
+            "agents refuse it every other route. See docs/operations.md."
+        )
+        return 0
     for path in enroll.pki_init(args.directory):
         print(f"wrote {path}")
     d = args.directory

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from berth_common.bundle import HostBundle
-from berth_common.pki import CertFiles, create_ca, issue
+from berth_common.pki import METRICS_CN, METRICS_ORGANIZATION, CertFiles, create_ca, issue
 from kubectl_berth.client import CLIError
 
 OPERATOR_CN = "berth-operator"  # agents accept tokens signed by this name only
@@ -43,6 +43,20 @@ def pki_init(directory: Path) -> list[Path]:
     # their session routes only, so its certificates never act as the operator's.
     sessions = create_ca(sessions_ca_files(directory), cn="berth sessions CA")
     return [ca.cert, ca.key, operator.cert, operator.key, sessions.cert, sessions.key]
+
+
+def metrics_files(directory: Path) -> CertFiles:
+    return CertFiles(directory / "metrics.crt", directory / "metrics.key")
+
+
+def pki_metrics(directory: Path) -> list[Path]:
+    """Prometheus's client certificate: agents let it read /metrics and /healthz only.
+    A new one each time (the old one stays valid until it expires)."""
+    ca = ca_files(directory)
+    if not ca.key.exists():
+        raise CLIError(f"no CA in {directory} (ca.key): run kubectl berth pki init {directory}")
+    made = issue(ca, metrics_files(directory), METRICS_CN, org=METRICS_ORGANIZATION)
+    return [made.cert, made.key]
 
 
 def check_machine_name(name: str) -> None:

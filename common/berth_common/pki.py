@@ -23,6 +23,12 @@ class CertFiles:
     key: Path
 
 
+# A certificate of the cluster CA with this organization is Prometheus's: agents let it
+# read /metrics and /healthz and nothing else (`kubectl berth pki metrics`).
+METRICS_ORGANIZATION = "berth:metrics"
+METRICS_CN = "berth-metrics"
+
+
 def _name(cn: str, org: str | None = None) -> x509.Name:
     attrs = [x509.NameAttribute(NameOID.COMMON_NAME, cn)]
     if org:

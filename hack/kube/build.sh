@@ -11,6 +11,10 @@
 #   $KUBE_CACHE/bin/helm             helm.sh/helm/v3 $HELM_VERSION
 #   $KUBE_CACHE/bin/external-dns     sigs.k8s.io/external-dns $EXTERNAL_DNS_VERSION, and its
 #   $KUBE_CACHE/crds/dnsendpoints.externaldns.k8s.io.yaml (the lab's DNS)
+#   $KUBE_CACHE/bin/source-controller, kustomize-controller  Flux's, $FLUX_VERSION, and
+#   $KUBE_CACHE/crds/flux/*.yaml their CRDs (the GitOps tests)
+#   $KUBE_CACHE/crds/monitoring/*.yaml  the Prometheus Operator's ServiceMonitor and
+#                                    PrometheusRule CRDs, $PROMETHEUS_OPERATOR_VERSION (chart tests)
 #   etcd                              Debian package etcd-server (/usr/bin/etcd)
 #
 # Go comes from hack/install-go.sh (Debian's golang-1.26) unless $GO names another.
@@ -27,6 +31,9 @@ KUBE_CACHE="${KUBE_CACHE:-/var/cache/berth/kube}"
 BIN="$KUBE_CACHE/bin"
 HELM_VERSION="${HELM_VERSION:-v3.22.0}"
 EXTERNAL_DNS_VERSION="${EXTERNAL_DNS_VERSION:-v0.20.0}"
+# Flux's two controllers of one release (Flux v2.8); v1.10 needs Go 1.27.
+FLUX_VERSION="${FLUX_VERSION:-v1.9.6}"
+PROMETHEUS_OPERATOR_VERSION="${PROMETHEUS_OPERATOR_VERSION:-v0.85.0}"
 # The Kubernetes version is whatever hack/kube/go.mod requires.
 KUBE_VERSION="$(awk '$1=="require" && $2=="k8s.io/kubernetes" {print $3} $1=="k8s.io/kubernetes" && $2 ~ /^v/ {print $2}' "$here/go.mod" | head -n1)"
 [ -n "$KUBE_VERSION" ] || { echo "build.sh: no k8s.io/kubernetes requirement in $here/go.mod" >&2; exit 1; }
@@ -146,6 +153,72 @@ else
 	cp "$edns_dir/config/crd/standard/dnsendpoints.externaldns.k8s.io.yaml" "$edns_crd"
 	edns_version ||
 		{ log "built external-dns does not report $EXTERNAL_DNS_VERSION"; exit 1; }
+fi
+
+# --- Flux: source-controller and kustomize-controller -------------------------------
+# Each module replaces its ./api with the nested module of the same repository, which a
+# module zip leaves out, so `go install mod@version` refuses them. So: the module's
+# source copied out of the module cache, its api module (at the version its go.mod
+# requires) copied in as ./api, and built there against its own go.sum. Their CRDs,
+# from the same modules, go beside the binaries. No --version flag: a stamp file.
+# The module proxy here refuses a few versions in their graphs ("403 This module version is
+# not available"); each is replaced by the newest served patch release of its minor.
+flux_crds="$KUBE_CACHE/crds/flux"
+declare -A FLUX_REPLACES=(
+	[source-controller]="github.com/fluxcd/pkg/artifact@v0.18.3=github.com/fluxcd/pkg/artifact@v0.18.1"
+	[kustomize-controller]=""
+)
+build_flux_controller() { # $1 = source-controller | kustomize-controller
+	local name="$1" module="github.com/fluxcd/$1" dir api_version api_dir work replace
+	if [ -x "$BIN/$name" ] && [ "$(cat "$BIN/$name.stamp" 2>/dev/null)" = "$FLUX_VERSION" ] &&
+		compgen -G "$flux_crds/*${name%-controller}*.yaml" >/dev/null; then
+		log "$name $FLUX_VERSION cached"
+		return
+	fi
+	require_go
+	log "building $name $FLUX_VERSION (cold: several minutes, mostly module downloads)"
+	work="$(mktemp -d)"
+	dir="$(cd "$work" && "$GO" mod download -json "$module@$FLUX_VERSION" | awk -F'"' '$2=="Dir" {print $4}')"
+	[ -f "$dir/main.go" ] || { log "no main.go in $module@$FLUX_VERSION ($dir)"; rm -rf "$work"; exit 1; }
+	api_version="$(awk -v m="$module/api" '$1==m && $2 ~ /^v/ {print $2; exit}' "$dir/go.mod")"
+	api_dir="$(cd "$work" && "$GO" mod download -json "$module/api@$api_version" | awk -F'"' '$2=="Dir" {print $4}')"
+	cp -r "$dir" "$work/src" && cp -r "$api_dir" "$work/src/api" && chmod -R u+w "$work/src"
+	for replace in ${FLUX_REPLACES[$name]}; do
+		(cd "$work/src" && "$GO" mod edit -replace "$replace")
+	done
+	# -mod=mod: a replacement's hash is not in the module's go.sum (GOSUMDB is off here).
+	(cd "$work/src" && "${NICE[@]}" "$GO" build -mod=mod -trimpath -ldflags "-s -w" \
+		-o "$BIN/$name.tmp" .) ||
+		{ rm -rf "$work"; exit 1; }
+	mv -f "$BIN/$name.tmp" "$BIN/$name"
+	mkdir -p "$flux_crds"
+	cp "$dir"/config/crd/bases/*.yaml "$flux_crds/"
+	rm -rf "$work"
+	echo "$FLUX_VERSION" >"$BIN/$name.stamp"
+}
+build_flux_controller source-controller
+build_flux_controller kustomize-controller
+
+# --- the Prometheus Operator's CRDs ----------------------------------------------------
+# Nothing built: the chart's ServiceMonitor and PrometheusRule are checked against the
+# CRDs of the operator's own module.
+monitoring_crds="$KUBE_CACHE/crds/monitoring"
+if [ "$(cat "$monitoring_crds/.version" 2>/dev/null)" = "$PROMETHEUS_OPERATOR_VERSION" ]; then
+	log "Prometheus Operator CRDs $PROMETHEUS_OPERATOR_VERSION cached"
+else
+	require_go
+	log "fetching the Prometheus Operator's CRDs $PROMETHEUS_OPERATOR_VERSION"
+	po_tmp="$(mktemp -d)"
+	po_dir="$(cd "$po_tmp" && "$GO" mod download -json \
+		"github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION" |
+		awk -F'"' '$2=="Dir" {print $4}')"
+	rm -rf "$po_tmp"
+	mkdir -p "$monitoring_crds"
+	for kind in servicemonitors prometheusrules; do
+		cp "$po_dir/example/prometheus-operator-crd/monitoring.coreos.com_$kind.yaml" "$monitoring_crds/" ||
+			{ log "no $kind CRD in $po_dir"; exit 1; }
+	done
+	echo "$PROMETHEUS_OPERATOR_VERSION" >"$monitoring_crds/.version"
 fi
 
 # --- etcd ----------------------------------------------------------------------

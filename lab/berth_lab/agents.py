@@ -14,7 +14,7 @@ import yaml
 from berth_agent.config import AgentConfig, TLSConfig
 from berth_common.agent_api.client import AgentClient
 from berth_common.agent_api.errors import AgentUnreachable
-from berth_common.pki import CertFiles, create_ca, issue
+from berth_common.pki import METRICS_CN, METRICS_ORGANIZATION, CertFiles, create_ca, issue
 from berth_lab.host import LabError, LabHost
 from berth_lab.plan import AGENT_PORT
 
@@ -34,6 +34,7 @@ class LabPKI:
         self.ca = CertFiles(self.dir / "ca.crt", self.dir / "ca.key")
         self.client = CertFiles(self.dir / "operator.crt", self.dir / "operator.key")
         self.sessions_ca = CertFiles(self.dir / "sessions-ca.crt", self.dir / "sessions-ca.key")
+        self.metrics = CertFiles(self.dir / "metrics.crt", self.dir / "metrics.key")  # Prometheus
 
     def host(self, name: str) -> CertFiles:
         return CertFiles(self.dir / f"{name}.crt", self.dir / f"{name}.key")
@@ -45,6 +46,8 @@ class LabPKI:
             create_ca(self.sessions_ca, cn="berth lab sessions CA")
         if not self.client.cert.exists():
             issue(self.ca, self.client, CLIENT_CN, org="berth")
+        if not self.metrics.cert.exists():
+            issue(self.ca, self.metrics, METRICS_CN, org=METRICS_ORGANIZATION)
         for host in hosts:
             if not self.host(host.name).cert.exists():
                 issue(

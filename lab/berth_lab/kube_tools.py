@@ -1,9 +1,10 @@
 """Where the lab finds the Kubernetes programs that `hack/kube/build.sh` builds.
 
-kube-apiserver, kubectl, helm and external-dns come from one cache
-(`/var/cache/berth/kube/bin`, or `$BERTH_KUBE_BIN`; external-dns's DNSEndpoint CRD beside
-it, in `../crds`); kubectl is built from the same Kubernetes modules and version as the
-API server, so the lab never depends on whichever kubectl a machine happens to carry.
+kube-apiserver, kubectl, helm, external-dns and Flux's two controllers come from one
+cache (`/var/cache/berth/kube/bin`, or `$BERTH_KUBE_BIN`; the CRDs of external-dns, Flux
+and the Prometheus Operator beside it, in `../crds`); kubectl is built from the same
+Kubernetes modules and version as the API server, so the lab never depends on whichever
+kubectl a machine happens to carry.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from pathlib import Path
 
 DEFAULT_BIN_DIR = Path("/var/cache/berth/kube/bin")
 BUILD_HINT = (
-    "run `bash hack/kube/build.sh` (builds kube-apiserver, kubectl, helm and external-dns, "
-    "cached, a few minutes cold)"
+    "run `bash hack/kube/build.sh` (builds kube-apiserver, kubectl, helm, external-dns and "
+    "Flux's controllers, cached, a few minutes cold)"
 )
 
 
@@ -59,3 +60,16 @@ def external_dns_crd() -> Path:
     if not crd.exists():
         raise KubeError(f"{crd} not found: {BUILD_HINT}")
     return crd
+
+
+def flux_binary(name: str) -> Path:
+    """Flux's source-controller or kustomize-controller, as hack/kube/build.sh built it."""
+    return _built_else_on_path(name)
+
+
+def crds(kind: str) -> list[Path]:
+    """The CRDs hack/kube/build.sh copied from a project's module: "flux" or "monitoring"."""
+    found = sorted((bin_dir().parent / "crds" / kind).glob("*.yaml"))
+    if not found:
+        raise KubeError(f"no {kind} CRDs in {bin_dir().parent / 'crds' / kind}: {BUILD_HINT}")
+    return found

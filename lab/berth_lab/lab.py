@@ -22,6 +22,7 @@ from berth_common.process import CommandError, output, run
 from berth_lab import procs
 from berth_lab.agents import LabPKI, agent_client, start_agent
 from berth_lab.dns_service import stop_dns
+from berth_lab.flux_service import stop_flux
 from berth_lab.host import LabError, LabHost
 from berth_lab.kube import reap_stale
 from berth_lab.plan import (
@@ -32,6 +33,7 @@ from berth_lab.plan import (
     LabPlan,
     plan_lab,
 )
+from berth_lab.prometheus_service import stop_prometheus
 
 log = logging.getLogger("berth.lab")
 
@@ -289,6 +291,8 @@ class Lab:
         reap_stale(self.plan.kube_dir)
         procs.kill_pidfile(self.plan.cluster_dir / "operator.pid", "berth_operator")
         stop_dns(self.plan.dns_dir)
+        stop_prometheus(self.plan.monitoring_dir)
+        stop_flux(self.plan.gitops_dir)
         prefix = self._netns_prefix()
         namespaces = set(_netns_with_prefix(prefix)) | {h.netns for h in self.plan.hosts}
         namespaces = {ns for ns in namespaces if Path(f"/var/run/netns/{ns}").exists()}

@@ -89,6 +89,16 @@ class LabPlan:
         """The lab's DNS (named and external-dns): configuration, zone, logs, pid files."""
         return self.state_dir / "dns"
 
+    @property
+    def monitoring_dir(self) -> Path:
+        """The lab's Prometheus: its configuration, data, log and pid file."""
+        return self.state_dir / "monitoring"
+
+    @property
+    def gitops_dir(self) -> Path:
+        """The lab's git server and Flux's controllers: repositories, logs, pid files."""
+        return self.state_dir / "gitops"
+
     def owner_env(self) -> dict[str, str]:
         """The variable that marks a process as this lab's (see OWNER_ENV)."""
         return {OWNER_ENV: str(self.state_dir)}

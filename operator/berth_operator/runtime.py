@@ -3,11 +3,15 @@ workers, the Machines' heartbeats, and which watch event wakes which placement."
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import threading
 from typing import Any
 
+from prometheus_client import REGISTRY
+
+from berth_operator import metrics
 from berth_operator.agents import MachineAgents
 from berth_operator.config import OperatorConfig
 from berth_operator.controller import heap
@@ -17,6 +21,7 @@ from berth_operator.controller.workers import Workers
 from berth_operator.kube import Kube
 from berth_operator.machine.heartbeat import Heartbeats, is_ready
 from berth_operator.machine.inventory import Inventories
+from berth_operator.metrics.collector import StateCollector
 from berth_operator.placement.controller import PLACEMENT_INDEXES, PlacementController
 from berth_operator.placement.status_writer import PlacementKey, placement_key
 from berth_operator.sessions.running import SessionSigning
@@ -56,6 +61,7 @@ class Operator:
         self.machines: ObjectCache[str] = ObjectCache(machine_name, {})
         self.agents = MachineAgents(self.machines, config)
         self.inventories = Inventories(self.agents.repositories)
+        self.state_metrics = StateCollector(self.placements, self.machines)
         # A reconcile that raised (an agent that did not answer, mostly) is tried again
         # within poll_seconds: a frozen application may be waiting for that answer.
         self.queue: WorkQueue[PlacementKey] = WorkQueue(backoff_max=config.poll_seconds)
@@ -87,6 +93,8 @@ class Operator:
             self.machines.store(machine)
         self.heartbeats.start()
         self._resync.start()
+        REGISTRY.register(self.state_metrics)
+        metrics.start_at_zero()
         # The workers wait for the first heartbeat of every Machine, which the first
         # watch event starts (a replica that stands by gets none): a placement decided
         # before would find its machine not Ready and write a Waiting status for nothing.
@@ -105,6 +113,8 @@ class Operator:
 
     def stop(self) -> None:
         self._stop.set()
+        with contextlib.suppress(KeyError):  # never started
+            REGISTRY.unregister(self.state_metrics)
         self.heartbeats.stop()
         self.heap.stop()
         self.sessions.stop()

@@ -7,6 +7,7 @@ release owns every object from scratch and nothing of the rest of the run gets i
 from __future__ import annotations
 
 import base64
+import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,12 +19,14 @@ import yaml
 from berth_common.pki import CertFiles, create_ca, issue
 from berth_lab.cluster import CHART, CRDS
 from berth_lab.kube import KubeAPIServer
-from berth_lab.kube_tools import helm_binary
+from berth_lab.kube_tools import crds, helm_binary
 from berth_lab.kubeconfig import Kubectl
 
 pytestmark = pytest.mark.ship
 
 TEST_VALUES = CHART / "ci" / "test-values.yaml"
+ALERTS = CHART / "files" / "prometheus" / "alerts.yaml"
+DASHBOARD = CHART / "files" / "grafana" / "berth.json"
 Docs = list[dict[str, Any]]
 
 
@@ -332,3 +335,36 @@ def test_install_upgrade_uninstall_on_a_real_api_server(
                  kubeconfig=kubeconfig)  # fmt: skip
     assert other.returncode == 0, other.stderr
     cluster("get", "clusterkopfpeering.kopf.dev", "berth-b")
+
+
+def test_monitoring_objects_pass_the_prometheus_operators_crds(cluster: Kubectl) -> None:
+    """The ServiceMonitor, the PrometheusRule (berth's alerts file, as it is) and the
+    dashboard's ConfigMap, validated by a real API server against the Prometheus
+    Operator's own CRDs (strict: an unknown field is refused)."""
+    for crd in crds("monitoring"):
+        cluster("apply", "--server-side", "-f", str(crd))
+    for name in ("servicemonitors", "prometheusrules"):
+        cluster("wait", "--for=condition=Established", "--timeout=30s",
+                f"crd/{name}.monitoring.coreos.com")  # fmt: skip
+    assert "PrometheusRule" not in kinds(render())
+    assert "no monitoring.coreos.com/v1 PrometheusRule" in render_error(
+        "--set", "metrics.prometheusRule.enabled=true"
+    )
+    docs = render(
+        "--set", "metrics.serviceMonitor.enabled=true",
+        "--set", "metrics.prometheusRule.enabled=true",
+        "--set", "metrics.prometheusRule.labels.release=prometheus",
+        "--set", "metrics.grafanaDashboard.enabled=true",
+        "--api-versions", "monitoring.coreos.com/v1/ServiceMonitor",
+        "--api-versions", "monitoring.coreos.com/v1/PrometheusRule",
+    )  # fmt: skip
+    rule = only(docs, "PrometheusRule")
+    assert rule["spec"] == yaml.safe_load(ALERTS.read_text())
+    assert rule["metadata"]["labels"]["release"] == "prometheus"
+    dashboard = next(d for d in docs if d["kind"] == "ConfigMap" and "berth.json" in d["data"])
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(dashboard["data"]["berth.json"]) == json.loads(DASHBOARD.read_text())
+    cluster("create", "namespace", "berth-system", check=False)
+    for doc in (only(docs, "ServiceMonitor"), rule, dashboard):
+        checked = cluster.apply(doc, "--dry-run=server", "--validate=strict")
+        print(f"\n[chart] {checked.strip()}")

@@ -24,7 +24,7 @@ from berth_agent.server.access import (
     session_route,
 )
 from berth_common.agent_api.models import ExecExit, ExecFrame, ExecOutput, ExecRequest
-from berth_common.pki import CertFiles, create_ca, issue
+from berth_common.pki import METRICS_CN, METRICS_ORGANIZATION, CertFiles, create_ca, issue
 from berth_common.sessions import SessionVerb
 from session_certs import files, grant, session_certificate
 
@@ -213,3 +213,18 @@ def test_exec_frames_on_the_wire() -> None:
     with pytest.raises(ValueError):
         ExecRequest.model_validate({"argv": []})
     assert exit_code(3) == 3 and exit_code(-9) == 137
+
+
+def test_a_metrics_certificate_reads_the_metrics_and_nothing_else(certs: Certs) -> None:
+    made = issue(
+        certs.cluster_ca, files(certs.dir, "metrics"), METRICS_CN, org=METRICS_ORGANIZATION
+    )
+    prometheus = identify(certs.der(made), certs.sessions_ca)
+    assert prometheus.metrics_only and not prometheus.session
+    assert decide(prometheus, True, "host-a", "/metrics").allowed
+    assert decide(prometheus, True, "host-a", "/healthz").allowed
+    for path in ("/v1/repositories", "/v1/heartbeat", "/v1/transfers/x", LOGS, "/metricsx"):
+        refused = decide(prometheus, True, "host-a", path)
+        assert not refused.allowed and "opens only /metrics and /healthz" in refused.reason, path
+    # The operator's certificate (organization berth) is not a metrics certificate.
+    assert not certs.operator().metrics_only

@@ -3,7 +3,9 @@
 The TLS layer trusts two CAs: the cluster's (the operator and peer agents) and, where
 configured, the sessions CA (people, through `kubectl berth logs|exec`). A session
 certificate opens its own grant's session route and nothing else; a cluster
-certificate opens every other route and no session route.
+certificate opens every other route and no session route, unless it is a metrics
+certificate (organization `berth:metrics`, Prometheus's), which opens /metrics and
+/healthz only.
 """
 
 from __future__ import annotations
@@ -14,10 +16,13 @@ import re
 from dataclasses import dataclass
 
 from cryptography import x509
+from cryptography.x509.oid import NameOID
 
+from berth_common.pki import METRICS_ORGANIZATION
 from berth_common.sessions import SessionError, SessionGrant, SessionVerb, grant_of, issued_by
 
 SESSIONS_PREFIX = "/v1/sessions"
+METRICS_ROUTES = frozenset({"/metrics", "/healthz"})  # all a metrics certificate opens
 _SESSION_ROUTE = re.compile(r"^/v1/sessions/(?P<repository>[^/]+)/(?P<verb>[^/]+)$")
 NEEDS_SESSION_CERTIFICATE = "session routes need a session certificate from `kubectl berth`"
 SESSIONS_DISABLED = "sessions are not enabled on this agent (tls.session_ca)"
@@ -46,6 +51,7 @@ class Peer:
 
     subject: str
     session: bool = False
+    metrics_only: bool = False  # the cluster CA's, with pki.METRICS_ORGANIZATION: Prometheus
     grant: SessionGrant | None = None  # None on a session certificate: malformed
     problem: str = ""  # why a session certificate's grant could not be read
     expires: dt.datetime | None = None
@@ -58,7 +64,9 @@ def identify(der: bytes, sessions_ca: x509.Certificate | None) -> Peer:
     cert = x509.load_der_x509_certificate(der)
     subject = cert.subject.rfc4514_string()
     if sessions_ca is None or not issued_by(cert, sessions_ca):
-        return Peer(subject)
+        organizations = cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
+        metrics = any(o.value == METRICS_ORGANIZATION for o in organizations)
+        return Peer(subject, metrics_only=metrics)
     try:
         grant = grant_of(cert)
     except SessionError as err:
@@ -87,6 +95,8 @@ def decide(
     """Whether peer may call path on this machine. peer None: the request carries no
     certificate (the app run without uvicorn's TLS, as in unit tests): only the
     routes that are not session routes, as before sessions existed."""
+    if peer is not None and peer.metrics_only and path not in METRICS_ROUTES:
+        return _refused(f"a metrics certificate opens only /metrics and /healthz, not {path}")
     route = session_route(path)
     if route is None:
         if peer is not None and peer.session:

@@ -27,3 +27,7 @@ TRANSFER_BYTES = Counter(
     ["direction"],
     registry=REGISTRY,
 )
+# At 0 from the start: rate() cannot see a counter's first step when its series appears
+# already past 0, so the dashboard would miss each agent's first transfer.
+for _direction in ("sent", "received"):
+    TRANSFER_BYTES.labels(_direction)
