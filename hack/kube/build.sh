@@ -3,6 +3,7 @@
 # OUTSIDE the repository, and check that etcd is available.
 #
 #   hack/kube/build.sh            # build what is missing, print the bin dir
+#   hack/kube/build.sh --with-flux   # and Flux's controllers (the gitops tests ask for them)
 #   KUBE_CACHE=/some/dir hack/kube/build.sh
 #
 # Outputs (default KUBE_CACHE=/var/cache/berth/kube):
@@ -12,7 +13,8 @@
 #   $KUBE_CACHE/bin/external-dns     sigs.k8s.io/external-dns $EXTERNAL_DNS_VERSION, and its
 #   $KUBE_CACHE/crds/dnsendpoints.externaldns.k8s.io.yaml (the lab's DNS)
 #   $KUBE_CACHE/bin/source-controller, kustomize-controller  Flux's, $FLUX_VERSION, and
-#   $KUBE_CACHE/crds/flux/*.yaml their CRDs (the GitOps tests)
+#   $KUBE_CACHE/crds/flux/*.yaml their CRDs, with --with-flux only: about 15 min cold,
+#                                    for the gitops tests alone, so not in every install
 #   $KUBE_CACHE/crds/monitoring/*.yaml  the Prometheus Operator's ServiceMonitor and
 #                                    PrometheusRule CRDs, $PROMETHEUS_OPERATOR_VERSION (chart tests)
 #   etcd                              Debian package etcd-server (/usr/bin/etcd)
@@ -27,6 +29,13 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+with_flux=false
+for arg in "$@"; do
+	case "$arg" in
+	--with-flux) with_flux=true ;;
+	*) echo "build.sh: unknown argument $arg (known: --with-flux)" >&2; exit 2 ;;
+	esac
+done
 KUBE_CACHE="${KUBE_CACHE:-/var/cache/berth/kube}"
 BIN="$KUBE_CACHE/bin"
 HELM_VERSION="${HELM_VERSION:-v3.22.0}"
@@ -196,8 +205,11 @@ build_flux_controller() { # $1 = source-controller | kustomize-controller
 	rm -rf "$work"
 	echo "$FLUX_VERSION" >"$BIN/$name.stamp"
 }
-build_flux_controller source-controller
-build_flux_controller kustomize-controller
+if $with_flux; then
+	# Both cores: the gitops tests wait for this, and nothing else runs meanwhile.
+	GOFLAGS="${GOFLAGS/-p=1/-p=2}" build_flux_controller source-controller
+	GOFLAGS="${GOFLAGS/-p=1/-p=2}" build_flux_controller kustomize-controller
+fi
 
 # --- the Prometheus Operator's CRDs ----------------------------------------------------
 # Nothing built: the chart's ServiceMonitor and PrometheusRule are checked against the

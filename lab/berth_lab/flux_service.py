@@ -67,6 +67,7 @@ class LabFlux:
     def start(self, timeout: float = 120) -> LabFlux:
         self.directory.mkdir(parents=True, exist_ok=True)
         (self.directory / "repositories").mkdir(exist_ok=True)
+        (self.directory / "artifacts").mkdir(exist_ok=True)  # source-controller wants it made
         self.kubectl("apply", "--server-side", *(f"--filename={c}" for c in crds("flux")))
         self.kubectl(
             "wait", "--for=condition=Established", "--timeout=60s",

@@ -15,8 +15,8 @@ from pathlib import Path
 
 DEFAULT_BIN_DIR = Path("/var/cache/berth/kube/bin")
 BUILD_HINT = (
-    "run `bash hack/kube/build.sh` (builds kube-apiserver, kubectl, helm, external-dns and "
-    "Flux's controllers, cached, a few minutes cold)"
+    "run `bash hack/kube/build.sh` (builds kube-apiserver, kubectl, helm and external-dns, "
+    "cached, a few minutes cold)"
 )
 
 
@@ -62,9 +62,16 @@ def external_dns_crd() -> Path:
     return crd
 
 
+FLUX_HINT = "run `bash hack/kube/build.sh --with-flux` (about 15 minutes cold)"
+
+
 def flux_binary(name: str) -> Path:
-    """Flux's source-controller or kustomize-controller, as hack/kube/build.sh built it."""
-    return _built_else_on_path(name)
+    """Flux's source-controller or kustomize-controller, as `hack/kube/build.sh
+    --with-flux` built it."""
+    built = bin_dir() / name
+    if not os.access(built, os.X_OK):
+        raise KubeError(f"{built} not found: {FLUX_HINT}")
+    return built
 
 
 def crds(kind: str) -> list[Path]:

@@ -7,6 +7,7 @@ does not exist."""
 from __future__ import annotations
 
 import itertools
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +24,8 @@ from e2e.helpers import beats, condition, placement, until
 
 pytestmark = [pytest.mark.gitops, pytest.mark.e2e]
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "gitops" / "example"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO_ROOT / "gitops" / "example"
 NAME = "pulse-flux"
 PORT = 8094  # a host port of its own on the lab hosts
 
@@ -68,6 +70,9 @@ def flux_objects(namespace: str, url: str) -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def flux(lab: Lab, kubectl: Kubectl, cluster: LabCluster) -> Iterator[LabFlux]:
+    # Flux's controllers are built for these tests alone, the first time (about 15 min).
+    print("\n[gitops] hack/kube/build.sh --with-flux (cached after the first time)")
+    subprocess.run(["bash", str(REPO_ROOT / "hack/kube/build.sh"), "--with-flux"], check=True)
     with LabFlux(lab.plan.gitops_dir, kubectl, lab.plan.owner_env()) as running:
         yield running
 

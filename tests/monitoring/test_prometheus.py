@@ -18,6 +18,7 @@ import httpx
 import pytest
 import yaml
 
+from berth_common.agent_api.client import tls_context
 from berth_lab import Lab
 from berth_lab.cluster import LabCluster
 from berth_lab.kubeconfig import Kubectl
@@ -57,11 +58,16 @@ def grafana_expr(expr: str) -> str:
     return expr
 
 
+def value_of(series: dict[str, Any]) -> float:
+    value = float(series["value"][1])
+    return -math.inf if math.isnan(value) else value
+
+
 def shown(result: list[dict[str, Any]]) -> str:
-    """The first series, short: its identifying labels and its value."""
+    """The series of the largest value, short: its identifying labels and its value."""
     if not result:
         return "-"
-    first = result[0]
+    first = max(result, key=value_of)
     labels = {k: v for k, v in first["metric"].items() if k not in ("__name__", "job", "instance")}
     value = float(first["value"][1])
     number = "NaN" if math.isnan(value) else f"{value:.6g}"
@@ -84,8 +90,8 @@ def test_every_alert_and_panel_returns_series_from_a_real_prometheus_after_real_
     # Prometheus's certificate reads the metrics, and nothing else, on a real agent.
     metrics = lab.pki.metrics
     agent = f"https://{lab.host('host-a').address}:{AGENT_PORT}"
-    with httpx.Client(verify=str(lab.pki.ca.cert), cert=(str(metrics.cert), str(metrics.key)),
-                      trust_env=False, timeout=10) as http:  # fmt: skip
+    context = tls_context(lab.pki.ca.cert, metrics.cert, metrics.key)
+    with httpx.Client(verify=context, trust_env=False, timeout=10) as http:
         assert http.get(f"{agent}/metrics").status_code == 200
         refused = http.get(f"{agent}/v1/repositories")
     assert refused.status_code == 403, refused.text
@@ -166,6 +172,8 @@ def test_every_alert_and_panel_returns_series_from_a_real_prometheus_after_real_
     failed_alert = answers["alert BerthMigrationFailed"][0]["metric"]
     assert (failed_alert["placement"], failed_alert["target"]) == (FAILING, "host-b")
     assert answers["alert BerthDowntimeOverBudget"][0]["metric"]["placement"] == FAST
+    moves = {s["metric"]["result"]: value_of(s) for s in answers["panel Moves by result [A]"]}
+    assert moves["Succeeded"] > 0 and moves["RolledBack"] > 0, moves  # each result's first
     # No `for:` on these two: firing as soon as Prometheus evaluated them.
     assert states["BerthMigrationFailed"] == "firing"
     assert states["BerthDowntimeOverBudget"] == "firing"
