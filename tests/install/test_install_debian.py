@@ -49,6 +49,8 @@ def test_installer_brings_every_tool_on_a_bare_debian(
             "kubectl version --client": f"Client Version: {KUBE_VERSION}",
             "criu --version": "Version: 4.",
             "helm version": 'Version:"v3.',
+            "promtool --version": "promtool, version 2.",
+            "git --version": "git version 2.",
             f"{CHECKOUT}/.venv/bin/berth-lab --help": "usage: berth-lab",
         }
         for command, text in expected.items():
