@@ -15,15 +15,12 @@ import base64
 import os
 import secrets
 import signal
-import subprocess
 import time
 from collections.abc import Mapping
 from pathlib import Path
 
-import httpx
-
 from berth_common.dns_query import Answered, ask
-from berth_lab import procs
+from berth_lab import procs, services
 from berth_lab.host import LabError
 from berth_lab.kube import free_ports
 from berth_lab.kube_tools import external_dns_binary
@@ -201,8 +198,7 @@ class LabDNS:
 
     def _start_named(self, timeout: float) -> None:
         argv = ["named", "-g", "-c", str(self.directory / NAMED_MARKER)]
-        proc = self._spawn(argv, self._named_log, {})
-        self.named_pidfile.write_text(f"{proc.pid}\n")
+        proc = services.spawn(argv, self._named_log, self.named_pidfile, self.owner_env)
         deadline = time.monotonic() + timeout
         while not isinstance(ask(ZONE, self.address, self.port, "SOA", 0.2), Answered):
             if proc.poll() is not None:
@@ -219,29 +215,7 @@ class LabDNS:
         # As a kubelet restarts a container that exits (it does on a refused update).
         supervised = ["bash", "-c", 'while :; do "$@"; sleep 1; done', EXTERNAL_DNS_MARKER, *argv]
         log = self.directory / "external-dns.log"
-        proc = self._spawn(supervised, log, {"EXTERNAL_DNS_RFC2136_TSIG_SECRET": secret})
-        self.external_dns_pidfile.write_text(f"{proc.pid}\n")
-        deadline = time.monotonic() + timeout
-        with httpx.Client(trust_env=False, timeout=1) as http:
-            while True:
-                try:
-                    if http.get(f"http://127.0.0.1:{metrics_port}/healthz").status_code == 200:
-                        return
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise LabError(f"external-dns is not healthy after {timeout}s; see {log}")
-                time.sleep(0.1)
-
-    def _spawn(
-        self, argv: list[str], log_path: Path, env: Mapping[str, str]
-    ) -> subprocess.Popen[bytes]:
-        with log_path.open("ab") as log:
-            return subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # outlives the command that started it
-                env={**os.environ, **self.owner_env, **env},
-            )
+        env = {**self.owner_env, "EXTERNAL_DNS_RFC2136_TSIG_SECRET": secret}
+        proc = services.spawn(supervised, log, self.external_dns_pidfile, env)
+        url = f"http://127.0.0.1:{metrics_port}/healthz"
+        services.wait_answering(url, proc, "external-dns", log, timeout)

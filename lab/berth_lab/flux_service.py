@@ -10,18 +10,13 @@ with the admin kubeconfig, as Flux's own ServiceAccounts would with cluster-admi
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
-from berth_lab import procs
-from berth_lab.host import LabError
+from berth_lab import procs, services
 from berth_lab.kube import free_ports
 from berth_lab.kube_tools import crds, flux_binary
 from berth_lab.kubeconfig import Kubectl
@@ -82,7 +77,7 @@ class LabFlux:
         )  # fmt: skip
         storage, source_health, source_metrics, kustomize_health, kustomize_metrics = free_ports(5)
         common = ["--enable-leader-election=false", "--log-encoding=json", "--events-addr="]
-        self._spawn(
+        source = self._spawn(
             "source-controller",
             [str(flux_binary("source-controller")), *common,
              f"--health-addr=127.0.0.1:{source_health}",
@@ -91,14 +86,18 @@ class LabFlux:
              f"--storage-addr=127.0.0.1:{storage}",
              f"--storage-adv-addr=127.0.0.1:{storage}"],
         )  # fmt: skip
-        self._spawn(
+        kustomize = self._spawn(
             "kustomize-controller",
             [str(flux_binary("kustomize-controller")), *common,
              f"--health-addr=127.0.0.1:{kustomize_health}",
              f"--metrics-addr=127.0.0.1:{kustomize_metrics}"],
         )  # fmt: skip
-        self._wait_ready("source-controller", source_health, timeout)
-        self._wait_ready("kustomize-controller", kustomize_health, timeout)
+        for proc, name, port in (
+            (source, "source-controller", source_health),
+            (kustomize, "kustomize-controller", kustomize_health),
+        ):
+            url = f"http://127.0.0.1:{port}/readyz"
+            services.wait_answering(url, proc, name, self.log_path(name), timeout)
         return self
 
     def stop(self) -> None:
@@ -122,32 +121,6 @@ class LabFlux:
     def log_path(self, name: str) -> Path:
         return self.directory / f"{name}.log"
 
-    def _spawn(self, name: str, argv: list[str]) -> None:
-        env = {**os.environ, **self.owner_env, "KUBECONFIG": str(self.kubectl.kubeconfig)}
-        with self.log_path(name).open("ab") as log:
-            proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                env=env,
-            )
-        (self.directory / f"{name}.pid").write_text(f"{proc.pid}\n")
-
-    def _wait_ready(self, name: str, port: int, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        with httpx.Client(trust_env=False, timeout=1) as http:
-            while True:
-                try:
-                    if http.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
-                        return
-                except httpx.HTTPError:
-                    pass
-                if procs.pidfile_pid(self.directory / f"{name}.pid", name) is None:
-                    raise LabError(f"{name} exited; see {self.log_path(name)}")
-                if time.monotonic() > deadline:
-                    raise LabError(
-                        f"{name} is not ready after {timeout}s; see {self.log_path(name)}"
-                    )
-                time.sleep(0.2)
+    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+        env = {**self.owner_env, "KUBECONFIG": str(self.kubectl.kubeconfig)}
+        return services.spawn(argv, self.log_path(name), self.directory / f"{name}.pid", env)

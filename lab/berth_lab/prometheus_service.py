@@ -9,10 +9,7 @@ lab's moves take seconds.
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +19,7 @@ import httpx
 import yaml
 
 from berth_common.pki import CertFiles
-from berth_lab import procs
+from berth_lab import procs, services
 from berth_lab.host import LabError
 from berth_lab.kube import free_ports
 
@@ -108,29 +105,9 @@ class LabPrometheus:
             f"--web.listen-address=127.0.0.1:{self.port}",
             "--storage.tsdb.retention.time=1d",
         ]
-        with self.log_path.open("ab") as log:
-            proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                env={**os.environ, **self.owner_env},
-            )
-        (self.directory / PIDFILE).write_text(f"{proc.pid}\n")
-        deadline = time.monotonic() + timeout
-        with httpx.Client(trust_env=False, timeout=1) as http:
-            while True:
-                try:
-                    if http.get(f"{self.url}/-/ready").status_code == 200:
-                        return self
-                except httpx.HTTPError:
-                    pass
-                if proc.poll() is not None:
-                    raise LabError(f"prometheus exited {proc.returncode}; see {self.log_path}")
-                if time.monotonic() > deadline:
-                    raise LabError(f"prometheus is not ready after {timeout}s; see {self.log_path}")
-                time.sleep(0.2)
+        proc = services.spawn(argv, self.log_path, self.directory / PIDFILE, self.owner_env)
+        services.wait_answering(f"{self.url}/-/ready", proc, "prometheus", self.log_path, timeout)
+        return self
 
     def stop(self) -> None:
         stop_prometheus(self.directory)

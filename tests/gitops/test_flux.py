@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +94,18 @@ def ready(obj: dict[str, Any]) -> str:
 def test_a_commit_that_changes_machine_moves_pulse_and_flux_waits_for_the_move(
     flux: LabFlux, lab: Lab, kubectl: Kubectl, namespace: str
 ) -> None:
+    def ready_at(commit: str, status: str) -> Callable[[], dict[str, Any] | None]:
+        """A check for until(): the Kustomization, once it has applied commit and its
+        Ready condition is status."""
+
+        def check() -> dict[str, Any] | None:
+            k = kustomization(kubectl, namespace)
+            return (
+                k if applied(k, commit) and condition(k, "Ready").get("status") == status else None
+            )
+
+        return check
+
     repo = flux.repository(namespace)
     first = repo.commit(
         {
@@ -105,14 +117,7 @@ def test_a_commit_that_changes_machine_moves_pulse_and_flux_waits_for_the_move(
     kubectl.apply(flux_objects(namespace, repo.url))
     print(f"\n[gitops] commit {first[:12]}: pulse on host-a ({repo.url})")
     until(
-        "Flux to apply the first commit and find pulse Current",
-        lambda: (
-            (k := kustomization(kubectl, namespace))
-            and applied(k, first)
-            and condition(k, "Ready").get("status") == "True"
-        ),
-        240,
-        0.5,
+        "Flux to apply the first commit and find pulse Current", ready_at(first, "True"), 240, 0.5
     )
     assert placement(kubectl, namespace, NAME)["status"]["currentMachine"] == "host-a"
     before = [c for _, c in beats(lab, "host-a", NAME)]
@@ -162,17 +167,7 @@ def test_a_commit_that_changes_machine_moves_pulse_and_flux_waits_for_the_move(
     # A commit that sends it to a machine that does not exist: Flux reports the failure.
     third = repo.commit({"pulse-placement.yaml": placement_file("host-nowhere")}, "pulse nowhere")
     print(f"[gitops] commit {third[:12]}: machine: host-b -> host-nowhere")
-    failed = until(
-        "the Kustomization to report the failed health check",
-        lambda: (
-            (k := kustomization(kubectl, namespace))
-            and applied(k, third)
-            and condition(k, "Ready").get("status") == "False"
-            and k
-        ),
-        240,
-        0.5,
-    )
+    failed = until("the Kustomization to report the failure", ready_at(third, "False"), 240, 0.5)
     message = condition(failed, "Ready")["message"]
     print(f"[gitops] Ready=False {condition(failed, 'Ready')['reason']}: {message[:300]}")
     assert condition(failed, "Ready")["reason"] == "HealthCheckFailed", condition(failed, "Ready")
@@ -183,14 +178,5 @@ def test_a_commit_that_changes_machine_moves_pulse_and_flux_waits_for_the_move(
 
     # Back to a good commit: Ready again; then Flux lets go (prune: false keeps pulse).
     fourth = repo.commit({"pulse-placement.yaml": placement_file("host-b")}, "pulse on host-b")
-    until(
-        "the Kustomization Ready again",
-        lambda: (
-            (k := kustomization(kubectl, namespace))
-            and applied(k, fourth)
-            and condition(k, "Ready").get("status") == "True"
-        ),
-        240,
-        0.5,
-    )
+    until("the Kustomization Ready again", ready_at(fourth, "True"), 240, 0.5)
     kubectl("delete", "-n", namespace, "kustomization/placements", "gitrepository/placements")
