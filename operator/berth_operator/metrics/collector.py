@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -15,12 +14,13 @@ from berth_api.v1alpha1.machine_types import Machine
 from berth_api.v1alpha1.placement_types import RepositoryPlacement
 from berth_operator.controller.cache import ObjectCache
 from berth_operator.metrics.state import GAUGES, Sample, machine_samples, placement_samples
+from berth_operator.placement.status_writer import PlacementKey
 
 log = logging.getLogger("berth.operator.metrics")
 
 
 class StateCollector(Collector):
-    def __init__(self, placements: ObjectCache[Any], machines: ObjectCache[str]) -> None:
+    def __init__(self, placements: ObjectCache[PlacementKey], machines: ObjectCache[str]) -> None:
         self.placements, self.machines = placements, machines
 
     def samples(self) -> list[Sample]:
