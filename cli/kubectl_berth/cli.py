@@ -124,7 +124,9 @@ def _parser() -> argparse.ArgumentParser:
         choices=["init", "metrics"],
         help="init: the CA and the operator's certificate; metrics: Prometheus's certificate",
     )
-    pki.add_argument("directory", type=Path, help="where ca.crt/ca.key and operator.* go")
+    pki.add_argument(
+        "directory", type=Path, help="the CA's directory (ca.crt, ca.key): init makes it"
+    )
     join = with_output(command("enroll", help="certificate bundle and Machine for a new host"))
     join.add_argument("machine", help="the Machine's name, e.g. host-c")
     join.add_argument("--address", required=True, help="IP or DNS name the agent answers on")

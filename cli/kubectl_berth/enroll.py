@@ -62,6 +62,9 @@ def pki_metrics(directory: Path) -> list[Path]:
 def check_machine_name(name: str) -> None:
     if len(name) > 253 or not DNS_SUBDOMAIN.match(name):
         raise CLIError(f"invalid machine name {name!r}: lowercase DNS name, e.g. host-c")
+    # A host's certificate is named after its machine: never the operator's or Prometheus's.
+    if name in (OPERATOR_CN, METRICS_CN):
+        raise CLIError(f"invalid machine name {name!r}: reserved for berth's own certificates")
 
 
 def check_address(address: str) -> str:

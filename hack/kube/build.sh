@@ -207,8 +207,9 @@ build_flux_controller() { # $1 = source-controller | kustomize-controller
 }
 if $with_flux; then
 	# Both cores: the gitops tests wait for this, and nothing else runs meanwhile.
-	GOFLAGS="${GOFLAGS/-p=1/-p=2}" build_flux_controller source-controller
-	GOFLAGS="${GOFLAGS/-p=1/-p=2}" build_flux_controller kustomize-controller
+	flux_goflags="${GOFLAGS% -p=*} -p=${FLUX_BUILD_JOBS:-2}"
+	GOFLAGS="$flux_goflags" build_flux_controller source-controller
+	GOFLAGS="$flux_goflags" build_flux_controller kustomize-controller
 fi
 
 # --- the Prometheus Operator's CRDs ----------------------------------------------------

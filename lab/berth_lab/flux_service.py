@@ -60,6 +60,13 @@ class LabFlux:
         self.git_port = 0
 
     def start(self, timeout: float = 120) -> LabFlux:
+        try:
+            return self._start(timeout)
+        except Exception:
+            self.stop()  # what did start: a context manager's __exit__ would not run
+            raise
+
+    def _start(self, timeout: float) -> LabFlux:
         self.directory.mkdir(parents=True, exist_ok=True)
         (self.directory / "repositories").mkdir(exist_ok=True)
         (self.directory / "artifacts").mkdir(exist_ok=True)  # source-controller wants it made

@@ -43,9 +43,11 @@ def cgi_environment(
 
 def split_cgi_answer(answer: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
     """http-backend's answer: (HTTP status, headers, body)."""
-    head, _, body = answer.partition(b"\r\n\r\n")
-    if not _:
-        head, _, body = answer.partition(b"\n\n")
+    # The headers end at the first blank line, whichever line ends it uses (the pack
+    # that follows is binary, and may hold either sequence).
+    ends = [(answer.find(sep), sep) for sep in (b"\r\n\r\n", b"\n\n") if sep in answer]
+    at, separator = min(ends) if ends else (len(answer), b"")
+    head, body = answer[:at], answer[at + len(separator) :]
     status, headers = 200, []
     for line in head.decode("latin-1").splitlines():
         name, _, value = line.partition(":")

@@ -106,7 +106,13 @@ class LabPrometheus:
             "--storage.tsdb.retention.time=1d",
         ]
         proc = services.spawn(argv, self.log_path, self.directory / PIDFILE, self.owner_env)
-        services.wait_answering(f"{self.url}/-/ready", proc, "prometheus", self.log_path, timeout)
+        try:
+            services.wait_answering(
+                f"{self.url}/-/ready", proc, "prometheus", self.log_path, timeout
+            )
+        except LabError:
+            self.stop()  # as a context manager's __exit__ would not
+            raise
         return self
 
     def stop(self) -> None:

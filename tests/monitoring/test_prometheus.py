@@ -53,9 +53,11 @@ def series(prometheus: LabPrometheus, expr: str) -> list[dict[str, Any]]:
 
 
 def grafana_expr(expr: str) -> str:
+    """The panel's query as Grafana would send it, without its `or vector(0)` fallback:
+    the series themselves must be there (a misspelled name would hide behind a 0)."""
     for variable, value in GRAFANA_VARIABLES.items():
         expr = expr.replace(variable, value)
-    return expr
+    return expr.removesuffix(" or vector(0)")
 
 
 def value_of(series: dict[str, Any]) -> float:

@@ -261,6 +261,8 @@ def test_metrics_service_and_optional_service_monitor() -> None:
         monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     )
     assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    # The state gauges' own `namespace` label must not become `exported_namespace`.
+    assert monitor["spec"]["endpoints"][0]["honorLabels"] is True
     assert "Service" not in kinds(render("--set", "metrics.enabled=false"))
 
 

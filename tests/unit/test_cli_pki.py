@@ -10,6 +10,8 @@ from cryptography.x509.oid import NameOID
 
 from berth_common.pki import METRICS_ORGANIZATION
 from kubectl_berth.cli import main
+from kubectl_berth.client import CLIError
+from kubectl_berth.enroll import check_machine_name
 
 pytestmark = pytest.mark.unit
 
@@ -30,3 +32,9 @@ def test_pki_metrics_issues_a_metrics_certificate_of_the_ca(
     orgs = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)]
     assert orgs == [METRICS_ORGANIZATION]
     assert (pki / "metrics.key").stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize("name", ["berth-operator", "berth-metrics"])
+def test_a_machine_cannot_take_the_name_of_berths_own_certificates(name: str) -> None:
+    with pytest.raises(CLIError, match="reserved for berth's own certificates"):
+        check_machine_name(name)

@@ -55,3 +55,9 @@ def test_prometheus_scrapes_agents_with_the_metrics_certificate_labelled_by_mach
         {"targets": ["10.0.0.12:7443"], "labels": {"machine": "host-b"}},
     ]
     assert config["rule_files"] == ["/chart/alerts.yaml"]
+
+
+def test_the_headers_end_at_the_first_blank_line_whatever_the_pack_holds() -> None:
+    answer = b"Status: 200 OK\nContent-Type: application/x-git-upload-pack-result\n\nPACK\r\n\r\nx"
+    status, headers, body = split_cgi_answer(answer)
+    assert status == 200 and len(headers) == 1 and body == b"PACK\r\n\r\nx"

@@ -115,3 +115,15 @@ def test_the_collector_serves_the_caches_and_skips_what_it_cannot_read() -> None
         'placement="db",result="RolledBack",source="host-a",target="host-b"} 1.7962056e+09'
     ) in text
     assert "broken" not in text
+
+
+@pytest.mark.parametrize(("migration", "moving"), [
+    (None, 0.0), ({"phase": "BulkSync"}, 1.0), ({"phase": "Cutover"}, 1.0),
+    ({"phase": "Succeeded"}, 0.0), ({"phase": "RolledBack"}, 0.0),
+])  # fmt: skip
+def test_a_move_is_in_flight_until_its_phase_is_terminal(
+    migration: dict[str, str] | None, moving: float
+) -> None:
+    obj = placement_obj(migration=migration) if migration else placement_obj()
+    got = by_gauge(placement_samples(RepositoryPlacement.model_validate(obj)))
+    assert got[MIGRATING] == (("shop", "db"), moving)

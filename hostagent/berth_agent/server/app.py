@@ -22,7 +22,13 @@ from berth_agent.config import AgentConfig
 from berth_agent.errors import InvalidRequest, Refusal
 from berth_agent.repositories import Repositories
 from berth_agent.server.gate import SessionGate
-from berth_agent.server.metrics import OPERATION_SECONDS, OPERATIONS, REGISTRY, REPOSITORIES
+from berth_agent.server.metrics import (
+    OPERATION_SECONDS,
+    OPERATIONS,
+    REGISTRY,
+    REPOSITORIES,
+    start_at_zero,
+)
 from berth_agent.server.sessions import build_sessions_router
 from berth_agent.server.transfers import build_router
 from berth_agent.transfer.sweeper import InUse, Sweeper
@@ -89,6 +95,7 @@ def build_app(
     certificate; without (tests of the app alone), one that names none may call every
     route but the session routes."""
     machine = config.name
+    start_at_zero()
     in_use = InUse()
     sweeper = Sweeper(config.data_dir / "transfers", config.transfer_idle_expiry, in_use)
 

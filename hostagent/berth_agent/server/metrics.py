@@ -27,7 +27,10 @@ TRANSFER_BYTES = Counter(
     ["direction"],
     registry=REGISTRY,
 )
-# At 0 from the start: rate() cannot see a counter's first step when its series appears
-# already past 0, so the dashboard would miss each agent's first transfer.
-for _direction in ("sent", "received"):
-    TRANSFER_BYTES.labels(_direction)
+
+
+def start_at_zero() -> None:
+    """Each direction at 0 from the start: rate() cannot see a counter's first step when
+    its series appears already past 0, so the dashboard would miss a first transfer."""
+    for direction in ("sent", "received"):
+        TRANSFER_BYTES.labels(direction)

@@ -28,12 +28,12 @@ class StateCollector(Collector):
         for obj in self.placements.values():
             try:
                 samples += placement_samples(RepositoryPlacement.model_validate(obj))
-            except ValidationError:  # the API server's schema admitted it; skip, don't fail
+            except (ValidationError, ValueError):  # one unreadable object: skip, don't fail
                 log.debug("placement %s not readable for metrics", obj["metadata"].get("name"))
         for obj in self.machines.values():
             try:
                 samples += machine_samples(Machine.model_validate(obj))
-            except ValidationError:
+            except (ValidationError, ValueError):
                 log.debug("machine %s not readable for metrics", obj["metadata"].get("name"))
         return samples
 

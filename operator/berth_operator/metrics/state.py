@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from berth_api.v1alpha1 import LastMigration
 from berth_api.v1alpha1.common import Condition
 from berth_api.v1alpha1.machine_types import Machine
+from berth_api.v1alpha1.migration_phases import TERMINAL
 from berth_api.v1alpha1.placement_types import RepositoryPlacement
 from berth_operator.placement.status import parse_seconds
 
-PLACEMENT = ("namespace", "placement")
+PLACEMENT_LABELS = ("namespace", "placement")
 
 
 @dataclass(frozen=True)
@@ -29,27 +30,29 @@ class Gauge:
     labels: tuple[str, ...]
 
 
-READY = Gauge("berth_placement_ready", "1 while the placement's Ready condition is True", PLACEMENT)
+READY = Gauge(
+    "berth_placement_ready", "1 while the placement's Ready condition is True", PLACEMENT_LABELS
+)
 STALLED = Gauge(
     "berth_placement_stalled",
     "1 while the placement is Stalled (a person must act); reason says why",
-    (*PLACEMENT, "reason"),
+    (*PLACEMENT_LABELS, "reason"),
 )
-MIGRATING = Gauge("berth_placement_migrating", "1 while a move is in flight", PLACEMENT)
+MIGRATING = Gauge("berth_placement_migrating", "1 while a move is in flight", PLACEMENT_LABELS)
 LAST_FINISHED = Gauge(
     "berth_placement_last_migration_finished_timestamp_seconds",
     "When the placement's last move ended (Unix time), by its result and its machines",
-    (*PLACEMENT, "result", "source", "target"),
+    (*PLACEMENT_LABELS, "result", "source", "target"),
 )
 LAST_DOWNTIME = Gauge(
     "berth_placement_last_migration_downtime_seconds",
     "The measured downtime of the placement's last move that froze it",
-    PLACEMENT,
+    PLACEMENT_LABELS,
 )
 BUDGET = Gauge(
     "berth_placement_downtime_budget_seconds",
     "spec.downtimeBudget, where the placement has one",
-    PLACEMENT,
+    PLACEMENT_LABELS,
 )
 MACHINE_READY = Gauge(
     "berth_machine_ready", "1 while the Machine's Ready condition is True", ("machine",)
@@ -75,6 +78,11 @@ def _condition(conditions: Iterable[Condition], kind: str) -> Condition | None:
     return next((c for c in conditions if c.type == kind), None)
 
 
+def in_flight(migration: dict[str, object] | None) -> bool:
+    """A migration is in flight until its phase is a terminal one (as placements read it)."""
+    return bool(migration) and (migration or {}).get("phase") not in (None, *TERMINAL)
+
+
 def _epoch(stamp: str | None) -> float | None:
     if not stamp:
         return None
@@ -92,7 +100,7 @@ def placement_samples(placement: RepositoryPlacement) -> list[Sample]:
         Sample(
             STALLED, (*key, stalled.reason if stalled and is_stalled else ""), float(is_stalled)
         ),
-        Sample(MIGRATING, key, float(bool(status.migration))),
+        Sample(MIGRATING, key, float(in_flight(status.migration))),
     ]
     last: LastMigration | None = status.last_migration
     finished = _epoch(last.finished_at) if last else None
